@@ -1,0 +1,113 @@
+"""The ``plasticity`` command line. Every user error is one line on stderr and exit code 2."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .errors import DivergenceError, UserError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Pretrain, fine-tune, evaluate and analyze language models to study plasticity.")
+err = Console(stderr=True, highlight=False)
+out = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+
+
+def log(msg: str) -> None:
+    err.print(msg, markup=False)
+
+
+def user_errors(fn):
+    """Turn UserError into one line + exit 2, divergence into exit 3, a signal into 128+signum."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        from .train.loop import InterruptedRun
+
+        try:
+            return fn(*args, **kwargs)
+        except UserError as e:
+            err.print(f"error: {e}", markup=False)
+            raise typer.Exit(e.exit_code) from None
+        except DivergenceError as e:
+            err.print(f"error: {e}", markup=False)
+            raise typer.Exit(3) from None
+        except InterruptedRun as e:
+            err.print(f"stopped: {e}; resume with --resume", markup=False)
+            raise typer.Exit(128 + e.signum) from None
+        except KeyboardInterrupt:
+            err.print("interrupted", markup=False)
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+@app.command()
+@user_errors
+def pretrain(
+    config: Path = typer.Argument(None, help="YAML config (optional: defaults are used without one)"),
+    overrides: list[str] = typer.Argument(None, help="dotted key=value overrides, e.g. optim.weight_decay=1.0"),
+    resume: bool = typer.Option(False, "--resume", help="continue from the newest valid checkpoint"),
+) -> None:
+    """Pretrain one model (Llama-2 or OLMo-2 shape) from a YAML config plus key=value overrides."""
+    from .config import PretrainConfig, load_config
+    from .train.pretrain import run_pretrain
+
+    cfg_path = config
+    ovr = list(overrides or [])
+    if cfg_path is not None and "=" in str(cfg_path) and not Path(cfg_path).exists():
+        ovr.insert(0, str(cfg_path))
+        cfg_path = None
+    cfg = load_config(PretrainConfig, cfg_path, ovr)
+    summary = run_pretrain(cfg, resume=resume, log=log)
+    out.print(f"{cfg.out_dir}: {summary['status']}, val loss {summary.get('final_val_loss')}")
+
+
+@app.command()
+def models(
+    vocab: int = typer.Option(4096, help="vocabulary size assumed for CPU presets (they take the tokenizer's)"),
+    json_out: bool = typer.Option(False, "--json", help="print JSON instead of a table"),
+) -> None:
+    """List model presets with parameter counts and training FLOPs/token."""
+    import json
+
+    from .models import describe_presets
+
+    rows = describe_presets(vocab)
+    if json_out:
+        print(json.dumps(rows, indent=2))
+        return
+    t = Table(title="model presets (FLOPs/token = 6N + 12·L·d·ctx, N = non-embedding + lm_head)")
+    for col in ("preset", "family", "d", "ffn", "L", "heads", "kv", "vocab", "ctx", "total", "non-emb", "FLOPs/tok"):
+        t.add_column(col, justify="right" if col not in ("preset", "family") else "left")
+    for r in rows:
+        t.add_row(r["preset"] + (" *" if r["paper"] else ""), r["family"], str(r["hidden"]), str(r["intermediate"]),
+                  str(r["layers"]), str(r["heads"]), str(r["kv_heads"]),
+                  f"{r['vocab']}" + ("†" if r["vocab_from_tokenizer"] else ""), str(r["ctx"]),
+                  _human(r["total_params"]), _human(r["non_embedding_params"]), f"{r['flops_per_token']:.3g}")
+    out.print(t)
+    out.print("* paper Table 1 shape   † vocabulary taken from the tokenizer (shown for --vocab)")
+
+
+def _human(n: float) -> str:
+    for unit, div in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
+        if n >= div:
+            return f"{n / div:.2f}{unit}"
+    return str(int(n))
+
+
+def main() -> None:
+    try:
+        app()
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

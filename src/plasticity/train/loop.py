@@ -1,0 +1,259 @@
+"""The training-loop core shared by pretraining and fine-tuning.
+
+The loop knows nothing about where batches come from: a batch source returns the micro-batches of step ``s``
+as a pure function of ``s`` (so the data position is the step), the learning rate is a pure function of the
+step, and the checkpoint carries model, optimizer and RNG state, so a resumed run is bit-identical on CPU.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+import torch.nn.functional as F
+
+from ..config import TrainConfig
+from ..errors import DivergenceError
+from ..hardware import autocast
+from ..io import append_jsonl, read_jsonl, write_text
+from . import checkpoint as ckpt
+
+
+class BatchSource(Protocol):
+    def step_batches(self, step: int) -> list[dict[str, torch.Tensor]]: ...
+
+
+@dataclass
+class LoopState:
+    step: int = 0  # optimizer steps completed
+    tokens: int = 0  # input tokens consumed (non-padding)
+    elapsed: float = 0.0  # training seconds, summed over resumed segments
+    skipped_batches: int = 0
+    last_loss: float = float("nan")
+    last_val_loss: float | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(step=self.step, tokens=self.tokens, elapsed=self.elapsed, skipped_batches=self.skipped_batches,
+                    last_loss=self.last_loss, last_val_loss=self.last_val_loss)
+
+
+@dataclass
+class TrainJob:
+    """Everything the loop needs. `evaluate(model, full)` returns e.g. {"val_loss": ...}."""
+
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    batches: BatchSource
+    total_steps: int
+    lr_fn: Callable[[int], float]
+    run_dir: Path
+    cfg: TrainConfig
+    device: torch.device
+    precision: str
+    grad_clip: float
+    tokenizer_dir: Path | None = None
+    evaluate: Callable[[torch.nn.Module, bool], dict[str, float]] | None = None
+    checkpoint_steps: set[int] = field(default_factory=set)
+    checkpoint_meta: dict[str, Any] = field(default_factory=dict)
+    label: str = "train"
+    log: Callable[[str], None] = print
+
+
+def step_loss(model: torch.nn.Module, micro: list[dict[str, torch.Tensor]], device: torch.device,
+              precision: str) -> tuple[float, int, int]:
+    """Forward+backward over a step's micro-batches. The loss is the mean next-token cross-entropy over all
+    target tokens (labels != -100) of the whole step, so grad accumulation equals one big batch.
+    Returns (loss, target tokens, input tokens)."""
+    n_targets = sum(int((b["labels"][:, 1:] != -100).sum()) for b in micro)
+    n_inputs = sum(int(b["attention_mask"].sum()) if "attention_mask" in b else b["input_ids"].numel()
+                   for b in micro)
+    total = 0.0
+    for b in micro:
+        ids = b["input_ids"].to(device)
+        labels = b["labels"].to(device)
+        mask = b.get("attention_mask")
+        with autocast(device, precision):
+            logits = model(input_ids=ids, attention_mask=mask.to(device) if mask is not None else None).logits
+        loss = F.cross_entropy(logits[:, :-1].float().reshape(-1, logits.size(-1)), labels[:, 1:].reshape(-1),
+                               ignore_index=-100, reduction="sum") / max(n_targets, 1)
+        loss.backward()
+        total += float(loss.detach())
+    return total, n_targets, n_inputs
+
+
+class _StopFlag:
+    """SIGTERM/SIGINT set a flag; the loop checkpoints after the current step and exits cleanly."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> _StopFlag:
+        for s in (signal.SIGTERM, signal.SIGINT):
+            try:
+                self._old[s] = signal.signal(s, self._handle)
+            except ValueError:  # not the main thread
+                pass
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        if self.signum is not None:  # second signal: give up immediately
+            raise KeyboardInterrupt
+        self.signum = signum
+
+    def __exit__(self, *exc) -> None:
+        for s, h in self._old.items():
+            signal.signal(s, h)
+
+
+def _progress(label: str, total: int, start: int):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    prog = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[tps]} tok/s"),
+                    TextColumn("ETA"), TimeRemainingColumn(), disable=not sys.stderr.isatty(), transient=False)
+    task = prog.add_task(label, total=total, completed=start, loss="-", tps="-")
+    return prog, task
+
+
+def train(job: TrainJob, state: LoopState) -> LoopState:
+    """Run optimizer steps ``state.step .. total_steps-1``; write metrics, checkpoints and ``final/``."""
+    model, opt, cfg = job.model, job.optimizer, job.cfg
+    metrics_path = job.run_dir / "metrics.jsonl"
+    model.train()
+    prog, task = _progress(job.label, job.total_steps, state.step)
+    t_seg = time.perf_counter()
+    elapsed0 = state.elapsed
+    window_tokens, window_t = 0, time.perf_counter()
+    with _StopFlag() as stop, prog:
+        while state.step < job.total_steps:
+            s = state.step
+            lr = job.lr_fn(s)
+            for g in opt.param_groups:
+                g["lr"] = lr
+            opt.zero_grad(set_to_none=True)
+            loss, _, n_in = step_loss(model, job.batches.step_batches(s), job.device, job.precision)
+            gnorm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), job.grad_clip if job.grad_clip > 0
+                                                         else float("inf")))
+            bad = None if math.isfinite(loss) else ("loss", loss)
+            if bad is None and not math.isfinite(gnorm):
+                bad = ("grad_norm", gnorm)
+            if bad is not None:
+                if cfg.nan_policy == "skip_batch" and state.skipped_batches < cfg.max_skipped_batches:
+                    state.skipped_batches += 1
+                    opt.zero_grad(set_to_none=True)
+                    job.log(f"step {s + 1}: non-finite {bad[0]} ({bad[1]}), batch skipped "
+                            f"({state.skipped_batches}/{cfg.max_skipped_batches})")
+                else:
+                    raise DivergenceError(s + 1, bad[0], bad[1])
+            else:
+                opt.step()
+            state.step = s + 1
+            state.tokens += n_in
+            state.last_loss = loss
+            state.elapsed = elapsed0 + (time.perf_counter() - t_seg)
+            window_tokens += n_in
+            if state.step % cfg.log_every == 0 or state.step == job.total_steps:
+                now = time.perf_counter()
+                tps = window_tokens / max(now - window_t, 1e-9)
+                window_tokens, window_t = 0, now
+                rec = dict(step=state.step, tokens=state.tokens, loss=loss, lr=lr, grad_norm=gnorm,
+                           tok_per_s=round(tps, 1), elapsed=round(state.elapsed, 3))
+                append_jsonl(metrics_path, rec)
+                prog.update(task, completed=state.step, loss=f"{loss:.4f}", tps=f"{tps:,.0f}")
+                if not sys.stderr.isatty():
+                    job.log(f"[{job.label}] step {state.step}/{job.total_steps} loss {loss:.4f} lr {lr:.2e} "
+                            f"gnorm {gnorm:.3f} {tps:,.0f} tok/s")
+            else:
+                prog.update(task, completed=state.step)
+            is_ckpt = state.step in job.checkpoint_steps
+            is_final = state.step == job.total_steps
+            if job.evaluate is not None and (is_ckpt or is_final or (cfg.eval_every and
+                                                                     state.step % cfg.eval_every == 0)):
+                ev = job.evaluate(model, is_final)
+                model.train()
+                state.last_val_loss = ev.get("val_loss", state.last_val_loss)
+                append_jsonl(metrics_path, dict(step=state.step, tokens=state.tokens, **ev))
+            resume_due = cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0
+            if (is_ckpt or resume_due or stop.signum is not None) and not is_final:
+                save_resume_checkpoint(job, state, snapshot=is_ckpt)
+            if stop.signum is not None and not is_final:
+                job.log(f"received signal {stop.signum}: checkpoint saved at step {state.step}, exiting")
+                raise InterruptedRun(state.step, stop.signum)
+    save_final(job, state)
+    return state
+
+
+class InterruptedRun(Exception):
+    def __init__(self, step: int, signum: int):
+        self.step, self.signum = step, signum
+        super().__init__(f"interrupted by signal {signum} at step {step}")
+
+
+def save_resume_checkpoint(job: TrainJob, state: LoopState, snapshot: bool) -> Path:
+    """Checkpoint with trainer state. Snapshots (checkpoint_fractions) are kept for the analyses; the trainer
+    state of older checkpoints and older non-snapshot checkpoints are pruned."""
+    root = job.run_dir / "checkpoints"
+    path = root / ckpt.step_dir_name(state.step)
+    trainer_state = {"optimizer": job.optimizer.state_dict(), "loop": state.as_dict(), "rng": ckpt.rng_state()}
+    ckpt.save_checkpoint(path, job.model, job.tokenizer_dir, trainer_state,
+                         dict(step=state.step, snapshot=snapshot, tokens=state.tokens, **job.checkpoint_meta))
+    for step, d in ckpt.list_checkpoints(root):
+        if step >= state.step:
+            continue
+        m = ckpt.read_manifest(d) or {}
+        if m.get("snapshot"):
+            if job.cfg.keep_last_resume:
+                ckpt.strip_trainer_state(d)
+        else:
+            import shutil
+
+            shutil.rmtree(d, ignore_errors=True)
+    return path
+
+
+def save_final(job: TrainJob, state: LoopState) -> Path:
+    """``final/``: the HF model + tokenizer of the last step (no optimizer state)."""
+    path = job.run_dir / "final"
+    ckpt.save_checkpoint(path, job.model, job.tokenizer_dir, None,
+                         dict(step=state.step, snapshot=True, tokens=state.tokens, **job.checkpoint_meta))
+    # the final model is also the last point of the over-training series used by the rank analysis
+    return path
+
+
+def restore(job: TrainJob, ckpt_dir: Path) -> LoopState:
+    """Load model weights, optimizer and RNG state from a resumable checkpoint."""
+    from safetensors.torch import load_file
+
+    sd = load_file(str(ckpt_dir / "model.safetensors"))
+    missing, unexpected = job.model.load_state_dict(sd, strict=False)
+    tied = {"lm_head.weight"} if getattr(job.model.config, "tie_word_embeddings", False) else set()
+    if set(missing) - tied or unexpected:
+        from ..errors import CheckpointError
+
+        raise CheckpointError(f"{ckpt_dir}: weights do not match the model (missing {sorted(missing)[:3]}, "
+                              f"unexpected {sorted(unexpected)[:3]})")
+    ts = ckpt.load_trainer_state(ckpt_dir)
+    job.optimizer.load_state_dict(ts["optimizer"])
+    ckpt.set_rng_state(ts["rng"])
+    loop = ts["loop"]
+    state = LoopState(**{k: loop[k] for k in LoopState.__dataclass_fields__ if k in loop})
+    truncate_metrics(job.run_dir / "metrics.jsonl", state.step)
+    return state
+
+
+def truncate_metrics(path: Path, step: int) -> None:
+    """Drop metric records past `step` (written after the checkpoint we resume from)."""
+    if not path.exists():
+        return
+    import json
+
+    keep = [r for r in read_jsonl(path) if r.get("step", 0) <= step]
+    write_text(path, "".join(json.dumps(r) + "\n" for r in keep))

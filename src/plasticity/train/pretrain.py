@@ -1,0 +1,186 @@
+"""``plasticity pretrain``: one pretraining run, top to bottom."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..config import PretrainConfig, from_dict, read_yaml, to_dict
+from ..data.packed import PackedSequences, PretrainBatches, prepare_data
+from ..errors import DivergenceError, UserError
+from ..hardware import autocast, default_device, resolve_precision
+from ..io import read_json, write_json, write_yaml
+from ..models import DEFAULT_WD_POLICY, build_model, count_params, flops_per_token, resolve_shape
+from ..runinfo import run_info
+from . import checkpoint as ckpt
+from .loop import InterruptedRun, LoopState, TrainJob, train
+from .optim import build_optimizer, describe_groups
+from .schedule import lr_at
+
+
+@torch.no_grad()
+def mean_loss(model: torch.nn.Module, seqs: torch.Tensor, batch_size: int, device: torch.device,
+              precision: str) -> float:
+    """Mean next-token cross-entropy (nats/token) over fixed-length sequences."""
+    model.eval()
+    total, count = 0.0, 0
+    for i in range(0, len(seqs), batch_size):
+        ids = seqs[i: i + batch_size].to(device)
+        with autocast(device, precision):
+            logits = model(input_ids=ids).logits
+        loss = torch.nn.functional.cross_entropy(logits[:, :-1].float().reshape(-1, logits.size(-1)),
+                                                 ids[:, 1:].reshape(-1), reduction="sum")
+        total += float(loss)
+        count += ids[:, 1:].numel()
+    return total / max(count, 1)
+
+
+def resolve_total_steps(cfg: PretrainConfig, params_total: int, params_non_embedding: int) -> tuple[int, int]:
+    """Optimizer steps and the token budget they stand for (max_steps > max_tokens > tpp x params)."""
+    t = cfg.train
+    per_step = t.micro_batch_size * t.grad_accum * cfg.data.seq_len
+    if t.max_steps:
+        return t.max_steps, t.max_steps * per_step
+    if t.max_tokens:
+        budget = t.max_tokens
+    else:
+        n = params_total if t.tpp_params == "total" else params_non_embedding
+        budget = int(t.tpp * n)
+    return max(1, math.ceil(budget / per_step)), budget
+
+
+def _check_resume_config(run_dir: Path, cfg_dict: dict[str, Any]) -> None:
+    old = read_yaml(run_dir / "config.yaml")
+    diffs = [k for k in sorted(set(old) | set(cfg_dict)) if old.get(k) != cfg_dict.get(k) and k != "out_dir"]
+    if diffs:
+        sub = []
+        for k in diffs:
+            o, n = old.get(k) or {}, cfg_dict.get(k) or {}
+            if isinstance(o, dict) and isinstance(n, dict):
+                sub += [f"{k}.{kk}" for kk in sorted(set(o) | set(n)) if o.get(kk) != n.get(kk)]
+            else:
+                sub.append(k)
+        raise UserError(f"{run_dir}: config differs from the run being resumed ({', '.join(sub[:5])}); "
+                        "use another out_dir or the same config")
+
+
+def run_pretrain(cfg: PretrainConfig, resume: bool = False, log=print) -> dict[str, Any]:
+    """Pretrain one model; returns the summary (also written to ``summary.json``)."""
+    run_dir = Path(cfg.out_dir)
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    device = default_device()
+    precision = resolve_precision(cfg.train.precision, device)
+
+    data = prepare_data(cfg.data, cfg.tokenizer, log=log)
+    tok = data.tokenizer()
+    shape = resolve_shape(cfg.model, len(tok))
+    if shape.max_seq_len < cfg.data.seq_len:
+        raise UserError(f"config error: data.seq_len: {cfg.data.seq_len} exceeds the model context "
+                        f"{shape.max_seq_len}")
+    policy = cfg.optim.wd_policy if cfg.optim.wd_policy != "auto" else DEFAULT_WD_POLICY[shape.family]
+    resolved = replace(cfg, model=replace(cfg.model, **{k: getattr(shape, k) for k in (
+        "vocab_size", "max_seq_len", "hidden_size", "intermediate_size", "num_layers", "num_heads",
+        "num_kv_heads", "rope_theta")}), optim=replace(cfg.optim, wd_policy=policy))
+    cfg_dict = to_dict(resolved)
+
+    summary_path = run_dir / "summary.json"
+    has_run = (run_dir / "config.yaml").exists()
+    if has_run and not resume:
+        if summary_path.exists() and read_json(summary_path).get("status") == "completed":
+            raise UserError(f"{run_dir}: a completed run is already here; use another out_dir")
+        raise UserError(f"{run_dir}: a run is already here; pass --resume to continue it or use another out_dir")
+    if has_run:
+        _check_resume_config(run_dir, cfg_dict)
+        if summary_path.exists() and read_json(summary_path).get("status") == "completed":
+            log(f"{run_dir}: already completed")
+            return read_json(summary_path)
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+    if cfg.model.init_from:
+        model = ckpt.load_model_checked(cfg.model.init_from, cfg.model.trust_remote_code, device)
+    else:
+        model = build_model(shape, cfg.model.init_std, seed=cfg.train.seed, device=device,
+                            bos_id=tok.bos_token_id, eos_id=tok.eos_token_id, pad_id=tok.pad_token_id)
+    counts = count_params(model)
+    optimizer = build_optimizer(model, cfg.optim, policy)
+    groups = describe_groups(model, cfg.optim, policy)
+    for g in groups:
+        log(f"param group {g['name']}: weight_decay={g['weight_decay']} tensors={g['tensors']} "
+            f"params={g['numel']:,} e.g. {', '.join(g['examples'][:2])}")
+
+    train_seqs = PackedSequences(data.train_bin, cfg.data.seq_len, data.meta["dtype"])
+    val_seqs = PackedSequences(data.val_bin, cfg.data.seq_len, data.meta["dtype"])
+    total_steps, budget = resolve_total_steps(cfg, counts.total, counts.non_embedding)
+    batches = PretrainBatches(train_seqs, cfg.train.micro_batch_size, cfg.train.grad_accum, cfg.train.seed)
+    epochs = total_steps * batches.tokens_per_step() / max(len(train_seqs) * cfg.data.seq_len, 1)
+    ckpt_steps = {max(1, round(f * total_steps)) for f in cfg.train.checkpoint_fractions} - {total_steps}
+
+    n_val_all = min(len(val_seqs), cfg.train.eval_max_sequences)
+    val_all = val_seqs.get(range(n_val_all))
+    val_periodic = val_all[: cfg.train.eval_sequences]
+
+    def evaluate(m: torch.nn.Module, full: bool) -> dict[str, float]:
+        seqs = val_all if full else val_periodic
+        return {"val_loss": mean_loss(m, seqs, cfg.train.micro_batch_size, device, precision)}
+
+    if not has_run:
+        write_yaml(run_dir / "config.yaml", cfg_dict)
+        write_json(run_dir / "param_groups.json", groups)
+        write_json(run_dir / "run_info.json", run_info(device, cfg.train.seed, precision, dict(
+            total_steps=total_steps, token_budget=budget, tokens_per_step=batches.tokens_per_step(),
+            data=data.meta, params=asdict(counts), shape=asdict(shape), epochs=epochs)))
+    log(f"{run_dir}: {shape.family} {counts.total:,} params ({counts.non_embedding:,} non-embedding), "
+        f"{total_steps} steps x {batches.tokens_per_step():,} tokens = {total_steps * batches.tokens_per_step():,} "
+        f"tokens ({epochs:.2f} epochs of {len(train_seqs) * cfg.data.seq_len:,}), precision {precision}, "
+        f"wd {cfg.optim.weight_decay} ({policy})")
+    if epochs > 1.0:
+        log(f"warning: the token budget repeats the training data {epochs:.2f} times")
+
+    job = TrainJob(model=model, optimizer=optimizer, batches=batches, total_steps=total_steps,
+                   lr_fn=lambda s: lr_at(s, total_steps, cfg.optim.lr, cfg.optim.min_lr, cfg.schedule),
+                   run_dir=run_dir, cfg=cfg.train, device=device, precision=precision,
+                   grad_clip=cfg.optim.grad_clip, tokenizer_dir=data.tokenizer_dir, evaluate=evaluate,
+                   checkpoint_steps=ckpt_steps, checkpoint_meta={"kind": "pretrain"}, label=run_dir.name, log=log)
+    state = LoopState()
+    found = ckpt.latest_resumable(run_dir / "checkpoints", log=log) if resume else None
+    if found:
+        from .loop import restore
+
+        state = restore(job, found[1])
+        log(f"resumed from {found[1]} (step {state.step})")
+    elif (run_dir / "metrics.jsonl").exists():
+        from .loop import truncate_metrics
+
+        truncate_metrics(run_dir / "metrics.jsonl", 0)
+
+    base = dict(kind="pretrain", params_total=counts.total, params_non_embedding=counts.non_embedding,
+                flops_per_token=flops_per_token(counts, shape, cfg.data.seq_len), total_steps=total_steps,
+                token_budget=budget, weight_decay=cfg.optim.weight_decay, wd_policy=policy, precision=precision,
+                family=shape.family, preset=cfg.model.preset)
+    t0 = time.time()
+    try:
+        state = train(job, state)
+    except DivergenceError as e:
+        summary = dict(base, status="diverged", reason=str(e), diverged_step=e.step, diverged_what=e.what,
+                       diverged_value=str(e.value), steps=e.step, wall_time=time.time() - t0)
+        write_json(summary_path, summary)
+        raise
+    except InterruptedRun as e:
+        write_json(summary_path, dict(base, status="interrupted", steps=e.step, wall_time=time.time() - t0))
+        raise
+    summary = dict(base, status="completed", steps=state.step, tokens_seen=state.tokens,
+                   final_train_loss=state.last_loss, final_val_loss=state.last_val_loss,
+                   train_time=state.elapsed, wall_time=time.time() - t0, skipped_batches=state.skipped_batches)
+    write_json(summary_path, summary)
+    log(f"{run_dir}: done, val loss {state.last_val_loss:.4f}, {state.elapsed:.1f}s")
+    return summary
+
+
+def load_pretrain_config(path: str | Path) -> PretrainConfig:
+    return from_dict(PretrainConfig, read_yaml(path))

@@ -1,0 +1,61 @@
+"""Shared fixtures: the local data root, a per-session token cache, tiny pretraining configs."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+DATA_ROOT = Path(os.environ.get("PLASTICITY_DATA_ROOT", REPO.parent / "shared" / "data"))
+
+torch.set_num_threads(1)
+
+
+def data_path(*parts: str) -> Path:
+    return DATA_ROOT.joinpath(*parts)
+
+
+def needs_data(*parts: str):
+    """Skip (with the reason) when ../shared/data or the given file is absent."""
+    p = data_path(*parts)
+    return pytest.mark.skipif(not p.exists(), reason=f"local dataset not found: {p} (needs ../shared/data)")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _cache_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("plasticity_cache")
+    os.environ["PLASTICITY_CACHE"] = str(d)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    return d
+
+
+def tiny_overrides(out_dir: Path, **extra) -> list[str]:
+    """Overrides for a seconds-long pretraining run on local Wikipedia text."""
+    base = {
+        "out_dir": str(out_dir),
+        "data.source": str(data_path("wikipedia", "train.jsonl")),
+        "data.max_documents": 150,
+        "data.seq_len": 32,
+        "tokenizer.vocab_size": 512,
+        "model.preset": "llama2-tiny",
+        "train.micro_batch_size": 4,
+        "train.max_steps": 20,
+        "train.log_every": 5,
+        "train.eval_sequences": 8,
+        "train.eval_max_sequences": 16,
+        "train.threads": 1,
+    }
+    base.update(extra)
+    return [f"{k}={v}" for k, v in base.items()]
+
+
+def run_cli(*args: str, timeout: float = 600, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run the real ``plasticity`` CLI in a subprocess."""
+    e = dict(os.environ, **(env or {}))
+    return subprocess.run([sys.executable, "-m", "plasticity.cli", *args], capture_output=True, text=True,
+                          timeout=timeout, env=e)
