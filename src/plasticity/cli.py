@@ -69,6 +69,47 @@ def pretrain(
 
 
 @app.command()
+@user_errors
+def study(
+    spec: Path = typer.Argument(None, help="study YAML; without one the embedded default study runs"),
+    workers: int = typer.Option(None, help="parallel worker processes (default: one per CPU core)"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="print the plan without running it"),
+) -> None:
+    """Run a study. Today this is the pretraining sweep (grid over any config key, cached, resumable);
+    fine-tuning, evaluation, analysis and the report stages plug into the same plan."""
+    import json
+
+    from .config import from_dict, read_yaml
+    from .study.sweep import DEFAULT_SWEEP, SweepSpec, expand, run_sweep
+    from .train.analysis_lite import param_norm
+
+    sw = DEFAULT_SWEEP if spec is None else from_dict(SweepSpec, read_yaml(spec))
+    points = expand(sw)
+    if dry_run:
+        for axes, cfg in points:
+            done = (Path(cfg.out_dir) / "summary.json").exists()
+            out.print(f"{'cached ' if done else 'pending'} {json.dumps(axes)} -> {cfg.out_dir}")
+        return
+    rows = run_sweep(sw, workers=workers, log=log)
+    t = Table(title=f"study '{sw.name}'")
+    keys = list(sw.axes)
+    for col in [*keys, "status", "val loss", "param L2 norm", "steps", "tokens", "run"]:
+        t.add_column(col)
+    for r in rows:
+        final = Path(r["out_dir"]) / "final"
+        norm = f"{param_norm(final):.2f}" if final.exists() else "-"
+        vl = r.get("final_val_loss")
+        t.add_row(*[str(r.get(k)) for k in keys], str(r.get("status")), f"{vl:.4f}" if vl else "-", norm,
+                  str(r.get("steps", "-")), f"{r.get('tokens_seen', 0):,}", r["out_dir"])
+    out.print(t)
+    from .io import write_json
+
+    write_json(Path(sw.out_dir) / sw.name / "sweep.json", rows)
+    if any(r.get("status") != "completed" for r in rows):
+        raise typer.Exit(1)
+
+
+@app.command()
 def models(
     vocab: int = typer.Option(4096, help="vocabulary size assumed for CPU presets (they take the tokenizer's)"),
     json_out: bool = typer.Option(False, "--json", help="print JSON instead of a table"),

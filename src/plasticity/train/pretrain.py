@@ -56,6 +56,8 @@ def resolve_total_steps(cfg: PretrainConfig, params_total: int, params_non_embed
 
 def _check_resume_config(run_dir: Path, cfg_dict: dict[str, Any]) -> None:
     old = read_yaml(run_dir / "config.yaml")
+    cfg_dict = dict(cfg_dict, train={k: v for k, v in cfg_dict["train"].items() if k != "threads"})
+    old["train"] = {k: v for k, v in (old.get("train") or {}).items() if k != "threads"}
     diffs = [k for k in sorted(set(old) | set(cfg_dict)) if old.get(k) != cfg_dict.get(k) and k != "out_dir"]
     if diffs:
         sub = []

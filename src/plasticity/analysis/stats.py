@@ -1,0 +1,135 @@
+"""Statistics for the analyses: correlations, leave-one-out stability (paper Fig. 10), seed bootstrap CIs.
+
+Undefined statistics (constant input, too few points) are returned as ``None`` (JSON ``null``), never NaN.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+import zlib
+from collections.abc import Hashable, Mapping, Sequence
+from typing import Any, Literal
+
+import numpy as np
+from scipy import stats as sps
+
+CorrMethod = Literal["pearson", "spearman"]
+
+
+def _finite(v: float) -> float | None:
+    v = float(v)
+    return v if math.isfinite(v) else None
+
+
+def _xy(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    a, b = np.asarray(x, dtype=np.float64).ravel(), np.asarray(y, dtype=np.float64).ravel()
+    if a.shape != b.shape:
+        raise ValueError(f"x and y differ in length: {a.size} vs {b.size}")
+    if not (np.all(np.isfinite(a)) and np.all(np.isfinite(b))):
+        raise ValueError("x and y must be finite")
+    return a, b
+
+
+def _corr(a: np.ndarray, b: np.ndarray, method: CorrMethod) -> tuple[float | None, float | None]:
+    if a.size < 2:
+        return None, None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # constant input -> NaN, reported as None
+        if method == "pearson":
+            res = sps.pearsonr(a, b)
+        elif method == "spearman":
+            res = sps.spearmanr(a, b)
+        else:
+            raise ValueError(f"unknown method {method!r}; use 'pearson' or 'spearman'")
+    return _finite(res.statistic), _finite(res.pvalue)
+
+
+def correlation(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray) -> dict[str, Any]:
+    """Pearson and Spearman correlation with two-sided p-values (scipy).
+
+    Returns ``{"n", "pearson_r", "pearson_p", "spearman_rho", "spearman_p"}``.
+    """
+    a, b = _xy(x, y)
+    pr, pp = _corr(a, b, "pearson")
+    sr, sp = _corr(a, b, "spearman")
+    return {"n": int(a.size), "pearson_r": pr, "pearson_p": pp, "spearman_rho": sr, "spearman_p": sp}
+
+
+def leave_one_out(
+    x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray, method: CorrMethod = "pearson"
+) -> dict[str, Any]:
+    """Correlation recomputed without each point in turn (paper Fig. 10, LOO stability of Pearson r).
+
+    Returns ``{"method", "n", "full_r", "full_p", "loo": [{"index", "r", "p"}], "min_r", "max_r", "argmin",
+    "argmax", "max_abs_change", "n_sign_changes"}``; ``argmin``/``argmax`` are the left-out indices giving the
+    extreme ``r``; ``n_sign_changes`` counts LOO subsets whose ``r`` has the opposite sign of ``full_r``.
+    """
+    a, b = _xy(x, y)
+    full_r, full_p = _corr(a, b, method)
+    loo: list[dict[str, Any]] = []
+    for i in range(a.size):
+        keep = np.arange(a.size) != i
+        r, p = _corr(a[keep], b[keep], method)
+        loo.append({"index": i, "r": r, "p": p})
+    valid = [d for d in loo if d["r"] is not None]
+    lo = min(valid, key=lambda d: d["r"]) if valid else None
+    hi = max(valid, key=lambda d: d["r"]) if valid else None
+    return {
+        "method": method,
+        "n": int(a.size),
+        "full_r": full_r,
+        "full_p": full_p,
+        "loo": loo,
+        "min_r": lo["r"] if lo else None,
+        "max_r": hi["r"] if hi else None,
+        "argmin": lo["index"] if lo else None,
+        "argmax": hi["index"] if hi else None,
+        "max_abs_change": (
+            max(abs(d["r"] - full_r) for d in valid) if valid and full_r is not None else None
+        ),
+        "n_sign_changes": (sum(1 for d in valid if d["r"] * full_r < 0) if full_r is not None else None),
+    }
+
+
+def _group_seed(seed: int, group: Hashable) -> np.random.Generator:
+    """Generator depending only on ``seed`` and ``repr(group)`` (not on the other groups or their order)."""
+    return np.random.default_rng([int(seed) & 0xFFFFFFFF, zlib.crc32(repr(group).encode())])
+
+
+def bootstrap_ci_over_seeds(
+    values_by_group: Mapping[Hashable, Sequence[float]],
+    n_boot: int = 1000,
+    seed: int = 0,
+    alpha: float = 0.05,
+) -> dict[Hashable, dict[str, Any]]:
+    """Mean and percentile bootstrap CI of the mean per group (resampling the group's seed values).
+
+    Returns ``{group: {"mean", "ci_low", "ci_high", "std", "n", "n_boot", "alpha"}}`` (``std`` is the sample
+    standard deviation, ddof=1, ``None`` for one value; a single value gives a degenerate CI ``[v, v]``).
+    Deterministic given ``seed``; each group's resampling depends only on ``seed`` and the group key.
+    """
+    if n_boot < 1:
+        raise ValueError("n_boot must be >= 1")
+    if not 0.0 < alpha < 1.0:
+        raise ValueError("alpha must be in (0, 1)")
+    out: dict[Hashable, dict[str, Any]] = {}
+    for group, vals in values_by_group.items():
+        v = np.asarray(vals, dtype=np.float64).ravel()
+        if v.size == 0:
+            raise ValueError(f"group {group!r} has no values")
+        if not np.all(np.isfinite(v)):
+            raise ValueError(f"group {group!r} has non-finite values")
+        idx = _group_seed(seed, group).integers(0, v.size, size=(n_boot, v.size))
+        means = v[idx].mean(axis=1)
+        lo, hi = np.quantile(means, [alpha / 2, 1 - alpha / 2])
+        out[group] = {
+            "mean": float(v.mean()),
+            "ci_low": float(lo),
+            "ci_high": float(hi),
+            "std": float(v.std(ddof=1)) if v.size > 1 else None,
+            "n": int(v.size),
+            "n_boot": int(n_boot),
+            "alpha": float(alpha),
+        }
+    return out
