@@ -14,7 +14,7 @@ from .errors import DivergenceError, UserError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Pretrain, fine-tune, evaluate and analyze language models to study plasticity.")
-err = Console(stderr=True, highlight=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
 out = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
 
 
@@ -58,14 +58,52 @@ def pretrain(
     from .config import PretrainConfig, load_config
     from .train.pretrain import run_pretrain
 
-    cfg_path = config
-    ovr = list(overrides or [])
-    if cfg_path is not None and "=" in str(cfg_path) and not Path(cfg_path).exists():
-        ovr.insert(0, str(cfg_path))
-        cfg_path = None
+    cfg_path, ovr = _split_config_arg(config, overrides)
     cfg = load_config(PretrainConfig, cfg_path, ovr)
     summary = run_pretrain(cfg, resume=resume, log=log)
     out.print(f"{cfg.out_dir}: {summary['status']}, val loss {summary.get('final_val_loss')}")
+
+
+@app.command()
+@user_errors
+def finetune(
+    config: Path = typer.Argument(None, help="YAML config (optional)"),
+    overrides: list[str] = typer.Argument(None, help="dotted key=value overrides, e.g. init_from=runs/pt task=gsm8k"),
+    resume: bool = typer.Option(False, "--resume", help="continue from the newest valid checkpoint"),
+) -> None:
+    """Supervised fine-tuning of a checkpoint on a task (loss on response tokens only)."""
+    from .config import FinetuneConfig, load_config
+    from .train.finetune import run_finetune
+
+    cfg_path, ovr = _split_config_arg(config, overrides)
+    cfg = load_config(FinetuneConfig, cfg_path, ovr)
+    summary = run_finetune(cfg, resume=resume, log=log)
+    out.print(f"{cfg.out_dir}: {summary['status']}, final train loss {summary.get('final_train_loss')}")
+
+
+@app.command()
+@user_errors
+def tasks(data_root: Path = typer.Option(None, help="local data folder (default: $PLASTICITY_DATA_ROOT or "
+                                                   "../shared/data)")) -> None:
+    """List the registered fine-tuning/evaluation tasks and where their data comes from."""
+    from .tasks.registry import describe_tasks
+
+    rows = describe_tasks(data_root)
+    t = Table(title="tasks")
+    cols = ["name", "family", "answer_type", "local_available", "evaluated_on", "train_hub"]
+    for c in cols:
+        t.add_column(c)
+    for r in rows:
+        t.add_row(*[str(r.get(c)) for c in cols])
+    out.print(t)
+
+
+def _split_config_arg(config: Path | None, overrides: list[str] | None) -> tuple[Path | None, list[str]]:
+    """Allow ``plasticity CMD key=value ...`` without a config file."""
+    ovr = list(overrides or [])
+    if config is not None and "=" in str(config) and not Path(config).exists():
+        return None, [str(config), *ovr]
+    return config, ovr
 
 
 @app.command()

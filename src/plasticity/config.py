@@ -130,6 +130,52 @@ class PretrainConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
+def _ft_optim() -> OptimizerConfig:
+    return OptimizerConfig(lr=1e-5, min_lr=0.0, weight_decay=0.0, wd_policy="all")
+
+
+def _ft_train() -> TrainConfig:
+    return TrainConfig(micro_batch_size=8, grad_accum=8, tpp=None, epochs=3.0, log_every=5,
+                       checkpoint_fractions=[], eval_sequences=64)
+
+
+@dataclass
+class FinetuneConfig:
+    """Supervised fine-tuning (paper Table 6: lr 1e-5, batch 64, cosine with 0.1 warmup, 3 epochs, cutoff
+    2048). ``init_from`` is a checkpoint dir (ours or any HF Llama/OLMo-2 dir) or a Hub id."""
+
+    out_dir: str = "runs/finetune"
+    init_from: str = ""
+    revision: str | None = None
+    trust_remote_code: bool = False
+    task: str = "demo_arith"
+    task_options: dict[str, Any] = field(default_factory=dict)
+    data_root: str | None = None
+    data_source: Literal["local", "hub", "auto"] = "auto"
+    max_examples: int | None = None
+    template: str = "Human: {question}\nAssistant: {response}"
+    cutoff_len: int = 2048
+    optim: OptimizerConfig = field(default_factory=_ft_optim)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    train: TrainConfig = field(default_factory=_ft_train)
+
+    def validate(self) -> None:
+        _check(bool(self.out_dir), "out_dir", "must not be empty")
+        _check(bool(self.init_from), "init_from", "set the checkpoint to fine-tune (a run dir, HF dir or Hub id)")
+        _check(bool(self.task), "task", "must not be empty")
+        _check("{question}" in self.template and "{response}" in self.template, "template",
+               "must contain {question} and {response}")
+        _check(self.template.index("{question}") < self.template.index("{response}"), "template",
+               "{question} must come before {response}")
+        _check(self.cutoff_len >= 8, "cutoff_len", f"must be >= 8, got {self.cutoff_len}")
+        _check(self.max_examples is None or self.max_examples >= 1, "max_examples", "must be >= 1")
+        validate_optim(self.optim)
+        validate_schedule(self.schedule)
+        validate_train(self.train)
+        if self.train.epochs is None and self.train.max_steps is None:
+            raise ConfigError("train.epochs", "set train.epochs or train.max_steps")
+
+
 # --------------------------------------------------------------------------------------------- loading
 
 
@@ -214,13 +260,16 @@ def from_dict(cls: type[T], data: Any, prefix: str = "") -> T:
     if not isinstance(data, dict):
         raise ConfigError(prefix or "<root>", f"expected a mapping, got {type(data).__name__}")
     hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
+    fields = {f.name: f for f in dataclasses.fields(cls)}
     kwargs = {}
     for k, v in data.items():
         key = f"{prefix}.{k}" if prefix else str(k)
-        if k not in names:
-            hint = _closest(str(k), names)
+        if k not in fields:
+            hint = _closest(str(k), set(fields))
             raise ConfigError(key, "unknown key" + (f" (did you mean '{hint}'?)" if hint else ""))
+        factory = fields[k].default_factory
+        if isinstance(v, dict) and factory is not dataclasses.MISSING and dataclasses.is_dataclass(hints[k]):
+            v = deep_merge(dataclasses.asdict(factory()), v)  # partial sections keep the parent's defaults
         kwargs[k] = _coerce(v, hints[k], key)
     return cls(**kwargs)
 

@@ -171,7 +171,9 @@ def load_model_checked(path: str | Path, trust_remote_code: bool = False, device
     """Load an HF causal LM from a checkpoint dir (verifying our manifest when present) or a Hub id.
     Only safetensors weights are accepted."""
     from transformers import AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()
     p = Path(path)
     if p.exists():
         if not p.is_dir():

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
@@ -12,14 +11,15 @@ import torch
 
 from ..config import PretrainConfig, from_dict, read_yaml, to_dict
 from ..data.packed import PackedSequences, PretrainBatches, prepare_data
-from ..errors import DivergenceError, UserError
+from ..errors import UserError
 from ..hardware import autocast, default_device, resolve_precision
-from ..io import read_json, write_json, write_yaml
+from ..io import write_json
 from ..models import DEFAULT_WD_POLICY, build_model, count_params, flops_per_token, resolve_shape
 from ..runinfo import run_info
 from . import checkpoint as ckpt
-from .loop import InterruptedRun, LoopState, TrainJob, train
+from .loop import TrainJob
 from .optim import build_optimizer, describe_groups
+from .run import execute, open_run_dir
 from .schedule import lr_at
 
 
@@ -54,23 +54,6 @@ def resolve_total_steps(cfg: PretrainConfig, params_total: int, params_non_embed
     return max(1, math.ceil(budget / per_step)), budget
 
 
-def _check_resume_config(run_dir: Path, cfg_dict: dict[str, Any]) -> None:
-    old = read_yaml(run_dir / "config.yaml")
-    cfg_dict = dict(cfg_dict, train={k: v for k, v in cfg_dict["train"].items() if k != "threads"})
-    old["train"] = {k: v for k, v in (old.get("train") or {}).items() if k != "threads"}
-    diffs = [k for k in sorted(set(old) | set(cfg_dict)) if old.get(k) != cfg_dict.get(k) and k != "out_dir"]
-    if diffs:
-        sub = []
-        for k in diffs:
-            o, n = old.get(k) or {}, cfg_dict.get(k) or {}
-            if isinstance(o, dict) and isinstance(n, dict):
-                sub += [f"{k}.{kk}" for kk in sorted(set(o) | set(n)) if o.get(kk) != n.get(kk)]
-            else:
-                sub.append(k)
-        raise UserError(f"{run_dir}: config differs from the run being resumed ({', '.join(sub[:5])}); "
-                        "use another out_dir or the same config")
-
-
 def run_pretrain(cfg: PretrainConfig, resume: bool = False, log=print) -> dict[str, Any]:
     """Pretrain one model; returns the summary (also written to ``summary.json``)."""
     run_dir = Path(cfg.out_dir)
@@ -91,18 +74,9 @@ def run_pretrain(cfg: PretrainConfig, resume: bool = False, log=print) -> dict[s
         "num_kv_heads", "rope_theta")}), optim=replace(cfg.optim, wd_policy=policy))
     cfg_dict = to_dict(resolved)
 
-    summary_path = run_dir / "summary.json"
-    has_run = (run_dir / "config.yaml").exists()
-    if has_run and not resume:
-        if summary_path.exists() and read_json(summary_path).get("status") == "completed":
-            raise UserError(f"{run_dir}: a completed run is already here; use another out_dir")
-        raise UserError(f"{run_dir}: a run is already here; pass --resume to continue it or use another out_dir")
-    if has_run:
-        _check_resume_config(run_dir, cfg_dict)
-        if summary_path.exists() and read_json(summary_path).get("status") == "completed":
-            log(f"{run_dir}: already completed")
-            return read_json(summary_path)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    done = open_run_dir(run_dir, cfg_dict, resume, log)
+    if done is not None:
+        return done
 
     if cfg.model.init_from:
         model = ckpt.load_model_checked(cfg.model.init_from, cfg.model.trust_remote_code, device)
@@ -131,9 +105,8 @@ def run_pretrain(cfg: PretrainConfig, resume: bool = False, log=print) -> dict[s
         seqs = val_all if full else val_periodic
         return {"val_loss": mean_loss(m, seqs, cfg.train.micro_batch_size, device, precision)}
 
-    if not has_run:
-        write_yaml(run_dir / "config.yaml", cfg_dict)
-        write_json(run_dir / "param_groups.json", groups)
+    write_json(run_dir / "param_groups.json", groups)
+    if not (run_dir / "run_info.json").exists():
         write_json(run_dir / "run_info.json", run_info(device, cfg.train.seed, precision, dict(
             total_steps=total_steps, token_budget=budget, tokens_per_step=batches.tokens_per_step(),
             data=data.meta, params=asdict(counts), shape=asdict(shape), epochs=epochs)))
@@ -149,38 +122,12 @@ def run_pretrain(cfg: PretrainConfig, resume: bool = False, log=print) -> dict[s
                    run_dir=run_dir, cfg=cfg.train, device=device, precision=precision,
                    grad_clip=cfg.optim.grad_clip, tokenizer_dir=data.tokenizer_dir, evaluate=evaluate,
                    checkpoint_steps=ckpt_steps, checkpoint_meta={"kind": "pretrain"}, label=run_dir.name, log=log)
-    state = LoopState()
-    found = ckpt.latest_resumable(run_dir / "checkpoints", log=log) if resume else None
-    if found:
-        from .loop import restore
-
-        state = restore(job, found[1])
-        log(f"resumed from {found[1]} (step {state.step})")
-    elif (run_dir / "metrics.jsonl").exists():
-        from .loop import truncate_metrics
-
-        truncate_metrics(run_dir / "metrics.jsonl", 0)
-
     base = dict(kind="pretrain", params_total=counts.total, params_non_embedding=counts.non_embedding,
                 flops_per_token=flops_per_token(counts, shape, cfg.data.seq_len), total_steps=total_steps,
                 token_budget=budget, weight_decay=cfg.optim.weight_decay, wd_policy=policy, precision=precision,
                 family=shape.family, preset=cfg.model.preset)
-    t0 = time.time()
-    try:
-        state = train(job, state)
-    except DivergenceError as e:
-        summary = dict(base, status="diverged", reason=str(e), diverged_step=e.step, diverged_what=e.what,
-                       diverged_value=str(e.value), steps=e.step, wall_time=time.time() - t0)
-        write_json(summary_path, summary)
-        raise
-    except InterruptedRun as e:
-        write_json(summary_path, dict(base, status="interrupted", steps=e.step, wall_time=time.time() - t0))
-        raise
-    summary = dict(base, status="completed", steps=state.step, tokens_seen=state.tokens,
-                   final_train_loss=state.last_loss, final_val_loss=state.last_val_loss,
-                   train_time=state.elapsed, wall_time=time.time() - t0, skipped_batches=state.skipped_batches)
-    write_json(summary_path, summary)
-    log(f"{run_dir}: done, val loss {state.last_val_loss:.4f}, {state.elapsed:.1f}s")
+    summary = execute(job, resume, base, log)
+    log(f"{run_dir}: done, val loss {summary['final_val_loss']:.4f}, {summary['train_time']:.1f}s")
     return summary
 
 

@@ -1,0 +1,246 @@
+"""Cloze-style multiple-choice accuracy by log-likelihood, following lm-evaluation-harness semantics.
+
+A request (context, continuation) is scored by the sum of the log-probabilities of the continuation tokens
+given the context. Tokenization follows lm-eval's HF model: trailing whitespace of the context is moved to
+the front of the continuation, context + continuation is encoded as a whole and split at the length of the
+encoded context; an empty context becomes the BOS token (EOS if the tokenizer has no BOS). Inputs longer
+than the model's window are truncated on the left, as lm-eval does.
+
+`acc` picks the choice with the highest log-likelihood; `acc_norm` divides each log-likelihood by the
+character length of the choice string, as lm-eval does (`len(choice)` of `doc_to_choice`, i.e. without the
+" " target delimiter that lm-eval prepends to the continuation; pass `choice_texts` to use exactly those
+strings, otherwise the continuation strings are used). Ties go to the lowest index (`np.argmax`).
+
+Winogrande uses lm-eval's partial scoring: the *context* varies (the sentence up to the blank with each
+option filled in) and the shared continuation after the blank is scored; see `winogrande_item`.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+
+@dataclass(frozen=True)
+class ClozeItem:
+    """One multiple-choice question.
+
+    Either one shared context and one continuation per choice (HellaSwag, PIQA, ARC), or one context per
+    choice and one shared continuation (Winogrande partial scoring). `choice_texts`, if given, are the
+    strings whose character lengths normalize `acc_norm` (lm-eval: the choices without the target
+    delimiter); by default the continuations are used.
+    """
+
+    contexts: Sequence[str]
+    continuations: Sequence[str]
+    gold: int
+    choice_texts: Sequence[str] | None = None
+
+    @property
+    def n_choices(self) -> int:
+        return max(len(self.contexts), len(self.continuations))
+
+    def requests(self) -> list[tuple[str, str]]:
+        """The (context, continuation) pair of every choice."""
+        n = self.n_choices
+        if len(self.contexts) not in (1, n) or len(self.continuations) not in (1, n) or n < 1:
+            raise ValueError(
+                f"contexts ({len(self.contexts)}) and continuations ({len(self.continuations)}) must be one "
+                "shared and one per choice, or both one per choice"
+            )
+        if not 0 <= self.gold < n:
+            raise ValueError(f"gold {self.gold} out of range for {n} choices")
+        ctx = list(self.contexts) * n if len(self.contexts) == 1 else list(self.contexts)
+        cont = list(self.continuations) * n if len(self.continuations) == 1 else list(self.continuations)
+        return list(zip(ctx, cont, strict=True))
+
+    def norm_lengths(self) -> list[int]:
+        """Character lengths used by acc_norm."""
+        texts = self.choice_texts if self.choice_texts is not None else [c for _, c in self.requests()]
+        if len(texts) != self.n_choices:
+            raise ValueError(f"{len(texts)} choice_texts for {self.n_choices} choices")
+        return [len(t) for t in texts]
+
+
+def winogrande_item(sentence: str, option1: str, option2: str, answer: int | str) -> ClozeItem:
+    """lm-eval's Winogrande partial scoring: contexts are the sentence up to '_' with each option filled in;
+    the continuation is " " + the stripped rest of the sentence after '_'. `answer` is 1/2 or "1"/"2"."""
+    idx = sentence.index("_")
+    contexts = [sentence[:idx] + option1, sentence[:idx] + option2]
+    continuation = " " + sentence[idx + 1 :].strip()
+    return ClozeItem(contexts=contexts, continuations=[continuation], gold=int(answer) - 1)
+
+
+def _encode(tokenizer: Any, text: str, add_special_tokens: bool) -> list[int]:
+    return list(tokenizer(text, add_special_tokens=add_special_tokens)["input_ids"])
+
+
+def encode_request(
+    tokenizer: Any, context: str, continuation: str, add_special_tokens: bool = False
+) -> tuple[list[int], list[int]]:
+    """Token ids (context, continuation) of one request, as lm-eval's HF model builds them."""
+    if context == "":
+        prefix = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+        if prefix is None:
+            raise ValueError("empty context needs a BOS or EOS token")
+        cont = _encode(tokenizer, continuation, add_special_tokens)
+        if cont and cont[0] == prefix:  # the tokenizer already added it
+            return cont[:1], cont[1:]
+        return [prefix], cont
+    n_spaces = len(context) - len(context.rstrip())
+    if n_spaces > 0:
+        continuation = context[-n_spaces:] + continuation
+        context = context[:-n_spaces]
+    whole = _encode(tokenizer, context + continuation, add_special_tokens)
+    ctx = _encode(tokenizer, context, add_special_tokens)
+    if not ctx:  # an all-whitespace context: nothing left to condition on, use the empty-context rule
+        return encode_request(tokenizer, "", continuation, add_special_tokens)
+    return ctx, whole[len(ctx) :]
+
+
+def _max_length(model: Any) -> int | None:
+    return getattr(getattr(model, "config", None), "max_position_embeddings", None)
+
+
+def _model_device(model: Any) -> torch.device:
+    device = getattr(model, "device", None)
+    return device if isinstance(device, torch.device) else next(model.parameters()).device
+
+
+@torch.inference_mode()
+def score_token_requests(
+    model: Any,
+    requests: Sequence[tuple[Sequence[int], Sequence[int]]],
+    batch_size: int = 16,
+    max_length: int | None = None,
+    pad_id: int = 0,
+) -> list[float]:
+    """Sum of continuation-token log-probs for each (context ids, continuation ids) pair.
+
+    Requests are sorted by length, left padded (explicit position ids) and scored `batch_size` at a time
+    with one forward each; only the logits of the last `max continuation length` positions are computed.
+    """
+    max_length = max_length or _max_length(model)
+    device = _model_device(model)
+    inputs: list[list[int]] = []
+    cont_lens: list[int] = []
+    targets: list[list[int]] = []
+    for ctx, cont in requests:
+        full = list(ctx) + list(cont)
+        if max_length is not None:
+            if len(cont) > max_length:
+                raise ValueError(f"continuation of {len(cont)} tokens exceeds the window of {max_length}")
+            full = full[-(max_length + 1) :]
+        if len(full) - 1 < len(cont):
+            raise ValueError("a request needs at least one context token")
+        inputs.append(full[:-1])
+        cont_lens.append(len(cont))
+        targets.append(list(cont))
+    scores = [0.0] * len(requests)
+    todo = sorted((i for i in range(len(requests)) if cont_lens[i] > 0), key=lambda i: -len(inputs[i]))
+    try:
+        keep_kw = "logits_to_keep" in inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):
+        keep_kw = False
+    was_training = model.training
+    model.eval()
+    try:
+        for start in range(0, len(todo), batch_size):
+            batch = todo[start : start + batch_size]
+            width = max(len(inputs[i]) for i in batch)
+            keep = max(cont_lens[i] for i in batch)
+            input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+            tgt = torch.zeros((len(batch), keep), dtype=torch.long)
+            tgt_mask = torch.zeros((len(batch), keep), dtype=torch.bool)
+            lens = torch.tensor([len(inputs[i]) for i in batch])
+            for b, i in enumerate(batch):
+                input_ids[b, width - len(inputs[i]) :] = torch.tensor(inputs[i], dtype=torch.long)
+                tgt[b, keep - cont_lens[i] :] = torch.tensor(targets[i], dtype=torch.long)
+                tgt_mask[b, keep - cont_lens[i] :] = True
+            mask = (torch.arange(width)[None, :] >= (width - lens)[:, None]).long()
+            position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
+            kwargs: dict[str, Any] = {"logits_to_keep": keep} if keep_kw else {}
+            logits = model(
+                input_ids=input_ids.to(device),
+                attention_mask=mask.to(device),
+                position_ids=position_ids.to(device),
+                use_cache=False,
+                **kwargs,
+            ).logits[:, -keep:, :]
+            logprobs = torch.log_softmax(logits.float(), dim=-1)
+            picked = logprobs.gather(-1, tgt.to(device)[..., None]).squeeze(-1)
+            sums = (picked * tgt_mask.to(device)).sum(dim=-1).tolist()
+            for i, s in zip(batch, sums, strict=True):
+                scores[i] = float(s)
+    finally:
+        model.train(was_training)
+    return scores
+
+
+def score_requests(
+    model: Any,
+    tokenizer: Any,
+    requests: Sequence[tuple[str, str]],
+    batch_size: int = 16,
+    add_special_tokens: bool = False,
+) -> list[float]:
+    """Sum of continuation log-probs for each (context, continuation) string pair (lm-eval tokenization)."""
+    encoded = [encode_request(tokenizer, c, x, add_special_tokens) for c, x in requests]
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    return score_token_requests(model, encoded, batch_size=batch_size, pad_id=pad_id)
+
+
+def choose(logprobs: Sequence[float], norm_lengths: Sequence[int]) -> tuple[int, int]:
+    """(acc prediction, acc_norm prediction): argmax of log-likelihood and of log-likelihood per character
+    (a zero length counts as 1); ties go to the lowest index."""
+    lls = np.asarray(logprobs, dtype=float)
+    lengths = np.maximum(np.asarray(norm_lengths, dtype=float), 1.0)
+    return int(np.argmax(lls)), int(np.argmax(lls / lengths))
+
+
+def cloze_accuracy(
+    model: Any,
+    tokenizer: Any,
+    items: Sequence[ClozeItem],
+    batch_size: int = 16,
+    add_special_tokens: bool = False,
+) -> dict[str, Any]:
+    """acc / acc_norm over `items`, scoring all their requests in shared batches.
+
+    Returns {"acc", "acc_norm", "n", "per_item"}; each per-item entry holds "logprobs", "pred",
+    "pred_norm", "correct", "correct_norm". acc/acc_norm are None when there are no items.
+    """
+    flat: list[tuple[str, str]] = []
+    spans = []
+    for item in items:
+        reqs = item.requests()
+        spans.append((len(flat), len(flat) + len(reqs)))
+        flat.extend(reqs)
+    scores = score_requests(
+        model, tokenizer, flat, batch_size=batch_size, add_special_tokens=add_special_tokens
+    )
+    per_item = []
+    for item, (a, b) in zip(items, spans, strict=True):
+        lls = scores[a:b]
+        pred, pred_norm = choose(lls, item.norm_lengths())
+        per_item.append(
+            {
+                "logprobs": lls,
+                "pred": pred,
+                "pred_norm": pred_norm,
+                "correct": pred == item.gold,
+                "correct_norm": pred_norm == item.gold,
+            }
+        )
+    n = len(per_item)
+    return {
+        "acc": float(np.mean([p["correct"] for p in per_item])) if n else None,
+        "acc_norm": float(np.mean([p["correct_norm"] for p in per_item])) if n else None,
+        "n": n,
+        "per_item": per_item,
+    }

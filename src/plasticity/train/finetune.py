@@ -1,0 +1,130 @@
+"""``plasticity finetune``: supervised fine-tuning of a pretrained checkpoint on one task, top to bottom.
+
+Same loop, checkpoints, resume and run-directory shape as pretraining; the loss covers response tokens only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..config import FinetuneConfig, to_dict
+from ..data.sft import SFTBatches, encode_all
+from ..errors import CheckpointError, UserError
+from ..hardware import default_device, resolve_precision
+from ..io import write_json
+from ..models import count_params
+from ..runinfo import run_info
+from . import checkpoint as ckpt
+from .loop import TrainJob
+from .optim import build_optimizer, describe_groups
+from .run import execute, open_run_dir
+from .schedule import lr_at
+
+
+def resolve_model_dir(spec: str) -> str:
+    """A run directory means its ``final/`` model; a checkpoint or HF dir is used as is; else a Hub id."""
+    p = Path(spec)
+    if p.is_dir() and (p / "summary.json").exists() and not (p / "config.json").exists():
+        if not (p / "final").is_dir():
+            raise CheckpointError(f"{p}: run has no final/ model (not completed? resume it first)")
+        return str(p / "final")
+    if p.exists() and not p.is_dir():
+        raise CheckpointError(f"{p}: not a checkpoint directory")
+    if not p.exists() and (spec.startswith((".", "/", "~")) or spec.count("/") != 1):
+        raise CheckpointError(f"{spec}: checkpoint directory not found")
+    return spec
+
+
+def load_pairs(cfg: FinetuneConfig) -> tuple[list[tuple[str, str]], dict[str, Any]]:
+    """(question, response) pairs of the task's training split, plus load/format counts."""
+    from ..tasks.loading import load_rows
+    from ..tasks.registry import get_task
+
+    task = get_task(cfg.task, **cfg.task_options)
+    loaded = load_rows(task, "train", cfg.data_root, cfg.max_examples, source=cfg.data_source)
+    pairs, failed = [], 0
+    for row in loaded.rows:
+        try:
+            q, r = task.format_example(row)
+        except (KeyError, ValueError, TypeError, IndexError):
+            failed += 1
+            continue
+        pairs.append((q, r))
+    info = dict(task=task.name, family=task.family, source=loaded.source, origins=loaded.origins,
+                notes=loaded.notes, load_counts=loaded.counts, format_failed=failed)
+    if not pairs:
+        raise UserError(f"task {task.name}: no training examples could be formatted")
+    return pairs, info
+
+
+def run_finetune(cfg: FinetuneConfig, resume: bool = False, log=print) -> dict[str, Any]:
+    """Fine-tune one checkpoint on one task; returns the summary (also written to ``summary.json``)."""
+    from transformers import AutoTokenizer
+
+    run_dir = Path(cfg.out_dir)
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    device = default_device()
+    precision = resolve_precision(cfg.train.precision, device)
+    cfg_dict = to_dict(cfg)
+    done = open_run_dir(run_dir, cfg_dict, resume, log)
+    if done is not None:
+        return done
+
+    model_dir = resolve_model_dir(cfg.init_from)
+    model = ckpt.load_model_checked(model_dir, cfg.trust_remote_code, device)
+    try:
+        tok = AutoTokenizer.from_pretrained(model_dir, revision=cfg.revision, trust_remote_code=cfg.trust_remote_code)
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"{model_dir}: cannot load its tokenizer ({str(e).splitlines()[0]})") from None
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    if len(tok) > model.config.vocab_size:
+        raise CheckpointError(f"{model_dir}: tokenizer has {len(tok)} tokens but the model vocabulary is "
+                              f"{model.config.vocab_size} (vocab mismatch)")
+    tok_dir = run_dir / ".tokenizer"
+    tok.save_pretrained(str(tok_dir))
+
+    pairs, data_info = load_pairs(cfg)
+    cutoff = min(cfg.cutoff_len, model.config.max_position_embeddings)
+    examples, enc_counts = encode_all(tok, cfg.template, pairs, cutoff)
+    if not examples:
+        raise UserError(f"task {cfg.task}: every example is longer than the cutoff ({cutoff} tokens)")
+    data_info.update(encode_counts=enc_counts, examples=len(examples), cutoff_len=cutoff)
+    log(f"task {data_info['task']}: {len(examples)} training examples ({data_info['source']}); dropped "
+        f"{enc_counts['over_cutoff']} over the {cutoff}-token cutoff, {data_info['format_failed']} unformattable, "
+        f"{sum(v for k, v in data_info['load_counts'].items() if k.startswith(('bad', 'missing', 'unformattable')))} "
+        "bad rows")
+
+    batches = SFTBatches(examples, cfg.train.micro_batch_size, cfg.train.grad_accum, cfg.train.seed, tok.pad_token_id)
+    total_steps = cfg.train.max_steps or batches.steps_for_epochs(cfg.train.epochs or 1.0)
+    ckpt_steps = {max(1, round(f * total_steps)) for f in cfg.train.checkpoint_fractions} - {total_steps}
+    policy = cfg.optim.wd_policy if cfg.optim.wd_policy != "auto" else "all"
+    optimizer = build_optimizer(model, cfg.optim, policy)
+    groups = describe_groups(model, cfg.optim, policy)
+    write_json(run_dir / "param_groups.json", groups)
+    counts = count_params(model)
+    if not (run_dir / "run_info.json").exists():
+        write_json(run_dir / "run_info.json", run_info(device, cfg.train.seed, precision, dict(
+            init_from=cfg.init_from, model_dir=model_dir, total_steps=total_steps,
+            examples_per_step=batches.examples_per_step, data=data_info, params=asdict(counts))))
+    log(f"{run_dir}: fine-tuning {model_dir} ({counts.total:,} params) for {total_steps} steps x "
+        f"{batches.examples_per_step} examples, lr {cfg.optim.lr}, wd {cfg.optim.weight_decay} ({policy}), {precision}")
+
+    job = TrainJob(model=model, optimizer=optimizer, batches=batches, total_steps=total_steps,
+                   lr_fn=lambda s: lr_at(s, total_steps, cfg.optim.lr, cfg.optim.min_lr, cfg.schedule),
+                   run_dir=run_dir, cfg=replace(cfg.train), device=device, precision=precision,
+                   grad_clip=cfg.optim.grad_clip, tokenizer_dir=tok_dir, checkpoint_steps=ckpt_steps,
+                   checkpoint_meta={"kind": "finetune", "task": data_info["task"]}, label=run_dir.name, log=log)
+    base = dict(kind="finetune", task=data_info["task"], init_from=cfg.init_from, model_dir=model_dir,
+                examples=len(examples), dropped_over_cutoff=enc_counts["over_cutoff"],
+                dropped_empty=enc_counts["empty_response"], format_failed=data_info["format_failed"],
+                load_counts=data_info["load_counts"], total_steps=total_steps, weight_decay=cfg.optim.weight_decay,
+                lr=cfg.optim.lr, precision=precision, params_total=counts.total, template=cfg.template)
+    summary = execute(job, resume, base, log)
+    log(f"{run_dir}: done, final train loss {summary['final_train_loss']:.4f}")
+    return summary

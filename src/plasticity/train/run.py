@@ -1,0 +1,83 @@
+"""Run-directory lifecycle shared by pretraining and fine-tuning: open (fresh / resume / refuse), write
+provenance, resume from the newest valid checkpoint, train, and record the outcome in ``summary.json``."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from ..config import read_yaml
+from ..errors import DivergenceError, UserError
+from ..io import read_json, write_json, write_yaml
+from . import checkpoint as ckpt
+from .loop import InterruptedRun, LoopState, TrainJob, restore, train, truncate_metrics
+
+IGNORED_ON_RESUME = {("out_dir",), ("train", "threads")}
+
+
+def _config_diffs(old: dict[str, Any], new: dict[str, Any], prefix: tuple[str, ...] = ()) -> list[str]:
+    diffs = []
+    for k in sorted(set(old) | set(new)):
+        path = (*prefix, k)
+        if path in IGNORED_ON_RESUME:
+            continue
+        a, b = old.get(k), new.get(k)
+        if isinstance(a, dict) and isinstance(b, dict):
+            diffs += _config_diffs(a, b, path)
+        elif a != b:
+            diffs.append(".".join(path))
+    return diffs
+
+
+def open_run_dir(run_dir: Path, cfg_dict: dict[str, Any], resume: bool, log=print) -> dict[str, Any] | None:
+    """Prepare `run_dir`. Returns the existing summary if the run already completed (resume), else None.
+    Refuses to reuse a directory without --resume, or to resume with a different config."""
+    summary_path = run_dir / "summary.json"
+    has_run = (run_dir / "config.yaml").exists()
+    completed = summary_path.exists() and read_json(summary_path).get("status") == "completed"
+    if has_run and not resume:
+        what = "a completed run" if completed else "a run"
+        hint = "" if completed else "pass --resume to continue it or "
+        raise UserError(f"{run_dir}: {what} is already here; {hint}use another out_dir")
+    if has_run:
+        diffs = _config_diffs(read_yaml(run_dir / "config.yaml"), cfg_dict)
+        if diffs:
+            raise UserError(f"{run_dir}: config differs from the run being resumed ({', '.join(diffs[:5])}); "
+                            "use another out_dir or the same config")
+        if completed:
+            log(f"{run_dir}: already completed")
+            return read_json(summary_path)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if not has_run:
+        write_yaml(run_dir / "config.yaml", cfg_dict)
+    return None
+
+
+def execute(job: TrainJob, resume: bool, base_summary: dict[str, Any], log=print) -> dict[str, Any]:
+    """Resume if asked (newest fully verified checkpoint), train, write ``summary.json`` with the outcome."""
+    run_dir = job.run_dir
+    summary_path = run_dir / "summary.json"
+    state = LoopState()
+    found = ckpt.latest_resumable(run_dir / "checkpoints", log=log) if resume else None
+    if found:
+        state = restore(job, found[1])
+        log(f"resumed from {found[1]} (step {state.step})")
+    else:
+        truncate_metrics(run_dir / "metrics.jsonl", 0)
+    t0 = time.time()
+    try:
+        state = train(job, state)
+    except DivergenceError as e:
+        write_json(summary_path, dict(base_summary, status="diverged", reason=str(e), diverged_step=e.step,
+                                      diverged_what=e.what, diverged_value=str(e.value), steps=e.step,
+                                      wall_time=time.time() - t0))
+        raise
+    except InterruptedRun as e:
+        write_json(summary_path, dict(base_summary, status="interrupted", steps=e.step, wall_time=time.time() - t0))
+        raise
+    summary = dict(base_summary, status="completed", steps=state.step, tokens_seen=state.tokens,
+                   final_train_loss=state.last_loss, final_val_loss=state.last_val_loss,
+                   train_time=state.elapsed, wall_time=time.time() - t0, skipped_batches=state.skipped_batches)
+    write_json(summary_path, summary)
+    return summary

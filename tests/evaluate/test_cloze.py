@@ -1,0 +1,121 @@
+"""Tests of lm-eval-style cloze scoring: batching vs a brute-force loop, tokenization rules, acc/acc_norm."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from plasticity.evaluate import cloze as cloze_mod
+from plasticity.evaluate.cloze import (
+    ClozeItem,
+    choose,
+    cloze_accuracy,
+    encode_request,
+    score_requests,
+    winogrande_item,
+)
+
+REQUESTS = [
+    ("The quick brown fox", " jumps over the lazy dog."),
+    ("The quick brown fox ", "jumps"),  # trailing space moves onto the continuation
+    ("", "A cat sat on the mat."),  # empty context -> BOS
+    ("Paris is the capital of", " France"),
+    ("Paris is the capital of", " Italy; Rome is the capital of France."),
+    ("She put the book in the bag because the bag", " was big enough."),
+    ("He", " could"),
+]
+
+
+def _enc(tokenizer, text):
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def _brute_force(model, tokenizer, context, continuation) -> float:
+    ctx, cont = encode_request(tokenizer, context, continuation)
+    ids = torch.tensor([ctx + cont])
+    with torch.no_grad():
+        logprobs = torch.log_softmax(model(input_ids=ids).logits[0].double(), dim=-1)
+    return sum(float(logprobs[len(ctx) - 1 + t, tok]) for t, tok in enumerate(cont))
+
+
+@pytest.mark.parametrize("batch_size", [1, 3, 16])
+def test_batched_scores_match_brute_force(model, tokenizer, batch_size):
+    got = score_requests(model, tokenizer, REQUESTS, batch_size=batch_size)
+    want = [_brute_force(model, tokenizer, c, x) for c, x in REQUESTS]
+    assert got == pytest.approx(want, abs=1e-4)
+
+
+def test_encode_request_rules(tokenizer):
+    ctx, cont = encode_request(tokenizer, "The quick brown fox ", "jumps")
+    assert ctx == _enc(tokenizer, "The quick brown fox")
+    assert ctx + cont == _enc(tokenizer, "The quick brown fox jumps")
+    assert tokenizer.decode(cont) == " jumps"
+    ctx, cont = encode_request(tokenizer, "", "A cat")
+    assert ctx == [tokenizer.bos_token_id] and cont == _enc(tokenizer, "A cat")
+    # whole-string encoding split at the context length (merges across the boundary are kept whole)
+    ctx, cont = encode_request(tokenizer, "Paris is the capital of", " France")
+    assert ctx + cont == _enc(tokenizer, "Paris is the capital of France")
+
+
+def test_choose_acc_vs_acc_norm():
+    # choice 0 has the higher total log-likelihood, choice 1 the higher per-character one
+    assert choose([-10.0, -12.0], [2, 20]) == (0, 1)
+    assert choose([-3.0, -3.0, -9.0], [3, 3, 3]) == (0, 0)  # ties -> lowest index
+    assert choose([-5.0, -4.0], [10, 2]) == (1, 0)
+
+
+def test_cloze_accuracy_with_fixed_logprobs(monkeypatch):
+    table = {
+        ("Q1", " short"): -4.0,
+        ("Q1", " a much longer answer"): -6.0,
+        ("Q2", " yes"): -1.0,
+        ("Q2", " no"): -2.0,
+    }
+    monkeypatch.setattr(cloze_mod, "score_requests", lambda m, t, reqs, **kw: [table[r] for r in reqs])
+    items = [
+        ClozeItem(contexts=["Q1"], continuations=[" short", " a much longer answer"], gold=1),
+        ClozeItem(contexts=["Q2"], continuations=[" yes", " no"], gold=0),
+    ]
+    out = cloze_accuracy(None, None, items)
+    assert out["n"] == 2
+    assert out["acc"] == 0.5  # Q1: -4 > -6 picks "short" (wrong); Q2 right
+    assert out["acc_norm"] == 1.0  # Q1: -4/6 < -6/20 picks the long answer
+    assert out["per_item"][0]["logprobs"] == [-4.0, -6.0]
+    assert out["per_item"][0]["pred"] == 0 and out["per_item"][0]["pred_norm"] == 1
+    # lm-eval normalizes by len(choice) without the " " delimiter when choice texts are given
+    item = ClozeItem(contexts=["Q2"], continuations=[" yes", " no"], gold=1, choice_texts=["yes", "no"])
+    assert item.norm_lengths() == [3, 2]
+    assert cloze_accuracy(None, None, []) == {"acc": None, "acc_norm": None, "n": 0, "per_item": []}
+
+
+def test_cloze_accuracy_matches_scores(llama, tokenizer):
+    items = [
+        ClozeItem(
+            contexts=["Paris is the capital of"], continuations=[" France", " Italy", " the dog"], gold=0
+        ),
+        winogrande_item("She put the book in the bag because _ was big enough.", "the book", "the bag", "2"),
+    ]
+    out = cloze_accuracy(llama, tokenizer, items, batch_size=2)
+    for item, res in zip(items, out["per_item"], strict=True):
+        lls = score_requests(llama, tokenizer, item.requests(), batch_size=1)
+        assert res["logprobs"] == pytest.approx(lls, abs=1e-4)
+        assert (res["pred"], res["pred_norm"]) == choose(lls, item.norm_lengths())
+    assert out["acc"] == pytest.approx(sum(r["correct"] for r in out["per_item"]) / 2)
+
+
+def test_winogrande_partial_scoring():
+    item = winogrande_item(
+        "The trophy did not fit in the case because _ was too big.", "the trophy", "the case", 1
+    )
+    assert item.requests() == [
+        ("The trophy did not fit in the case because the trophy", " was too big."),
+        ("The trophy did not fit in the case because the case", " was too big."),
+    ]
+    assert item.gold == 0 and item.n_choices == 2
+
+
+def test_item_validation():
+    with pytest.raises(ValueError):
+        ClozeItem(contexts=["a", "b"], continuations=["x", "y", "z"], gold=0).requests()
+    with pytest.raises(ValueError):
+        ClozeItem(contexts=["a"], continuations=["x", "y"], gold=2).requests()
