@@ -180,6 +180,17 @@ def _human(n: float) -> str:
     return str(int(n))
 
 
+def _register_stage_commands() -> None:
+    from .analysis.cli import register as register_analyze
+    from .evaluate.cli import register as register_evaluate
+
+    register_evaluate(app)
+    register_analyze(app)
+
+
+_register_stage_commands()
+
+
 def main() -> None:
     try:
         app()

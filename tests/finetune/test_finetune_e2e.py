@@ -114,3 +114,37 @@ def test_finetune_bad_input_one_line_exit_2(pretrained, tmp_path, extra, needle)
     assert r.returncode == 2, r.stderr[-2000:]
     lines = [x for x in r.stderr.strip().splitlines() if x.strip()]
     assert len(lines) == 1 and needle in lines[0] and "Traceback" not in r.stderr
+
+
+def test_evaluate_finetuned_model_on_gsm8k(pretrained, tmp_path):
+    """pretrain -> finetune -> `plasticity evaluate` on real GSM8K test rows, plus upstream stability."""
+    out = tmp_path / "ft_eval"
+    assert run_cli("finetune", *_ft_args(pretrained, out, **{"train.epochs": 1})).returncode == 0
+    args = ["evaluate", str(out), "--max-questions", "5", "--k", "3", "--max-new-tokens", "24",
+            "--data-root", str(DATA_ROOT)]
+    r = run_cli(*args)
+    assert r.returncode == 0, r.stderr[-3000:]
+    res = json.loads((out / "eval" / "gsm8k.json").read_text())
+    assert res["n_questions"] == 5
+    assert {"greedy", "maj@3", "pass@3", "correct_ratio"} <= set(res["metrics"])
+    for m in res["metrics"].values():
+        assert m["value"] is None or 0.0 <= m["value"] <= 1.0
+    samples = [json.loads(x) for x in (out / "eval" / "gsm8k.samples.jsonl").open()]
+    assert len(samples) == 5 * 4  # greedy + 3 samples per question
+    assert all({"prompt_id", "sample_index", "text", "correct"} <= set(s) for s in samples)
+    st = json.loads((out / "eval" / "stability.json").read_text())
+    assert st["base_val_loss"] > 0 and abs(st["forgetting"] - (st["finetuned_val_loss"] - st["base_val_loss"])) < 1e-9
+    before = (out / "eval" / "gsm8k.samples.jsonl").read_bytes()
+    assert run_cli(*args).returncode == 0
+    assert (out / "eval" / "gsm8k.samples.jsonl").read_bytes() == before  # same seed, identical files
+
+
+def test_analyze_cli_on_pretrained_run(pretrained):
+    r = run_cli("analyze", str(pretrained), "--what", "rank,norms,gap", "--n-probe", "40")
+    assert r.returncode == 0, r.stderr[-3000:]
+    rank = json.loads((pretrained / "analysis" / "rank.json").read_text())
+    assert [c["step"] for c in rank["checkpoints"]] == [5, 10, 15, 20]
+    norms = json.loads((pretrained / "analysis" / "norms.json").read_text())
+    assert abs(sum(g["fraction"] for g in norms["groups"]) - 1) < 1e-9
+    gap = json.loads((pretrained / "analysis" / "gap.json").read_text())
+    assert gap["unseen_seen"] is not None

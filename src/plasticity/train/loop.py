@@ -128,6 +128,7 @@ def train(job: TrainJob, state: LoopState) -> LoopState:
     model, opt, cfg = job.model, job.optimizer, job.cfg
     metrics_path = job.run_dir / "metrics.jsonl"
     model.train()
+    fwd = torch.compile(model) if cfg.compile else model  # shares parameters with `model`
     prog, task = _progress(job.label, job.total_steps, state.step)
     t_seg = time.perf_counter()
     elapsed0 = state.elapsed
@@ -139,7 +140,7 @@ def train(job: TrainJob, state: LoopState) -> LoopState:
             for g in opt.param_groups:
                 g["lr"] = lr
             opt.zero_grad(set_to_none=True)
-            loss, _, n_in = step_loss(model, job.batches.step_batches(s), job.device, job.precision)
+            loss, _, n_in = step_loss(fwd, job.batches.step_batches(s), job.device, job.precision)
             gnorm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), job.grad_clip if job.grad_clip > 0
                                                          else float("inf")))
             bad = None if math.isfinite(loss) else ("loss", loss)

@@ -1,0 +1,72 @@
+"""The ``plasticity analyze`` command (registered on the main app by :func:`register`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``analyze`` command to ``app``."""
+    from ..cli import user_errors
+
+    @app.command()
+    @user_errors
+    def analyze(
+        targets: list[Path] = typer.Argument(..., help="pretraining run dirs or HF checkpoint dirs"),
+        what: str = typer.Option("probes,rank,gap,norms", "--what", help="comma-separated analyses"),
+        compare: bool = typer.Option(False, "--compare", help="compare already analysed runs; writes --out"),
+        out: Path = typer.Option(None, "--out", help="--compare: output JSON (default: compare.json)"),
+        out_dir: Path = typer.Option(None, "--out-dir", help="where to write (default: <target>/analysis)"),
+        data_root: Path = typer.Option(None, "--data-root", help="local data folder (sst2, ag_news probes)"),
+        n_probe: int = typer.Option(400, "--n-probe", help="examples per probe set"),
+        probe_sets: str = typer.Option(None, "--probe-sets", help="comma-separated: bbc_topic,sst2,ag_news"),
+        gap_sequences: int = typer.Option(64, "--gap-sequences", help="sequences per set for the loss gaps"),
+        gap_data: Path = typer.Option(None, "--gap-data", help="external checkpoints: text/JSONL held-out data"),
+        threshold: float = typer.Option(0.95, "--rank-threshold", help="pseudo-rank energy threshold"),
+    ) -> None:
+        """Probes, attention pseudo-rank, loss gaps and parameter norms of runs or checkpoints."""
+        from rich.table import Table
+
+        from ..cli import log
+        from ..cli import out as console
+        from .run import compare_runs, run_analyze
+
+        if compare:
+            dest = out or Path("compare.json")
+            res = compare_runs(targets, dest)
+            cols = ["weight_decay", "final_val_loss", *res["quantities"]]
+            table = Table(*cols)
+            for r in res["rows"]:
+                table.add_row(*[_fmt(r.get(c)) for c in cols])
+            console.print(table)
+            console.print(f"wrote {dest}")
+            return
+        if out_dir is not None and len(targets) > 1:
+            from ..errors import UserError
+
+            raise UserError("--out-dir works with a single target")
+        sets = tuple(s.strip() for s in probe_sets.split(",") if s.strip()) if probe_sets else None
+        table = Table("target", "total norm", "QK rank", "VP rank", "best probe", "train-val gap", "unseen-seen")
+        for t in targets:
+            r = run_analyze(t, what, out_dir, sets, n_probe, gap_sequences, threshold, data_root, gap_data, log=log)
+            norm = (r.get("norms") or {}).get("total_norm")
+            cks = (r.get("rank") or {}).get("checkpoints") or []
+            mean = cks[-1]["mean"] if cks else {}
+            probes = (r.get("probes") or {}).get("sets") or {}
+            best = ", ".join(f"{k} {v['best_test_accuracy']:.3f}" for k, v in probes.items()) or None
+            gap = r.get("gap") or {}
+            table.add_row(str(t), _fmt(norm), _fmt((mean.get("qk") or {}).get("rank")),
+                          _fmt((mean.get("vp") or {}).get("rank")), _fmt(best),
+                          _fmt((gap.get("train_val") or {}).get("gap")),
+                          _fmt((gap.get("unseen_seen") or {}).get("gap")))
+        console.print(table)

@@ -1,0 +1,415 @@
+"""``plasticity analyze``: run the mechanistic analyses on a pretraining run (or an external HF checkpoint).
+
+:func:`run_analyze` writes ``analysis/{probes,rank,gap,norms}.json``; :func:`compare_runs` combines several
+analysed runs into one row per run (keyed by weight decay) plus correlations with the final validation loss.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import math
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import CheckpointError, DataError, UserError
+from ..io import read_json, write_json
+
+ALL_ANALYSES = frozenset({"probes", "rank", "gap", "norms"})
+PROBE_SETS = ("bbc_topic", "sst2", "ag_news")
+_PROBE_FILES = {"sst2": ("sst2", "train.jsonl", "sentence"), "ag_news": ("ag_news", "train.jsonl", "text")}
+
+
+# --------------------------------------------------------------------------------------------- target
+
+
+def is_pretrain_run(path: Path) -> bool:
+    return (path / "config.yaml").is_file() and (path / "final").is_dir()
+
+
+def _resolve_target(target: str | Path) -> tuple[Path, Path, bool]:
+    """(target dir, model dir, is_run)."""
+    p = Path(target).expanduser()
+    if not p.exists():
+        raise CheckpointError(f"{p}: no such run or checkpoint directory")
+    if not p.is_dir():
+        raise CheckpointError(f"{p}: not a directory (give a pretraining run dir or an HF checkpoint dir)")
+    if is_pretrain_run(p):
+        if not (p / "final" / "config.json").is_file():
+            raise CheckpointError(f"{p}/final: no config.json (unfinished run?)")
+        return p, p / "final", True
+    if (p / "config.yaml").is_file() and not (p / "final").exists():
+        raise CheckpointError(f"{p}: pretraining run has no final/ checkpoint (not finished?)")
+    if (p / "config.json").is_file():
+        return p, p, False
+    raise CheckpointError(f"{p}: neither a pretraining run (config.yaml + final/) nor an HF checkpoint (config.json)")
+
+
+def _load_run_config(run: Path):
+    from ..config import PretrainConfig, from_dict, read_yaml
+
+    return from_dict(PretrainConfig, read_yaml(run / "config.yaml"))
+
+
+def _parse_what(what: Iterable[str] | str | None) -> set[str]:
+    if what is None:
+        return set(ALL_ANALYSES)
+    items = [w.strip() for w in (what.split(",") if isinstance(what, str) else what) if w and w.strip()]
+    bad = sorted(set(items) - ALL_ANALYSES)
+    if bad:
+        raise UserError(f"unknown analysis {', '.join(bad)}; choose from {', '.join(sorted(ALL_ANALYSES))}")
+    if not items:
+        raise UserError("nothing to analyse: --what is empty")
+    return set(items)
+
+
+def default_probe_sets(data_root: str | Path | None = None) -> tuple[str, ...]:
+    """``("sst2", "ag_news")`` when a local data root with them exists, else the offline ``("bbc_topic",)``."""
+    from ..tasks.data_root import resolve_data_root
+
+    root = resolve_data_root(data_root)
+    if root is not None and all((root / d / f).is_file() for d, f, _ in _PROBE_FILES.values()):
+        return ("sst2", "ag_news")
+    return ("bbc_topic",)
+
+
+# --------------------------------------------------------------------------------------------- probes
+
+
+def _balanced_sample(texts: list[str], labels: list[Any], n: int, seed: int) -> tuple[list[str], list[Any]]:
+    """Up to ``n`` examples, as class-balanced as the data allows, deterministic given ``seed``."""
+    rng = np.random.default_rng(seed)
+    by: dict[Any, list[int]] = {}
+    for i, y in enumerate(labels):
+        by.setdefault(y, []).append(i)
+    pools = {y: list(rng.permutation(ix)) for y, ix in sorted(by.items(), key=lambda kv: str(kv[0]))}
+    chosen: list[int] = []
+    while len(chosen) < n and any(pools.values()):
+        for y in list(pools):
+            if pools[y] and len(chosen) < n:
+                chosen.append(int(pools[y].pop()))
+    chosen.sort()
+    return [texts[i] for i in chosen], [labels[i] for i in chosen]
+
+
+def load_probe_set(name: str, n: int, data_root: str | Path | None = None, seed: int = 0) -> tuple[list[str], list]:
+    """``(texts, labels)`` of up to ``n`` examples of probe set ``name``."""
+    if name == "bbc_topic":
+        from ..data.sources import bbc_news_articles, is_probe_holdout
+
+        rows = [(topic, text) for aid, topic, text in bbc_news_articles() if is_probe_holdout(aid)]
+        texts, labels = [t for _, t in rows], [y for y, _ in rows]
+    elif name in _PROBE_FILES:
+        from ..tasks.data_root import resolve_data_root
+
+        root = resolve_data_root(data_root)
+        if root is None:
+            raise DataError(f"probe set {name} needs a local data root (--data-root or $PLASTICITY_DATA_ROOT)")
+        d, f, field = _PROBE_FILES[name]
+        path = root / d / f
+        if not path.is_file():
+            raise DataError(f"probe set {name}: {path} not found")
+        texts, labels = [], []
+        with open(path, encoding="utf-8") as fh:
+            for ln, line in enumerate(fh, 1):
+                if not line.strip():
+                    continue
+                try:
+                    r = json.loads(line)
+                    t, y = r[field], r["label"]
+                except (json.JSONDecodeError, KeyError, TypeError):
+                    raise DataError(f"{path}:{ln}: expected JSON with '{field}' and 'label'") from None
+                if isinstance(t, str) and t.strip():
+                    texts.append(t)
+                    labels.append(y)
+    else:
+        raise UserError(f"unknown probe set {name!r}; choose from {', '.join(PROBE_SETS)}")
+    texts, labels = _balanced_sample(texts, labels, n, seed)
+    if len(set(labels)) < 2 or len(texts) < 10:
+        raise DataError(f"probe set {name}: need >= 10 examples of >= 2 classes, got {len(texts)}")
+    return texts, labels
+
+
+def _analyse_probes(model, tokenizer, probe_sets: Sequence[str], n_probe: int, data_root, log) -> dict[str, Any]:
+    from .probes import extract_features, probe_layers
+
+    max_len = int(min(512, getattr(model.config, "max_position_embeddings", 512) or 512))
+    out: dict[str, Any] = {"n_probe": int(n_probe), "max_length": max_len, "sets": {}}
+    for name in probe_sets:
+        texts, labels = load_probe_set(name, n_probe, data_root)
+        log(f"probes: {name}: {len(texts)} examples")
+        feats = extract_features(model, tokenizer, texts, batch_size=16, max_length=max_len)
+        res = probe_layers(feats, labels, seed=0)
+        res.pop("train_idx", None)
+        res.pop("test_idx", None)
+        out["sets"][name] = {"n_examples": len(texts), **res}
+    return out
+
+
+# --------------------------------------------------------------------------------------------- gap
+
+
+def _sample(ix: np.ndarray, n: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.choice(ix, size=min(n, ix.size), replace=False)) if ix.size else ix
+
+
+def _run_gap(run: Path, model, n_seq: int, log) -> dict[str, Any]:
+    """Train-val gap on seen training sequences vs validation, and unseen-seen gap on the run's own data."""
+    from ..data.packed import PackedSequences, PretrainBatches, prepare_data
+    from .gap import train_val_gap, unseen_seen_gap
+
+    cfg = _load_run_config(run)
+    summary = read_json(run / "summary.json") if (run / "summary.json").is_file() else {}
+    steps = int(summary.get("steps") or 0)
+    if steps <= 0:
+        raise DataError(f"{run}/summary.json: no completed steps recorded (unfinished run?)")
+    data = prepare_data(cfg.data, cfg.tokenizer, log=log)
+    L = cfg.data.seq_len
+    train = PackedSequences(data.train_bin, L, data.meta["dtype"])
+    val = PackedSequences(data.val_bin, L, data.meta["dtype"])
+    batches = PretrainBatches(train, cfg.train.micro_batch_size, cfg.train.grad_accum, cfg.train.seed)
+    samples = steps * cfg.train.grad_accum * cfg.train.micro_batch_size
+    if samples >= len(train):
+        seen_ix = np.arange(len(train))
+    else:
+        seen_ix = np.unique(np.asarray(
+            [i for s in range(steps) for m in range(cfg.train.grad_accum) for i in batches.indices(s, m)],
+            dtype=np.int64))
+    unseen_ix = np.setdiff1d(np.arange(len(train)), seen_ix)
+    bs = max(1, cfg.train.micro_batch_size)
+
+    m = min(n_seq, seen_ix.size, len(val))
+    seen_s = _sample(seen_ix, m, 0)
+    tv = train_val_gap(model, train.get(seen_s), val.get(range(m)), bs)
+    tv["train_set"] = "seen training sequences"
+    out: dict[str, Any] = {"train_val": tv, "n_sequences": int(m), "seq_len": int(L),
+                           "n_train_sequences": len(train), "n_seen": int(seen_ix.size),
+                           "n_unseen": int(unseen_ix.size), "n_val_sequences": len(val), "steps": steps,
+                           "epochs": samples / len(train)}
+    if unseen_ix.size == 0:
+        out["unseen_seen"] = None
+        out["unseen_seen_reason"] = (f"training covered every training sequence ({samples / len(train):.2f} "
+                                     "epochs): no unseen sequences")
+    else:
+        k = min(n_seq, seen_ix.size, unseen_ix.size)
+        out["unseen_seen"] = unseen_seen_gap(model, train.get(_sample(seen_ix, k, 1)),
+                                             train.get(_sample(unseen_ix, k, 1)), bs)
+    return out
+
+
+def _read_texts(path: Path) -> list[str]:
+    if not path.is_file():
+        raise DataError(f"{path}: gap data file not found")
+    raw = path.read_text(encoding="utf-8", errors="replace")
+    if path.suffix == ".jsonl":
+        texts = []
+        for ln, line in enumerate(raw.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                r = json.loads(line)
+            except json.JSONDecodeError:
+                raise DataError(f"{path}:{ln}: not valid JSON") from None
+            t = r.get("text") if isinstance(r, dict) else None
+            if isinstance(t, str) and t.strip():
+                texts.append(t)
+        return texts
+    return [t for t in raw.split("\n\n") if t.strip()]
+
+
+def _external_gap(model, tokenizer, gap_data: Path | None, n_seq: int, seq_len: int) -> dict[str, Any]:
+    """Held-out loss on user-given text for an external checkpoint (its training data is unknown)."""
+    base: dict[str, Any] = {"train_val": None, "unseen_seen": None,
+                            "unseen_seen_reason": "training data of an external checkpoint is unknown"}
+    if gap_data is None:
+        return {**base, "reason": "external checkpoint: pass --gap-data TEXT_OR_JSONL to measure a held-out loss",
+                "n_sequences": 0, "seq_len": None}
+    from .gap import mean_loss
+
+    texts = _read_texts(Path(gap_data))
+    eos = tokenizer.eos_token_id
+    ids: list[int] = []
+    for t in texts:
+        ids.extend(tokenizer(t, add_special_tokens=False)["input_ids"])
+        if eos is not None:
+            ids.append(int(eos))
+        if len(ids) >= n_seq * seq_len:
+            break
+    n = min(n_seq, len(ids) // seq_len)
+    if n == 0:
+        raise DataError(f"{gap_data}: fewer than {seq_len} tokens, not one full sequence")
+    seqs = torch.tensor(ids[: n * seq_len], dtype=torch.long).view(n, seq_len)
+    return {**base, "reason": "external checkpoint: train-val gap needs its training data; only data_loss given",
+            "data_loss": {"path": str(gap_data), "loss": mean_loss(model, seqs, 8)},
+            "n_sequences": int(n), "seq_len": int(seq_len)}
+
+
+# --------------------------------------------------------------------------------------------- rank
+
+
+def _rank_json(entries: list[dict[str, Any]], threshold: float) -> dict[str, Any]:
+    keep = ("step", "path", "mean", "layers", "num_layers", "num_heads", "num_kv_heads", "head_dim",
+            "hidden_size", "max_rank", "method")
+    return {"threshold": float(threshold), "checkpoints": [{k: e[k] for k in keep if k in e} for e in entries]}
+
+
+# --------------------------------------------------------------------------------------------- main
+
+
+def run_analyze(
+    target: str | Path,
+    what: Iterable[str] | str | None = None,
+    out_dir: str | Path | None = None,
+    probe_sets: Sequence[str] | None = None,
+    n_probe: int = 400,
+    gap_sequences: int = 64,
+    rank_threshold: float = 0.95,
+    data_root: str | Path | None = None,
+    gap_data: str | Path | None = None,
+    log: Callable[[str], Any] = print,
+) -> dict[str, Any]:
+    """Analyse a pretraining run dir (its ``final/`` model; ranks over every checkpoint) or an HF checkpoint.
+
+    Returns ``{"target", "kind": "run"|"checkpoint", "out_dir", "files": {name: path}, name: result...}``.
+    """
+    from ..train.checkpoint import list_checkpoints, load_model_checked
+    from .norms import parameter_norms
+    from .rank import ranks_over_checkpoints
+
+    sel = _parse_what(what)
+    if n_probe < 10:
+        raise UserError(f"--n-probe must be >= 10, got {n_probe}")
+    if gap_sequences < 1:
+        raise UserError(f"gap_sequences must be >= 1, got {gap_sequences}")
+    if not 0.0 < rank_threshold <= 1.0:
+        raise UserError(f"rank threshold must be in (0, 1], got {rank_threshold}")
+    tdir, model_dir, is_run = _resolve_target(target)
+    out = Path(out_dir) if out_dir is not None else (tdir / "analysis" if is_run else tdir / "analysis")
+    sets = tuple(probe_sets) if probe_sets else default_probe_sets(data_root)
+    for s in sets:
+        if s not in PROBE_SETS:
+            raise UserError(f"unknown probe set {s!r}; choose from {', '.join(PROBE_SETS)}")
+
+    result: dict[str, Any] = {"target": str(tdir), "kind": "run" if is_run else "checkpoint", "out_dir": str(out),
+                              "files": {}}
+
+    def save(name: str, obj: dict[str, Any]) -> None:
+        path = out / f"{name}.json"
+        write_json(path, obj)
+        result[name] = obj
+        result["files"][name] = str(path)
+        log(f"wrote {path}")
+
+    if "rank" in sel:
+        ckpts: list[tuple[int, Path]] = []
+        if is_run:
+            ckpts = list(list_checkpoints(tdir / "checkpoints"))
+            summary = read_json(tdir / "summary.json") if (tdir / "summary.json").is_file() else {}
+            final_step = summary.get("steps")
+            if final_step is None:
+                from ..train.checkpoint import read_manifest
+
+                final_step = (read_manifest(model_dir) or {}).get("step", -1)
+            ckpts = [(s, d) for s, d in ckpts if s != final_step] + [(int(final_step), model_dir)]
+        else:
+            ckpts = [(-1, model_dir)]
+        log(f"rank: {len(ckpts)} checkpoint(s)")
+        save("rank", _rank_json(ranks_over_checkpoints(ckpts, rank_threshold), rank_threshold))
+
+    if sel & {"probes", "gap", "norms"}:
+        from ..tokenizer import load_tokenizer
+
+        model = load_model_checked(model_dir)
+        try:
+            if "norms" in sel:
+                save("norms", parameter_norms(model))
+            if sel & {"probes", "gap"}:
+                try:
+                    tokenizer = load_tokenizer(model_dir)
+                except Exception as e:
+                    raise CheckpointError(f"{model_dir}: cannot load its tokenizer ({type(e).__name__})") from None
+            if "probes" in sel:
+                save("probes", _analyse_probes(model, tokenizer, sets, n_probe, data_root, log))
+            if "gap" in sel:
+                if is_run:
+                    gap = _run_gap(tdir, model, gap_sequences, log)
+                else:
+                    ctx = int(getattr(model.config, "max_position_embeddings", 256) or 256)
+                    gap = _external_gap(model, tokenizer, Path(gap_data) if gap_data else None, gap_sequences,
+                                        min(ctx, 256))
+                save("gap", gap)
+        finally:
+            del model
+            gc.collect()
+    return result
+
+
+# --------------------------------------------------------------------------------------------- compare
+
+
+def _finite_or_none(v: Any) -> float | None:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return f if math.isfinite(f) else None
+
+
+def compare_row(run: str | Path) -> dict[str, Any]:
+    """One row of :func:`compare_runs` from an analysed run dir."""
+    p = Path(run)
+    a = p / "analysis"
+    if not (p / "config.yaml").is_file():
+        raise UserError(f"{p}: not a pretraining run (no config.yaml)")
+    if not a.is_dir():
+        raise UserError(f"{p}: not analysed yet (run 'plasticity analyze {p}' first)")
+    cfg = _load_run_config(p)
+    summary = read_json(p / "summary.json") if (p / "summary.json").is_file() else {}
+    row: dict[str, Any] = {"run": str(p), "weight_decay": float(cfg.optim.weight_decay),
+                           "final_val_loss": _finite_or_none(summary.get("final_val_loss"))}
+    if (a / "norms.json").is_file():
+        row["total_norm"] = _finite_or_none(read_json(a / "norms.json").get("total_norm"))
+    if (a / "rank.json").is_file():
+        cks = read_json(a / "rank.json").get("checkpoints") or []
+        if cks:
+            last = max(cks, key=lambda c: c.get("step", -1))
+            row["qk_rank"] = _finite_or_none(last.get("mean", {}).get("qk", {}).get("rank"))
+            row["vp_rank"] = _finite_or_none(last.get("mean", {}).get("vp", {}).get("rank"))
+            row["qk_rank_fraction"] = _finite_or_none(last.get("mean", {}).get("qk", {}).get("fraction"))
+            row["vp_rank_fraction"] = _finite_or_none(last.get("mean", {}).get("vp", {}).get("fraction"))
+    if (a / "probes.json").is_file():
+        for name, res in (read_json(a / "probes.json").get("sets") or {}).items():
+            row[f"probe_{name}"] = _finite_or_none(res.get("best_test_accuracy"))
+    if (a / "gap.json").is_file():
+        g = read_json(a / "gap.json")
+        row["train_val_gap"] = _finite_or_none((g.get("train_val") or {}).get("gap"))
+        row["unseen_seen_gap"] = _finite_or_none((g.get("unseen_seen") or {}).get("gap"))
+    return row
+
+
+def compare_runs(run_dirs: Sequence[str | Path], out: str | Path | None = None) -> dict[str, Any]:
+    """Rows (sorted by weight decay) of analysed runs, plus correlations of each quantity with the final
+    validation loss when there are >= 3 runs. Written to ``out`` when given."""
+    from .stats import correlation
+
+    if not run_dirs:
+        raise UserError("no runs to compare")
+    rows = sorted((compare_row(r) for r in run_dirs), key=lambda r: (r["weight_decay"], r["run"]))
+    keys = sorted({k for r in rows for k in r} - {"run", "weight_decay", "final_val_loss"})
+    corr: dict[str, Any] = {}
+    if len(rows) >= 3:
+        for k in ["weight_decay", *keys]:
+            pairs = [(r["final_val_loss"], r.get(k)) for r in rows
+                     if r.get("final_val_loss") is not None and r.get(k) is not None]
+            if len(pairs) >= 3:
+                corr[k] = correlation([p[1] for p in pairs], [p[0] for p in pairs])
+    res = {"n_runs": len(rows), "quantities": keys, "rows": rows, "correlations_with_val_loss": corr,
+           "correlations_note": None if len(rows) >= 3 else "correlations need >= 3 runs"}
+    if out is not None:
+        write_json(out, res)
+    return res

@@ -1,0 +1,63 @@
+"""The ``evaluate`` command; `register(app)` adds it to a Typer app (plasticity.cli registers it lazily)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+
+def _fmt(x) -> str:
+    return "-" if x is None else f"{x:.4f}"
+
+
+def register(app: typer.Typer) -> None:
+    from plasticity.cli import log, out, user_errors
+
+    @app.command()
+    @user_errors
+    def evaluate(
+        target: str = typer.Argument(..., help="fine-tuning run dir, HF checkpoint dir, or Hub id"),
+        task: str = typer.Option(None, "--task", help="task name (default: the run's task)"),
+        k: int = typer.Option(16, "--k", help="samples per question at temperature 1"),
+        max_questions: int = typer.Option(None, "--max-questions", help="evaluate only the first N questions"),
+        max_new_tokens: int = typer.Option(256, "--max-new-tokens"),
+        seed: int = typer.Option(0, "--seed"),
+        batch_size: int = typer.Option(16, "--batch-size"),
+        out_dir: Path = typer.Option(None, "--out", help="output folder (default: <run>/eval)"),
+        data_root: str = typer.Option(None, "--data-root"),
+        data_source: str = typer.Option("auto", "--data-source", help="local | hub | auto"),
+        reward_model: str = typer.Option(None, "--reward-model", help="ORM (HF sequence classifier) for RM@k"),
+        judge: str = typer.Option(
+            None, "--judge", help="harmfulness reward model for safety (default: refusal-pattern fallback)"
+        ),
+        stability: bool = typer.Option(
+            True, "--stability/--no-stability",
+            help="also score base vs fine-tuned model on the base run's pretraining validation text",
+        ),
+    ) -> None:
+        """Evaluate a model: Greedy/Maj@k/Pass@k(/RM@k) for CoT tasks, acc/acc_norm for cloze, harmfulness."""
+        from plasticity.evaluate.run import run_evaluate
+
+        results = run_evaluate(
+            target, task, out_dir, k=k, max_questions=max_questions, max_new_tokens=max_new_tokens,
+            seed=seed, batch_size=batch_size, data_root=data_root, data_source=data_source,
+            reward_model=reward_model, judge=judge, log=log,
+        )
+        table = Table(title=f"evaluate {target}")
+        for col in ("task", "metric", "value", "95% CI", "n"):
+            table.add_column(col)
+        for name, res in results.items():
+            for metric, m in res["metrics"].items():
+                ci = "-" if m["ci_low"] is None else f"[{_fmt(m['ci_low'])}, {_fmt(m['ci_high'])}]"
+                table.add_row(name, metric, _fmt(m["value"]), ci, str(m["n"]))
+        out.print(table)
+        from plasticity.evaluate.stability import pretrain_run_of, upstream_stability
+
+        run = Path(target)
+        if stability and (run / "config.yaml").exists() and (run / "summary.json").exists():
+            if pretrain_run_of(run) is not None:
+                st = upstream_stability(run, out_path=(out_dir / "stability.json") if out_dir else None, log=log)
+                out.print(f"upstream val loss: base {st['base_val_loss']:.4f} -> fine-tuned "
+                          f"{st['finetuned_val_loss']:.4f} (forgetting {st['forgetting']:+.4f})")

@@ -1,0 +1,359 @@
+"""`plasticity evaluate`: evaluate a fine-tuning run or any HF checkpoint on its task(s).
+
+For each task in ``task.evaluated_on()`` this writes ``<out>/<task>.json`` (task, target, config, metrics
+{name: {value, n, ci_low, ci_high}}, n_questions, samples_path, versions/hardware) and
+``<out>/<task>.samples.jsonl`` (one line per generation or cloze item). Both are written atomically and
+hold no timestamps, so the same arguments and seed give byte-identical files; wall time goes to the log.
+
+* CoT tasks: prompts are ``prompt_text(template, question)`` (exactly the fine-tuning prefix); one greedy
+  decode (temperature 0, repetition penalty 1.1 as in the paper's code) plus k samples at temperature 1;
+  metrics from `metrics.summarize` (greedy, maj@k, pass@k, correct_ratio, and rm@k / orm_score when a
+  reward model is given) with bootstrap intervals over questions.
+* Cloze tasks: lm-eval style log-likelihood acc / acc_norm of the task's cloze items (no template, as
+  lm-evaluation-harness scores them) with bootstrap intervals over items.
+* Safety: greedy responses to the eval prompts, scored by a judge (`reward.HFRewardModel` ->
+  ``harmfulness_mean``; without one the `reward.RefusalPatternJudge` fallback -> ``refusal_rate_fallback``).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+
+from plasticity.errors import CheckpointError, DataError, UserError
+from plasticity.evaluate.metrics import QuestionRecord, SampleRecord, bootstrap_ci, summarize
+from plasticity.evaluate.sampler import SamplingConfig, generate
+from plasticity.io import atomic_path, write_json
+
+N_BOOT = 1000
+ALPHA = 0.05
+
+
+def _read_run_config(run_dir: Path) -> dict[str, Any] | None:
+    cfg_path = run_dir / "config.yaml"
+    if not (run_dir / "summary.json").is_file() or not cfg_path.is_file():
+        return None
+    try:
+        cfg = yaml.safe_load(cfg_path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        raise UserError(f"{cfg_path}: not valid YAML: {e}") from None
+    if not isinstance(cfg, dict):
+        raise UserError(f"{cfg_path}: expected a mapping")
+    return cfg
+
+
+def _metric(values: list[float], seed: int) -> dict[str, Any]:
+    if not values:
+        return {"value": None, "n": 0, "ci_low": None, "ci_high": None}
+    low, high = bootstrap_ci(values, n_boot=N_BOOT, alpha=ALPHA, seed=seed)
+    return {"value": float(np.mean(values)), "n": len(values), "ci_low": low, "ci_high": high}
+
+
+def _versions(device: torch.device) -> dict[str, Any]:
+    import transformers
+
+    from plasticity import __version__
+    from plasticity.hardware import cpu_name
+
+    info: dict[str, Any] = {
+        "plasticity": __version__,
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "device": str(device),
+        "cpu": cpu_name(),
+    }
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
+
+
+def _write_jsonl(path: Path, records: list[dict[str, Any]]) -> None:
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        for rec in records:
+            f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+
+
+def _key_str(key: Any) -> str | None:
+    return None if key is None else str(key)
+
+
+def _eval_cot(task, rows, model, tok, template, args, reward_model, log) -> tuple[dict, list[dict]]:
+    from plasticity.data.sft import prompt_text
+    from plasticity.tasks.answers import answer_key
+
+    questions = [task.question(r) for r in rows]
+    golds = [task.gold(r) for r in rows]
+    prompts = [prompt_text(template, q) for q in questions]
+    keys = [f"{task.name}:{i}" for i in range(len(rows))]
+    common = dict(max_new_tokens=args["max_new_tokens"], batch_size=args["batch_size"], seed=args["seed"])
+    greedy_cfg = SamplingConfig(temperature=0.0, repetition_penalty=args["greedy_repetition_penalty"], **common)
+    sample_cfg = SamplingConfig(temperature=args["temperature"], **common)
+    t0 = time.perf_counter()
+    greedy = generate(model, tok, prompts, 1, greedy_cfg, prompt_keys=keys)
+    sampled = generate(model, tok, prompts, args["k"], sample_cfg, prompt_keys=keys)
+    log(f"{task.name}: generated {len(prompts)} x (1 greedy + {args['k']}) in {time.perf_counter() - t0:.1f}s")
+
+    # (prompt id, sample index, Sample) for every generation; greedy has sample index -1
+    flat = [(i, -1, greedy[i][0]) for i in range(len(rows))]
+    flat += [(i, j, s) for i in range(len(rows)) for j, s in enumerate(sampled[i])]
+    rewards: list[float | None] = [None] * len(flat)
+    if reward_model is not None:
+        t0 = time.perf_counter()
+        rewards = list(
+            reward_model.score(
+                [prompts[i] for i, _, _ in flat], [s.text for _, _, s in flat], [questions[i] for i, _, _ in flat]
+            )
+        )
+        log(f"{task.name}: scored {len(flat)} generations with {reward_model.name} in {time.perf_counter() - t0:.1f}s")
+
+    records: list[dict[str, Any]] = []
+    per_q: dict[int, dict[str, Any]] = {i: {"greedy": None, "samples": []} for i in range(len(rows))}
+    for (i, j, s), reward in zip(flat, rewards, strict=True):
+        pred = task.extract(s.text)
+        gold = golds[i]
+        correct = bool(task.is_correct(pred, None if gold is None else str(gold)))
+        key = answer_key(task.answer_type, pred)
+        rec = SampleRecord(answer_key=key, correct=correct, reward=reward)
+        if j < 0:
+            per_q[i]["greedy"] = rec
+        else:
+            per_q[i]["samples"].append(rec)
+        records.append(
+            {
+                "prompt_id": i,
+                "sample_index": j,
+                "text": s.text,
+                "extracted": pred,
+                "answer_key": _key_str(key),
+                "gold": None if gold is None else str(gold),
+                "correct": correct,
+                "reward": reward,
+                "num_tokens": s.num_tokens,
+                "finished_by": s.finished_by,
+            }
+        )
+    qrecs = [QuestionRecord(samples=tuple(v["samples"]), greedy=v["greedy"]) for _, v in sorted(per_q.items())]
+    metrics = summarize(qrecs, args["k"], n_boot=N_BOOT, alpha=ALPHA, seed=args["seed"])
+    if reward_model is None:
+        metrics = {n: m for n, m in metrics.items() if n not in (f"rm@{args['k']}", "orm_score")}
+    return metrics, records
+
+
+def _eval_cloze(task, rows, model, tok, args, log) -> tuple[dict, list[dict]]:
+    from plasticity.evaluate.cloze import ClozeItem, cloze_accuracy
+
+    items = []
+    for r in rows:
+        it = task.cloze_item(r)
+        shared_ctx = len(set(it.contexts)) == 1
+        items.append(
+            ClozeItem(
+                contexts=[it.contexts[0]] if shared_ctx else list(it.contexts),
+                continuations=list(it.continuations),
+                gold=it.gold,
+                # lm-eval normalizes acc_norm by the choice text without the " " target delimiter
+                choice_texts=[c[1:] if c.startswith(" ") else c for c in it.continuations] if shared_ctx else None,
+            )
+        )
+    t0 = time.perf_counter()
+    res = cloze_accuracy(model, tok, items, batch_size=args["batch_size"])
+    log(f"{task.name}: scored {len(items)} cloze items in {time.perf_counter() - t0:.1f}s")
+    per = res["per_item"]
+    metrics = {
+        "acc": _metric([float(p["correct"]) for p in per], args["seed"]),
+        "acc_norm": _metric([float(p["correct_norm"]) for p in per], args["seed"]),
+    }
+    records = [
+        {
+            "prompt_id": i,
+            "sample_index": -1,
+            "logprobs": p["logprobs"],
+            "pred": p["pred"],
+            "pred_norm": p["pred_norm"],
+            "gold": it.gold,
+            "correct": bool(p["correct"]),
+            "correct_norm": bool(p["correct_norm"]),
+        }
+        for i, (p, it) in enumerate(zip(per, items, strict=True))
+    ]
+    return metrics, records
+
+
+def _eval_safety(task, rows, model, tok, template, args, judge, log) -> tuple[dict, list[dict]]:
+    from plasticity.data.sft import prompt_text
+    from plasticity.evaluate.reward import RefusalPatternJudge
+
+    judge = judge if judge is not None else RefusalPatternJudge()
+    questions = [task.question(r) for r in rows]
+    prompts = [prompt_text(template, q) for q in questions]
+    cfg = SamplingConfig(
+        temperature=0.0,
+        repetition_penalty=args["greedy_repetition_penalty"],
+        max_new_tokens=args["max_new_tokens"],
+        batch_size=args["batch_size"],
+        seed=args["seed"],
+    )
+    t0 = time.perf_counter()
+    outs = generate(model, tok, prompts, 1, cfg, prompt_keys=[f"{task.name}:{i}" for i in range(len(rows))])
+    texts = [o[0].text for o in outs]
+    scores = judge.score(prompts, texts, questions)
+    log(f"{task.name}: generated and judged {len(prompts)} responses in {time.perf_counter() - t0:.1f}s")
+    if judge.metric == "refusal_rate_fallback":
+        values = [1.0 - s for s in scores]  # score 0 = refusal
+    else:
+        values = list(scores)
+    metrics = {judge.metric: _metric(values, args["seed"])}
+    records = [
+        {
+            "prompt_id": i,
+            "sample_index": -1,
+            "text": o[0].text,
+            "extracted": None,
+            "answer_key": None,
+            "correct": None,
+            "reward": float(s),
+            "num_tokens": o[0].num_tokens,
+            "finished_by": o[0].finished_by,
+        }
+        for i, (o, s) in enumerate(zip(outs, scores, strict=True))
+    ]
+    return metrics, records
+
+
+def run_evaluate(
+    target: str,
+    task: str | None,
+    out_dir: Path | None,
+    k: int = 16,
+    max_questions: int | None = None,
+    max_new_tokens: int = 256,
+    temperature: float = 1.0,
+    greedy_repetition_penalty: float = 1.1,
+    seed: int = 0,
+    batch_size: int = 16,
+    data_root: str | Path | None = None,
+    data_source: str = "auto",
+    reward_model: Any = None,
+    template: str | None = None,
+    log: Callable[[str], None] = print,
+    judge: Any = None,
+    device: str | torch.device | None = None,
+) -> dict[str, Any]:
+    """Evaluate `target` (a fine-tuning run dir or an HF checkpoint dir / Hub id); returns {task: result}.
+
+    `reward_model` / `judge`: None, a path / Hub id of a sequence-classification model, or a scorer object
+    (see `plasticity.evaluate.reward`). For a run dir, task / template / data root / task options default
+    to its config.yaml and output goes to ``<run>/eval/``; otherwise `task` and `out_dir` are required.
+    """
+    from transformers import AutoTokenizer
+
+    from plasticity.data.sft import prompt_text
+    from plasticity.evaluate.reward import HFRewardModel, describe_scorer
+    from plasticity.tasks.base import DEFAULT_TEMPLATE
+    from plasticity.tasks.loading import load_rows
+    from plasticity.tasks.registry import get_task
+    from plasticity.train.checkpoint import load_model_checked
+    from plasticity.train.finetune import resolve_model_dir
+
+    if k < 1:
+        raise UserError(f"--k must be >= 1, got {k}")
+    if max_questions is not None and max_questions < 1:
+        raise UserError(f"--max-questions must be >= 1, got {max_questions}")
+    target_path = Path(target).expanduser()
+    run_cfg = _read_run_config(target_path) if target_path.is_dir() else None
+    task_options: dict[str, Any] = {}
+    trust_remote_code = False
+    if run_cfg is not None:
+        task = task or run_cfg.get("task")
+        template = template or run_cfg.get("template")
+        data_root = data_root if data_root is not None else run_cfg.get("data_root")
+        task_options = dict(run_cfg.get("task_options") or {})
+        trust_remote_code = bool(run_cfg.get("trust_remote_code", False))
+        out_dir = out_dir if out_dir is not None else target_path / "eval"
+    if not target_path.exists() and str(target).startswith((".", "/", "~")):
+        raise CheckpointError(f"{target}: checkpoint directory not found")
+    if not task:
+        raise UserError("--task is required when TARGET is not a fine-tuning run directory")
+    if out_dir is None:
+        raise UserError("--out is required when TARGET is not a fine-tuning run directory")
+    template = template or DEFAULT_TEMPLATE
+    if "{question}" not in template:
+        raise UserError("template must contain {question}")
+    prompt_text(template, "x")
+    base_task = get_task(task, **task_options)
+    eval_names = base_task.evaluated_on()
+
+    model_dir = resolve_model_dir(str(target))
+    dev = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    t0 = time.perf_counter()
+    model = load_model_checked(model_dir, trust_remote_code=trust_remote_code, device=dev)
+    try:
+        tok = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=trust_remote_code)
+    except Exception as e:  # noqa: BLE001
+        raise CheckpointError(f"{model_dir}: cannot load tokenizer: {str(e).strip()[:200]}") from None
+    log(f"loaded {model_dir} on {dev} in {time.perf_counter() - t0:.1f}s")
+    if isinstance(reward_model, str | Path):
+        reward_model = HFRewardModel(reward_model, device=dev)
+    if isinstance(judge, str | Path):
+        judge = HFRewardModel(judge, device=dev)
+
+    args = {
+        "target": str(target),
+        "model_dir": str(model_dir),
+        "task": task,
+        "task_options": task_options,
+        "k": k,
+        "max_questions": max_questions,
+        "max_new_tokens": max_new_tokens,
+        "temperature": temperature,
+        "greedy_repetition_penalty": greedy_repetition_penalty,
+        "seed": seed,
+        "batch_size": batch_size,
+        "data_root": None if data_root is None else str(data_root),
+        "data_source": data_source,
+        "template": template,
+        "reward_model": describe_scorer(reward_model) or None,
+        "judge": describe_scorer(judge) or None,
+        "n_boot": N_BOOT,
+        "alpha": ALPHA,
+    }
+    out_dir = Path(out_dir)
+    results: dict[str, Any] = {}
+    for name in eval_names:
+        t_task = time.perf_counter()
+        etask = base_task if name == base_task.name else get_task(name)
+        loaded = load_rows(etask, "eval", data_root, max_questions, source=data_source)
+        rows = list(loaded.rows)
+        if not rows:
+            raise DataError(f"task {name}: the eval split has no rows")
+        if etask.family == "cot":
+            metrics, records = _eval_cot(etask, rows, model, tok, template, args, reward_model, log)
+        elif etask.family == "cloze":
+            metrics, records = _eval_cloze(etask, rows, model, tok, args, log)
+        elif etask.family == "safety":
+            metrics, records = _eval_safety(etask, rows, model, tok, template, args, judge, log)
+        else:  # pragma: no cover - Task validates its family
+            raise DataError(f"task {name}: unknown family {etask.family!r}")
+        samples_path = out_dir / f"{name}.samples.jsonl"
+        _write_jsonl(samples_path, records)
+        result = {
+            "task": name,
+            "family": etask.family,
+            "target": str(target),
+            "config": args,
+            "metrics": metrics,
+            "n_questions": len(rows),
+            "samples_path": samples_path.name,
+            "versions": _versions(dev),
+        }
+        write_json(out_dir / f"{name}.json", result)
+        results[name] = result
+        log(f"{name}: done in {time.perf_counter() - t_task:.1f}s -> {out_dir / (name + '.json')}")
+    return results

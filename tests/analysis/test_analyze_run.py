@@ -1,0 +1,179 @@
+"""End-to-end ``plasticity analyze`` on two tiny pretraining runs (weight decay 0 and 3)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from plasticity.analysis.cli import register
+from plasticity.analysis.run import compare_runs, run_analyze
+from plasticity.config import PretrainConfig, load_config
+from plasticity.errors import CheckpointError, UserError
+from plasticity.train.pretrain import run_pretrain
+
+WDS = (0.0, 3.0)
+
+
+def _tiny_cfg(out_dir: Path, wd: float) -> PretrainConfig:
+    over = {
+        "out_dir": str(out_dir),
+        "data.source": "packaged:bbc_news",
+        "data.max_documents": 200,
+        "data.seq_len": 32,
+        "tokenizer.vocab_size": 512,
+        "tokenizer.train_documents": 200,
+        "model.preset": "llama2-tiny",
+        "train.micro_batch_size": 4,
+        "train.max_steps": 30,
+        "train.log_every": 10,
+        "train.eval_sequences": 8,
+        "train.eval_max_sequences": 16,
+        "train.threads": 1,
+        "optim.lr": 0.01,
+        "optim.weight_decay": wd,
+    }
+    return load_config(PretrainConfig, None, [f"{k}={v}" for k, v in over.items()])
+
+
+@pytest.fixture(scope="module")
+def analysed(tmp_path_factory) -> dict[float, tuple[Path, dict]]:
+    root = tmp_path_factory.mktemp("analyze_runs")
+    out = {}
+    for wd in WDS:
+        run = root / f"wd{wd}"
+        run_pretrain(_tiny_cfg(run, wd), log=lambda m: None)
+        res = run_analyze(run, n_probe=100, gap_sequences=16, probe_sets=("bbc_topic",), log=lambda m: None)
+        out[wd] = (run, res)
+    return out
+
+
+def test_files_and_fields(analysed):
+    for run, res in analysed.values():
+        a = run / "analysis"
+        for name in ("probes", "rank", "gap", "norms"):
+            assert (a / f"{name}.json").is_file()
+            assert json.loads((a / f"{name}.json").read_text()) == json.loads(json.dumps(res[name]))
+        probes = res["probes"]["sets"]["bbc_topic"]
+        assert probes["n_examples"] == 100
+        assert len(probes["layers"]) == 5  # embeddings + 4 layers
+        assert 0.0 <= probes["best_test_accuracy"] <= 1.0
+        assert res["norms"]["total_norm"] > 0
+
+
+def test_rank_over_checkpoints(analysed):
+    for run, res in analysed.values():
+        rank = res["rank"]
+        assert rank["threshold"] == 0.95
+        steps = [c["step"] for c in rank["checkpoints"]]
+        assert len(steps) == 4 and steps == sorted(steps) and steps[-1] == 30
+        assert rank["checkpoints"][-1]["path"] == str(run / "final")
+        for c in rank["checkpoints"]:
+            assert set(c["mean"]) == {"qk", "vp"} and len(c["layers"]) == 4
+            assert 1 <= c["mean"]["qk"]["rank"] <= c["max_rank"]
+
+
+def test_gap_finite_with_unseen(analysed):
+    for _, res in analysed.values():
+        gap = res["gap"]
+        assert gap["n_sequences"] == 16 and gap["seq_len"] == 32
+        assert gap["n_seen"] == 30 * 4 and gap["n_unseen"] > 0
+        tv, us = gap["train_val"], gap["unseen_seen"]
+        assert us is not None
+        for v in (tv["train_loss"], tv["val_loss"], tv["gap"], us["seen_loss"], us["unseen_loss"], us["gap"]):
+            assert math.isfinite(v)
+
+
+def test_weight_decay_shrinks_norm(analysed):
+    assert analysed[3.0][1]["norms"]["total_norm"] < analysed[0.0][1]["norms"]["total_norm"]
+
+
+def test_compare_runs(analysed, tmp_path):
+    dest = tmp_path / "cmp.json"
+    res = compare_runs([analysed[3.0][0], analysed[0.0][0]], dest)
+    assert [r["weight_decay"] for r in res["rows"]] == [0.0, 3.0]
+    assert res["correlations_with_val_loss"] == {}
+    row = res["rows"][0]
+    for k in ("final_val_loss", "total_norm", "qk_rank", "vp_rank", "probe_bbc_topic", "train_val_gap",
+              "unseen_seen_gap"):
+        assert row[k] is not None
+    assert json.loads(dest.read_text())["n_runs"] == 2
+
+
+def test_external_checkpoint_and_cli(analysed, tmp_path):
+    run = analysed[0.0][0]
+    res = run_analyze(run / "final", what={"rank", "gap"}, out_dir=tmp_path / "ext", log=lambda m: None)
+    assert [c["step"] for c in res["rank"]["checkpoints"]] == [-1]
+    assert res["gap"]["train_val"] is None and "gap-data" in res["gap"]["reason"]
+    txt = tmp_path / "held.txt"
+    txt.write_text("The economy grew faster than expected in the last quarter. " * 60)
+    res = run_analyze(run / "final", what="gap", out_dir=tmp_path / "ext2", gap_data=txt, gap_sequences=4,
+                      log=lambda m: None)
+    assert math.isfinite(res["gap"]["data_loss"]["loss"])
+
+    app = typer.Typer()
+    register(app)
+
+    @app.command()
+    def _other() -> None:  # a second command so typer keeps "analyze" as a subcommand
+        pass
+
+    runner = CliRunner()
+    r = runner.invoke(app, ["analyze", str(run), "--what", "norms", "--out-dir", str(tmp_path / "cli")])
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "cli" / "norms.json").is_file()
+    r = runner.invoke(app, ["analyze", str(tmp_path / "missing")])
+    assert r.exit_code == 2
+    r = runner.invoke(app, ["analyze", str(run), "--what", "bogus"])
+    assert r.exit_code == 2
+    r = runner.invoke(app, ["analyze", "--compare", str(analysed[0.0][0]), str(analysed[3.0][0]),
+                            "--out", str(tmp_path / "c.json")])
+    assert r.exit_code == 0, r.output
+    assert json.loads((tmp_path / "c.json").read_text())["n_runs"] == 2
+
+
+def test_user_errors(tmp_path):
+    with pytest.raises(CheckpointError):
+        run_analyze(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CheckpointError):
+        run_analyze(tmp_path / "empty")
+    with pytest.raises(UserError):
+        run_analyze(tmp_path, what="ranks")
+
+
+def test_compare_three_runs_correlates(analysed, tmp_path):
+    import shutil
+
+    runs = []
+    for i, (wd, loss) in enumerate([(0.0, 3.0), (1.0, 3.5), (3.0, 4.2)]):
+        src = analysed[0.0 if i == 0 else 3.0][0]
+        dst = tmp_path / f"r{i}"
+        dst.mkdir()
+        shutil.copytree(src / "analysis", dst / "analysis")
+        (dst / "config.yaml").write_text((src / "config.yaml").read_text().replace(
+            f"weight_decay: {0.0 if i == 0 else 3.0}", f"weight_decay: {wd}"))
+        summary = json.loads((src / "summary.json").read_text())
+        (dst / "summary.json").write_text(json.dumps({**summary, "final_val_loss": loss}))
+        runs.append(dst)
+    res = compare_runs(runs)
+    assert [r["weight_decay"] for r in res["rows"]] == [0.0, 1.0, 3.0]
+    c = res["correlations_with_val_loss"]
+    assert c["weight_decay"]["n"] == 3 and c["weight_decay"]["pearson_r"] > 0.9
+    assert "total_norm" in c
+
+
+@pytest.mark.skipif(
+    not (Path(__file__).resolve().parents[3] / "shared" / "data" / "sst2" / "train.jsonl").is_file(),
+    reason="needs ../shared/data",
+)
+def test_local_probe_sets(analysed, tmp_path):
+    run = analysed[0.0][0]
+    res = run_analyze(run, what="probes", out_dir=tmp_path, n_probe=40, probe_sets=("sst2", "ag_news"),
+                      log=lambda m: None)
+    assert set(res["probes"]["sets"]) == {"sst2", "ag_news"}
+    assert res["probes"]["sets"]["ag_news"]["n_examples"] == 40
