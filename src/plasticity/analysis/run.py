@@ -22,6 +22,8 @@ from ..io import read_json, write_json
 ALL_ANALYSES = frozenset({"probes", "rank", "gap", "norms"})
 PROBE_SETS = ("bbc_topic", "sst2", "ag_news")
 _PROBE_FILES = {"sst2": ("sst2", "train.jsonl", "sentence"), "ag_news": ("ag_news", "train.jsonl", "text")}
+# Hub ids for users without the local copies: same field names as the local JSONL files.
+_PROBE_HUB = {"sst2": ("stanfordnlp/sst2", "train"), "ag_news": ("fancyzhx/ag_news", "train")}
 
 
 # --------------------------------------------------------------------------------------------- target
@@ -107,31 +109,51 @@ def load_probe_set(name: str, n: int, data_root: str | Path | None = None, seed:
         from ..tasks.data_root import resolve_data_root
 
         root = resolve_data_root(data_root)
-        if root is None:
-            raise DataError(f"probe set {name} needs a local data root (--data-root or $PLASTICITY_DATA_ROOT)")
         d, f, field = _PROBE_FILES[name]
-        path = root / d / f
-        if not path.is_file():
-            raise DataError(f"probe set {name}: {path} not found")
-        texts, labels = [], []
-        with open(path, encoding="utf-8") as fh:
-            for ln, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                try:
-                    r = json.loads(line)
-                    t, y = r[field], r["label"]
-                except (json.JSONDecodeError, KeyError, TypeError):
-                    raise DataError(f"{path}:{ln}: expected JSON with '{field}' and 'label'") from None
-                if isinstance(t, str) and t.strip():
-                    texts.append(t)
-                    labels.append(y)
+        path = root / d / f if root is not None else None
+        if path is None or not path.is_file():
+            texts, labels = _probe_from_hub(name, field, path)
+        else:
+            texts, labels = _read_probe_jsonl(path, field)
     else:
         raise UserError(f"unknown probe set {name!r}; choose from {', '.join(PROBE_SETS)}")
     texts, labels = _balanced_sample(texts, labels, n, seed)
     if len(set(labels)) < 2 or len(texts) < 10:
         raise DataError(f"probe set {name}: need >= 10 examples of >= 2 classes, got {len(texts)}")
     return texts, labels
+
+
+def _read_probe_jsonl(path: Path, field: str) -> tuple[list[str], list]:
+    texts, labels = [], []
+    with open(path, encoding="utf-8") as fh:
+        for ln, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                r = json.loads(line)
+                t, y = r[field], r["label"]
+            except (json.JSONDecodeError, KeyError, TypeError):
+                raise DataError(f"{path}:{ln}: expected JSON with '{field}' and 'label'") from None
+            if isinstance(t, str) and t.strip():
+                texts.append(t)
+                labels.append(y)
+    return texts, labels
+
+
+def _probe_from_hub(name: str, field: str, local: Path | None) -> tuple[list[str], list]:
+    """The probe set from the HF Hub (users with internet and ``pip install 'plasticity[hub]'``)."""
+    where = f"{local} not found" if local else "no local data root"
+    try:
+        import datasets
+    except ImportError:
+        raise DataError(f"probe set {name}: {where}, and the 'datasets' package for the Hub copy is not "
+                        "installed (pip install 'plasticity[hub]')") from None
+    hub_id, split = _PROBE_HUB[name]
+    try:
+        ds = datasets.load_dataset(hub_id, split=split)
+    except Exception as e:  # offline, unknown id, ...
+        raise DataError(f"probe set {name}: {where}, and the Hub copy {hub_id} failed: {str(e)[:120]}") from None
+    return [r[field] for r in ds], [r["label"] for r in ds]
 
 
 def _analyse_probes(model, tokenizer, probe_sets: Sequence[str], n_probe: int, data_root, log) -> dict[str, Any]:
@@ -395,7 +417,7 @@ def compare_row(run: str | Path) -> dict[str, Any]:
 def compare_runs(run_dirs: Sequence[str | Path], out: str | Path | None = None) -> dict[str, Any]:
     """Rows (sorted by weight decay) of analysed runs, plus correlations of each quantity with the final
     validation loss when there are >= 3 runs. Written to ``out`` when given."""
-    from .stats import correlation
+    from .stats import correlation, leave_one_out
 
     if not run_dirs:
         raise UserError("no runs to compare")
@@ -408,6 +430,7 @@ def compare_runs(run_dirs: Sequence[str | Path], out: str | Path | None = None) 
                      if r.get("final_val_loss") is not None and r.get(k) is not None]
             if len(pairs) >= 3:
                 corr[k] = correlation([p[1] for p in pairs], [p[0] for p in pairs])
+                corr[k]["leave_one_out"] = leave_one_out([p[1] for p in pairs], [p[0] for p in pairs])
     res = {"n_runs": len(rows), "quantities": keys, "rows": rows, "correlations_with_val_loss": corr,
            "correlations_note": None if len(rows) >= 3 else "correlations need >= 3 runs"}
     if out is not None:
