@@ -22,6 +22,13 @@ def log(msg: str) -> None:
     err.print(msg, markup=False)
 
 
+def _quiet_transformers() -> None:
+    """No per-file tqdm bars from transformers (our own progress and log lines say what is happening)."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+
+
 def user_errors(fn):
     """Turn UserError into one line + exit 2, divergence into exit 3, a signal into 128+signum."""
 
@@ -30,6 +37,7 @@ def user_errors(fn):
         from .train.loop import InterruptedRun
 
         try:
+            _quiet_transformers()
             return fn(*args, **kwargs)
         except UserError as e:
             err.print(f"error: {e}", markup=False)
@@ -118,33 +126,57 @@ def study(
     import json
 
     from .config import from_dict, read_yaml
-    from .study.sweep import DEFAULT_SWEEP, SweepSpec, expand, run_sweep
-    from .train.analysis_lite import param_norm
+    from .study.sweep import DEFAULT_SWEEP, SweepSpec, collect_row, expand, run_sweep
 
     sw = DEFAULT_SWEEP if spec is None else from_dict(SweepSpec, read_yaml(spec))
     points = expand(sw)
     if dry_run:
+        from .study.sweep import point_done
+
         for axes, cfg in points:
-            done = (Path(cfg.out_dir) / "summary.json").exists()
+            done = point_done(sw, cfg.out_dir)
             out.print(f"{'cached ' if done else 'pending'} {json.dumps(axes)} -> {cfg.out_dir}")
         return
     rows = run_sweep(sw, workers=workers, log=log)
-    t = Table(title=f"study '{sw.name}'")
-    keys = list(sw.axes)
-    for col in [*keys, "status", "val loss", "param L2 norm", "steps", "tokens", "run"]:
-        t.add_column(col)
-    for r in rows:
-        final = Path(r["out_dir"]) / "final"
-        norm = f"{param_norm(final):.2f}" if final.exists() else "-"
-        vl = r.get("final_val_loss")
-        t.add_row(*[str(r.get(k)) for k in keys], str(r.get("status")), f"{vl:.4f}" if vl else "-", norm,
-                  str(r.get("steps", "-")), f"{r.get('tokens_seen', 0):,}", r["out_dir"])
+    results = [collect_row(sw, {k: r.get(k) for k in sw.axes}, r["out_dir"]) for r in rows]
+    shown = ("val_loss", "weight_norm", "qk_rank_frac", "vp_rank_frac", "unseen_seen_gap", "probe_", "/greedy",
+             "/maj@", "/pass@", "forgetting")
+    cols = [c for c in (results[0] if results else {}) if c in sw.axes or any(x in c for x in shown)]
+    t = Table(title=f"study '{sw.name}' ({len(results)} runs; all columns in results.csv)")
+    for c in cols:
+        t.add_column(c.split("/")[-1].replace("optim.", "").replace("_frac", "").replace("probe_", "probe "),
+                     justify="right")
+    for r in results:
+        t.add_row(*[_cell(r.get(c)) for c in cols])
     out.print(t)
-    from .io import write_json
+    study_dir = Path(sw.out_dir) / sw.name
+    from .io import write_json, write_text
 
-    write_json(Path(sw.out_dir) / sw.name / "sweep.json", rows)
+    write_json(study_dir / "sweep.json", rows)
+    all_cols = sorted({c for r in results for c in r}, key=lambda c: (c not in sw.axes, c != "run", c))
+    write_text(study_dir / "results.csv", _csv(results, all_cols))
+    out.print(f"results: {study_dir / 'results.csv'}")
     if any(r.get("status") != "completed" for r in rows):
         raise typer.Exit(1)
+
+
+def _cell(v) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return f"{v:,}" if isinstance(v, int) and not isinstance(v, bool) else str(v)
+
+
+def _csv(rows: list[dict], cols: list[str]) -> str:
+    import csv
+    import io
+
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore")
+    w.writeheader()
+    w.writerows(rows)
+    return buf.getvalue()
 
 
 @app.command()

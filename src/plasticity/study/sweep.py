@@ -12,7 +12,7 @@ import itertools
 import json
 import multiprocessing as mp
 import os
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,9 @@ class SweepSpec:
     base: dict[str, Any] = field(default_factory=dict)
     axes: dict[str, list[Any]] = field(default_factory=dict)
     workers: int | None = None
+    analyze: list[str] = field(default_factory=list)  # e.g. [probes, rank, gap, norms]; [] = skip
+    finetune: dict[str, Any] | None = None  # a FinetuneConfig mapping (init_from/out_dir are filled in)
+    evaluate: dict[str, Any] | None = None  # run_evaluate keyword arguments (k, max_questions, ...)
 
 
 # The embedded default: three weight decays on a tiny Llama over packaged BBC News text. The token budget is
@@ -45,6 +48,10 @@ DEFAULT_SWEEP = SweepSpec(
                   "checkpoint_fractions": [0.25, 0.5, 0.75], "checkpoint_every": 50},
     },
     axes={"optim.weight_decay": [0.0, 0.1, 1.0]},
+    analyze=["probes", "rank", "gap", "norms"],
+    finetune={"task": "demo_arith", "task_options": {"n_train": 512, "n_test": 64}, "cutoff_len": 256,
+              "optim": {"lr": 0.001}, "train": {"micro_batch_size": 16, "grad_accum": 2, "epochs": 2}},
+    evaluate={"k": 4, "max_questions": 48, "max_new_tokens": 96, "batch_size": 32},
 )
 
 
@@ -70,25 +77,113 @@ def expand(spec: SweepSpec) -> list[tuple[dict[str, Any], PretrainConfig]]:
     return points
 
 
-def _worker(cfg_dict: dict[str, Any], threads: int, log_path: str) -> dict[str, Any]:
-    import torch
+def finetune_dir(spec: SweepSpec, pretrain_dir: str) -> Path:
+    """Fine-tuning run of a grid point: named by the hash of the pretraining run and the fine-tuning config."""
+    key = json.dumps([Path(pretrain_dir).name, spec.finetune], sort_keys=True)
+    return Path(spec.out_dir) / spec.name / f"finetune-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
 
+
+def _stages(spec_dict: dict[str, Any], cfg_dict: dict[str, Any], threads: int, log_path: str) -> dict[str, Any]:
+    """One grid point: pretrain -> analyze -> finetune -> evaluate; every finished stage is reused."""
+    import torch
+    from transformers.utils import logging as hf_logging
+
+    from ..config import FinetuneConfig, validate
     from ..errors import DivergenceError, UserError
     from ..train.pretrain import run_pretrain
 
+    hf_logging.disable_progress_bar()
     torch.set_num_threads(threads)
+    spec = from_dict(SweepSpec, spec_dict)
     cfg = from_dict(PretrainConfig, cfg_dict)
+    pdir = Path(cfg.out_dir)
     with open(log_path, "a", encoding="utf-8") as f:
         def log(msg: str) -> None:
             f.write(msg + "\n")
             f.flush()
 
-        resume = (Path(cfg.out_dir) / "config.yaml").exists()
+        stage = "pretrain"
         try:
-            return run_pretrain(cfg, resume=resume, log=log)
+            res = run_pretrain(cfg, resume=(pdir / "config.yaml").exists(), log=log)
+            if res.get("status") != "completed":
+                return res
+            if spec.analyze:
+                stage = "analyze"
+                from ..analysis.run import run_analyze
+
+                if not all((pdir / "analysis" / f"{w}.json").exists() for w in spec.analyze):
+                    run_analyze(pdir, what=set(spec.analyze), log=log)
+            if spec.finetune is not None:
+                stage = "finetune"
+                from ..train.finetune import run_finetune
+
+                fdir = finetune_dir(spec, str(pdir))
+                fcfg = from_dict(FinetuneConfig, dict(spec.finetune, init_from=str(pdir), out_dir=str(fdir)))
+                validate(fcfg)
+                ft = run_finetune(fcfg, resume=(fdir / "config.yaml").exists(), log=log)
+                res = dict(res, finetune_dir=str(fdir), finetune_status=ft.get("status"))
+                if spec.evaluate is not None:
+                    stage = "evaluate"
+                    from ..evaluate.run import run_evaluate
+                    from ..evaluate.stability import upstream_stability
+
+                    if not (fdir / "eval" / "stability.json").exists():
+                        run_evaluate(str(fdir), None, None, log=log, **spec.evaluate)
+                        upstream_stability(fdir, log=log)
+            return res
         except (UserError, DivergenceError) as e:
-            log(f"error: {e}")
-            return {"status": "failed", "reason": str(e)}
+            log(f"error in {stage}: {e}")
+            return {"status": "failed", "stage": stage, "reason": str(e)}
+
+
+def point_done(spec: SweepSpec, pretrain_dir: str) -> bool:
+    """Whether every stage of a grid point has finished (so the point is served from disk)."""
+    p = Path(pretrain_dir)
+    s = p / "summary.json"
+    if not (s.exists() and json.loads(s.read_text()).get("status") == "completed"):
+        return False
+    if spec.analyze and not all((p / "analysis" / f"{w}.json").exists() for w in spec.analyze):
+        return False
+    if spec.finetune is not None:
+        fdir = finetune_dir(spec, pretrain_dir)
+        fs = fdir / "summary.json"
+        if not (fs.exists() and json.loads(fs.read_text()).get("status") == "completed"):
+            return False
+        if spec.evaluate is not None and not (fdir / "eval" / "stability.json").exists():
+            return False
+    return True
+
+
+def collect_row(spec: SweepSpec, axes: dict[str, Any], pretrain_dir: str) -> dict[str, Any]:
+    """Flat results of a grid point: pretraining summary, analyses, downstream metrics, stability."""
+    p = Path(pretrain_dir)
+    row: dict[str, Any] = dict(axes, run=pretrain_dir)
+    s = json.loads((p / "summary.json").read_text()) if (p / "summary.json").exists() else {}
+    row.update(status=s.get("status"), val_loss=s.get("final_val_loss"), train_loss=s.get("final_train_loss"),
+               tokens=s.get("tokens_seen"))
+    a = p / "analysis"
+    if (a / "norms.json").exists():
+        row["weight_norm"] = json.loads((a / "norms.json").read_text())["total_norm"]
+    if (a / "rank.json").exists():
+        last = json.loads((a / "rank.json").read_text())["checkpoints"][-1]["mean"]
+        row["qk_rank_frac"], row["vp_rank_frac"] = last["qk"]["fraction"], last["vp"]["fraction"]
+    if (a / "gap.json").exists():
+        g = json.loads((a / "gap.json").read_text())
+        row["train_val_gap"] = g["train_val"]["gap"]
+        row["unseen_seen_gap"] = (g.get("unseen_seen") or {}).get("gap")
+    if (a / "probes.json").exists():
+        for name, ps in json.loads((a / "probes.json").read_text())["sets"].items():
+            row[f"probe_{name}"] = ps["best_test_accuracy"]
+    if spec.finetune is not None:
+        fdir = finetune_dir(spec, pretrain_dir)
+        for f in sorted((fdir / "eval").glob("*.json")) if (fdir / "eval").is_dir() else []:
+            d = json.loads(f.read_text())
+            if f.name == "stability.json":
+                row["forgetting"] = d["forgetting"]
+            else:
+                for m, v in d["metrics"].items():
+                    row[f"{d['task']}/{m}"] = v["value"]
+    return row
 
 
 def run_sweep(spec: SweepSpec, workers: int | None = None, log=print) -> list[dict[str, Any]]:
@@ -100,8 +195,8 @@ def run_sweep(spec: SweepSpec, workers: int | None = None, log=print) -> list[di
     todo = []
     rows: list[dict[str, Any] | None] = [None] * len(points)
     for i, (axes, cfg) in enumerate(points):
-        s = Path(cfg.out_dir) / "summary.json"
-        if s.exists() and json.loads(s.read_text()).get("status") == "completed":
+        if point_done(spec, cfg.out_dir):
+            s = Path(cfg.out_dir) / "summary.json"
             rows[i] = dict(axes, **json.loads(s.read_text()), out_dir=cfg.out_dir, cached=True)
         else:
             todo.append(i)
@@ -116,7 +211,7 @@ def run_sweep(spec: SweepSpec, workers: int | None = None, log=print) -> list[di
                 Path(cfg.out_dir).mkdir(parents=True, exist_ok=True)
                 log_path = str(Path(cfg.out_dir) / "train.log")
                 log(f"  start {axes} -> {cfg.out_dir} (log: {log_path})")
-                jobs[i] = pool.apply_async(_worker, (to_dict(cfg), threads, log_path))
+                jobs[i] = pool.apply_async(_stages, (asdict(spec), to_dict(cfg), threads, log_path))
             for i, job in jobs.items():
                 res = job.get()
                 axes, cfg = points[i]
