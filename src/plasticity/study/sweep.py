@@ -102,6 +102,14 @@ def _stages(spec_dict: dict[str, Any], cfg_dict: dict[str, Any], threads: int, l
             f.write(msg + "\n")
             f.flush()
 
+        from filelock import FileLock, Timeout
+
+        lock = FileLock(str(pdir) + ".lock", timeout=0)  # one process per grid point; released if it dies
+        try:
+            lock.acquire()
+        except Timeout:
+            log(f"busy: another plasticity process is running {pdir}")
+            return {"status": "busy", "reason": f"another plasticity process is running {pdir}"}
         stage = "pretrain"
         try:
             res = run_pretrain(cfg, resume=(pdir / "config.yaml").exists(), log=log)
@@ -134,6 +142,8 @@ def _stages(spec_dict: dict[str, Any], cfg_dict: dict[str, Any], threads: int, l
         except (UserError, DivergenceError) as e:
             log(f"error in {stage}: {e}")
             return {"status": "failed", "stage": stage, "reason": str(e)}
+        finally:
+            lock.release()
 
 
 def point_done(spec: SweepSpec, pretrain_dir: str) -> bool:

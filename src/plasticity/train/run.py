@@ -55,7 +55,23 @@ def open_run_dir(run_dir: Path, cfg_dict: dict[str, Any], resume: bool, log=prin
 
 
 def execute(job: TrainJob, resume: bool, base_summary: dict[str, Any], log=print) -> dict[str, Any]:
-    """Resume if asked (newest fully verified checkpoint), train, write ``summary.json`` with the outcome."""
+    """Resume if asked (newest fully verified checkpoint), train, write ``summary.json`` with the outcome.
+    Holds an exclusive lock on the run directory: a second process on the same run exits with a clear error.
+    The lock is an OS file lock (flock), released by the kernel when its holder dies, so it is never stale."""
+    from filelock import FileLock, Timeout
+
+    lock = FileLock(str(job.run_dir / ".lock"), timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise UserError(f"{job.run_dir}: another plasticity process is training this run") from None
+    try:
+        return _execute(job, resume, base_summary, log)
+    finally:
+        lock.release()
+
+
+def _execute(job: TrainJob, resume: bool, base_summary: dict[str, Any], log=print) -> dict[str, Any]:
     run_dir = job.run_dir
     summary_path = run_dir / "summary.json"
     state = LoopState()
