@@ -156,6 +156,10 @@ def study(
     all_cols = sorted({c for r in results for c in r}, key=lambda c: (c not in sw.axes, c != "run", c))
     write_text(study_dir / "results.csv", _csv(results, all_cols))
     out.print(f"results: {study_dir / 'results.csv'}")
+    if any(r.get("status") == "completed" for r in rows):
+        from .report.build import build_report
+
+        out.print(f"report: {build_report(study_dir)}")
     if any(r.get("status") != "completed" for r in rows):
         raise typer.Exit(1)
 
@@ -215,9 +219,11 @@ def _human(n: float) -> str:
 def _register_stage_commands() -> None:
     from .analysis.cli import register as register_analyze
     from .evaluate.cli import register as register_evaluate
+    from .report.cli import register as register_report
 
     register_evaluate(app)
     register_analyze(app)
+    register_report(app)
 
 
 _register_stage_commands()

@@ -45,6 +45,7 @@ def test_tiny_study_end_to_end_and_cached(tmp_path):
     r2 = run_cli("study", str(path), "--workers", "2")
     assert r2.returncode == 0
     assert "2 cached, 0 to run" in r2.stderr
+    assert (tmp_path / "studies" / "tiny" / "report" / "index.html").exists()
     assert time.time() - t0 < 60
     assert list(csv.DictReader(open(tmp_path / "studies" / "tiny" / "results.csv"))) == rows
 

@@ -225,7 +225,12 @@ def save_final(job: TrainJob, state: LoopState) -> Path:
     path = job.run_dir / "final"
     ckpt.save_checkpoint(path, job.model, job.tokenizer_dir, None,
                          dict(step=state.step, snapshot=True, tokens=state.tokens, **job.checkpoint_meta))
-    # the final model is also the last point of the over-training series used by the rank analysis
+    # resume-only checkpoints are no longer needed once the run is complete; snapshots stay for the analyses
+    for _, d in ckpt.list_checkpoints(job.run_dir / "checkpoints"):
+        if not (ckpt.read_manifest(d) or {}).get("snapshot"):
+            import shutil
+
+            shutil.rmtree(d, ignore_errors=True)
     return path
 
 

@@ -1,0 +1,528 @@
+"""Build ``<study_dir>/report/index.html`` with paper-style figures and a summary of what the numbers show.
+
+Only this study's numbers are described; nothing is claimed beyond them. Figures whose data is absent are
+skipped with a note in the HTML.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import json
+import math
+import shutil
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..analysis.stats import bootstrap_ci_over_seeds, correlation, leave_one_out
+from ..errors import UserError
+
+_METRIC_PREFERENCE = ("pass@", "correct_ratio", "accuracy", "maj@", "greedy")
+
+
+# ----------------------------------------------------------------------------------------------- loading
+
+
+def _num(v: Any) -> float | None:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return f if math.isfinite(f) else None
+
+
+def _fmt(v: float | None, digits: int = 4) -> str:
+    if v is None:
+        return "n/a"
+    return f"{v:.{digits}g}"
+
+
+def _load_json(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _read_results(study_dir: Path) -> tuple[list[str], list[dict[str, str]]]:
+    if not study_dir.is_dir():
+        raise UserError(f"study directory not found: {study_dir}")
+    path = study_dir / "results.csv"
+    if not path.is_file():
+        raise UserError(f"not a study directory (no results.csv): {study_dir}")
+    try:
+        with path.open(newline="") as f:
+            reader = csv.DictReader(f)
+            rows = list(reader)
+            fields = list(reader.fieldnames or [])
+    except (OSError, csv.Error, UnicodeDecodeError) as e:
+        raise UserError(f"cannot read {path}: {e}") from None
+    if not rows:
+        raise UserError(f"{path} has no rows")
+    return fields, rows
+
+
+def _wd_column(fields: list[str]) -> str:
+    for name in ("optim.weight_decay", "weight_decay"):
+        if name in fields:
+            return name
+    for name in fields:
+        if name.endswith("weight_decay"):
+            return name
+    raise UserError("results.csv has no weight-decay axis column (e.g. optim.weight_decay)")
+
+
+def _run_dir(study_dir: Path, run: str) -> Path | None:
+    if not run:
+        return None
+    p = Path(run)
+    candidates = [p] if p.is_absolute() else [study_dir / p.name, study_dir / p, study_dir.parent.parent / p, p]
+    for c in candidates:
+        if c.is_dir():
+            return c
+    return None
+
+
+class _Point:
+    """One grid point: its row, weight decay, seed and loaded analysis files."""
+
+    def __init__(self, row: dict[str, str], wd: float, seed: str | None, run_dir: Path | None):
+        self.row = row
+        self.wd = wd
+        self.seed = seed
+        self.run_dir = run_dir
+        self._cache: dict[str, dict[str, Any] | None] = {}
+
+    def get(self, col: str) -> float | None:
+        return _num(self.row.get(col))
+
+    def analysis(self, name: str) -> dict[str, Any] | None:
+        if name not in self._cache:
+            self._cache[name] = _load_json(self.run_dir / "analysis" / f"{name}.json") if self.run_dir else None
+        return self._cache[name]
+
+    @property
+    def label(self) -> str:
+        return f"wd={self.wd:g}" + (f", seed={self.seed}" if self.seed is not None else "")
+
+
+# ----------------------------------------------------------------------------------------------- stats
+
+
+def _by_wd(points: list[_Point], col: str) -> dict[float, list[float]]:
+    out: dict[float, list[float]] = defaultdict(list)
+    for p in points:
+        v = p.get(col)
+        if v is not None:
+            out[p.wd].append(v)
+    return dict(sorted(out.items()))
+
+
+def _agg(points: list[_Point], col: str) -> dict[float, dict[str, Any]]:
+    """Per weight decay: mean, CI (bootstrap over seeds when >= 2 values, else degenerate), n."""
+    groups = _by_wd(points, col)
+    if not groups:
+        return {}
+    return dict(sorted(bootstrap_ci_over_seeds(groups, n_boot=1000, seed=0).items()))
+
+
+def _noise_note(agg: dict[float, dict[str, Any]], best: float, n_seeds: int) -> str:
+    if n_seeds < 2 or all(a["n"] < 2 for a in agg.values()):
+        return "single seed: no CI"
+    b = agg[best]
+    overlaps = [
+        wd for wd, a in agg.items() if wd != best and a["ci_low"] <= b["ci_high"] and a["ci_high"] >= b["ci_low"]
+    ]
+    if overlaps:
+        return "differences are within noise (95% CIs overlap with wd = " + ", ".join(f"{w:g}" for w in overlaps) + ")"
+    return "the best value's 95% CI does not overlap the others'"
+
+
+# ----------------------------------------------------------------------------------------------- figures
+
+
+class _Figures:
+    def __init__(self, out_dir: Path):
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        self.plt = plt
+        self.out_dir = out_dir
+        self.entries: list[dict[str, str | None]] = []
+        plt.rcParams.update(
+            {
+                "font.size": 9,
+                "axes.titlesize": 10,
+                "axes.spines.top": False,
+                "axes.spines.right": False,
+                "legend.frameon": False,
+                "figure.dpi": 100,
+                "savefig.dpi": 150,
+            }
+        )
+
+    def new(self, ncols: int = 1):
+        return self.plt.subplots(1, ncols, figsize=(4.2 * ncols, 3.2), squeeze=False)
+
+    def save(self, fig, name: str, caption: str) -> None:
+        fig.tight_layout()
+        fig.savefig(self.out_dir / f"{name}.png")
+        fig.savefig(self.out_dir / f"{name}.svg")
+        self.plt.close(fig)
+        self.entries.append({"name": name, "caption": caption, "note": None})
+
+    def skip(self, name: str, caption: str, note: str) -> None:
+        self.entries.append({"name": None, "caption": caption, "note": note})
+
+
+def _wd_axis(ax, wds: list[float]) -> None:
+    pos = [w for w in wds if w > 0]
+    if any(w <= 0 for w in wds) or (pos and max(pos) / min(pos) > 20):
+        ax.set_xscale("symlog", linthresh=min(pos) if pos else 1e-3)
+    ax.set_xticks(wds)
+    ax.set_xticklabels([f"{w:g}" for w in wds])
+    ax.set_xlabel("pretraining weight decay")
+
+
+def _errplot(ax, agg: dict[float, dict[str, Any]], label: str | None = None, **kw) -> None:
+    wds = list(agg)
+    means = np.array([agg[w]["mean"] for w in wds])
+    if any(agg[w]["n"] >= 2 for w in wds):
+        lo = means - np.array([agg[w]["ci_low"] for w in wds])
+        hi = np.array([agg[w]["ci_high"] for w in wds]) - means
+        ax.errorbar(wds, means, yerr=[lo, hi], marker="o", capsize=3, label=label, **kw)
+    else:
+        ax.plot(wds, means, marker="o", label=label, **kw)
+
+
+def _colors(plt, wds: list[float]) -> dict[float, Any]:
+    cmap = plt.get_cmap("viridis")
+    n = max(len(wds) - 1, 1)
+    return {w: cmap(0.9 * i / n) for i, w in enumerate(wds)}
+
+
+# ----------------------------------------------------------------------------------------------- main
+
+
+def build_report(study_dir: Path, out_dir: Path | None = None) -> Path:
+    """Write ``index.html``, figures (PNG + SVG) and a copy of ``results.csv``; return the HTML path.
+
+    ``out_dir`` defaults to ``<study_dir>/report``. Raises :class:`UserError` for a missing or invalid study.
+    """
+    study_dir = Path(study_dir)
+    fields, rows = _read_results(study_dir)
+    wd_col = _wd_column(fields)
+    seed_col = "train.seed" if "train.seed" in fields else None
+    out = Path(out_dir) if out_dir is not None else study_dir / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(study_dir / "results.csv", out / "results.csv")
+
+    points: list[_Point] = []
+    for row in rows:
+        wd = _num(row.get(wd_col))
+        if wd is None or row.get("status", "completed") == "failed":
+            continue
+        seed = row.get(seed_col) if seed_col else None
+        points.append(_Point(row, wd, seed, _run_dir(study_dir, row.get("run", ""))))
+    if not points:
+        raise UserError(f"{study_dir / 'results.csv'} has no completed rows with a weight decay")
+    wds = sorted({p.wd for p in points})
+    n_seeds = len({p.seed for p in points}) if seed_col else 1
+    metric_cols = [c for c in fields if "/" in c and c != "run" and any(p.get(c) is not None for p in points)]
+    main_metric = next(
+        (c for pref in _METRIC_PREFERENCE for c in metric_cols if c.split("/", 1)[1].startswith(pref)),
+        metric_cols[0] if metric_cols else None,
+    )
+
+    figs = _Figures(out)
+    plt = figs.plt
+    color = _colors(plt, wds)
+    summary: list[str] = []
+
+    # (1) val loss vs weight decay
+    val = _agg(points, "val_loss")
+    cap = "Final validation loss vs pretraining weight decay (error bars: 95% bootstrap CI over seeds)."
+    if val:
+        fig, ax = figs.new()
+        _errplot(ax[0][0], val, color="C0")
+        _wd_axis(ax[0][0], list(val))
+        ax[0][0].set_ylabel("final val loss")
+        ax[0][0].set_title("Validation loss vs weight decay")
+        figs.save(fig, "fig1_val_loss_vs_wd", cap)
+        best = min(val, key=lambda w: val[w]["mean"])
+        summary.append(
+            f"Lowest val loss at wd = {best:g} ({val[best]['mean']:.4f}; {_noise_note(val, best, n_seeds)})."
+        )
+    else:
+        figs.skip("fig1", cap, "no val_loss values in results.csv")
+
+    # (2) downstream metrics vs weight decay, per task
+    cap = "Downstream metrics vs pretraining weight decay, one panel per task."
+    tasks: dict[str, list[str]] = defaultdict(list)
+    for c in metric_cols:
+        tasks[c.split("/", 1)[0]].append(c)
+    if tasks:
+        for task, cols in tasks.items():
+            fig, ax = figs.new()
+            for i, c in enumerate(cols):
+                _errplot(ax[0][0], _agg(points, c), label=c.split("/", 1)[1], color=f"C{i}")
+            _wd_axis(ax[0][0], wds)
+            ax[0][0].set_ylabel("score")
+            ax[0][0].set_title(f"{task}: downstream metrics vs weight decay")
+            ax[0][0].legend(fontsize=7)
+            safe = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in task)
+            figs.save(fig, f"fig2_{safe}_metrics_vs_wd", cap.replace("one panel per task", f"task {task}"))
+    else:
+        figs.skip("fig2", cap, "no <task>/<metric> columns in results.csv")
+    if main_metric:
+        m = _agg(points, main_metric)
+        if m:
+            best = max(m, key=lambda w: m[w]["mean"])
+            summary.append(
+                f"Highest {main_metric} at wd = {best:g} ({m[best]['mean']:.4f}; {_noise_note(m, best, n_seeds)})."
+            )
+
+    # (3) val loss vs main metric scatter with Pearson r and leave-one-out
+    cap = "Final val loss vs main downstream metric, one point per run; right: Pearson r without each point."
+    pairs = [(p, p.get("val_loss"), p.get(main_metric)) for p in points] if main_metric else []
+    pairs = [(p, x, y) for p, x, y in pairs if x is not None and y is not None]
+    if len(pairs) >= 2:
+        xs = [x for _, x, _ in pairs]
+        ys = [y for _, _, y in pairs]
+        corr = correlation(xs, ys)
+        r = corr["pearson_r"]
+        ncols = 2 if len(pairs) >= 3 else 1
+        fig, ax = figs.new(ncols)
+        a = ax[0][0]
+        for p, x, y in pairs:
+            a.scatter(x, y, color=color[p.wd], label=f"wd={p.wd:g}", zorder=3)
+        handles, labels = a.get_legend_handles_labels()
+        uniq = dict(zip(labels, handles, strict=False))
+        a.legend(uniq.values(), uniq.keys(), fontsize=7)
+        a.set_xlabel("final val loss")
+        a.set_ylabel(main_metric)
+        a.set_title(f"Pearson r = {_fmt(r, 3)} (n = {len(pairs)})")
+        text = f"Pearson r(val loss, {main_metric}) = {_fmt(r, 3)} (n = {len(pairs)}"
+        if ncols == 2:
+            loo = leave_one_out(xs, ys)
+            b = ax[0][1]
+            rs = [d["r"] if d["r"] is not None else np.nan for d in loo["loo"]]
+            b.bar(range(len(rs)), rs, color=[color[p.wd] for p, _, _ in pairs])
+            if r is not None:
+                b.axhline(r, color="k", lw=1, ls="--", label="all points")
+                b.legend(fontsize=7)
+            b.set_xticks(range(len(rs)))
+            b.set_xticklabels([p.label for p, _, _ in pairs], rotation=45, ha="right", fontsize=7)
+            b.set_ylabel("Pearson r without point")
+            b.set_title("Leave-one-out")
+            text += f"; leave-one-out range [{_fmt(loo['min_r'], 3)}, {_fmt(loo['max_r'], 3)}]"
+            if len(pairs) == 3:
+                text += "; with n = 3 each leave-one-out subset has 2 points, so its r is trivially +/-1"
+        summary.append(text + ").")
+        figs.save(fig, "fig3_val_loss_vs_metric", cap)
+    else:
+        figs.skip("fig3", cap, "fewer than 2 runs with both val_loss and a downstream metric")
+
+    # (4) probe accuracy per layer, per probe set
+    cap = "Linear-probe test accuracy per layer, one line per run, probe set {}."
+    sets: dict[str, list[tuple[_Point, list[int], list[float]]]] = defaultdict(list)
+    for p in points:
+        for name, s in ((p.analysis("probes") or {}).get("sets") or {}).items():
+            layers = [(d["layer"], d["test_accuracy"]) for d in s.get("layers", []) if _num(d.get("test_accuracy"))]
+            if layers:
+                sets[name].append((p, [ly for ly, _ in layers], [acc for _, acc in layers]))
+    if sets:
+        for name, lines in sets.items():
+            fig, ax = figs.new()
+            for p, ls, accs in sorted(lines, key=lambda t: t[0].wd):
+                ax[0][0].plot(ls, accs, marker="o", color=color[p.wd], label=p.label)
+            ax[0][0].set_xlabel("layer")
+            ax[0][0].set_ylabel("probe test accuracy")
+            ax[0][0].set_title(f"Probe accuracy per layer: {name}")
+            ax[0][0].legend(fontsize=7)
+            safe = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in name)
+            figs.save(fig, f"fig4_probe_{safe}", cap.format(name))
+    else:
+        figs.skip("fig4", cap.format("(any)"), "no analysis/probes.json in the run directories")
+
+    # (5) QK / VP pseudo-rank fraction over training
+    cap = "Mean QK and VP pseudo-rank fraction (over layers and heads) during training, one line per run."
+    rank_lines = []
+    for p in points:
+        cps = (p.analysis("rank") or {}).get("checkpoints") or []
+        pts = sorted(
+            (c["step"], c["mean"]["qk"]["fraction"], c["mean"]["vp"]["fraction"])
+            for c in cps
+            if isinstance(c.get("mean"), dict) and "qk" in c["mean"] and "vp" in c["mean"]
+        )
+        if pts:
+            rank_lines.append((p, pts))
+    if rank_lines:
+        fig, ax = figs.new(2)
+        for p, pts in sorted(rank_lines, key=lambda t: t[0].wd):
+            steps = [s for s, _, _ in pts]
+            ax[0][0].plot(steps, [q for _, q, _ in pts], marker=".", color=color[p.wd], label=p.label)
+            ax[0][1].plot(steps, [v for _, _, v in pts], marker=".", color=color[p.wd], label=p.label)
+        for a, k in ((ax[0][0], "QK"), (ax[0][1], "VP")):
+            a.set_xlabel("step")
+            a.set_ylabel(f"{k} pseudo-rank fraction")
+            a.set_title(f"{k} rank fraction over training")
+        ax[0][1].legend(fontsize=7)
+        figs.save(fig, "fig5_rank_over_training", cap)
+    else:
+        figs.skip("fig5", cap, "no analysis/rank.json in the run directories")
+
+    # (6) gaps vs weight decay
+    cap = "Train-val loss gap and unseen-seen loss gap vs pretraining weight decay."
+    gaps = {c: _agg(points, c) for c in ("train_val_gap", "unseen_seen_gap")}
+    if any(gaps.values()):
+        fig, ax = figs.new()
+        for i, (c, g) in enumerate(gaps.items()):
+            if g:
+                _errplot(ax[0][0], g, label=c.replace("_", " "), color=f"C{i}")
+        ax[0][0].axhline(0, color="0.6", lw=0.8)
+        _wd_axis(ax[0][0], wds)
+        ax[0][0].set_ylabel("loss gap")
+        ax[0][0].set_title("Generalization gaps vs weight decay")
+        ax[0][0].legend(fontsize=7)
+        figs.save(fig, "fig6_gaps_vs_wd", cap)
+    else:
+        figs.skip("fig6", cap, "no train_val_gap / unseen_seen_gap values in results.csv")
+
+    # (7) norm fraction per layer group
+    cap = "Fraction of the total parameter norm per layer group (final model), one line per run."
+    norm_lines = []
+    for p in points:
+        groups = [
+            (g["name"], g["fraction"])
+            for g in (p.analysis("norms") or {}).get("groups") or []
+            if _num(g.get("fraction")) is not None
+        ]
+        if groups:
+            norm_lines.append((p, groups))
+    if norm_lines:
+        fig, ax = figs.new()
+        fig.set_size_inches(max(4.2, 0.6 * len(norm_lines[0][1]) + 2), 3.4)
+        names = norm_lines[0][1]
+        order = [n for n, _ in names]
+        for p, groups in sorted(norm_lines, key=lambda t: t[0].wd):
+            d = dict(groups)
+            ax[0][0].plot(
+                range(len(order)), [d.get(n, np.nan) for n in order], marker="o", color=color[p.wd], label=p.label
+            )
+        ax[0][0].set_xticks(range(len(order)))
+        ax[0][0].set_xticklabels(order, rotation=45, ha="right", fontsize=7)
+        ax[0][0].set_ylabel("norm fraction")
+        ax[0][0].set_title("Norm fraction per layer group")
+        ax[0][0].legend(fontsize=7)
+        figs.save(fig, "fig7_norm_fraction", cap)
+    else:
+        figs.skip("fig7", cap, "no analysis/norms.json in the run directories")
+
+    # (8) stability-plasticity
+    cap = "Stability vs plasticity: forgetting (x) vs main downstream metric (y), one point per run."
+    sp = [(p, p.get("forgetting"), p.get(main_metric)) for p in points] if main_metric else []
+    sp = [(p, x, y) for p, x, y in sp if x is not None and y is not None]
+    if sp:
+        fig, ax = figs.new()
+        for p, x, y in sp:
+            ax[0][0].scatter(x, y, color=color[p.wd], label=f"wd={p.wd:g}", zorder=3)
+        handles, labels = ax[0][0].get_legend_handles_labels()
+        uniq = dict(zip(labels, handles, strict=False))
+        ax[0][0].legend(uniq.values(), uniq.keys(), fontsize=7)
+        ax[0][0].set_xlabel("forgetting (pretraining loss increase)")
+        ax[0][0].set_ylabel(main_metric)
+        ax[0][0].set_title("Stability-plasticity")
+        figs.save(fig, "fig8_stability_plasticity", cap)
+    else:
+        figs.skip("fig8", cap, "no forgetting / downstream metric values in results.csv")
+
+    # trends vs weight decay
+    for col, label in (
+        ("weight_norm", "Weight norm"),
+        ("qk_rank_frac", "QK rank fraction"),
+        ("vp_rank_frac", "VP rank fraction"),
+        ("forgetting", "Forgetting"),
+    ):
+        a = _agg(points, col)
+        if len(a) >= 2:
+            ws = list(a)
+            ms = [a[w]["mean"] for w in ws]
+            diffs = np.diff(ms)
+            if np.all(diffs < 0):
+                verb = "falls monotonically"
+            elif np.all(diffs > 0):
+                verb = "rises monotonically"
+            else:
+                verb = "changes non-monotonically"
+            vals = ", ".join(f"{m:.4g}" for m in ms)
+            summary.append(
+                f"{label} {verb} from {ms[0]:.4g} to {ms[-1]:.4g} as wd rises from {ws[0]:g} to {ws[-1]:g} "
+                f"(per wd: {vals})."
+            )
+    if n_seeds < 2:
+        summary.append("Single seed: no CI; differences between weight decays are not tested against seed noise.")
+    summary.append(
+        f"n = {len(points)} completed grid points, {len(wds)} weight decays, {n_seeds} seed(s)"
+        + (f"; {len(rows) - len(points)} failed or unusable" if len(rows) > len(points) else "")
+        + "."
+    )
+
+    path = out / "index.html"
+    path.write_text(_html(study_dir, fields, rows, summary, figs.entries))
+    return path
+
+
+# ----------------------------------------------------------------------------------------------- html
+
+_CSS = """
+body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}
+figure{display:inline-block;margin:1em;vertical-align:top;max-width:48%}
+figure img{max-width:100%}
+figcaption{font-size:0.85em;color:#444}
+table{border-collapse:collapse;font-size:0.75em}
+td,th{border:1px solid #ccc;padding:2px 5px;text-align:right}
+th{background:#f3f3f3}
+.note{color:#a60;font-size:0.9em}
+.table{overflow-x:auto}
+"""
+
+
+def _html(study_dir: Path, fields: list[str], rows: list[dict[str, str]], summary: list[str], entries) -> str:
+    e = html.escape
+    parts = [
+        "<!DOCTYPE html>",
+        '<html><head><meta charset="utf-8">',
+        f"<title>Study report: {e(study_dir.name)}</title>",
+        f"<style>{_CSS}</style></head><body>",
+        f"<h1>Study report: {e(study_dir.name)}</h1>",
+        "<h2>Summary</h2>",
+        f'<p id="summary">{e(" ".join(summary))}</p>',
+        "<h2>Figures</h2>",
+    ]
+    for ent in entries:
+        if ent["name"]:
+            n = e(ent["name"])
+            parts.append(
+                f'<figure><a href="{n}.svg"><img src="{n}.png" alt="{n}"></a>'
+                f"<figcaption>{e(ent['caption'])}</figcaption></figure>"
+            )
+        else:
+            parts.append(f'<p class="note">Skipped: {e(ent["caption"])} ({e(ent["note"])})</p>')
+    parts.append('<h2>Results (<a href="results.csv">results.csv</a>)</h2><div class="table"><table>')
+    parts.append("<tr>" + "".join(f"<th>{e(f)}</th>" for f in fields) + "</tr>")
+    for row in rows:
+        cells = []
+        for f in fields:
+            v = row.get(f) or ""
+            x = _num(v)
+            cells.append(f"<td>{e(f'{x:.5g}' if x is not None and f != 'run' else v)}</td>")
+        parts.append("<tr>" + "".join(cells) + "</tr>")
+    parts.append("</table></div></body></html>")
+    return "\n".join(parts) + "\n"
