@@ -91,6 +91,10 @@ def save_checkpoint(path: Path, model: torch.nn.Module, tokenizer_dir: Path | No
         else:
             os.replace(tmp, path)
         fsync_dir(path.parent)
+    except OSError as e:  # disk full, read-only, permissions: the previous checkpoint is untouched
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise CheckpointError(f"{path}: cannot write checkpoint ({e.strerror or e}); "
+                              "the previous checkpoint is intact") from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -184,6 +188,12 @@ def load_model_checked(path: str | Path, trust_remote_code: bool = False, device
                 raise CheckpointError(f"{p}: invalid checkpoint: {reason}")
         if not (p / "config.json").is_file():
             raise CheckpointError(f"{p}: no config.json (not an HF model directory)")
+        try:
+            model_type = json.loads((p / "config.json").read_text()).get("model_type")
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise CheckpointError(f"{p}/config.json: not valid JSON") from None
+        if model_type not in ("llama", "olmo2"):
+            raise CheckpointError(f"{p}: model type '{model_type}' is not Llama or OLMo-2")
         if not any(p.glob("*.safetensors")):
             raise CheckpointError(f"{p}: no .safetensors weights (only safetensors checkpoints are loaded)")
     try:
