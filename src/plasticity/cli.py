@@ -120,6 +120,7 @@ def study(
     spec: Path = typer.Argument(None, help="study YAML; without one the embedded default study runs"),
     workers: int = typer.Option(None, help="parallel worker processes (default: one per CPU core)"),
     dry_run: bool = typer.Option(False, "--dry-run", help="print the plan without running it"),
+    retry_failed: bool = typer.Option(False, "--retry-failed", help="re-run grid points that failed before"),
 ) -> None:
     """Run a study. Today this is the pretraining sweep (grid over any config key, cached, resumable);
     fine-tuning, evaluation, analysis and the report stages plug into the same plan."""
@@ -137,7 +138,7 @@ def study(
             done = point_done(sw, cfg.out_dir)
             out.print(f"{'cached ' if done else 'pending'} {json.dumps(axes)} -> {cfg.out_dir}")
         return
-    rows = run_sweep(sw, workers=workers, log=log)
+    rows = run_sweep(sw, workers=workers, log=log, retry_failed=retry_failed)
     results = [collect_row(sw, {k: r.get(k) for k in sw.axes}, r["out_dir"]) for r in rows]
     shown = ("val_loss", "weight_norm", "qk_rank_frac", "vp_rank_frac", "unseen_seen_gap", "probe_", "/greedy",
              "/maj@", "/pass@", "forgetting")
@@ -159,7 +160,10 @@ def study(
     if any(r.get("status") == "completed" for r in rows):
         from .report.build import build_report
 
-        out.print(f"report: {build_report(study_dir)}")
+        try:
+            out.print(f"report: {build_report(study_dir)}")
+        except UserError as e:
+            log(f"report skipped: {e}")
     if any(r.get("status") != "completed" for r in rows):
         raise typer.Exit(1)
 

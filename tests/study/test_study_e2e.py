@@ -44,7 +44,7 @@ def test_tiny_study_end_to_end_and_cached(tmp_path):
     t0 = time.time()
     r2 = run_cli("study", str(path), "--workers", "2")
     assert r2.returncode == 0
-    assert "2 cached, 0 to run" in r2.stderr
+    assert "2 cached, 0 failed" in r2.stderr and "0 to run" in r2.stderr
     assert (tmp_path / "studies" / "tiny" / "report" / "index.html").exists()
     assert time.time() - t0 < 60
     assert list(csv.DictReader(open(tmp_path / "studies" / "tiny" / "results.csv"))) == rows
@@ -59,3 +59,23 @@ def test_study_dry_run_and_bad_spec(tmp_path):
     bad.write_text(yaml.safe_dump(dict(SPEC, axes={"optim.weight_decay": [-1.0]})))
     r = run_cli("study", str(bad))
     assert r.returncode == 2 and "optim.weight_decay" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_failed_point_is_reported_and_the_others_finish(tmp_path):
+    axes = {"optim.weight_decay": [0.1], "optim.lr": [0.01, 1.0e6]}
+    spec = dict(SPEC, name="nan", out_dir=str(tmp_path / "s"), axes=axes, analyze=["norms"], finetune=None,
+                evaluate=None)
+    spec["base"] = dict(SPEC["base"], optim={"min_lr": 0.0, "grad_clip": 0.0},
+                        schedule={"warmup_fraction": 0.0})
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    r = run_cli("study", str(path), "--workers", "2")
+    assert r.returncode == 1, r.stderr[-3000:]
+    rows = {float(x["optim.lr"]): x for x in csv.DictReader(open(tmp_path / "s" / "nan" / "results.csv"))}
+    assert rows[0.01]["status"] == "completed" and rows[0.01]["weight_norm"]
+    assert rows[1.0e6]["status"] == "diverged"
+    assert (tmp_path / "s" / "nan" / "report" / "index.html").exists()
+    r2 = run_cli("study", str(path), "--workers", "2")
+    assert r2.returncode == 1 and "1 failed before" in r2.stderr and "0 to run" in r2.stderr
+    r3 = run_cli("study", str(path), "--workers", "2", "--retry-failed")
+    assert "1 to run" in r3.stderr

@@ -18,6 +18,7 @@ from typing import Any
 
 from ..config import PretrainConfig, deep_merge, from_dict, set_dotted, to_dict, validate
 from ..errors import ConfigError
+from ..io import write_json
 
 
 @dataclass
@@ -75,6 +76,9 @@ def expand(spec: SweepSpec) -> list[tuple[dict[str, Any], PretrainConfig]]:
     if not points:
         raise ConfigError("axes", "the sweep has no points")
     return points
+
+
+FAILED = "study_failed.json"  # in a grid point's pretraining dir: {status, stage, reason} of its last failure
 
 
 def finetune_dir(spec: SweepSpec, pretrain_dir: str) -> Path:
@@ -138,10 +142,14 @@ def _stages(spec_dict: dict[str, Any], cfg_dict: dict[str, Any], threads: int, l
                     if not (fdir / "eval" / "stability.json").exists():
                         run_evaluate(str(fdir), None, None, log=log, **spec.evaluate)
                         upstream_stability(fdir, log=log)
+            (pdir / FAILED).unlink(missing_ok=True)
             return res
-        except (UserError, DivergenceError) as e:
-            log(f"error in {stage}: {e}")
-            return {"status": "failed", "stage": stage, "reason": str(e)}
+        except Exception as e:  # noqa: BLE001 - a failed point is recorded; the other points go on
+            kind = "" if isinstance(e, UserError | DivergenceError) else f"{type(e).__name__}: "
+            log(f"error in {stage}: {kind}{e}")
+            failure = {"status": "failed", "stage": stage, "reason": f"{kind}{e}"}
+            write_json(pdir / FAILED, failure)
+            return failure
         finally:
             lock.release()
 
@@ -196,8 +204,11 @@ def collect_row(spec: SweepSpec, axes: dict[str, Any], pretrain_dir: str) -> dic
     return row
 
 
-def run_sweep(spec: SweepSpec, workers: int | None = None, log=print) -> list[dict[str, Any]]:
-    """Run every grid point (finished ones are read from disk) and return one row per point."""
+def run_sweep(spec: SweepSpec, workers: int | None = None, log=print, retry_failed: bool = False
+              ) -> list[dict[str, Any]]:
+    """Run every grid point (finished ones are read from disk) and return one row per point. Points that
+    failed before (divergence, bad data, a crash inside a stage) are reported again without re-running
+    unless `retry_failed`; interrupted points resume from their newest checkpoint."""
     points = expand(spec)
     cpus = os.cpu_count() or 1
     workers = max(1, min(workers or spec.workers or cpus, len(points)))
@@ -205,13 +216,17 @@ def run_sweep(spec: SweepSpec, workers: int | None = None, log=print) -> list[di
     todo = []
     rows: list[dict[str, Any] | None] = [None] * len(points)
     for i, (axes, cfg) in enumerate(points):
+        failed = Path(cfg.out_dir) / FAILED
         if point_done(spec, cfg.out_dir):
             s = Path(cfg.out_dir) / "summary.json"
             rows[i] = dict(axes, **json.loads(s.read_text()), out_dir=cfg.out_dir, cached=True)
+        elif failed.exists() and not retry_failed:
+            rows[i] = dict(axes, **json.loads(failed.read_text()), out_dir=cfg.out_dir, cached=True)
         else:
             todo.append(i)
-    log(f"sweep '{spec.name}': {len(points)} runs, {len(points) - len(todo)} cached, {len(todo)} to run "
-        f"({workers} workers x {threads} threads)")
+    n_failed = sum(1 for r in rows if r is not None and r.get("status") == "failed")
+    log(f"sweep '{spec.name}': {len(points)} runs, {len(points) - len(todo) - n_failed} cached, {n_failed} failed "
+        f"before (--retry-failed to re-run), {len(todo)} to run ({workers} workers x {threads} threads)")
     if todo:
         ctx = mp.get_context("spawn")
         with ctx.Pool(workers) as pool:
