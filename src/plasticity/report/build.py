@@ -329,6 +329,16 @@ def build_report(study_dir: Path, out_dir: Path | None = None) -> Path:
     else:
         figs.skip("fig3", cap, "fewer than 2 runs with both val_loss and a downstream metric")
 
+    # probe accuracy vs downstream (paper Fig. 25): one Pearson r per probe set
+    probe_cols = sorted({c for p in points for c in p.row if c.startswith("probe_")}) if main_metric else []
+    for col in probe_cols:
+        pp = [(p.get(col), p.get(main_metric)) for p in points]
+        pp = [(x, y) for x, y in pp if x is not None and y is not None]
+        if len(pp) >= 3:
+            c = correlation([x for x, _ in pp], [y for _, y in pp])
+            summary.append(f"Pearson r({col} best-layer accuracy, {main_metric}) = {_fmt(c['pearson_r'], 3)} "
+                           f"(n = {len(pp)}).")
+
     # (4) probe accuracy per layer, per probe set
     cap = "Linear-probe test accuracy per layer, one line per run, probe set {}."
     sets: dict[str, list[tuple[_Point, list[int], list[float]]]] = defaultdict(list)
