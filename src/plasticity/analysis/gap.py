@@ -16,9 +16,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..hardware import autocast
 
-def _token_stats(model: nn.Module, sequences: torch.Tensor, batch_size: int) -> tuple[float, int]:
-    """Sum of token cross-entropies (float64) and number of predicted tokens."""
+
+def token_loss_sum(model: nn.Module, sequences: torch.Tensor, batch_size: int, precision: str = "fp32"
+                   ) -> tuple[float, int]:
+    """Sum of token cross-entropies (float64) and number of predicted tokens; ``precision="bf16"`` runs the
+    forward under bf16 autocast (as the training loop's validation does)."""
     if sequences.ndim != 2 or sequences.shape[1] < 2:
         raise ValueError(
             f"sequences must be a [n, T] LongTensor with T >= 2, got shape {tuple(sequences.shape)}"
@@ -35,7 +39,8 @@ def _token_stats(model: nn.Module, sequences: torch.Tensor, batch_size: int) -> 
         with torch.no_grad():
             for start in range(0, sequences.shape[0], batch_size):
                 ids = sequences[start : start + batch_size].to(device=device, dtype=torch.long)
-                logits = model(input_ids=ids, use_cache=False).logits[:, :-1]
+                with autocast(device, precision):
+                    logits = model(input_ids=ids, use_cache=False).logits[:, :-1]
                 targets = ids[:, 1:]
                 ce = F.cross_entropy(
                     logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1), reduction="none"
@@ -49,7 +54,7 @@ def _token_stats(model: nn.Module, sequences: torch.Tensor, batch_size: int) -> 
 
 def mean_loss(model: nn.Module, sequences: torch.Tensor, batch_size: int = 8) -> float:
     """Mean next-token cross-entropy (nats) over all ``n * (T - 1)`` predicted tokens of ``sequences``."""
-    total, count = _token_stats(model, sequences, batch_size)
+    total, count = token_loss_sum(model, sequences, batch_size)
     loss = total / count
     if not math.isfinite(loss):
         raise FloatingPointError(f"non-finite loss {loss}")
@@ -62,6 +67,23 @@ def _check_shapes(a: torch.Tensor, b: torch.Tensor, names: tuple[str, str], requ
             f"{names[0]} {tuple(a.shape)} and {names[1]} {tuple(b.shape)} must have the same number and "
             "length of sequences (pass require_same_shape=False to allow otherwise)"
         )
+
+
+def _gap(model: nn.Module, ref: torch.Tensor, other: torch.Tensor, batch_size: int, names: tuple[str, str],
+         require_same_shape: bool) -> dict[str, Any]:
+    """``{"<names[0]>_loss", "<names[1]>_loss", "gap": other - ref, "n_sequences", "seq_len", "n_tokens"}``;
+    the last three describe `ref`."""
+    _check_shapes(ref, other, (f"{names[0]}_seqs", f"{names[1]}_seqs"), require_same_shape)
+    ref_loss = mean_loss(model, ref, batch_size)
+    other_loss = mean_loss(model, other, batch_size)
+    return {
+        f"{names[0]}_loss": ref_loss,
+        f"{names[1]}_loss": other_loss,
+        "gap": other_loss - ref_loss,
+        "n_sequences": int(ref.shape[0]),
+        "seq_len": int(ref.shape[1]),
+        "n_tokens": int(ref.shape[0] * (ref.shape[1] - 1)),
+    }
 
 
 def train_val_gap(
@@ -78,17 +100,7 @@ def train_val_gap(
     describe each of the two sets (equal shapes are required by default; with ``require_same_shape=False``
     they describe the training set).
     """
-    _check_shapes(train_seqs, val_seqs, ("train_seqs", "val_seqs"), require_same_shape)
-    tr = mean_loss(model, train_seqs, batch_size)
-    va = mean_loss(model, val_seqs, batch_size)
-    return {
-        "train_loss": tr,
-        "val_loss": va,
-        "gap": va - tr,
-        "n_sequences": int(train_seqs.shape[0]),
-        "seq_len": int(train_seqs.shape[1]),
-        "n_tokens": int(train_seqs.shape[0] * (train_seqs.shape[1] - 1)),
-    }
+    return _gap(model, train_seqs, val_seqs, batch_size, ("train", "val"), require_same_shape)
 
 
 def unseen_seen_gap(
@@ -104,14 +116,4 @@ def unseen_seen_gap(
     Returns ``{"seen_loss", "unseen_loss", "gap": unseen_loss - seen_loss, "n_sequences", "seq_len",
     "n_tokens"}``.
     """
-    _check_shapes(seen_seqs, unseen_seqs, ("seen_seqs", "unseen_seqs"), require_same_shape)
-    seen = mean_loss(model, seen_seqs, batch_size)
-    unseen = mean_loss(model, unseen_seqs, batch_size)
-    return {
-        "seen_loss": seen,
-        "unseen_loss": unseen,
-        "gap": unseen - seen,
-        "n_sequences": int(seen_seqs.shape[0]),
-        "seq_len": int(seen_seqs.shape[1]),
-        "n_tokens": int(seen_seqs.shape[0] * (seen_seqs.shape[1] - 1)),
-    }
+    return _gap(model, seen_seqs, unseen_seqs, batch_size, ("seen", "unseen"), require_same_shape)

@@ -7,8 +7,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from ..config import FinetuneConfig, PretrainConfig, from_dict, read_yaml
 from ..data.packed import PackedSequences, prepare_data
 from ..errors import UserError
@@ -50,8 +48,7 @@ def upstream_stability(finetune_run: str | Path, max_sequences: int = 128, out_p
            "n_sequences": len(val), "seq_len": pcfg.data.seq_len}
     for name, path in (("base", init_dir), ("finetuned", run / "final")):
         model = load_model_checked(path, device=device)
-        with torch.no_grad():
-            out[f"{name}_val_loss"] = mean_loss(model, val, 8, device, precision)
+        out[f"{name}_val_loss"] = mean_loss(model, val, 8, precision)
         del model
     out["forgetting"] = out["finetuned_val_loss"] - out["base_val_loss"]
     write_json(out_path or run / "eval" / "stability.json", out)

@@ -123,7 +123,7 @@ def _stages(spec_dict: dict[str, Any], cfg_dict: dict[str, Any], threads: int, l
                 stage = "analyze"
                 from ..analysis.run import run_analyze
 
-                if not all((pdir / "analysis" / f"{w}.json").exists() for w in spec.analyze):
+                if not _analysis_done(spec, pdir):
                     run_analyze(pdir, what=set(spec.analyze), log=log)
             if spec.finetune is not None:
                 stage = "finetune"
@@ -139,7 +139,7 @@ def _stages(spec_dict: dict[str, Any], cfg_dict: dict[str, Any], threads: int, l
                     from ..evaluate.run import run_evaluate
                     from ..evaluate.stability import upstream_stability
 
-                    if not (fdir / "eval" / "stability.json").exists():
+                    if not _evaluation_done(fdir):
                         run_evaluate(str(fdir), None, None, log=log, **spec.evaluate)
                         upstream_stability(fdir, log=log)
             (pdir / FAILED).unlink(missing_ok=True)
@@ -157,19 +157,26 @@ def _stages(spec_dict: dict[str, Any], cfg_dict: dict[str, Any], threads: int, l
 def point_done(spec: SweepSpec, pretrain_dir: str) -> bool:
     """Whether every stage of a grid point has finished (so the point is served from disk)."""
     p = Path(pretrain_dir)
-    s = p / "summary.json"
-    if not (s.exists() and json.loads(s.read_text()).get("status") == "completed"):
-        return False
-    if spec.analyze and not all((p / "analysis" / f"{w}.json").exists() for w in spec.analyze):
+    if not _completed(p) or not _analysis_done(spec, p):
         return False
     if spec.finetune is not None:
         fdir = finetune_dir(spec, pretrain_dir)
-        fs = fdir / "summary.json"
-        if not (fs.exists() and json.loads(fs.read_text()).get("status") == "completed"):
-            return False
-        if spec.evaluate is not None and not (fdir / "eval" / "stability.json").exists():
+        if not _completed(fdir) or (spec.evaluate is not None and not _evaluation_done(fdir)):
             return False
     return True
+
+
+def _completed(run_dir: Path) -> bool:
+    s = run_dir / "summary.json"
+    return s.exists() and json.loads(s.read_text()).get("status") == "completed"
+
+
+def _analysis_done(spec: SweepSpec, pretrain_dir: Path) -> bool:
+    return all((pretrain_dir / "analysis" / f"{w}.json").exists() for w in spec.analyze)
+
+
+def _evaluation_done(finetune_dir: Path) -> bool:
+    return (finetune_dir / "eval" / "stability.json").exists()  # written last by the evaluate stage
 
 
 def collect_row(spec: SweepSpec, axes: dict[str, Any], pretrain_dir: str) -> dict[str, Any]:

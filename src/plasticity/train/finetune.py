@@ -5,7 +5,7 @@ Same loop, checkpoints, resume and run-directory shape as pretraining; the loss 
 
 from __future__ import annotations
 
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -117,7 +117,7 @@ def run_finetune(cfg: FinetuneConfig, resume: bool = False, log=print) -> dict[s
 
     job = TrainJob(model=model, optimizer=optimizer, batches=batches, total_steps=total_steps,
                    lr_fn=lambda s: lr_at(s, total_steps, cfg.optim.lr, cfg.optim.min_lr, cfg.schedule),
-                   run_dir=run_dir, cfg=replace(cfg.train), device=device, precision=precision,
+                   run_dir=run_dir, cfg=cfg.train, device=device, precision=precision,
                    grad_clip=cfg.optim.grad_clip, tokenizer_dir=tok_dir, checkpoint_steps=ckpt_steps,
                    checkpoint_meta={"kind": "finetune", "task": data_info["task"]}, label=run_dir.name, log=log)
     base = dict(kind="finetune", task=data_info["task"], init_from=cfg.init_from, model_dir=model_dir,

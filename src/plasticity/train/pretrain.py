@@ -9,10 +9,11 @@ from typing import Any
 
 import torch
 
-from ..config import PretrainConfig, from_dict, read_yaml, to_dict
+from ..analysis.gap import token_loss_sum
+from ..config import PretrainConfig, to_dict
 from ..data.packed import PackedSequences, PretrainBatches, prepare_data
 from ..errors import UserError
-from ..hardware import autocast, default_device, resolve_precision
+from ..hardware import default_device, resolve_precision
 from ..io import write_json
 from ..models import DEFAULT_WD_POLICY, build_model, count_params, flops_per_token, resolve_shape
 from ..runinfo import run_info
@@ -23,20 +24,10 @@ from .run import execute, open_run_dir
 from .schedule import lr_at
 
 
-@torch.no_grad()
-def mean_loss(model: torch.nn.Module, seqs: torch.Tensor, batch_size: int, device: torch.device,
-              precision: str) -> float:
-    """Mean next-token cross-entropy (nats/token) over fixed-length sequences."""
-    model.eval()
-    total, count = 0.0, 0
-    for i in range(0, len(seqs), batch_size):
-        ids = seqs[i: i + batch_size].to(device)
-        with autocast(device, precision):
-            logits = model(input_ids=ids).logits
-        loss = torch.nn.functional.cross_entropy(logits[:, :-1].float().reshape(-1, logits.size(-1)),
-                                                 ids[:, 1:].reshape(-1), reduction="sum")
-        total += float(loss)
-        count += ids[:, 1:].numel()
+def mean_loss(model: torch.nn.Module, seqs: torch.Tensor, batch_size: int, precision: str = "fp32") -> float:
+    """Mean next-token cross-entropy (nats/token) over fixed-length sequences (validation; never raises on
+    a non-finite value, so a diverging run still records it)."""
+    total, count = token_loss_sum(model, seqs, batch_size, precision)
     return total / max(count, 1)
 
 
@@ -103,7 +94,7 @@ def run_pretrain(cfg: PretrainConfig, resume: bool = False, log=print) -> dict[s
 
     def evaluate(m: torch.nn.Module, full: bool) -> dict[str, float]:
         seqs = val_all if full else val_periodic
-        return {"val_loss": mean_loss(m, seqs, cfg.train.micro_batch_size, device, precision)}
+        return {"val_loss": mean_loss(m, seqs, cfg.train.micro_batch_size, precision)}
 
     write_json(run_dir / "param_groups.json", groups)
     if not (run_dir / "run_info.json").exists():
@@ -129,7 +120,3 @@ def run_pretrain(cfg: PretrainConfig, resume: bool = False, log=print) -> dict[s
     summary = execute(job, resume, base, log)
     log(f"{run_dir}: done, val loss {summary['final_val_loss']:.4f}, {summary['train_time']:.1f}s")
     return summary
-
-
-def load_pretrain_config(path: str | Path) -> PretrainConfig:
-    return from_dict(PretrainConfig, read_yaml(path))
