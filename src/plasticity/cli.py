@@ -115,79 +115,6 @@ def _split_config_arg(config: Path | None, overrides: list[str] | None) -> tuple
 
 
 @app.command()
-@user_errors
-def study(
-    spec: Path = typer.Argument(None, help="study YAML; without one the embedded default study runs"),
-    workers: int = typer.Option(None, help="parallel worker processes (default: one per CPU core)"),
-    dry_run: bool = typer.Option(False, "--dry-run", help="print the plan without running it"),
-    retry_failed: bool = typer.Option(False, "--retry-failed", help="re-run grid points that failed before"),
-) -> None:
-    """Run a study. Today this is the pretraining sweep (grid over any config key, cached, resumable);
-    fine-tuning, evaluation, analysis and the report stages plug into the same plan."""
-    import json
-
-    from .config import from_dict, read_yaml
-    from .study.sweep import DEFAULT_SWEEP, SweepSpec, collect_row, expand, run_sweep
-
-    sw = DEFAULT_SWEEP if spec is None else from_dict(SweepSpec, read_yaml(spec))
-    points = expand(sw)
-    if dry_run:
-        from .study.sweep import point_done
-
-        for axes, cfg in points:
-            done = point_done(sw, cfg.out_dir)
-            out.print(f"{'cached ' if done else 'pending'} {json.dumps(axes)} -> {cfg.out_dir}")
-        return
-    rows = run_sweep(sw, workers=workers, log=log, retry_failed=retry_failed)
-    results = [collect_row(sw, {k: r.get(k) for k in sw.axes}, r["out_dir"]) for r in rows]
-    shown = ("val_loss", "weight_norm", "qk_rank_frac", "vp_rank_frac", "unseen_seen_gap", "probe_", "/greedy",
-             "/maj@", "/pass@", "forgetting")
-    cols = [c for c in (results[0] if results else {}) if c in sw.axes or any(x in c for x in shown)]
-    t = Table(title=f"study '{sw.name}' ({len(results)} runs; all columns in results.csv)")
-    for c in cols:
-        t.add_column(c.split("/")[-1].replace("optim.", "").replace("_frac", "").replace("probe_", "probe "),
-                     justify="right")
-    for r in results:
-        t.add_row(*[_cell(r.get(c)) for c in cols])
-    out.print(t)
-    study_dir = Path(sw.out_dir) / sw.name
-    from .io import write_json, write_text
-
-    write_json(study_dir / "sweep.json", rows)
-    all_cols = sorted({c for r in results for c in r}, key=lambda c: (c not in sw.axes, c != "run", c))
-    write_text(study_dir / "results.csv", _csv(results, all_cols))
-    out.print(f"results: {study_dir / 'results.csv'}")
-    if any(r.get("status") == "completed" for r in rows):
-        from .report.build import build_report
-
-        try:
-            out.print(f"report: {build_report(study_dir)}")
-        except UserError as e:
-            log(f"report skipped: {e}")
-    if any(r.get("status") != "completed" for r in rows):
-        raise typer.Exit(1)
-
-
-def _cell(v) -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    return f"{v:,}" if isinstance(v, int) and not isinstance(v, bool) else str(v)
-
-
-def _csv(rows: list[dict], cols: list[str]) -> str:
-    import csv
-    import io
-
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore")
-    w.writeheader()
-    w.writerows(rows)
-    return buf.getvalue()
-
-
-@app.command()
 def models(
     vocab: int = typer.Option(4096, help="vocabulary size assumed for CPU presets (they take the tokenizer's)"),
     json_out: bool = typer.Option(False, "--json", help="print JSON instead of a table"),
@@ -224,10 +151,12 @@ def _register_stage_commands() -> None:
     from .analysis.cli import register as register_analyze
     from .evaluate.cli import register as register_evaluate
     from .report.cli import register as register_report
+    from .study.cli import register as register_study
 
     register_evaluate(app)
     register_analyze(app)
     register_report(app)
+    register_study(app)
 
 
 _register_stage_commands()

@@ -6,8 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from plasticity.config import FinetuneConfig, PretrainConfig, from_dict, load_config, read_yaml
-from plasticity.study.sweep import DEFAULT_SWEEP, SweepSpec, expand
+from plasticity.config import FinetuneConfig, PretrainConfig, load_config
+from plasticity.study.default import DEFAULT_STUDY
+from plasticity.study.plan import build_plan
+from plasticity.study.spec import load_spec
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
@@ -15,8 +17,7 @@ CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 @pytest.mark.parametrize("path", sorted(CONFIGS.rglob("*.yaml")), ids=lambda p: p.name)
 def test_example_config_is_valid(path):
     if path.name.startswith("study"):
-        spec = from_dict(SweepSpec, read_yaml(path))
-        assert len(expand(spec)) >= 1
+        assert len(build_plan(load_spec(path)).rows) >= 1
     elif "finetune" in path.name:
         assert load_config(FinetuneConfig, path).task
     else:
@@ -24,5 +25,5 @@ def test_example_config_is_valid(path):
 
 
 def test_study_default_file_matches_embedded_default():
-    spec = from_dict(SweepSpec, read_yaml(CONFIGS / "study-default.yaml"))
-    assert [c.out_dir for _, c in expand(spec)] == [c.out_dir for _, c in expand(DEFAULT_SWEEP)]
+    spec = load_spec(CONFIGS / "study-default.yaml")
+    assert list(build_plan(spec).nodes) == list(build_plan(DEFAULT_STUDY).nodes)

@@ -74,16 +74,28 @@ class PreparedData:
         return load_tokenizer(self.tokenizer_dir)
 
 
-def prepare_data(data: DataConfig, tok_cfg: TokenizerConfig, log=print) -> PreparedData:
-    """Build (or reuse) the tokenizer and the token caches for a data config."""
-    root = cache_root(data.cache_dir)
-    src_key = dict(source=source_fingerprint(data.source), field=data.text_field, hf=[data.hf_config,
-                   data.hf_split, data.hf_revision], max_docs=data.max_documents,
-                   val=[data.val_source and source_fingerprint(data.val_source), data.val_fraction])
-    docs: tuple[list[str], list[str]] | None = None
+def source_key(data: DataConfig) -> dict:
+    """What identifies a data source's documents (keys the tokenizer and token caches)."""
+    return dict(source=source_fingerprint(data.source), field=data.text_field, hf=[data.hf_config,
+                data.hf_split, data.hf_revision], max_docs=data.max_documents,
+                val=[data.val_source and source_fingerprint(data.val_source), data.val_fraction])
 
-    if tok_cfg.name == "bpe":
-        tok_dir = root / "tokenizers" / _hash(dict(src_key, vocab=tok_cfg.vocab_size, n=tok_cfg.train_documents))
+
+def tokenizer_dir(data: DataConfig, tok_cfg: TokenizerConfig) -> Path | None:
+    """Cache directory of a BPE tokenizer trained on this data (None for a pretrained tokenizer: its
+    directory is named by its fingerprint, known once loaded)."""
+    if tok_cfg.name != "bpe":
+        return None
+    key = _hash(dict(source_key(data), vocab=tok_cfg.vocab_size, n=tok_cfg.train_documents))
+    return cache_root(data.cache_dir) / "tokenizers" / key
+
+
+def prepare_tokenizer(data: DataConfig, tok_cfg: TokenizerConfig, log=print) -> tuple[Path, list | None]:
+    """Train (or reuse) the BPE tokenizer, or fetch and store a pretrained one. Returns (its cache dir, the
+    split documents if they had to be read)."""
+    docs = None
+    tok_dir = tokenizer_dir(data, tok_cfg)
+    if tok_dir is not None:
         with FileLock(str(tok_dir) + ".lock"):
             if not (tok_dir / "tokenizer.json").exists():
                 docs = split_documents(data)
@@ -92,19 +104,27 @@ def prepare_data(data: DataConfig, tok_cfg: TokenizerConfig, log=print) -> Prepa
                 shutil.rmtree(tmp, ignore_errors=True)
                 train_bpe(docs[0][: tok_cfg.train_documents], tok_cfg.vocab_size, tmp)
                 os.replace(tmp, tok_dir)
-        tok = load_tokenizer(tok_dir)
-    else:
-        tok = load_tokenizer(tok_cfg.name, revision=tok_cfg.revision)
-        tok_dir = root / "tokenizers" / f"ext-{tokenizer_fingerprint(tok)}"
-        with FileLock(str(tok_dir) + ".lock"):
-            if not (tok_dir / "tokenizer_config.json").exists():
-                tmp = tok_dir.with_name(tok_dir.name + ".tmp")
-                shutil.rmtree(tmp, ignore_errors=True)
-                tok.save_pretrained(str(tmp))
-                os.replace(tmp, tok_dir)
+        return tok_dir, docs
+    tok = load_tokenizer(tok_cfg.name, revision=tok_cfg.revision)
+    tok_dir = cache_root(data.cache_dir) / "tokenizers" / f"ext-{tokenizer_fingerprint(tok)}"
+    with FileLock(str(tok_dir) + ".lock"):
+        if not (tok_dir / "tokenizer_config.json").exists():
+            tmp = tok_dir.with_name(tok_dir.name + ".tmp")
+            shutil.rmtree(tmp, ignore_errors=True)
+            tok.save_pretrained(str(tmp))
+            os.replace(tmp, tok_dir)
+    return tok_dir, docs
 
-    key = _hash(dict(src_key, tok=tokenizer_fingerprint(tok)))
-    out = root / "tokens" / key
+
+def token_cache_dir(data: DataConfig, tok) -> Path:
+    """Cache directory of this data tokenized with `tok`."""
+    return cache_root(data.cache_dir) / "tokens" / _hash(dict(source_key(data), tok=tokenizer_fingerprint(tok)))
+
+
+def prepare_tokens(data: DataConfig, tok_dir: Path, log=print, docs=None) -> PreparedData:
+    """Tokenize (or reuse) the train/validation token streams with the tokenizer in `tok_dir`."""
+    tok = load_tokenizer(tok_dir)
+    out = token_cache_dir(data, tok)
     with FileLock(str(out) + ".lock"):
         meta_path = out / "meta.json"
         if not meta_path.exists():
@@ -121,6 +141,12 @@ def prepare_data(data: DataConfig, tok_cfg: TokenizerConfig, log=print) -> Prepa
             write_json(meta_path, meta)  # written last: its presence marks a complete cache
         meta = json.loads(meta_path.read_text())
     return PreparedData(tokenizer_dir=tok_dir, train_bin=out / "train.bin", val_bin=out / "val.bin", meta=meta)
+
+
+def prepare_data(data: DataConfig, tok_cfg: TokenizerConfig, log=print) -> PreparedData:
+    """Build (or reuse) the tokenizer and the token caches for a data config."""
+    tok_dir, docs = prepare_tokenizer(data, tok_cfg, log)
+    return prepare_tokens(data, tok_dir, log, docs)
 
 
 def _write_tokens(docs: list[str], tok, path: Path, dtype) -> int:

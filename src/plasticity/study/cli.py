@@ -1,0 +1,117 @@
+"""``plasticity study [STUDY.yaml]`` and ``plasticity status [STUDY.yaml]``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.table import Table
+
+SHOWN = ("val_loss", "weight_norm", "qk_rank_frac", "vp_rank_frac", "unseen_seen_gap", "probe_", "/greedy", "/maj@",
+         "/pass@", "forgetting")
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``study`` and ``status`` commands to ``app``."""
+    from ..cli import log, out, user_errors
+
+    @app.command("study")
+    @user_errors
+    def study(
+        spec: Path = typer.Argument(None, help="study YAML; without one the embedded default study runs"),
+        workers: int = typer.Option(None, help="parallel worker processes (default: one 1-thread worker per core)"),
+        executor: str = typer.Option(None, help="local (default) or ray (RAY_ADDRESS or a local Ray)"),
+        dry_run: bool = typer.Option(False, "--dry-run", help="print the plan (cached / to run, tokens, FLOPs)"),
+        retry_failed: bool = typer.Option(False, "--retry-failed", help="re-run nodes that failed before"),
+        no_report: bool = typer.Option(False, "--no-report", help="skip the HTML report"),
+    ) -> None:
+        """Run a study: tokenizer -> data -> pretrain -> analyze / finetune -> evaluate for every grid point,
+        cached per node, resumable; then results.csv and the report."""
+        from ..errors import UserError
+        from .plan import build_plan
+        from .runner import plan_table, run_study
+        from .spec import all_axes, load_spec
+        from .state import node_states
+
+        sp = load_spec(spec)
+        if executor is not None and executor not in ("local", "ray"):
+            raise UserError(f"--executor: {executor!r}: must be local or ray")
+        if dry_run:
+            plan = build_plan(sp)
+            _print_nodes(out, plan_table(plan, node_states(plan)), f"plan of study '{sp.name}' (dry run)", totals=True)
+            return
+        res = run_study(sp, workers=workers, executor=executor, retry_failed=retry_failed, log=log)
+        axes = list(all_axes(sp))
+        cols = [c for c in (res.rows[0] if res.rows else {}) if c in axes or any(x in c for x in SHOWN)]
+        t = Table(title=f"study '{sp.name}' ({len(res.rows)} rows; all columns in results.csv)")
+        for c in ["status", *cols]:
+            t.add_column(c.split("/")[-1].replace("optim.", "").replace("_frac", "").replace("probe_", "probe "),
+                         justify="right")
+        for r in res.rows:
+            t.add_row(*[_cell(r.get(c)) for c in ["status", *cols]])
+        out.print(t)
+        out.print(f"results: {res.study_dir / 'results.csv'}")
+        if not no_report and any(r.get("status") == "completed" for r in res.rows):
+            from ..report.build import build_report
+
+            try:
+                out.print(f"report: {build_report(res.study_dir)}")
+            except UserError as e:
+                log(f"report skipped: {e}")
+        if not res.ok:
+            bad = {k: v for k, v in res.states.items() if v != "done"}
+            log(f"{len(bad)} of {len(res.states)} nodes did not finish: " + ", ".join(
+                f"{k} ({v})" for k, v in list(bad.items())[:6]) + (" ..." if len(bad) > 6 else ""))
+            raise typer.Exit(1)
+
+    @app.command("status")
+    @user_errors
+    def status(
+        spec: Path = typer.Argument(None, help="study YAML (default: the embedded default study)"),
+        json_out: bool = typer.Option(False, "--json", help="print JSON instead of a table"),
+    ) -> None:
+        """Show every node of a study: done / running / failed / skipped / pending, with its key metric."""
+        import json
+
+        from .plan import build_plan
+        from .runner import plan_table
+        from .spec import load_spec
+        from .state import node_states
+
+        sp = load_spec(spec)
+        plan = build_plan(sp)
+        rows = plan_table(plan, node_states(plan))
+        if json_out:
+            print(json.dumps(rows, indent=2))
+            return
+        _print_nodes(out, rows, f"study '{sp.name}' ({Path(sp.out_dir) / sp.name})")
+
+
+def _print_nodes(out, rows: list[dict[str, Any]], title: str, totals: bool = False) -> None:
+    t = Table(title=title)
+    for c in ("node", "state", "axes", "metric / reason", "est. tokens", "est. FLOPs"):
+        t.add_column(c, justify="right" if c.startswith("est") else "left", overflow="fold")
+    style = {"done": "green", "failed": "red", "running": "yellow", "skipped": "magenta"}
+    for r in rows:
+        t.add_row(r["node"], f"[{style.get(r['state'], 'default')}]{r['state']}[/]", r["label"], str(r["metric"]),
+                  _cell(r["est_tokens"]), f"{r['est_flops']:.3g}" if r["est_flops"] else "-")
+    out.print(t)
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r["state"]] = counts.get(r["state"], 0) + 1
+    out.print(", ".join(f"{v} {k}" for k, v in counts.items()))
+    if totals:
+        todo = [r for r in rows if r["state"] in ("pending", "running")]
+        tok = sum(r["est_tokens"] or 0 for r in todo)
+        fl = sum(r["est_flops"] or 0 for r in todo)
+        out.print(f"to run: {len(todo)} nodes, ~{tok:,} tokens, ~{fl:.3g} FLOPs (estimates: pretraining exact "
+                  "token budget; fine-tuning/evaluation upper bounds; the rest not counted)")
+
+
+def _cell(v) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return f"{v:,}" if isinstance(v, int) and not isinstance(v, bool) else str(v)

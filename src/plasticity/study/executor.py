@@ -1,0 +1,192 @@
+"""Execute a plan's pending nodes: a scheduler that starts every node whose inputs are done, on an engine.
+
+Engines: ``local`` (a pool of spawn worker processes, CPU threads split evenly between them) and ``ray``
+(one Ray task per node with its CPU/GPU needs; connects to ``RAY_ADDRESS`` or starts a local Ray). A failed
+node's dependents are skipped; every other node goes on. A node another process is running is waited for.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from .nodes import die_with_parent, run_node
+from .plan import Node, Plan
+
+HEARTBEAT_S = 30.0
+
+
+class LocalEngine:
+    """`workers` spawn processes with `threads` torch threads each."""
+
+    def __init__(self, workers: int, threads: int):
+        import multiprocessing as mp
+
+        self.slots, self.threads = workers, threads
+        self.pool = mp.get_context("spawn").Pool(workers, initializer=die_with_parent)
+
+    def submit(self, node: Node, root: str, log_path: str):
+        return self.pool.apply_async(run_node, (asdict(node), root, self.threads, log_path))
+
+    def finished(self, handles: list, timeout: float) -> list:
+        end = time.time() + timeout
+        while True:
+            done = [h for h in handles if h.ready()]
+            if done or time.time() >= end:
+                return done
+            time.sleep(0.1)
+
+    def result(self, handle) -> dict[str, Any]:
+        return handle.get()
+
+    def close(self) -> None:
+        self.pool.close()
+        self.pool.join()
+
+
+class RayEngine:
+    """One Ray task per node, scheduled by Ray with `num_cpus` = threads and `num_gpus` = the node's GPUs."""
+
+    def __init__(self, workers: int, threads: int):
+        try:
+            import ray
+        except ImportError:
+            from ..errors import UserError
+
+            raise UserError("--executor ray needs Ray: pip install 'plasticity[ray]'") from None
+        self.ray = ray
+        if not ray.is_initialized():
+            address = os.environ.get("RAY_ADDRESS")
+            kw: dict[str, Any] = {"address": address} if address else {"num_cpus": workers * threads}
+            ray.init(include_dashboard=False, log_to_driver=False, ignore_reinit_error=True, **kw)
+        self.slots = max(workers, int(ray.cluster_resources().get("CPU", workers)) // max(threads, 1))
+        self.threads = threads
+        self.remote = ray.remote(max_retries=0)(run_node)
+
+    def submit(self, node: Node, root: str, log_path: str):
+        opts: dict[str, Any] = {"num_cpus": self.threads * max(1, node.nproc if not node.gpus else 1)}
+        if node.gpus:
+            opts["num_gpus"] = node.gpus
+        return self.remote.options(**opts).remote(asdict(node), os.path.abspath(root), self.threads,
+                                                  os.path.abspath(log_path))
+
+    def finished(self, handles: list, timeout: float) -> list:
+        done, _ = self.ray.wait(handles, num_returns=1, timeout=timeout)
+        return done
+
+    def result(self, handle) -> dict[str, Any]:
+        try:
+            return self.ray.get(handle)
+        except Exception as e:  # noqa: BLE001 - a lost worker is a failed node, not a failed study
+            return {"status": "failed", "reason": f"ray task failed: {type(e).__name__}: {str(e)[:300]}"}
+
+    def close(self) -> None:
+        pass  # a Ray instance we started stays up for the process; ray.shutdown() is the caller's choice
+
+
+def make_engine(kind: str, workers: int, threads: int):
+    return RayEngine(workers, threads) if kind == "ray" else LocalEngine(workers, threads)
+
+
+def execute_plan(plan: Plan, todo: list[str], done: set[str], engine, log: Callable[[str], None] = print
+                 ) -> dict[str, dict[str, Any]]:
+    """Run the `todo` nodes (inputs in `done` or run here). Returns {node id: result} for every todo node,
+    with status done / failed / skipped / interrupted."""
+    root = str(plan.root)
+    pending = list(todo)
+    running: dict[Any, str] = {}
+    results: dict[str, dict[str, Any]] = {}
+    retry_at: dict[str, float] = {}
+    progress = _Progress(plan, todo, log)
+    last_beat = time.time()
+    try:
+        while pending or running:
+            for nid in list(pending):
+                node = plan.nodes[nid]
+                bad = [d for d in node.deps if results.get(d, {}).get("status") in ("failed", "skipped",
+                                                                                       "interrupted")]
+                if bad:
+                    pending.remove(nid)
+                    results[nid] = {"status": "skipped", "reason": f"input {bad[0]} did not finish"}
+                    log(f"  skip  {nid}: input {bad[0]} did not finish")
+                    continue
+                ready = all(d in done or results.get(d, {}).get("status") == "done" for d in node.deps)
+                if ready and len(running) < engine.slots and retry_at.get(nid, 0) <= time.time():
+                    pending.remove(nid)
+                    running[engine.submit(node, root, _log_path(plan, nid))] = nid
+                    progress.started(node)
+            if not running:
+                time.sleep(0.5)  # only nodes waiting for another process remain
+                continue
+            for h in engine.finished(list(running), timeout=1.0):
+                nid = running.pop(h)
+                res = engine.result(h)
+                if res.get("status") == "busy":  # another study process runs it: wait for it, then re-check
+                    pending.append(nid)
+                    retry_at[nid] = time.time() + 5
+                    continue
+                results[nid] = res
+                progress.finished(plan.nodes[nid], res)
+            if time.time() - last_beat > HEARTBEAT_S:
+                last_beat = time.time()
+                progress.heartbeat([running[h] for h in running])
+    finally:
+        engine.close()
+    return results
+
+
+def _log_path(plan: Plan, node_id: str) -> str:
+    return str(plan.root / "logs" / f"{node_id}.log")
+
+
+class _Progress:
+    """Per-node start/finish lines and an overall ETA from estimated FLOPs done per second."""
+
+    def __init__(self, plan: Plan, todo: list[str], log: Callable[[str], None]):
+        self.plan, self.log, self.t0 = plan, log, time.time()
+        self.total = len(todo)
+        self.work = {nid: plan.nodes[nid].est_flops or 0.0 for nid in todo}
+        self.done_work = 0.0
+        self.n_done = 0
+
+    def started(self, node: Node) -> None:
+        self.log(f"  start {node.id} [{node.label}] (log: {_log_path(self.plan, node.id)})")
+
+    def finished(self, node: Node, res: dict[str, Any]) -> None:
+        self.n_done += 1
+        self.done_work += self.work.get(node.id, 0.0)
+        metric = ", ".join(f"{k} {_fmt(v)}" for k, v in list((res.get("metrics") or {}).items())[:3])
+        what = res.get("status") if res.get("status") != "done" else "done "
+        extra = f": {res.get('reason')}" if res.get("status") != "done" else (f" {metric}" if metric else "")
+        self.log(f"  {what} {node.id} in {res.get('seconds', 0):.1f}s{extra}   "
+                 f"[{self.n_done}/{self.total} nodes, {self.eta()}]")
+
+    def eta(self) -> str:
+        left = sum(self.work.values()) - self.done_work
+        elapsed = time.time() - self.t0
+        if self.done_work <= 0 or left <= 0:
+            return f"elapsed {elapsed:.0f}s"
+        return f"elapsed {elapsed:.0f}s, ETA ~{left * elapsed / self.done_work:.0f}s"
+
+    def heartbeat(self, running: list[str]) -> None:
+        for nid in running:
+            last = _last_line(Path(_log_path(self.plan, nid)))
+            self.log(f"  ..... {nid}: {last}")
+
+
+def _last_line(path: Path) -> str:
+    try:
+        with open(path, "rb") as f:
+            f.seek(max(0, path.stat().st_size - 400))
+            lines = f.read().decode("utf-8", "replace").strip().splitlines()
+        return lines[-1][:160] if lines else "(starting)"
+    except OSError:
+        return "(starting)"
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)

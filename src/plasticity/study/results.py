@@ -1,0 +1,92 @@
+"""``results.csv``: one row per pretrained x fine-tuned model with every metric and analysis of its nodes."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from .plan import Plan, Row
+from .state import read_marker
+
+
+def _json(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _row_status(plan: Plan, row: Row, states: dict[str, str]) -> tuple[str, str | None, str | None]:
+    ids = [row.pretrain] + ([row.analyze] if row.analyze else []) + [i for _, f, e in row.finetunes
+                                                                      for i in (f, e) if i]
+    for want in ("failed", "skipped", "running", "pending"):
+        for nid in ids:
+            if states.get(nid) == want:
+                m = read_marker(plan.root, nid) or {}
+                return want, nid, m.get("reason")
+    return "completed", None, None
+
+
+def collect_row(plan: Plan, row: Row, states: dict[str, str], study_dir: Path) -> dict[str, Any]:
+    pre = plan.nodes[row.pretrain]
+    p = Path(pre.out)
+    out: dict[str, Any] = dict(row.axes, run=os.path.relpath(p, study_dir))
+    status, node, reason = _row_status(plan, row, states)
+    out.update(status=status, failed_node=node, reason=reason)
+    s = _json(p / "summary.json") or {}
+    out.update(val_loss=s.get("final_val_loss"), train_loss=s.get("final_train_loss"), tokens=s.get("tokens_seen"),
+               params=s.get("params_total"))
+    a = p / "analysis"
+    if (norms := _json(a / "norms.json")) is not None:
+        out["weight_norm"] = norms["total_norm"]
+    if (rank := _json(a / "rank.json")) is not None:
+        last = rank["checkpoints"][-1]["mean"]
+        out["qk_rank_frac"], out["vp_rank_frac"] = last["qk"]["fraction"], last["vp"]["fraction"]
+    if (gap := _json(a / "gap.json")) is not None:
+        out["train_val_gap"] = gap["train_val"]["gap"]
+        out["unseen_seen_gap"] = (gap.get("unseen_seen") or {}).get("gap")
+    if (probes := _json(a / "probes.json")) is not None:
+        for name, ps in probes["sets"].items():
+            out[f"probe_{name}"] = ps["best_test_accuracy"]
+    forgetting: dict[str, float] = {}
+    for task, f_id, e_id in row.finetunes:
+        out.setdefault("finetune_runs", [])
+        out["finetune_runs"].append(os.path.relpath(plan.nodes[f_id].out, study_dir))
+        if e_id is None:
+            continue
+        edir = Path(plan.nodes[e_id].out)
+        for f in sorted(edir.glob("*.json")) if edir.is_dir() else []:
+            d = _json(f)
+            if d is None:
+                continue
+            if f.name == "stability.json":
+                forgetting[task] = d["forgetting"]
+            elif "metrics" in d:
+                for m, v in d["metrics"].items():
+                    out[f"{d['task']}/{m}"] = v["value"]
+    if "finetune_runs" in out:
+        out["finetune_runs"] = ";".join(out["finetune_runs"])
+    if forgetting:
+        out["forgetting"] = sum(forgetting.values()) / len(forgetting)
+        if len(forgetting) > 1:
+            out.update({f"{t}/forgetting": v for t, v in forgetting.items()})
+    return out
+
+
+def collect_rows(plan: Plan, states: dict[str, str], study_dir: Path) -> list[dict[str, Any]]:
+    return [collect_row(plan, r, states, study_dir) for r in plan.rows]
+
+
+def to_csv(rows: list[dict[str, Any]], axes: list[str]) -> str:
+    """Axis columns first, then `run`, then the rest alphabetically."""
+    cols = sorted({c for r in rows for c in r}, key=lambda c: (c not in axes, axes.index(c) if c in axes else 0,
+                                                                c != "run", c))
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore", lineterminator="\n")
+    w.writeheader()
+    w.writerows(rows)
+    return buf.getvalue()
