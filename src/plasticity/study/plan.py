@@ -52,7 +52,7 @@ class Plan:
 
     @property
     def root(self) -> Path:
-        return Path(self.spec.out_dir)
+        return Path(self.spec.out_dir).resolve()
 
     def dependents(self, node_id: str) -> set[str]:
         """Every node that (transitively) depends on `node_id`."""
@@ -107,7 +107,7 @@ def build_plan(spec: StudySpec) -> Plan:
         ft_dict = {k: v for k, v in to_dict(fcfg).items() if k not in ("init_from", "out_dir")}
         f_id = f"finetune-{node_hash([pre.id, frac, ft_dict])}"
         f_label = _label(point, "finetune")
-        ft = Node(id=f_id, kind="finetune", deps=[pre.id], out=str(Path(spec.out_dir) / "runs" / f_id),
+        ft = Node(id=f_id, kind="finetune", deps=[pre.id], out=str(_runs(spec) / f_id),
                   config={"finetune": ft_dict, "pretrain_dir": pre.out, "fraction": frac}, label=f_label,
                   gpus=spec.resources.gpus)
         ft.est_tokens, ft.est_flops = _finetune_estimate(fcfg, estimates[pre.id][0])
@@ -117,12 +117,17 @@ def build_plan(spec: StudySpec) -> Plan:
             ecfg = stage_config(spec, "evaluate", per_stage["evaluate"])
             ev_dict = to_dict(ecfg)
             ev_id = f"evaluate-{node_hash([ft.id, ev_dict])}"
-            ev = Node(id=ev_id, kind="evaluate", deps=[ft.id], out=str(Path(spec.out_dir) / "runs" / ev_id),
+            ev = Node(id=ev_id, kind="evaluate", deps=[ft.id], out=str(_runs(spec) / ev_id),
                       config={"finetune_dir": ft.out, "evaluate": ev_dict}, label=f_label, gpus=spec.resources.gpus)
             ev.est_tokens, ev.est_flops = _evaluate_estimate(ev_dict, fcfg, estimates[pre.id][0])
             nodes.setdefault(ev.id, ev)
         row.finetunes.append((fcfg.task, ft.id, ev_id))
     return Plan(spec=spec, nodes=_ordered(nodes), rows=list(rows.values()))
+
+
+def _runs(spec: StudySpec) -> Path:
+    """Node outputs live under the absolute ``<out_dir>/runs`` (workers may run in another directory)."""
+    return Path(spec.out_dir).resolve() / "runs"
 
 
 def _label(point: dict[str, Any], upto: str) -> str:
@@ -153,7 +158,7 @@ def _pretrain_node(spec: StudySpec, pcfg: PretrainConfig, data_id: str, label: s
     ident = json.loads(json.dumps(d))
     ident["train"].pop("threads", None)  # how fast, not what
     p_id = f"pretrain-{node_hash(ident)}"
-    out = str(Path(spec.out_dir) / "runs" / p_id)
+    out = str(_runs(spec) / p_id)
     res = spec.resources
     nproc = res.pretrain_nproc or max(1, res.pretrain_gpus)
     node = Node(id=p_id, kind="pretrain", deps=[data_id], out=out, config=dict(d, out_dir=out), label=label,
