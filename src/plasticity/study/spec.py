@@ -53,6 +53,7 @@ class StudySpec:
     name: str = "study"
     out_dir: str = "study_runs"
     base: dict[str, Any] = field(default_factory=dict)  # a pretraining config mapping
+    base_config: str | None = None  # a pretraining YAML (relative to the study file) that `base` overrides
     axes: dict[str, list[Any]] = field(default_factory=dict)
     seeds: list[int] | None = None  # shorthand for axis train.seed
     tasks: list[str] | None = None  # shorthand for axis finetune.task
@@ -133,7 +134,7 @@ def stage_config(spec: StudySpec, stage: str, values: dict[str, Any]) -> Any:
         elif stage == "finetune":
             data = deep_merge(spec.finetune or {}, over)
             for k in ("init_from", "out_dir"):
-                _req(k not in data, f"finetune.{k}", "is set by the study (remove it)")
+                _req(k not in data, k, "is set by the study (remove it)")
             cfg = from_dict(FinetuneConfig, dict(data, init_from="<pretrained>", out_dir="<study>"))
         elif stage == "evaluate":
             cfg = from_dict(EvaluateSpec, deep_merge(spec.evaluate or {}, over))
@@ -156,6 +157,12 @@ def load_spec(path: str | Path | None) -> StudySpec:
         spec = DEFAULT_STUDY
     else:
         spec = from_dict(StudySpec, read_yaml(path))
+        if spec.base_config:
+            base_file = Path(path).parent / spec.base_config
+            if not base_file.is_file():
+                raise ConfigError("base_config", f"{base_file}: file not found")
+            spec.base = deep_merge(read_yaml(base_file), spec.base)
+            spec.base_config = str(base_file)
     validate_spec(spec)
     return spec
 
