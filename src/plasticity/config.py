@@ -22,6 +22,7 @@ T = TypeVar("T")
 
 WdPolicy = Literal["auto", "all", "no_norm_bias", "no_embed", "no_norm_bias_embed"]
 Precision = Literal["auto", "fp32", "bf16"]
+Parallel = Literal["auto", "ddp", "fsdp"]
 
 
 @dataclass
@@ -30,6 +31,7 @@ class ModelConfig:
 
     preset: str = "llama2-tiny"
     init_from: str | None = None  # HF checkpoint dir or Hub id to start from instead of random init
+    revision: str | None = None  # Hub commit sha / tag / branch of init_from (pins the download)
     vocab_size: int | None = None  # None: the preset's, or the tokenizer's size (padded to 64) for CPU presets
     max_seq_len: int | None = None  # None: the preset's context length
     hidden_size: int | None = None
@@ -106,6 +108,7 @@ class TrainConfig:
     compile: bool = False
     seed: int = 0
     threads: int | None = None  # torch intra-op threads; None: leave torch's default
+    parallel: Parallel = "auto"  # under torchrun: ddp, fsdp (FSDP2), or auto (fsdp for > 2B params on GPUs)
     log_every: int = 10
     eval_every: int = 0  # steps between validation passes; 0 = at checkpoints and the end only
     eval_sequences: int = 64  # validation sequences per periodic pass (the final pass uses all, up to eval_max)

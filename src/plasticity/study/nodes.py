@@ -108,20 +108,21 @@ def _pretrain(n, log, threads, log_path) -> dict[str, Any]:
     validate(cfg)
     resume = (Path(cfg.out_dir) / "config.yaml").exists()
     if n.nproc > 1:
-        return _run_summary(_torchrun_pretrain(n, resume, log_path), cfg.out_dir, "final_val_loss")
+        return _run_summary(_torchrun_pretrain(n, resume, threads, log_path), cfg.out_dir, "final_val_loss")
     from ..train.pretrain import run_pretrain
 
     return _run_summary(run_pretrain(cfg, resume=resume, log=log), cfg.out_dir, "final_val_loss")
 
 
-def _torchrun_pretrain(n, resume: bool, log_path: str) -> dict[str, Any]:
+def _torchrun_pretrain(n, resume: bool, threads: int, log_path: str) -> dict[str, Any]:
     """Pretrain one node with `nproc` processes (DDP / FSDP2) through torchrun; its output goes to the log."""
     cfg_path = Path(n.out).parent / f"{n.id}.torchrun.yaml"
     write_yaml(cfg_path, n.config)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n.nproc}",
            "-m", "plasticity.cli", "pretrain", str(cfg_path)] + (["--resume"] if resume else [])
     with open(log_path, "a", encoding="utf-8") as f:
-        rc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=dict(os.environ)).returncode
+        env = dict(os.environ, OMP_NUM_THREADS=str(threads))
+        rc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=env).returncode
     s = Path(n.out) / "summary.json"
     if s.exists():
         return json.loads(s.read_text())

@@ -156,7 +156,8 @@ def _pretrain_node(spec: StudySpec, pcfg: PretrainConfig, data_id: str, label: s
     d = to_dict(pcfg)
     d.pop("out_dir")
     ident = json.loads(json.dumps(d))
-    ident["train"].pop("threads", None)  # how fast, not what
+    for how in ("threads", "parallel"):  # how fast, not what
+        ident["train"].pop(how, None)
     p_id = f"pretrain-{node_hash(ident)}"
     out = str(_runs(spec) / p_id)
     res = spec.resources

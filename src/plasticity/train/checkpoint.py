@@ -39,12 +39,13 @@ def step_dir_name(step: int) -> str:
     return f"step_{step:07d}"
 
 
-def rng_state() -> dict[str, Any]:
-    """Torch and Python RNG states as tensors (loadable with ``weights_only=True``)."""
+def rng_state(all_cuda: bool = True) -> dict[str, Any]:
+    """Torch and Python RNG states as tensors (loadable with ``weights_only=True``). ``all_cuda=False``: only
+    the current GPU's (one process per GPU: touching the others would open a CUDA context on each)."""
     state = {"torch": torch.get_rng_state(),
              "python": torch.tensor(list(json.dumps(random.getstate()).encode()), dtype=torch.uint8)}
     if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+        state["cuda"] = torch.cuda.get_rng_state_all() if all_cuda else [torch.cuda.get_rng_state()]
     return state
 
 
@@ -54,12 +55,17 @@ def set_rng_state(state: dict[str, Any]) -> None:
         py = json.loads(bytes(state["python"].tolist()).decode())
         random.setstate((py[0], tuple(py[1]), py[2]))
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        if len(state["cuda"]) == 1:  # one GPU, or saved by one process per GPU: set the current device's
+            torch.cuda.set_rng_state(state["cuda"][0])
+        else:
+            torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def save_checkpoint(path: Path, model: torch.nn.Module, tokenizer_dir: Path | None,
-                    trainer_state: dict[str, Any] | None, meta: dict[str, Any]) -> Path:
-    """Atomically write an HF checkpoint (+ tokenizer, + optional trainer state) to `path`."""
+                    trainer_state: dict[str, Any] | None, meta: dict[str, Any],
+                    state_dict: dict[str, torch.Tensor] | None = None) -> Path:
+    """Atomically write an HF checkpoint (+ tokenizer, + optional trainer state) to `path`. `state_dict`:
+    the weights to save instead of the model's own (a sharded model's gathered full state)."""
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
@@ -68,7 +74,8 @@ def save_checkpoint(path: Path, model: torch.nn.Module, tokenizer_dir: Path | No
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
-        model.save_pretrained(str(tmp), safe_serialization=True)
+        model.save_pretrained(str(tmp), safe_serialization=True,
+                              state_dict=dict(state_dict) if state_dict is not None else None)
         if tokenizer_dir is not None:
             for f in Path(tokenizer_dir).iterdir():
                 if f.is_file() and not f.name.startswith("."):
@@ -153,9 +160,10 @@ def latest_resumable(ckpt_root: Path, log=print) -> tuple[int, Path] | None:
     return None
 
 
-def load_trainer_state(path: Path) -> dict[str, Any]:
+def load_trainer_state(path: Path, mmap: bool = False) -> dict[str, Any]:
+    """``mmap``: tensors are read from the file only when touched (large optimizer states, many processes)."""
     try:
-        return torch.load(Path(path) / TRAINER_STATE, map_location="cpu", weights_only=True)
+        return torch.load(Path(path) / TRAINER_STATE, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as e:
         raise CheckpointError(f"{path}/{TRAINER_STATE}: cannot load trainer state ({e})") from None
 
@@ -171,9 +179,10 @@ def strip_trainer_state(path: Path) -> None:
     (path / TRAINER_STATE).unlink(missing_ok=True)
 
 
-def load_model_checked(path: str | Path, trust_remote_code: bool = False, device: str | torch.device = "cpu"):
-    """Load an HF causal LM from a checkpoint dir (verifying our manifest when present) or a Hub id.
-    Only safetensors weights are accepted."""
+def load_model_checked(path: str | Path, trust_remote_code: bool = False, device: str | torch.device = "cpu",
+                       revision: str | None = None):
+    """Load an HF causal LM from a checkpoint dir (verifying our manifest when present) or a Hub id (at
+    `revision`: a commit sha, tag or branch; None = the default branch). Only safetensors weights are accepted."""
     from transformers import AutoModelForCausalLM
     from transformers.utils import logging as hf_logging
 
@@ -198,7 +207,7 @@ def load_model_checked(path: str | Path, trust_remote_code: bool = False, device
             raise CheckpointError(f"{p}: no .safetensors weights (only safetensors checkpoints are loaded)")
     try:
         model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32, use_safetensors=True,
-                                                     trust_remote_code=trust_remote_code)
+                                                     trust_remote_code=trust_remote_code, revision=revision)
     except Exception as e:
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CheckpointError(f"{path}: cannot load model: {msg}") from None

@@ -19,6 +19,7 @@ from ..io import write_json
 from ..models import count_params
 from ..runinfo import run_info
 from . import checkpoint as ckpt
+from .distributed import world_size_from_env
 from .loop import TrainJob
 from .optim import build_optimizer, describe_groups
 from .run import execute, open_run_dir
@@ -65,18 +66,22 @@ def run_finetune(cfg: FinetuneConfig, resume: bool = False, log=print) -> dict[s
     """Fine-tune one checkpoint on one task; returns the summary (also written to ``summary.json``)."""
     from transformers import AutoTokenizer
 
+    if world_size_from_env() > 1:
+        raise UserError("finetune runs in one process; multi-process (torchrun) training is for pretraining only")
     run_dir = Path(cfg.out_dir)
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     device = default_device()
     precision = resolve_precision(cfg.train.precision, device)
     cfg_dict = to_dict(cfg)
-    done = open_run_dir(run_dir, cfg_dict, resume, log)
-    if done is not None:
-        return done
+    fresh = not (run_dir / "config.yaml").exists()
+    if not fresh:  # an existing run: refused, already completed, or resumed (nothing is written here)
+        done = open_run_dir(run_dir, cfg_dict, resume, log)
+        if done is not None:
+            return done
 
     model_dir = resolve_model_dir(cfg.init_from)
-    model = ckpt.load_model_checked(model_dir, cfg.trust_remote_code, device)
+    model = ckpt.load_model_checked(model_dir, cfg.trust_remote_code, device, revision=cfg.revision)
     try:
         tok = AutoTokenizer.from_pretrained(model_dir, revision=cfg.revision, trust_remote_code=cfg.trust_remote_code)
     except (OSError, ValueError) as e:
@@ -86,14 +91,16 @@ def run_finetune(cfg: FinetuneConfig, resume: bool = False, log=print) -> dict[s
     if len(tok) > model.config.vocab_size:
         raise CheckpointError(f"{model_dir}: tokenizer has {len(tok)} tokens but the model vocabulary is "
                               f"{model.config.vocab_size} (vocab mismatch)")
-    tok_dir = run_dir / ".tokenizer"
-    tok.save_pretrained(str(tok_dir))
 
     pairs, data_info = load_pairs(cfg)
     cutoff = min(cfg.cutoff_len, model.config.max_position_embeddings)
     examples, enc_counts = encode_all(tok, cfg.template, pairs, cutoff)
     if not examples:
         raise UserError(f"task {cfg.task}: every example is longer than the cutoff ({cutoff} tokens)")
+    if fresh:  # created once every input has loaded: a bad input leaves no half-made run directory behind
+        open_run_dir(run_dir, cfg_dict, resume, log)
+    tok_dir = run_dir / ".tokenizer"
+    tok.save_pretrained(str(tok_dir))
     data_info.update(encode_counts=enc_counts, examples=len(examples), cutoff_len=cutoff)
     log(f"task {data_info['task']}: {len(examples)} training examples ({data_info['source']}); dropped "
         f"{enc_counts['over_cutoff']} over the {cutoff}-token cutoff, {data_info['format_failed']} unformattable, "

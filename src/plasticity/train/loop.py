@@ -3,6 +3,9 @@
 The loop knows nothing about where batches come from: a batch source returns the micro-batches of step ``s``
 as a pure function of ``s`` (so the data position is the step), the learning rate is a pure function of the
 step, and the checkpoint carries model, optimizer and RNG state, so a resumed run is bit-identical on CPU.
+
+Under torchrun (see ``distributed``) every rank runs this loop on its share of each step's rows; rank 0 alone
+writes metrics and checkpoints, in the single-process format.
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ from ..errors import DivergenceError
 from ..hardware import autocast
 from ..io import append_jsonl, read_jsonl, write_text
 from . import checkpoint as ckpt
+from . import distributed as pdist
+from .distributed import SINGLE, Dist
 
 
 class BatchSource(Protocol):
@@ -46,7 +51,8 @@ class LoopState:
 
 @dataclass
 class TrainJob:
-    """Everything the loop needs. `evaluate(model, full)` returns e.g. {"val_loss": ...}."""
+    """Everything the loop needs. `evaluate(model, full)` returns e.g. {"val_loss": ...}. `model` is the
+    unwrapped (or FSDP2-sharded) model that is saved and evaluated; `wrapped` its DDP wrapper, if any."""
 
     model: torch.nn.Module
     optimizer: torch.optim.Optimizer
@@ -64,26 +70,34 @@ class TrainJob:
     checkpoint_meta: dict[str, Any] = field(default_factory=dict)
     label: str = "train"
     log: Callable[[str], None] = print
+    dist: Dist = SINGLE
+    parallel: str = "none"  # resolved strategy: none / ddp / fsdp
+    wrapped: torch.nn.Module | None = None
 
 
 def step_loss(model: torch.nn.Module, micro: list[dict[str, torch.Tensor]], device: torch.device,
-              precision: str) -> tuple[float, int, int]:
+              precision: str, dist: Dist = SINGLE, ddp: torch.nn.Module | None = None) -> tuple[float, int, int]:
     """Forward+backward over a step's micro-batches. The loss is the mean next-token cross-entropy over all
     target tokens (labels != -100) of the whole step, so grad accumulation equals one big batch.
-    Returns (loss, target tokens, input tokens)."""
+    With several processes this rank runs only its share of the rows, still divided by the whole step's
+    target count and scaled by the world size, so the gradient average of DDP/FSDP is exactly the
+    single-process gradient (also for unequal target counts per rank); the returned loss is then this rank's
+    share, to be summed over ranks. Returns (loss, target tokens, input tokens), the counts of the whole step."""
     n_targets = sum(int((b["labels"][:, 1:] != -100).sum()) for b in micro)
     n_inputs = sum(int(b["attention_mask"].sum()) if "attention_mask" in b else b["input_ids"].numel()
                    for b in micro)
+    mine = pdist.shard_rows(micro, dist)
     total = 0.0
-    for b in micro:
-        ids = b["input_ids"].to(device)
-        labels = b["labels"].to(device)
-        mask = b.get("attention_mask")
-        with autocast(device, precision):
-            logits = model(input_ids=ids, attention_mask=mask.to(device) if mask is not None else None).logits
-        loss = F.cross_entropy(logits[:, :-1].float().reshape(-1, logits.size(-1)), labels[:, 1:].reshape(-1),
-                               ignore_index=-100, reduction="sum") / max(n_targets, 1)
-        loss.backward()
+    for i, b in enumerate(mine):
+        with pdist.grad_sync(ddp, i == len(mine) - 1):
+            ids = b["input_ids"].to(device)
+            labels = b["labels"].to(device)
+            mask = b.get("attention_mask")
+            with autocast(device, precision):
+                logits = model(input_ids=ids, attention_mask=mask.to(device) if mask is not None else None).logits
+            loss = F.cross_entropy(logits[:, :-1].float().reshape(-1, logits.size(-1)),
+                                   labels[:, 1:].reshape(-1), ignore_index=-100, reduction="sum") / max(n_targets, 1)
+            (loss * dist.world_size if dist.enabled else loss).backward()
         total += float(loss.detach())
     return total, n_targets, n_inputs
 
@@ -113,23 +127,26 @@ class _StopFlag:
             signal.signal(s, h)
 
 
-def _progress(label: str, total: int, start: int):
+def _progress(label: str, total: int, start: int, show: bool = True):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     prog = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                     TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[tps]} tok/s"),
-                    TextColumn("ETA"), TimeRemainingColumn(), disable=not sys.stderr.isatty(), transient=False)
+                    TextColumn("ETA"), TimeRemainingColumn(), disable=not (show and sys.stderr.isatty()),
+                    transient=False)
     task = prog.add_task(label, total=total, completed=start, loss="-", tps="-")
     return prog, task
 
 
 def train(job: TrainJob, state: LoopState) -> LoopState:
     """Run optimizer steps ``state.step .. total_steps-1``; write metrics, checkpoints and ``final/``."""
-    model, opt, cfg = job.model, job.optimizer, job.cfg
+    model, opt, cfg, dist = job.model, job.optimizer, job.cfg, job.dist
     metrics_path = job.run_dir / "metrics.jsonl"
     model.train()
-    fwd = torch.compile(model) if cfg.compile else model  # shares parameters with `model`
-    prog, task = _progress(job.label, job.total_steps, state.step)
+    net = job.wrapped if job.wrapped is not None else model
+    fwd = torch.compile(net) if cfg.compile else net  # shares parameters with `model`
+    ddp = job.wrapped if job.parallel == "ddp" else None
+    prog, task = _progress(job.label, job.total_steps, state.step, show=dist.is_main)
     t_seg = time.perf_counter()
     elapsed0 = state.elapsed
     window_tokens, window_t = 0, time.perf_counter()
@@ -140,11 +157,12 @@ def train(job: TrainJob, state: LoopState) -> LoopState:
             for g in opt.param_groups:
                 g["lr"] = lr
             opt.zero_grad(set_to_none=True)
-            loss, _, n_in = step_loss(fwd, job.batches.step_batches(s), job.device, job.precision)
-            gnorm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), job.grad_clip if job.grad_clip > 0
-                                                         else float("inf")))
+            loss, _, n_in = step_loss(fwd, job.batches.step_batches(s), job.device, job.precision, dist, ddp)
+            gnorm = pdist.clip_grad_norm(model.parameters(), job.grad_clip if job.grad_clip > 0 else float("inf"))
+            # the step's loss (sum of the ranks' shares); every rank then takes the same non-finite decision
+            loss, bad_norms = pdist.all_reduce_sum([loss, float(not math.isfinite(gnorm))], dist)
             bad = None if math.isfinite(loss) else ("loss", loss)
-            if bad is None and not math.isfinite(gnorm):
+            if bad is None and (bad_norms or not math.isfinite(gnorm)):
                 bad = ("grad_norm", gnorm)
             if bad is not None:
                 if cfg.nan_policy == "skip_batch" and state.skipped_batches < cfg.max_skipped_batches:
@@ -167,7 +185,8 @@ def train(job: TrainJob, state: LoopState) -> LoopState:
                 window_tokens, window_t = 0, now
                 rec = dict(step=state.step, tokens=state.tokens, loss=loss, lr=lr, grad_norm=gnorm,
                            tok_per_s=round(tps, 1), elapsed=round(state.elapsed, 3))
-                append_jsonl(metrics_path, rec)
+                if dist.is_main:
+                    append_jsonl(metrics_path, rec)
                 prog.update(task, completed=state.step, loss=f"{loss:.4f}", tps=f"{tps:,.0f}")
                 if not sys.stderr.isatty():
                     job.log(f"[{job.label}] step {state.step}/{job.total_steps} loss {loss:.4f} lr {lr:.2e} "
@@ -178,16 +197,19 @@ def train(job: TrainJob, state: LoopState) -> LoopState:
             is_final = state.step == job.total_steps
             if job.evaluate is not None and (is_ckpt or is_final or (cfg.eval_every and
                                                                      state.step % cfg.eval_every == 0)):
-                ev = job.evaluate(model, is_final)
+                ev = job.evaluate(model, is_final)  # on every rank: an FSDP2 forward needs all of them
                 model.train()
                 state.last_val_loss = ev.get("val_loss", state.last_val_loss)
-                append_jsonl(metrics_path, dict(step=state.step, tokens=state.tokens, **ev))
+                if dist.is_main:
+                    append_jsonl(metrics_path, dict(step=state.step, tokens=state.tokens, **ev))
             resume_due = cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0
-            if (is_ckpt or resume_due or stop.signum is not None) and not is_final:
+            stopping = pdist.any_rank(stop.signum is not None, dist)  # all ranks stop after the same step
+            if (is_ckpt or resume_due or stopping) and not is_final:
                 save_resume_checkpoint(job, state, snapshot=is_ckpt)
-            if stop.signum is not None and not is_final:
-                job.log(f"received signal {stop.signum}: checkpoint saved at step {state.step}, exiting")
-                raise InterruptedRun(state.step, stop.signum)
+            if stopping and not is_final:
+                signum = stop.signum or signal.SIGTERM
+                job.log(f"received signal {signum}: checkpoint saved at step {state.step}, exiting")
+                raise InterruptedRun(state.step, signum)
     save_final(job, state)
     return state
 
@@ -200,14 +222,26 @@ class InterruptedRun(Exception):
 
 def save_resume_checkpoint(job: TrainJob, state: LoopState, snapshot: bool) -> Path:
     """Checkpoint with trainer state. Snapshots (checkpoint_fractions) are kept for the analyses; the trainer
-    state of older checkpoints and older non-snapshot checkpoints are pruned."""
+    state of older checkpoints and older non-snapshot checkpoints are pruned. Called on every rank; rank 0
+    writes."""
     root = job.run_dir / "checkpoints"
     path = root / ckpt.step_dir_name(state.step)
-    trainer_state = {"optimizer": job.optimizer.state_dict(), "loop": state.as_dict(), "rng": ckpt.rng_state()}
-    ckpt.save_checkpoint(path, job.model, job.tokenizer_dir, trainer_state,
-                         dict(step=state.step, snapshot=snapshot, tokens=state.tokens, **job.checkpoint_meta))
+    weights = pdist.full_model_state(job.model, job.parallel)
+    optim_state = pdist.full_optimizer_state(job.model, job.optimizer, job.parallel)
+    if job.dist.is_main:
+        trainer_state = {"optimizer": optim_state, "loop": state.as_dict(),
+                         "rng": ckpt.rng_state(all_cuda=not job.dist.enabled)}
+        ckpt.save_checkpoint(path, job.model, job.tokenizer_dir, trainer_state,
+                             dict(step=state.step, snapshot=snapshot, tokens=state.tokens, **job.checkpoint_meta),
+                             state_dict=weights)
+        _prune_checkpoints(job, root, state.step)
+    pdist.barrier(job.dist)
+    return path
+
+
+def _prune_checkpoints(job: TrainJob, root: Path, current: int) -> None:
     for step, d in ckpt.list_checkpoints(root):
-        if step >= state.step:
+        if step >= current:
             continue
         m = ckpt.read_manifest(d) or {}
         if m.get("snapshot"):
@@ -217,41 +251,47 @@ def save_resume_checkpoint(job: TrainJob, state: LoopState, snapshot: bool) -> P
             import shutil
 
             shutil.rmtree(d, ignore_errors=True)
-    return path
 
 
 def save_final(job: TrainJob, state: LoopState) -> Path:
-    """``final/``: the HF model + tokenizer of the last step (no optimizer state)."""
+    """``final/``: the HF model + tokenizer of the last step (no optimizer state). Called on every rank."""
     path = job.run_dir / "final"
-    ckpt.save_checkpoint(path, job.model, job.tokenizer_dir, None,
-                         dict(step=state.step, snapshot=True, tokens=state.tokens, **job.checkpoint_meta))
-    # resume-only checkpoints are no longer needed once the run is complete; snapshots stay for the analyses
-    for _, d in ckpt.list_checkpoints(job.run_dir / "checkpoints"):
-        if not (ckpt.read_manifest(d) or {}).get("snapshot"):
-            import shutil
+    weights = pdist.full_model_state(job.model, job.parallel)
+    if job.dist.is_main:
+        ckpt.save_checkpoint(path, job.model, job.tokenizer_dir, None,
+                             dict(step=state.step, snapshot=True, tokens=state.tokens, **job.checkpoint_meta),
+                             state_dict=weights)
+        # resume-only checkpoints are no longer needed once the run is complete; snapshots stay for the analyses
+        for _, d in ckpt.list_checkpoints(job.run_dir / "checkpoints"):
+            if not (ckpt.read_manifest(d) or {}).get("snapshot"):
+                import shutil
 
-            shutil.rmtree(d, ignore_errors=True)
+                shutil.rmtree(d, ignore_errors=True)
+    pdist.barrier(job.dist)
     return path
 
 
 def restore(job: TrainJob, ckpt_dir: Path) -> LoopState:
-    """Load model weights, optimizer and RNG state from a resumable checkpoint."""
+    """Load model weights, optimizer and RNG state from a resumable checkpoint (on every rank; under FSDP2
+    rank 0 reads the weights and optimizer state and broadcasts them)."""
     from safetensors.torch import load_file
 
-    sd = load_file(str(ckpt_dir / "model.safetensors"))
-    missing, unexpected = job.model.load_state_dict(sd, strict=False)
+    peer = job.parallel == "fsdp" and not job.dist.is_main
+    sd = {} if peer else load_file(str(ckpt_dir / "model.safetensors"))
+    missing, unexpected = pdist.load_model_state(job.model, sd, job.parallel)
     tied = {"lm_head.weight"} if getattr(job.model.config, "tie_word_embeddings", False) else set()
     if set(missing) - tied or unexpected:
         from ..errors import CheckpointError
 
         raise CheckpointError(f"{ckpt_dir}: weights do not match the model (missing {sorted(missing)[:3]}, "
                               f"unexpected {sorted(unexpected)[:3]})")
-    ts = ckpt.load_trainer_state(ckpt_dir)
-    job.optimizer.load_state_dict(ts["optimizer"])
+    ts = ckpt.load_trainer_state(ckpt_dir, mmap=job.parallel == "fsdp")  # peers touch only loop + rng
+    pdist.load_optimizer_state(job.model, job.optimizer, {} if peer else ts["optimizer"], job.parallel)
     ckpt.set_rng_state(ts["rng"])
     loop = ts["loop"]
     state = LoopState(**{k: loop[k] for k in LoopState.__dataclass_fields__ if k in loop})
-    truncate_metrics(job.run_dir / "metrics.jsonl", state.step)
+    if job.dist.is_main:
+        truncate_metrics(job.run_dir / "metrics.jsonl", state.step)
     return state
 
 

@@ -18,6 +18,7 @@ from ..io import write_json
 from ..models import DEFAULT_WD_POLICY, build_model, count_params, flops_per_token, resolve_shape
 from ..runinfo import run_info
 from . import checkpoint as ckpt
+from . import distributed as pdist
 from .loop import TrainJob
 from .optim import build_optimizer, describe_groups
 from .run import execute, open_run_dir
@@ -46,11 +47,25 @@ def resolve_total_steps(cfg: PretrainConfig, params_total: int, params_non_embed
 
 
 def run_pretrain(cfg: PretrainConfig, resume: bool = False, log=print) -> dict[str, Any]:
-    """Pretrain one model; returns the summary (also written to ``summary.json``)."""
+    """Pretrain one model; returns the summary (also written to ``summary.json``). Launched by torchrun, every
+    process trains its share of each step's batch (``train.parallel``) and rank 0 writes the run directory."""
+    dist = pdist.init_distributed()
+    try:
+        return _run_pretrain(cfg, resume, dist, log if dist.is_main else _quiet)
+    finally:
+        pdist.destroy(dist)
+
+
+def _quiet(msg: str) -> None:
+    """Log sink of ranks other than 0 (rank 0 speaks for the job)."""
+
+
+def _run_pretrain(cfg: PretrainConfig, resume: bool, dist: pdist.Dist, log) -> dict[str, Any]:
     run_dir = Path(cfg.out_dir)
+    pdist.check_batch(cfg.train.micro_batch_size * cfg.train.grad_accum, dist)
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
-    device = default_device()
+    device = dist.device() if dist.enabled else default_device()
     precision = resolve_precision(cfg.train.precision, device)
 
     data = prepare_data(cfg.data, cfg.tokenizer, log=log)
@@ -65,16 +80,21 @@ def run_pretrain(cfg: PretrainConfig, resume: bool = False, log=print) -> dict[s
         "num_kv_heads", "rope_theta")}), optim=replace(cfg.optim, wd_policy=policy))
     cfg_dict = to_dict(resolved)
 
-    done = open_run_dir(run_dir, cfg_dict, resume, log)
+    done = pdist.on_main(lambda: open_run_dir(run_dir, cfg_dict, resume, log), dist)
     if done is not None:
         return done
 
     if cfg.model.init_from:
-        model = ckpt.load_model_checked(cfg.model.init_from, cfg.model.trust_remote_code, device)
+        model = ckpt.load_model_checked(cfg.model.init_from, cfg.model.trust_remote_code, device,
+                                        revision=cfg.model.revision)
+        if len(tok) > model.config.vocab_size:  # token ids past the embedding table: IndexError mid-step
+            raise UserError(f"config error: model.init_from: {cfg.model.init_from} has a vocabulary of "
+                            f"{model.config.vocab_size} but the tokenizer has {len(tok)} tokens (vocab mismatch)")
     else:
         model = build_model(shape, cfg.model.init_std, seed=cfg.train.seed, device=device,
                             bos_id=tok.bos_token_id, eos_id=tok.eos_token_id, pad_id=tok.pad_token_id)
     counts = count_params(model)
+    net, parallel = pdist.wrap_model(model, dist, cfg.train.parallel)  # before the optimizer: FSDP2 swaps params
     optimizer = build_optimizer(model, cfg.optim, policy)
     groups = describe_groups(model, cfg.optim, policy)
     for g in groups:
@@ -96,15 +116,18 @@ def run_pretrain(cfg: PretrainConfig, resume: bool = False, log=print) -> dict[s
         seqs = val_all if full else val_periodic
         return {"val_loss": mean_loss(m, seqs, cfg.train.micro_batch_size, precision)}
 
-    write_json(run_dir / "param_groups.json", groups)
-    if not (run_dir / "run_info.json").exists():
+    if dist.is_main:
+        write_json(run_dir / "param_groups.json", groups)
+    if dist.is_main and not (run_dir / "run_info.json").exists():
         write_json(run_dir / "run_info.json", run_info(device, cfg.train.seed, precision, dict(
             total_steps=total_steps, token_budget=budget, tokens_per_step=batches.tokens_per_step(),
-            data=data.meta, params=asdict(counts), shape=asdict(shape), epochs=epochs)))
+            data=data.meta, params=asdict(counts), shape=asdict(shape), epochs=epochs,
+            world_size=dist.world_size, parallel=parallel)))
     log(f"{run_dir}: {shape.family} {counts.total:,} params ({counts.non_embedding:,} non-embedding), "
         f"{total_steps} steps x {batches.tokens_per_step():,} tokens = {total_steps * batches.tokens_per_step():,} "
         f"tokens ({epochs:.2f} epochs of {len(train_seqs) * cfg.data.seq_len:,}), precision {precision}, "
-        f"wd {cfg.optim.weight_decay} ({policy})")
+        f"wd {cfg.optim.weight_decay} ({policy})"
+        + (f", {dist.world_size} processes ({parallel}, {dist.backend})" if dist.enabled else ""))
     if epochs > 1.0:
         log(f"warning: the token budget repeats the training data {epochs:.2f} times")
 
@@ -112,11 +135,12 @@ def run_pretrain(cfg: PretrainConfig, resume: bool = False, log=print) -> dict[s
                    lr_fn=lambda s: lr_at(s, total_steps, cfg.optim.lr, cfg.optim.min_lr, cfg.schedule),
                    run_dir=run_dir, cfg=cfg.train, device=device, precision=precision,
                    grad_clip=cfg.optim.grad_clip, tokenizer_dir=data.tokenizer_dir, evaluate=evaluate,
-                   checkpoint_steps=ckpt_steps, checkpoint_meta={"kind": "pretrain"}, label=run_dir.name, log=log)
+                   checkpoint_steps=ckpt_steps, checkpoint_meta={"kind": "pretrain"}, label=run_dir.name, log=log,
+                   dist=dist, parallel=parallel, wrapped=net if net is not model else None)
     base = dict(kind="pretrain", params_total=counts.total, params_non_embedding=counts.non_embedding,
                 flops_per_token=flops_per_token(counts, shape, cfg.data.seq_len), total_steps=total_steps,
                 token_budget=budget, weight_decay=cfg.optim.weight_decay, wd_policy=policy, precision=precision,
-                family=shape.family, preset=cfg.model.preset)
+                family=shape.family, preset=cfg.model.preset, world_size=dist.world_size, parallel=parallel)
     summary = execute(job, resume, base, log)
     log(f"{run_dir}: done, val loss {summary['final_val_loss']:.4f}, {summary['train_time']:.1f}s")
     return summary

@@ -11,9 +11,10 @@ from ..config import read_yaml
 from ..errors import DivergenceError, UserError
 from ..io import read_json, write_json, write_yaml
 from . import checkpoint as ckpt
+from . import distributed as pdist
 from .loop import InterruptedRun, LoopState, TrainJob, restore, train, truncate_metrics
 
-IGNORED_ON_RESUME = {("out_dir",), ("train", "threads")}
+IGNORED_ON_RESUME = {("out_dir",), ("train", "threads"), ("train", "parallel")}  # how fast, not what
 
 
 def _config_diffs(old: dict[str, Any], new: dict[str, Any], prefix: tuple[str, ...] = ()) -> list[str]:
@@ -57,43 +58,54 @@ def open_run_dir(run_dir: Path, cfg_dict: dict[str, Any], resume: bool, log=prin
 def execute(job: TrainJob, resume: bool, base_summary: dict[str, Any], log=print) -> dict[str, Any]:
     """Resume if asked (newest fully verified checkpoint), train, write ``summary.json`` with the outcome.
     Holds an exclusive lock on the run directory: a second process on the same run exits with a clear error.
-    The lock is an OS file lock (flock), released by the kernel when its holder dies, so it is never stale."""
+    The lock is an OS file lock (flock), released by the kernel when its holder dies, so it is never stale.
+    Under torchrun rank 0 holds it for the whole job."""
     from filelock import FileLock, Timeout
 
     lock = FileLock(str(job.run_dir / ".lock"), timeout=0)
-    try:
-        lock.acquire()
-    except Timeout:
-        raise UserError(f"{job.run_dir}: another plasticity process is training this run") from None
+
+    def acquire() -> None:
+        try:
+            lock.acquire()
+        except Timeout:
+            raise UserError(f"{job.run_dir}: another plasticity process is training this run") from None
+
+    pdist.on_main(acquire, job.dist)
     try:
         return _execute(job, resume, base_summary, log)
     finally:
-        lock.release()
+        if job.dist.is_main:
+            lock.release()
 
 
 def _execute(job: TrainJob, resume: bool, base_summary: dict[str, Any], log=print) -> dict[str, Any]:
     run_dir = job.run_dir
+    main = job.dist.is_main
     summary_path = run_dir / "summary.json"
     state = LoopState()
-    found = ckpt.latest_resumable(run_dir / "checkpoints", log=log) if resume else None
+    found = pdist.on_main(lambda: ckpt.latest_resumable(run_dir / "checkpoints", log=log), job.dist) if resume else None
     if found:
         state = restore(job, found[1])
         log(f"resumed from {found[1]} (step {state.step})")
-    else:
+    elif main:
         truncate_metrics(run_dir / "metrics.jsonl", 0)
     t0 = time.time()
     try:
         state = train(job, state)
     except DivergenceError as e:
-        write_json(summary_path, dict(base_summary, status="diverged", reason=str(e), diverged_step=e.step,
-                                      diverged_what=e.what, diverged_value=str(e.value), steps=e.step,
-                                      wall_time=time.time() - t0))
+        if main:
+            write_json(summary_path, dict(base_summary, status="diverged", reason=str(e), diverged_step=e.step,
+                                          diverged_what=e.what, diverged_value=str(e.value), steps=e.step,
+                                          wall_time=time.time() - t0))
         raise
     except InterruptedRun as e:
-        write_json(summary_path, dict(base_summary, status="interrupted", steps=e.step, wall_time=time.time() - t0))
+        if main:
+            write_json(summary_path, dict(base_summary, status="interrupted", steps=e.step,
+                                          wall_time=time.time() - t0))
         raise
     summary = dict(base_summary, status="completed", steps=state.step, tokens_seen=state.tokens,
                    final_train_loss=state.last_loss, final_val_loss=state.last_val_loss,
                    train_time=state.elapsed, wall_time=time.time() - t0, skipped_batches=state.skipped_batches)
-    write_json(summary_path, summary)
+    if main:
+        write_json(summary_path, summary)
     return summary
