@@ -73,7 +73,9 @@ def test_tiny_study_end_to_end_then_cached(reference):
             for r in rows[:2]}
     assert cfgs["0.5"]["init_from"].endswith("checkpoints/step_0000010")
     assert cfgs["1.0"]["init_from"].endswith("final")
-    assert (out / "tiny" / "report" / "index.html").exists()
+    report = out / "tiny" / "report"
+    assert (report / "index.html").exists() and (report / "fig9_plasticity_over_pretraining.png").exists()
+    assert "fine-tuned from 1 of pretraining" in (report / "index.html").read_text()  # downstream figures' rows
     assert (out / "tiny" / "study.json").exists()
 
     t0 = time.time()
@@ -101,7 +103,7 @@ def test_changing_a_finetune_key_reruns_only_finetune_and_later(reference, tmp_p
     assert [x["finetune_runs"] for x in new] != [x["finetune_runs"] for x in old]
 
 
-def test_study_killed_midway_resumes_to_identical_results(reference, tmp_path):
+def test_study_killed_midway_resumes_to_identical_results_and_is_locked(reference, tmp_path):
     spec_ref, out_ref = reference
     spec = write_spec(tmp_path, tmp_path / "studies")
     cmd = [sys.executable, "-m", "plasticity.cli", "study", str(spec), "--workers", "2", "--no-report"]
@@ -111,6 +113,9 @@ def test_study_killed_midway_resumes_to_identical_results(reference, tmp_path):
     for line in proc.stderr:  # kill once the first pretraining run is done and the other is mid-way
         if "done  pretrain-" in line or time.time() > deadline:
             break
+    second = run_cli("study", str(spec), "--workers", "2")  # the same study while the first one runs
+    assert second.returncode == 2 and "another plasticity study process" in second.stderr
+    assert len(second.stderr.strip().splitlines()) == 1
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     partial = run_cli("status", str(spec))

@@ -19,6 +19,7 @@ import numpy as np
 
 from ..analysis.stats import bootstrap_ci_over_seeds, correlation, leave_one_out
 from ..errors import UserError
+from . import slices
 
 _METRIC_PREFERENCE = ("pass@", "correct_ratio", "accuracy", "maj@", "greedy")
 
@@ -154,7 +155,7 @@ class _Figures:
 
         self.plt = plt
         self.out_dir = out_dir
-        self.entries: list[dict[str, str | None]] = []
+        self.entries: list[dict[str, Any]] = []
         plt.rcParams.update(
             {
                 "font.size": 9,
@@ -171,20 +172,23 @@ class _Figures:
         return self.plt.subplots(1, ncols, figsize=(4.2 * ncols, 3.2), squeeze=False)
 
     def save(self, fig, name: str, caption: str) -> None:
+        wide = fig.get_size_inches()[0] > 6  # multi-panel: full row in the HTML grid
         fig.tight_layout()
         fig.savefig(self.out_dir / f"{name}.png")
         fig.savefig(self.out_dir / f"{name}.svg")
         self.plt.close(fig)
-        self.entries.append({"name": name, "caption": caption, "note": None})
+        self.entries.append({"name": name, "caption": caption, "note": None, "wide": wide})
 
     def skip(self, name: str, caption: str, note: str) -> None:
-        self.entries.append({"name": None, "caption": caption, "note": note})
+        self.entries.append({"name": None, "caption": caption, "note": note, "wide": True})
 
 
 def _wd_axis(ax, wds: list[float]) -> None:
     pos = [w for w in wds if w > 0]
     if any(w <= 0 for w in wds) or (pos and max(pos) / min(pos) > 20):
         ax.set_xscale("symlog", linthresh=min(pos) if pos else 1e-3)
+        ax.relim()  # margins in symlog space (limits computed before the scale change leave edge markers cut)
+        ax.autoscale_view()
     ax.set_xticks(wds)
     ax.set_xticklabels([f"{w:g}" for w in wds])
     ax.set_xlabel("pretraining weight decay")
@@ -226,19 +230,27 @@ def build_report(study_dir: Path, out_dir: Path | None = None) -> Path:
     points: list[_Point] = []
     for row in rows:
         wd = _num(row.get(wd_col))
-        if wd is None or row.get("status", "completed") == "failed":
+        if wd is None or (row.get("status") or "completed") != "completed":  # failed, skipped, pending, running
             continue
         seed = row.get(seed_col) if seed_col else None
         points.append(_Point(row, wd, seed, _run_dir(study_dir, row.get("run", ""))))
     if not points:
         raise UserError(f"{study_dir / 'results.csv'} has no completed rows with a weight decay")
+    completed = points
+    fracs = slices.over_pretraining([p.row for p in completed], fields)
+    pre_rows = {id(r) for r in slices.per_run([p.row for p in completed])}
+    points = [p for p in completed if id(p.row) in pre_rows]  # pretraining-level figures: one point per run
     wds = sorted({p.wd for p in points})
     n_seeds = len({p.seed for p in points}) if seed_col else 1
     metric_cols = [c for c in fields if "/" in c and c != "run" and any(p.get(c) is not None for p in points)]
+    metric_cols = [c for c in fields if "/" in c and c != "run" and any(p.get(c) is not None for p in completed)]
     main_metric = next(
         (c for pref in _METRIC_PREFERENCE for c in metric_cols if c.split("/", 1)[1].startswith(pref)),
         metric_cols[0] if metric_cols else None,
     )
+    ds_rows, ds_note = slices.downstream([p.row for p in completed], fields, main_metric)
+    ds = [p for p in completed if any(p.row is r for r in ds_rows)]  # downstream figures
+    ds_cap = f" Rows: {ds_note}." if ds_note else ""
 
     figs = _Figures(out)
     plt = figs.plt
@@ -263,7 +275,7 @@ def build_report(study_dir: Path, out_dir: Path | None = None) -> Path:
         figs.skip("fig1", cap, "no val_loss values in results.csv")
 
     # (2) downstream metrics vs weight decay, per task
-    cap = "Downstream metrics vs pretraining weight decay, one panel per task."
+    cap = "Downstream metrics vs pretraining weight decay, one panel per task." + ds_cap
     tasks: dict[str, list[str]] = defaultdict(list)
     for c in metric_cols:
         tasks[c.split("/", 1)[0]].append(c)
@@ -271,7 +283,7 @@ def build_report(study_dir: Path, out_dir: Path | None = None) -> Path:
         for task, cols in tasks.items():
             fig, ax = figs.new()
             for i, c in enumerate(cols):
-                _errplot(ax[0][0], _agg(points, c), label=c.split("/", 1)[1], color=f"C{i}")
+                _errplot(ax[0][0], _agg(ds, c), label=c.split("/", 1)[1], color=f"C{i}")
             _wd_axis(ax[0][0], wds)
             ax[0][0].set_ylabel("score")
             ax[0][0].set_title(f"{task}: downstream metrics vs weight decay")
@@ -281,7 +293,7 @@ def build_report(study_dir: Path, out_dir: Path | None = None) -> Path:
     else:
         figs.skip("fig2", cap, "no <task>/<metric> columns in results.csv")
     if main_metric:
-        m = _agg(points, main_metric)
+        m = _agg(ds, main_metric)
         if m:
             best = max(m, key=lambda w: m[w]["mean"])
             summary.append(
@@ -289,8 +301,8 @@ def build_report(study_dir: Path, out_dir: Path | None = None) -> Path:
             )
 
     # (3) val loss vs main metric scatter with Pearson r and leave-one-out
-    cap = "Final val loss vs main downstream metric, one point per run; right: Pearson r without each point."
-    pairs = [(p, p.get("val_loss"), p.get(main_metric)) for p in points] if main_metric else []
+    cap = "Final val loss vs main downstream metric, one point per run; right: Pearson r without each point." + ds_cap
+    pairs = [(p, p.get("val_loss"), p.get(main_metric)) for p in ds] if main_metric else []
     pairs = [(p, x, y) for p, x, y in pairs if x is not None and y is not None]
     if len(pairs) >= 2:
         xs = [x for _, x, _ in pairs]
@@ -332,7 +344,7 @@ def build_report(study_dir: Path, out_dir: Path | None = None) -> Path:
     # probe accuracy vs downstream (paper Fig. 25): one Pearson r per probe set
     probe_cols = sorted({c for p in points for c in p.row if c.startswith("probe_")}) if main_metric else []
     for col in probe_cols:
-        pp = [(p.get(col), p.get(main_metric)) for p in points]
+        pp = [(p.get(col), p.get(main_metric)) for p in ds]
         pp = [(x, y) for x, y in pp if x is not None and y is not None]
         if len(pp) >= 3:
             c = correlation([x for x, _ in pp], [y for _, y in pp])
@@ -436,8 +448,8 @@ def build_report(study_dir: Path, out_dir: Path | None = None) -> Path:
         figs.skip("fig7", cap, "no analysis/norms.json in the run directories")
 
     # (8) stability-plasticity
-    cap = "Stability vs plasticity: forgetting (x) vs main downstream metric (y), one point per run."
-    sp = [(p, p.get("forgetting"), p.get(main_metric)) for p in points] if main_metric else []
+    cap = "Stability vs plasticity: forgetting (x) vs main downstream metric (y), one point per run." + ds_cap
+    sp = [(p, p.get("forgetting"), p.get(main_metric)) for p in ds] if main_metric else []
     sp = [(p, x, y) for p, x, y in sp if x is not None and y is not None]
     if sp:
         fig, ax = figs.new()
@@ -453,6 +465,35 @@ def build_report(study_dir: Path, out_dir: Path | None = None) -> Path:
     else:
         figs.skip("fig8", cap, "no forgetting / downstream metric values in results.csv")
 
+    # (9) plasticity over pretraining time: fine-tuned from several fractions of pretraining
+    cap = ("Main downstream metric after fine-tuning from a fraction of pretraining, one line per weight decay "
+           "(error bars: 95% bootstrap CI over seeds).")
+    if fracs and main_metric:
+        fig, ax = figs.new()
+        for wd in wds:
+            per = {f: [p.get(main_metric) for p in completed if p.wd == wd and _num(p.row.get(slices.FROM)) == f]
+                   for f in fracs}
+            xs = [f for f in fracs if any(v is not None for v in per[f])]
+            groups = {f: [v for v in per[f] if v is not None] for f in xs}
+            ms = [float(np.mean(groups[f])) for f in xs]
+            ax[0][0].plot(xs, ms, "o-", color=color[wd], label=f"wd={wd:g}")
+            if n_seeds >= 2:
+                ci = bootstrap_ci_over_seeds({f: groups[f] for f in xs}, n_boot=1000, seed=0)
+                lo, hi = [ci[f]["ci_low"] for f in xs], [ci[f]["ci_high"] for f in xs]
+                ax[0][0].fill_between(xs, lo, hi, color=color[wd], alpha=0.15)
+        ax[0][0].set_xlabel("fine-tuned from (fraction of pretraining)")
+        ax[0][0].set_ylabel(main_metric)
+        ax[0][0].set_title("Plasticity over pretraining time")
+        ax[0][0].legend(fontsize=7)
+        figs.save(fig, "fig9_plasticity_over_pretraining", cap)
+        last = {wd: [p.get(main_metric) for p in completed if p.wd == wd and p.get(main_metric) is not None
+                     and _num(p.row.get(slices.FROM)) == fracs[-1]] for wd in wds}
+        first = {wd: [p.get(main_metric) for p in completed if p.wd == wd and p.get(main_metric) is not None
+                      and _num(p.row.get(slices.FROM)) == fracs[0]] for wd in wds}
+        change = ", ".join(f"wd {wd:g}: {np.mean(first[wd]):.4g} -> {np.mean(last[wd]):.4g}" for wd in wds
+                           if first[wd] and last[wd])
+        summary.append(f"{main_metric} fine-tuned from {fracs[0]:g} vs {fracs[-1]:g} of pretraining: {change}.")
+
     # trends vs weight decay
     for col, label in (
         ("weight_norm", "Weight norm"),
@@ -460,12 +501,14 @@ def build_report(study_dir: Path, out_dir: Path | None = None) -> Path:
         ("vp_rank_frac", "VP rank fraction"),
         ("forgetting", "Forgetting"),
     ):
-        a = _agg(points, col)
+        a = _agg(ds if col == "forgetting" else points, col)
         if len(a) >= 2:
             ws = list(a)
             ms = [a[w]["mean"] for w in ws]
             diffs = np.diff(ms)
-            if np.all(diffs < 0):
+            if np.all(diffs == 0):
+                verb = "is unchanged"
+            elif np.all(diffs < 0):
                 verb = "falls monotonically"
             elif np.all(diffs > 0):
                 verb = "rises monotonically"
@@ -479,8 +522,10 @@ def build_report(study_dir: Path, out_dir: Path | None = None) -> Path:
     if n_seeds < 2:
         summary.append("Single seed: no CI; differences between weight decays are not tested against seed noise.")
     summary.append(
-        f"n = {len(points)} completed grid points, {len(wds)} weight decays, {n_seeds} seed(s)"
-        + (f"; {len(rows) - len(points)} failed or unusable" if len(rows) > len(points) else "")
+        f"n = {len(points)} pretraining runs ({len(completed)} completed rows), {len(wds)} weight decays, "
+        f"{n_seeds} seed(s)"
+        + (f"; {len(rows) - len(completed)} rows not completed (failed, skipped or pending) or without a weight "
+           "decay" if len(rows) > len(completed) else "")
         + "."
     )
 
@@ -493,8 +538,11 @@ def build_report(study_dir: Path, out_dir: Path | None = None) -> Path:
 
 _CSS = """
 body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}
-figure{display:inline-block;margin:1em;vertical-align:top;max-width:48%}
-figure img{max-width:100%}
+.figs{display:grid;grid-template-columns:repeat(auto-fill,minmax(420px,1fr));gap:1.5em 1em;align-items:start}
+figure{margin:0}
+figure.wide,.figs .note{grid-column:1/-1}
+figure.wide img{max-width:900px}
+figure img{width:100%;height:auto;display:block}
 figcaption{font-size:0.85em;color:#444}
 table{border-collapse:collapse;font-size:0.75em}
 td,th{border:1px solid #ccc;padding:2px 5px;text-align:right}
@@ -503,6 +551,21 @@ th{background:#f3f3f3}
 .table{overflow-x:auto}
 """
 
+# Records on window load how many <img> loaded (``data-images-loaded="ok/total"``), which did not
+# (``data-broken``, JSON list of src), uncaught JS errors and console.error calls (``data-js-errors``) and the page
+# height (``data-page-height``) as <body> attributes, for ``plasticity.report.browser``. No network, no effect on
+# what the page shows.
+_LOAD_CHECK_JS = """(function(){var E=[];
+addEventListener("error",function(e){if(e instanceof ErrorEvent)E.push(String(e.message));},true);
+addEventListener("unhandledrejection",function(e){E.push("unhandled rejection: "+e.reason);});
+var f=console.error;console.error=function(){E.push("console.error: "+[].join.call(arguments," "));
+return f.apply(console,arguments);};
+addEventListener("load",function(){var im=[].slice.call(document.images),d=document.body.dataset;
+var b=im.filter(function(i){return !(i.complete&&i.naturalWidth>0);});
+d.imagesLoaded=(im.length-b.length)+"/"+im.length;
+d.broken=JSON.stringify(b.map(function(i){return i.getAttribute("src");}));
+d.jsErrors=JSON.stringify(E);d.pageHeight=String(document.documentElement.scrollHeight);});})();"""
+
 
 def _html(study_dir: Path, fields: list[str], rows: list[dict[str, str]], summary: list[str], entries) -> str:
     e = html.escape
@@ -510,21 +573,24 @@ def _html(study_dir: Path, fields: list[str], rows: list[dict[str, str]], summar
         "<!DOCTYPE html>",
         '<html><head><meta charset="utf-8">',
         f"<title>Study report: {e(study_dir.name)}</title>",
-        f"<style>{_CSS}</style></head><body>",
+        f"<style>{_CSS}</style>",
+        f"<script>{_LOAD_CHECK_JS}</script></head><body>",
         f"<h1>Study report: {e(study_dir.name)}</h1>",
         "<h2>Summary</h2>",
         f'<p id="summary">{e(" ".join(summary))}</p>',
-        "<h2>Figures</h2>",
+        '<h2>Figures</h2><div class="figs">',
     ]
     for ent in entries:
         if ent["name"]:
             n = e(ent["name"])
+            cls = ' class="wide"' if ent.get("wide") else ""
             parts.append(
-                f'<figure><a href="{n}.svg"><img src="{n}.png" alt="{n}"></a>'
+                f'<figure{cls}><a href="{n}.svg"><img src="{n}.png" alt="{n}"></a>'
                 f"<figcaption>{e(ent['caption'])}</figcaption></figure>"
             )
         else:
             parts.append(f'<p class="note">Skipped: {e(ent["caption"])} ({e(ent["note"])})</p>')
+    parts.append("</div>")
     parts.append('<h2>Results (<a href="results.csv">results.csv</a>)</h2><div class="table"><table>')
     parts.append("<tr>" + "".join(f"<th>{e(f)}</th>" for f in fields) + "</tr>")
     for row in rows:

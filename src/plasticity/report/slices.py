@@ -1,0 +1,69 @@
+"""Which rows of results.csv each figure uses, when a study has more axes than weight decay and seed.
+
+results.csv has one row per pretrained x fine-tuned model. Pretraining-level numbers (val loss, probes,
+ranks, gaps, norms) are the same in every row of one pretraining run, so those figures use one row per run.
+Downstream figures use the rows fine-tuned from the end of pretraining (``finetune_from`` = its largest
+value) and, when fine-tuning hyperparameters are swept too, the best setting per pretraining run (stated in
+the caption); ``finetune_from`` itself gets its own figure (plasticity over pretraining time).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+FROM = "finetune_from"
+
+
+def _num(v: Any) -> float | None:
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return None
+
+
+def per_run(rows: list[dict[str, str]]) -> list[dict[str, str]]:
+    """One row per pretraining run (the first one seen)."""
+    seen: set[str] = set()
+    out = []
+    for r in rows:
+        key = r.get("run") or str(id(r))
+        if key not in seen:
+            seen.add(key)
+            out.append(r)
+    return out
+
+
+def finetune_axes(fields: list[str]) -> list[str]:
+    """Swept fine-tuning / evaluation keys (besides ``finetune_from``)."""
+    return [f for f in fields if f.startswith(("finetune.", "evaluate."))]
+
+
+def downstream(rows: list[dict[str, str]], fields: list[str], metric: str | None) -> tuple[list[dict[str, str]], str]:
+    """Rows for the downstream figures and a note saying which were chosen ('' when all are used)."""
+    notes = []
+    if FROM in fields:
+        fracs = [f for f in (_num(r.get(FROM)) for r in rows) if f is not None]
+        if fracs:
+            last = max(fracs)
+            rows = [r for r in rows if _num(r.get(FROM)) == last]
+            if len(set(fracs)) > 1:
+                notes.append(f"fine-tuned from {last:g} of pretraining")
+    ft_axes = finetune_axes(fields)
+    if ft_axes and metric is not None:
+        best: dict[str, dict[str, str]] = {}
+        for r in rows:
+            v = _num(r.get(metric))
+            cur = best.get(r.get("run", ""))
+            if v is not None and (cur is None or v > (_num(cur.get(metric)) or float("-inf"))):
+                best[r.get("run", "")] = r
+        rows = [r for r in rows if best.get(r.get("run", "")) is r]
+        notes.append(f"best {', '.join(ft_axes)} per pretraining run by {metric}")
+    return rows, "; ".join(notes)
+
+
+def over_pretraining(rows: list[dict[str, str]], fields: list[str]) -> list[float]:
+    """The ``finetune_from`` values of a study (empty unless it has at least two)."""
+    if FROM not in fields:
+        return []
+    fracs = sorted({f for f in (_num(r.get(FROM)) for r in rows) if f is not None})
+    return fracs if len(fracs) > 1 else []
