@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
+import socket
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,12 +26,38 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+_HOST = socket.gethostname().replace(".", "_") or "host"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_dead_temps(path: Path) -> None:
+    """Remove the temp files of earlier writes of `path` whose writer died (SIGKILL, power loss) on this host;
+    a kill mid-write would otherwise leave them forever (a full token cache, for ``train.bin``). Temps of live
+    writers and of other hosts (a shared file system) are left alone."""
+    prefix = f".{path.name}.{_HOST}."
+    for f in path.parent.glob(glob.escape(prefix) + "*.tmp"):
+        pid = f.name[len(prefix):].split(".", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            f.unlink(missing_ok=True)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temp path beside `path`; on success fsync it and rename it over `path`."""
+    """Yield a temp path beside `path` (``.<name>.<host>.<pid>.<random>.tmp``); on success fsync it and rename it
+    over `path`. Temps left by killed earlier writes of `path` are removed first."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    remove_dead_temps(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{_HOST}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:

@@ -125,7 +125,7 @@ def test_yaml_choice_and_cloze_tasks(tmp_path: Path) -> None:
         ({"question_template": "{}"}, "template fields must be named"),
         ({"gold_field": None}, "exactly one of the keys 'gold_field', 'gold_template'"),
         ({"data": {"eval": "eval.jsonl"}}, "missing key 'data.train'"),
-        ({"hub": {"train": {"path": "x/y", "revision": "main"}}}, "unknown key 'hub.train.revision'"),
+        ({"hub": {"train": {"path": "x/y", "revison": "main"}}}, "unknown key 'hub.train.revison'"),
     ],
 )
 def test_yaml_config_errors_name_the_key(tmp_path: Path, change: dict, message: str) -> None:

@@ -120,8 +120,8 @@ def test_render_default_template() -> None:
 def test_hub_path_uses_datasets_lazily(monkeypatch: pytest.MonkeyPatch) -> None:
     calls = []
 
-    def load_dataset(path: str, config: str | None, split: str) -> list[dict[str, str]]:
-        calls.append((path, config, split))
+    def load_dataset(path: str, config: str | None, split: str, revision: str | None) -> list[dict[str, str]]:
+        calls.append((path, config, split, revision))
         return [
             {"question": "Q1", "answer": "two <<1+1=2>>2\n#### 2"},
             {"question": "Q2", "answer": "no marker"},
@@ -129,7 +129,7 @@ def test_hub_path_uses_datasets_lazily(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setitem(sys.modules, "datasets", types.SimpleNamespace(load_dataset=load_dataset))
     rows = load_rows("gsm8k", "eval", source="hub")
-    assert calls == [("madrylab/gsm8k-platinum", "main", "test")]
+    assert calls == [("madrylab/gsm8k-platinum", "main", "test", None)]
     assert rows.source == "hub" and len(rows) == 1 and rows.counts["unformattable"] == 1
     assert get_task("gsm8k").format_example(rows[0]) == ("Q1", "two 2\n#### 2")
 

@@ -241,7 +241,7 @@ def ranks_over_checkpoints(
         p = Path(path)
         if not (p / "config.json").is_file():
             raise CheckpointError(f"{p}: not a Hugging Face checkpoint directory (no config.json)")
-        model = AutoModelForCausalLM.from_pretrained(str(p), dtype=torch.float32)
+        model = AutoModelForCausalLM.from_pretrained(str(p), dtype=torch.float32, use_safetensors=True)
         try:
             res = attention_ranks(model, threshold, fold_qk_norm=fold_qk_norm, method=method, layers=layers)
         finally:

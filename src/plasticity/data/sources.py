@@ -6,7 +6,8 @@ import hashlib
 import importlib.util
 import json
 import os
-from collections.abc import Iterator
+import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from ..errors import DataError
@@ -44,33 +45,42 @@ def is_probe_holdout(article_id: str, fraction: float = 0.2) -> bool:
     return h / 0xFFFFFFFF < fraction
 
 
-def read_local(path: Path, text_field: str) -> Iterator[str]:
+def read_local(path: Path, text_field: str, warn: Callable[[str], None] | None = None) -> Iterator[str]:
     """Documents from a .txt (whole file is one document), .jsonl/.json (field `text_field`) or .parquet file,
-    or every such file in a directory (sorted)."""
+    or every such file in a directory (sorted). Text must be UTF-8: a .txt file that is not is a DataError; a
+    JSONL line that is not UTF-8 or not JSON, or lacks a string `text_field`, is skipped and counted (one warning
+    line per file through `warn`, default stderr); a file with no usable line is a DataError."""
     if path.is_dir():
         files = sorted(p for p in path.rglob("*") if p.suffix in {".txt", ".jsonl", ".json", ".parquet"})
         if not files:
             raise DataError(f"{path}: no .txt/.jsonl/.parquet files in directory")
         for f in files:
-            yield from read_local(f, text_field)
+            yield from read_local(f, text_field, warn)
         return
-    if not path.is_file():
+    if not path.exists():
         raise DataError(f"{path}: data file not found")
+    if not path.is_file():
+        raise DataError(f"{path}: not a regular file")
     if path.stat().st_size == 0:
         raise DataError(f"{path}: data file is empty")
     if path.suffix == ".txt":
-        yield path.read_text(encoding="utf-8", errors="replace")
+        try:
+            yield path.read_bytes().decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise DataError(f"{path}: not UTF-8 text (invalid byte at offset {e.start})") from None
     elif path.suffix in {".jsonl", ".json"}:
-        yield from _read_jsonl_texts(path, text_field)
+        yield from _read_jsonl_texts(path, text_field, warn or _stderr)
     elif path.suffix == ".parquet":
         import pyarrow.parquet as pq
 
-        try:
-            table = pq.read_table(path, columns=[text_field])
-        except (KeyError, ValueError) as e:
-            raise DataError(f"{path}: no column '{text_field}' ({e})") from None
-        except Exception as e:  # pyarrow raises ArrowInvalid on corrupt files
-            raise DataError(f"{path}: cannot read parquet: {str(e).splitlines()[0]}") from None
+        try:  # pyarrow raises ArrowInvalid (a ValueError) and OSError on corrupt files
+            pf = pq.ParquetFile(path)
+            names = pf.schema_arrow.names
+            table = pf.read(columns=[text_field]) if text_field in names else None
+        except Exception as e:
+            raise DataError(f"{path}: cannot read parquet: {_first_line(e)}") from None
+        if table is None:
+            raise DataError(f"{path}: no column '{text_field}' (data.text_field); columns: {', '.join(names)}")
         for v in table.column(text_field).to_pylist():
             if isinstance(v, str):
                 yield v
@@ -78,29 +88,51 @@ def read_local(path: Path, text_field: str) -> Iterator[str]:
         raise DataError(f"{path}: unsupported file type '{path.suffix}' (use .txt, .jsonl or .parquet)")
 
 
-def _read_jsonl_texts(path: Path, text_field: str) -> Iterator[str]:
-    bad = 0
-    good = 0
-    with open(path, encoding="utf-8", errors="replace") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                bad += 1
-                continue
-            if not isinstance(row, dict) or text_field not in row:
-                if good == 0 and lineno <= 1:
-                    raise DataError(f"{path}:{lineno}: missing field '{text_field}'")
-                bad += 1
-                continue
-            v = row[text_field]
-            if isinstance(v, str):
+def _first_line(e: Exception) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0]
+
+
+def _stderr(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _read_jsonl_texts(path: Path, text_field: str, warn: Callable[[str], None]) -> Iterator[str]:
+    """The string `text_field` of every JSON line. Bad lines are skipped and counted like task rows
+    (plasticity.tasks.loading): one warning line when reading stops; no usable line at all is a DataError.
+    A first line without the field is a DataError naming it (the wrong `data.text_field`, most likely)."""
+    bad = {"not UTF-8": 0, "not JSON": 0, f"without a string '{text_field}'": 0}
+    good = lines = 0
+    try:
+        with open(path, "rb") as f:
+            for lineno, raw in enumerate(f, 1):
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError:
+                    bad["not UTF-8"] += 1
+                    continue
+                if not line.strip():
+                    continue
+                lines += 1
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError:
+                    bad["not JSON"] += 1
+                    continue
+                if lines == 1 and isinstance(row, dict) and text_field not in row:
+                    raise DataError(f"{path}:{lineno}: missing field '{text_field}' (data.text_field); the row has "
+                                    f"fields: {', '.join(sorted(row)) or '(none)'}")
+                if not isinstance(row, dict) or not isinstance(row.get(text_field), str):
+                    bad[f"without a string '{text_field}'"] += 1
+                    continue
                 good += 1
-                yield v
+                yield row[text_field]
+    finally:
+        n_bad = sum(bad.values())
+        detail = ", ".join(f"{v} {k}" for k, v in bad.items() if v)
+        if n_bad and good:  # also when the reader stops early (max_documents): counts so far
+            warn(f"warning: {path}: skipped {n_bad} bad lines ({detail}); {good} documents read")
     if good == 0:
-        raise DataError(f"{path}: no usable rows with a string field '{text_field}' ({bad} bad lines)")
+        raise DataError(f"{path}: no usable lines with a string field '{text_field}' ({detail or 'no lines'})")
 
 
 def read_hub(dataset_id: str, text_field: str, config: str | None, split: str, revision: str | None,
@@ -120,8 +152,10 @@ def read_hub(dataset_id: str, text_field: str, config: str | None, split: str, r
 
 
 def iter_documents(source: str, text_field: str = "text", hf_config: str | None = None, hf_split: str = "train",
-                   hf_revision: str | None = None, limit: int | None = None) -> Iterator[str]:
-    """Documents of a source spec, in a deterministic order, at most `limit` of them."""
+                   hf_revision: str | None = None, limit: int | None = None,
+                   warn: Callable[[str], None] | None = None) -> Iterator[str]:
+    """Documents of a source spec, in a deterministic order, at most `limit` of them. Skipped bad lines of
+    local files are reported through `warn` (default: one line on stderr per file)."""
     if source.startswith("packaged:"):
         name = source.split(":", 1)[1]
         if name not in PACKAGED:
@@ -130,12 +164,17 @@ def iter_documents(source: str, text_field: str = "text", hf_config: str | None 
     elif source.startswith("hf:"):
         it = read_hub(source[3:], text_field, hf_config, hf_split, hf_revision, limit)
     else:
-        it = read_local(Path(os.path.expanduser(source)), text_field)
-    for i, doc in enumerate(it):
-        if limit is not None and i >= limit:
-            break
-        if doc.strip():
-            yield doc
+        it = read_local(Path(os.path.expanduser(source)), text_field, warn)
+    try:
+        for i, doc in enumerate(it):
+            if limit is not None and i >= limit:
+                break
+            if doc.strip():
+                yield doc
+    finally:
+        close = getattr(it, "close", None)
+        if close is not None:
+            close()  # a reader stopped at `limit` reports its skipped lines now, not when collected
 
 
 def source_fingerprint(source: str) -> str:

@@ -19,6 +19,7 @@ def register(app: typer.Typer) -> None:
     @user_errors
     def evaluate(
         target: str = typer.Argument(..., help="fine-tuning run dir, HF checkpoint dir, or Hub id"),
+        revision: str = typer.Option(None, "--revision", help="Hub commit sha, tag or branch of a Hub id TARGET"),
         task: str = typer.Option(None, "--task", help="task name (default: the run's task)"),
         k: int = typer.Option(16, "--k", help="samples per question at temperature 1"),
         max_questions: int = typer.Option(None, "--max-questions", help="evaluate only the first N questions"),
@@ -43,7 +44,7 @@ def register(app: typer.Typer) -> None:
         results = run_evaluate(
             target, task, out_dir, k=k, max_questions=max_questions, max_new_tokens=max_new_tokens,
             seed=seed, batch_size=batch_size, data_root=data_root, data_source=data_source,
-            reward_model=reward_model, judge=judge, log=log,
+            reward_model=reward_model, judge=judge, log=log, revision=revision,
         )
         table = Table(title=f"evaluate {target}")
         for col in ("task", "metric", "value", "95% CI", "n"):

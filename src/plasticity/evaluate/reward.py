@@ -77,7 +77,7 @@ class HFRewardModel:
                 spec, revision=revision, trust_remote_code=trust_remote_code
             )
             self.model = AutoModelForSequenceClassification.from_pretrained(
-                spec, revision=revision, trust_remote_code=trust_remote_code, dtype=dtype
+                spec, revision=revision, trust_remote_code=trust_remote_code, dtype=dtype, use_safetensors=True
             )
         except Exception as e:  # noqa: BLE001 - any loading failure is a user-facing checkpoint problem
             msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__

@@ -245,8 +245,10 @@ def run_evaluate(
     log: Callable[[str], None] = print,
     judge: Any = None,
     device: str | torch.device | None = None,
+    revision: str | None = None,
 ) -> dict[str, Any]:
     """Evaluate `target` (a fine-tuning run dir or an HF checkpoint dir / Hub id); returns {task: result}.
+    `revision` pins a Hub id's download (commit sha, tag or branch).
 
     `reward_model` / `judge`: None, a path / Hub id of a sequence-classification model, or a scorer object
     (see `plasticity.evaluate.reward`). For a run dir, task / template / data root / task options default
@@ -293,9 +295,9 @@ def run_evaluate(
     model_dir = resolve_model_dir(str(target))
     dev = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     t0 = time.perf_counter()
-    model = load_model_checked(model_dir, trust_remote_code=trust_remote_code, device=dev)
+    model = load_model_checked(model_dir, trust_remote_code=trust_remote_code, device=dev, revision=revision)
     try:
-        tok = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=trust_remote_code)
+        tok = AutoTokenizer.from_pretrained(model_dir, revision=revision, trust_remote_code=trust_remote_code)
     except Exception as e:  # noqa: BLE001
         raise CheckpointError(f"{model_dir}: cannot load tokenizer: {str(e).strip()[:200]}") from None
     log(f"loaded {model_dir} on {dev} in {time.perf_counter() - t0:.1f}s")

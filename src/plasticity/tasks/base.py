@@ -154,18 +154,21 @@ class LocalSource:
 
 @dataclass(frozen=True)
 class HubSource:
-    """``datasets.load_dataset(path, config, split=split)``; rows keep the Hub's field names."""
+    """``datasets.load_dataset(path, config, split=split, revision=revision)``; rows keep the Hub's field names.
+    `revision` (a commit sha, tag or branch) pins the dataset version; None: the Hub's default branch."""
 
     path: str
     config: str | None
     split: str
     fields: tuple[str, ...] = ()
     row_filter: RowFilter | None = None
+    revision: str | None = None
 
     def describe(self) -> str:
         cfg = f" [{self.config}]" if self.config else ""
+        rev = f"@{self.revision}" if self.revision else ""
         extra = f"; {self.row_filter.describe()}" if self.row_filter else ""
-        return f"{self.path}{cfg} {self.split}{extra}"
+        return f"{self.path}{rev}{cfg} {self.split}{extra}"
 
 
 @dataclass(frozen=True)

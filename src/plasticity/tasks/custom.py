@@ -15,7 +15,8 @@ One file split into SFT and eval parts: ``data: {path: all.jsonl, eval_fraction:
 (seeded, by the question text, disjoint). Cloze tasks use ``context_template``, ``choices_field`` (a list
 field), ``gold_field`` (an index, ``"1"``-style digit string, letter or the text of a choice) and optional
 ``continuation_prefix`` (default ``" "``) instead of question/response templates. Optional ``hub``:
-``{train: {path, config, split}, eval: {...}}``. Unknown keys and missing fields raise DataError naming them.
+``{train: {path, config, split, revision}, eval: {...}}`` (``revision`` pins the dataset version). Unknown
+keys and missing fields raise DataError naming them.
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ TOP_KEYS = (
     "continuation_prefix",
 )
 DATA_KEYS = ("train", "eval", "path", "eval_fraction", "split_seed")
-HUB_KEYS = ("path", "config", "split")
+HUB_KEYS = ("path", "config", "split", "revision")
 
 
 def template_fields(template: str, key: str, origin: str) -> tuple[str, ...]:
@@ -317,5 +318,7 @@ def _hub_sources(hub: Any, origin: str, fields: dict[str, tuple[str, ...]]) -> d
             raise DataError(f"{origin}: key 'hub.{part}' must be a mapping with path, config, split")
         _check_keys(spec, HUB_KEYS, f"hub.{part}.", origin)
         path = _require(spec, "path", f"{origin} (hub.{part})")
-        out[part] = HubSource(str(path), spec.get("config"), str(spec.get("split", part)), fields[part])
+        revision = spec.get("revision")
+        out[part] = HubSource(str(path), spec.get("config"), str(spec.get("split", part)), fields[part],
+                              revision=None if revision is None else str(revision))
     return out

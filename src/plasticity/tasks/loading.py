@@ -36,7 +36,7 @@ SKIPPABLE = (KeyError, IndexError, TypeError, ValueError, AttributeError, ZeroDi
 class LoadedRows:
     """Rows of one task split plus where they came from and what was skipped.
 
-    `counts` keys: rows_read, bad_json (unparseable lines or non-object values), missing_field,
+    `counts` keys: rows_read, bad_json (lines that are not UTF-8 JSON, or non-object values), missing_field,
     unformattable, other_split (rows filtered out on purpose: the other side of a seeded partition or rows
     listed in an exclusion file), kept; mixtures add from:<file> (rows taken from each file).
     """
@@ -83,6 +83,8 @@ def iter_file(
     path: Path, fields: tuple[str, ...], counts: Counter[str], context: str
 ) -> Iterator[dict[str, Any]]:
     """Rows of a JSONL / JSON-array / parquet file, checking `fields` (see module docstring)."""
+    if path.is_dir():
+        raise DataError(f"{path}: is a directory, expected a .jsonl/.json/.parquet file ({context})")
     if not path.is_file():
         raise DataError(f"{path}: file not found ({context})")
     suffix = path.suffix.lower()
@@ -92,7 +94,8 @@ def iter_file(
         try:
             records: list[Any] = pq.read_table(path).to_pylist()
         except Exception as e:  # pyarrow raises several types for corrupt files
-            raise DataError(f"{path}: cannot read parquet file: {e}") from e
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise DataError(f"{path}: cannot read parquet file: {first}") from e
         numbered = enumerate(records, 1)
     elif suffix == ".json":
         try:
@@ -132,8 +135,14 @@ _BAD = object()
 
 
 def _jsonl_lines(path: Path, counts: Counter[str]) -> Iterator[tuple[int, Any]]:
-    with open(path, encoding="utf-8", errors="replace") as f:
-        for lineno, line in enumerate(f, 1):
+    """(line number, parsed JSON) of every non-blank line; a line that is not UTF-8 or not JSON is `_BAD`."""
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                yield lineno, _BAD
+                continue
             if not line.strip():
                 continue
             try:
@@ -150,7 +159,7 @@ def _iter_hub(src: HubSource) -> Iterator[dict[str, Any]]:
             "loading from the Hugging Face Hub needs the 'datasets' package: pip install 'plasticity[hub]'"
         ) from e
     try:
-        ds = datasets.load_dataset(src.path, src.config, split=src.split)
+        ds = datasets.load_dataset(src.path, src.config, split=src.split, revision=src.revision)
     except Exception as e:  # network, auth, missing config: report as a one-line user error
         raise DataError(f"cannot load Hub dataset {src.describe()}: {e}") from e
     for record in ds:
@@ -253,7 +262,8 @@ def load_rows(
     """Rows of `task`'s `split` (``train`` or ``eval``), at most `limit` of them.
 
     `source`: ``local`` (files under the data root, see `resolve_data_root`), ``hub`` (``datasets``, needs
-    internet), or ``auto`` (local when all files exist, else Hub). Generated (demo) tasks ignore it.
+    internet), or ``auto`` (local when all files exist or there is no Hub copy, else Hub). Generated (demo) tasks
+    ignore it.
     """
     if isinstance(task, str):
         from plasticity.tasks.registry import get_task
@@ -277,8 +287,8 @@ def load_rows(
         counts["rows_read"] = counts["rows_read"] or len(rows)
     else:
         used = source
-        if source == "auto":
-            used = "local" if _local_ready(spec, root) else "hub"
+        if source == "auto":  # without a Hub copy, the local loader names the missing or unreadable file
+            used = "local" if _local_ready(spec, root) or spec.hub is None else "hub"
         if used == "hub":
             if spec.hub is None:
                 raise DataError(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import inspect
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +15,9 @@ from plasticity.tasks.base import Task
 TaskFactory = Callable[..., Task]
 
 BUILTIN_MODULES = ("cot", "cloze", "safety", "demo")
-COMMON_OPTIONS = ("answer_fallback",)
-"""Options every task accepts: ``answer_fallback`` (bool) overrides the task's last-number fallback."""
+COMMON_OPTIONS = ("answer_fallback", "revision")
+"""Options every task accepts: ``answer_fallback`` (bool) overrides the task's last-number fallback;
+``revision`` (a commit sha, tag or branch) pins the Hub dataset version of every split (source='hub')."""
 
 
 @dataclass(frozen=True)
@@ -120,6 +121,14 @@ def get_task(name: str | Path, **options: Any) -> Task:
 
 
 def _apply_common(task: Task, options: dict[str, Any]) -> None:
+    if "revision" in options:
+        rev = options.pop("revision")
+        if rev is not None and not isinstance(rev, str | int):
+            raise DataError(f"task {task.name}: option revision must be a commit sha, tag or branch, got {rev!r}")
+        rev = None if rev is None else str(rev)
+        task.splits = {name: replace(spec, hub=replace(spec.hub, revision=rev)) if spec.hub else spec
+                       for name, spec in task.splits.items()}
+        task.options["revision"] = rev
     if "answer_fallback" in options:
         value = options.pop("answer_fallback")
         if not isinstance(value, bool):

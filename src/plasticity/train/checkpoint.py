@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import random
+import re
 import shutil
 import time
 from pathlib import Path
@@ -149,9 +150,10 @@ def list_checkpoints(ckpt_root: Path) -> list[tuple[int, Path]]:
 
 
 def latest_resumable(ckpt_root: Path, log=print) -> tuple[int, Path] | None:
-    """Newest checkpoint that verifies fully and carries trainer state."""
+    """Newest checkpoint that verifies fully and carries trainer state (listed in its manifest: a trainer state
+    the manifest does not cover, e.g. left by an interrupted `strip_trainer_state`, is never read)."""
     for step, d in reversed(list_checkpoints(ckpt_root)):
-        if not (d / TRAINER_STATE).is_file():
+        if TRAINER_STATE not in (read_manifest(d) or {}).get("files", {}):
             continue
         reason = verify_checkpoint(d, hashes=True)
         if reason is None:
@@ -168,11 +170,51 @@ def load_trainer_state(path: Path, mmap: bool = False) -> dict[str, Any]:
         raise CheckpointError(f"{path}/{TRAINER_STATE}: cannot load trainer state ({e})") from None
 
 
+_TEMP_DIR = re.compile(r"^\..+\.(tmp|old)-\d+$")  # `.<name>.tmp-<pid>` (being written), `.<name>.old-<pid>` (trash)
+
+
+def remove_checkpoint(path: Path) -> None:
+    """Delete a checkpoint directory: renamed to a trash name first, so a kill mid-delete leaves a temp directory
+    (removed by `remove_stale_temps` on the next resume), never a half-deleted ``step_*`` directory."""
+    path = Path(path)
+    trash = path.with_name(f".{path.name}.old-{os.getpid()}")
+    shutil.rmtree(trash, ignore_errors=True)
+    try:
+        os.replace(path, trash)
+    except OSError:
+        return
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def remove_stale_temps(run_dir: Path) -> list[str]:
+    """Remove the temp and trash directories that killed checkpoint writes left in `run_dir` and its
+    ``checkpoints/`` (a full checkpoint each). Only for the holder of the run lock: then no live writer owns them.
+    (Temp files of killed `plasticity.io.atomic_path` writes go with the next write of the same file.) Returns the
+    names removed."""
+    removed = []
+    for parent in (Path(run_dir), Path(run_dir) / "checkpoints"):
+        for d in sorted(parent.iterdir()) if parent.is_dir() else []:
+            if d.is_dir() and _TEMP_DIR.match(d.name):
+                shutil.rmtree(d, ignore_errors=True)
+                removed.append(str(d.relative_to(run_dir)))
+    return removed
+
+
+def prune_resume_only(ckpt_root: Path) -> None:
+    """Remove the resume-only (non-snapshot) checkpoints of a completed run; snapshots stay for the analyses."""
+    for _, d in list_checkpoints(ckpt_root):
+        if not (read_manifest(d) or {}).get("snapshot"):
+            remove_checkpoint(d)
+
+
 def strip_trainer_state(path: Path) -> None:
     """Drop the (large) optimizer state from an older snapshot, keeping weights; manifest rewritten first."""
     path = Path(path)
     manifest = read_manifest(path)
-    if manifest is None or TRAINER_STATE not in manifest.get("files", {}):
+    if manifest is None:
+        return
+    if TRAINER_STATE not in manifest.get("files", {}):
+        (path / TRAINER_STATE).unlink(missing_ok=True)  # finish a strip that a kill interrupted
         return
     del manifest["files"][TRAINER_STATE]
     write_json(path / MANIFEST, manifest)

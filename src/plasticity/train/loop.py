@@ -248,9 +248,7 @@ def _prune_checkpoints(job: TrainJob, root: Path, current: int) -> None:
             if job.cfg.keep_last_resume:
                 ckpt.strip_trainer_state(d)
         else:
-            import shutil
-
-            shutil.rmtree(d, ignore_errors=True)
+            ckpt.remove_checkpoint(d)
 
 
 def save_final(job: TrainJob, state: LoopState) -> Path:
@@ -261,12 +259,8 @@ def save_final(job: TrainJob, state: LoopState) -> Path:
         ckpt.save_checkpoint(path, job.model, job.tokenizer_dir, None,
                              dict(step=state.step, snapshot=True, tokens=state.tokens, **job.checkpoint_meta),
                              state_dict=weights)
-        # resume-only checkpoints are no longer needed once the run is complete; snapshots stay for the analyses
-        for _, d in ckpt.list_checkpoints(job.run_dir / "checkpoints"):
-            if not (ckpt.read_manifest(d) or {}).get("snapshot"):
-                import shutil
-
-                shutil.rmtree(d, ignore_errors=True)
+        # the resume-only checkpoints are pruned once summary.json says completed (run.execute): a kill before
+        # that resumes from the newest one instead of training the whole run again
     pdist.barrier(job.dist)
     return path
 

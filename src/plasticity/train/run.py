@@ -48,6 +48,8 @@ def open_run_dir(run_dir: Path, cfg_dict: dict[str, Any], resume: bool, log=prin
                             "use another out_dir or the same config")
         if completed:
             log(f"{run_dir}: already completed")
+            ckpt.remove_stale_temps(run_dir)  # a kill after summary.json: tidy up (a completed run has no writer)
+            ckpt.prune_resume_only(run_dir / "checkpoints")
             return read_json(summary_path)
     run_dir.mkdir(parents=True, exist_ok=True)
     if not has_run:
@@ -83,6 +85,8 @@ def _execute(job: TrainJob, resume: bool, base_summary: dict[str, Any], log=prin
     main = job.dist.is_main
     summary_path = run_dir / "summary.json"
     state = LoopState()
+    if main:  # we hold the run lock: temp dirs here are leftovers of killed writes (a full checkpoint each)
+        ckpt.remove_stale_temps(run_dir)
     found = pdist.on_main(lambda: ckpt.latest_resumable(run_dir / "checkpoints", log=log), job.dist) if resume else None
     if found:
         state = restore(job, found[1])
@@ -108,4 +112,5 @@ def _execute(job: TrainJob, resume: bool, base_summary: dict[str, Any], log=prin
                    train_time=state.elapsed, wall_time=time.time() - t0, skipped_batches=state.skipped_batches)
     if main:
         write_json(summary_path, summary)
+        ckpt.prune_resume_only(run_dir / "checkpoints")  # snapshots stay for the analyses
     return summary
