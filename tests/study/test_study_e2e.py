@@ -103,7 +103,7 @@ def test_changing_a_finetune_key_reruns_only_finetune_and_later(reference, tmp_p
     assert [x["finetune_runs"] for x in new] != [x["finetune_runs"] for x in old]
 
 
-def test_study_killed_midway_resumes_to_identical_results_and_is_locked(reference, tmp_path):
+def test_study_killed_midway_resumes_to_identical_results(reference, tmp_path):
     spec_ref, out_ref = reference
     spec = write_spec(tmp_path, tmp_path / "studies")
     cmd = [sys.executable, "-m", "plasticity.cli", "study", str(spec), "--workers", "2", "--no-report"]
@@ -113,9 +113,6 @@ def test_study_killed_midway_resumes_to_identical_results_and_is_locked(referenc
     for line in proc.stderr:  # kill once the first pretraining run is done and the other is mid-way
         if "done  pretrain-" in line or time.time() > deadline:
             break
-    second = run_cli("study", str(spec), "--workers", "2")  # the same study while the first one runs
-    assert second.returncode == 2 and "another plasticity study process" in second.stderr
-    assert len(second.stderr.strip().splitlines()) == 1
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     partial = run_cli("status", str(spec))
@@ -156,6 +153,17 @@ def test_failed_node_is_reported_and_the_others_finish(tmp_path):
     assert "failed" in st.stdout and "skipped" in st.stdout
     r3 = run_cli("study", str(spec), "--workers", "2", "--retry-failed")
     assert "2 to run" in r3.stderr
+
+
+def test_a_second_process_on_the_same_study_exits_with_one_line(tmp_path):
+    from filelock import FileLock
+
+    spec = write_spec(tmp_path, tmp_path / "s")
+    (tmp_path / "s" / "tiny").mkdir(parents=True)
+    with FileLock(str(tmp_path / "s" / "tiny" / ".lock")):  # as a running `plasticity study` holds it
+        r = run_cli("study", str(spec))
+    assert r.returncode == 2 and "another plasticity study process" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and not (tmp_path / "s" / "runs").exists()
 
 
 def test_incompatible_study_directory_is_refused(tmp_path):
