@@ -37,7 +37,7 @@ class StudyOutcome:
 
 def choose_workers(requested: int | None, spec: StudySpec) -> tuple[int, int]:
     """(worker processes, torch threads each). Default: one 1-thread worker per core — on 2-core machines two
-    1-thread processes trained tiny models ~1.35x faster than one 2-thread process (benchmarks/bench_workers.py).
+    1-thread processes gave 1.16-1.26x the study throughput of one 2-thread process (benchmarks/bench_workers.py).
     Threads depend only on the worker count, never on how many nodes are left, so results do not depend on
     where a study was interrupted."""
     cpus = os.cpu_count() or 1
