@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import gc
 import json
-import math
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ import torch
 
 from ..errors import CheckpointError, DataError, UserError
 from ..io import read_json, write_json
+from .stats import finite_or_none
 
 ALL_ANALYSES = frozenset({"probes", "rank", "gap", "norms"})
 PROBE_SETS = ("bbc_topic", "sst2", "ag_news")
@@ -374,12 +374,6 @@ def run_analyze(
 # --------------------------------------------------------------------------------------------- compare
 
 
-def _finite_or_none(v: Any) -> float | None:
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return None
-    return f if math.isfinite(f) else None
 
 
 def compare_row(run: str | Path) -> dict[str, Any]:
@@ -393,24 +387,24 @@ def compare_row(run: str | Path) -> dict[str, Any]:
     cfg = _load_run_config(p)
     summary = read_json(p / "summary.json") if (p / "summary.json").is_file() else {}
     row: dict[str, Any] = {"run": str(p), "weight_decay": float(cfg.optim.weight_decay),
-                           "final_val_loss": _finite_or_none(summary.get("final_val_loss"))}
+                           "final_val_loss": finite_or_none(summary.get("final_val_loss"))}
     if (a / "norms.json").is_file():
-        row["total_norm"] = _finite_or_none(read_json(a / "norms.json").get("total_norm"))
+        row["total_norm"] = finite_or_none(read_json(a / "norms.json").get("total_norm"))
     if (a / "rank.json").is_file():
         cks = read_json(a / "rank.json").get("checkpoints") or []
         if cks:
             last = max(cks, key=lambda c: c.get("step", -1))
-            row["qk_rank"] = _finite_or_none(last.get("mean", {}).get("qk", {}).get("rank"))
-            row["vp_rank"] = _finite_or_none(last.get("mean", {}).get("vp", {}).get("rank"))
-            row["qk_rank_fraction"] = _finite_or_none(last.get("mean", {}).get("qk", {}).get("fraction"))
-            row["vp_rank_fraction"] = _finite_or_none(last.get("mean", {}).get("vp", {}).get("fraction"))
+            row["qk_rank"] = finite_or_none(last.get("mean", {}).get("qk", {}).get("rank"))
+            row["vp_rank"] = finite_or_none(last.get("mean", {}).get("vp", {}).get("rank"))
+            row["qk_rank_fraction"] = finite_or_none(last.get("mean", {}).get("qk", {}).get("fraction"))
+            row["vp_rank_fraction"] = finite_or_none(last.get("mean", {}).get("vp", {}).get("fraction"))
     if (a / "probes.json").is_file():
         for name, res in (read_json(a / "probes.json").get("sets") or {}).items():
-            row[f"probe_{name}"] = _finite_or_none(res.get("best_test_accuracy"))
+            row[f"probe_{name}"] = finite_or_none(res.get("best_test_accuracy"))
     if (a / "gap.json").is_file():
         g = read_json(a / "gap.json")
-        row["train_val_gap"] = _finite_or_none((g.get("train_val") or {}).get("gap"))
-        row["unseen_seen_gap"] = _finite_or_none((g.get("unseen_seen") or {}).get("gap"))
+        row["train_val_gap"] = finite_or_none((g.get("train_val") or {}).get("gap"))
+        row["unseen_seen_gap"] = finite_or_none((g.get("unseen_seen") or {}).get("gap"))
     return row
 
 

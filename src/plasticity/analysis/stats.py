@@ -22,6 +22,14 @@ def _finite(v: float) -> float | None:
     return v if math.isfinite(v) else None
 
 
+def finite_or_none(v: Any) -> float | None:
+    """`v` as a finite float, or None (not a number, NaN, inf)."""
+    try:
+        return _finite(v)
+    except (TypeError, ValueError):
+        return None
+
+
 def _xy(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     a, b = np.asarray(x, dtype=np.float64).ravel(), np.asarray(y, dtype=np.float64).ravel()
     if a.shape != b.shape:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import csv
 import html
 import json
-import math
 import shutil
 from collections import defaultdict
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from ..analysis.stats import bootstrap_ci_over_seeds, correlation, leave_one_out
+from ..analysis.stats import finite_or_none as _num
 from ..errors import UserError
 from . import slices
 
@@ -25,14 +25,6 @@ _METRIC_PREFERENCE = ("pass@", "correct_ratio", "accuracy", "maj@", "greedy")
 
 
 # ----------------------------------------------------------------------------------------------- loading
-
-
-def _num(v: Any) -> float | None:
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return None
-    return f if math.isfinite(f) else None
 
 
 def _fmt(v: float | None, digits: int = 4) -> str:

@@ -9,16 +9,9 @@ the caption); ``finetune_from`` itself gets its own figure (plasticity over pret
 
 from __future__ import annotations
 
-from typing import Any
+from ..analysis.stats import finite_or_none as _num
 
 FROM = "finetune_from"
-
-
-def _num(v: Any) -> float | None:
-    try:
-        return float(v)
-    except (TypeError, ValueError):
-        return None
 
 
 def per_run(rows: list[dict[str, str]]) -> list[dict[str, str]]:
