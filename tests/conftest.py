@@ -20,10 +20,17 @@ def data_path(*parts: str) -> Path:
     return DATA_ROOT.joinpath(*parts)
 
 
-def needs_data(*parts: str):
-    """Skip (with the reason) when ../shared/data or the given file is absent."""
-    p = data_path(*parts)
-    return pytest.mark.skipif(not p.exists(), reason=f"local dataset not found: {p} (needs ../shared/data)")
+def needs_data(*parts: str) -> pytest.MarkDecorator:
+    """Mark an extra test that needs ../shared/data (or the given file under it): skipped, with the reason,
+    when absent (see :func:`pytest_runtest_setup`); ``-m "not needs_data"`` deselects it."""
+    return pytest.mark.needs_data(*parts)
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    for mark in item.iter_markers("needs_data"):
+        p = data_path(*mark.args)
+        if not p.exists():
+            pytest.skip(f"local dataset not found: {p} (needs ../shared/data)")
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -35,11 +42,12 @@ def _cache_dir(tmp_path_factory):
 
 
 def tiny_overrides(out_dir: Path, **extra) -> list[str]:
-    """Overrides for a seconds-long pretraining run on local Wikipedia text."""
+    """Overrides for a seconds-long pretraining run on the packaged BBC News text (no ../shared/data needed)."""
     base = {
         "out_dir": str(out_dir),
-        "data.source": str(data_path("wikipedia", "train.jsonl")),
+        "data.source": "packaged:bbc_news",
         "data.max_documents": 150,
+        "tokenizer.train_documents": 150,
         "data.seq_len": 32,
         "tokenizer.vocab_size": 512,
         "model.preset": "llama2-tiny",

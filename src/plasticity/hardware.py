@@ -45,9 +45,13 @@ def default_device() -> torch.device:
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
-    """``auto`` -> ``bf16`` on GPUs with bf16 support and on CPUs with AMX/AVX512-BF16, else ``fp32``."""
+    """``auto`` -> ``bf16`` on GPUs with bf16 support and on CPUs with AMX/AVX512-BF16, else ``fp32``.
+    ``PLASTICITY_AUTO_PRECISION=bf16|fp32`` forces what ``auto`` means (tests check the other machine kind)."""
     if precision != "auto":
         return precision
+    forced = os.environ.get("PLASTICITY_AUTO_PRECISION", "")
+    if forced in ("bf16", "fp32"):
+        return forced
     if device.type == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
     return "bf16" if cpu_has_fast_bf16() else "fp32"

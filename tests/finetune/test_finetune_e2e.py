@@ -1,4 +1,5 @@
-"""End to end: pretrain a tiny model, then fine-tune it with the real CLI on local GSM8K rows."""
+"""End to end: pretrain a tiny model on the packaged text, then fine-tune it with the real CLI on the generated
+demo_arith task (core, no ../shared/data) and on local GSM8K rows (extra: needs ../shared/data/gsm8k)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from safetensors.torch import load_file
 from plasticity.data.sft import SFTBatches, encode_example, prompt_text
 from tests.conftest import DATA_ROOT, needs_data, run_cli, tiny_overrides
 
-pytestmark = [needs_data("wikipedia", "train.jsonl"), needs_data("gsm8k", "train.jsonl")]
+gsm8k = needs_data("gsm8k", "train.jsonl")
+GSM8K = {"task": "gsm8k", "data_root": str(DATA_ROOT)}
 
 
 @pytest.fixture(scope="module")
@@ -24,18 +26,19 @@ def pretrained(tmp_path_factory) -> Path:
 
 
 def _ft_args(pre: Path, out: Path, **extra) -> list[str]:
-    base = {"init_from": str(pre), "out_dir": str(out), "task": "gsm8k", "data_root": str(DATA_ROOT),
-            "max_examples": 24, "cutoff_len": 512, "train.micro_batch_size": 4, "train.grad_accum": 2,
-            "train.epochs": 4, "optim.lr": 3e-3, "train.log_every": 1, "train.threads": 1}
+    base = {"init_from": str(pre), "out_dir": str(out), "task": "demo_arith", "max_examples": 24,
+            "cutoff_len": 512, "train.micro_batch_size": 4, "train.grad_accum": 2, "train.epochs": 4,
+            "optim.lr": 3e-3, "train.log_every": 1, "train.threads": 1}
     base.update(extra)
     return [f"{k}={v}" for k, v in base.items()]
 
 
+@gsm8k
 def test_finetune_gsm8k_end_to_end(pretrained, tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     out = tmp_path / "ft"
-    r = run_cli("finetune", *_ft_args(pretrained, out))
+    r = run_cli("finetune", *_ft_args(pretrained, out, **GSM8K))
     assert r.returncode == 0, r.stderr[-3000:]
     s = json.loads((out / "summary.json").read_text())
     assert s["status"] == "completed" and s["task"] == "gsm8k" and s["kind"] == "finetune"
@@ -116,10 +119,11 @@ def test_finetune_bad_input_one_line_exit_2(pretrained, tmp_path, extra, needle)
     assert len(lines) == 1 and needle in lines[0] and "Traceback" not in r.stderr
 
 
+@gsm8k
 def test_evaluate_finetuned_model_on_gsm8k(pretrained, tmp_path):
     """pretrain -> finetune -> `plasticity evaluate` on real GSM8K test rows, plus upstream stability."""
     out = tmp_path / "ft_eval"
-    assert run_cli("finetune", *_ft_args(pretrained, out, **{"train.epochs": 1})).returncode == 0
+    assert run_cli("finetune", *_ft_args(pretrained, out, **GSM8K, **{"train.epochs": 1})).returncode == 0
     args = ["evaluate", str(out), "--max-questions", "5", "--k", "3", "--max-new-tokens", "24",
             "--data-root", str(DATA_ROOT)]
     r = run_cli(*args)

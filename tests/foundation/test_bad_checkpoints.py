@@ -12,9 +12,7 @@ import pytest
 
 from plasticity.errors import CheckpointError
 from plasticity.train import checkpoint as ckpt
-from tests.conftest import needs_data, run_cli, tiny_overrides
-
-pytestmark = needs_data("wikipedia", "train.jsonl")
+from tests.conftest import run_cli, tiny_overrides
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""End to end: the real CLI pretrains tiny Llama/OLMo-2 models on local Wikipedia text."""
+"""End to end: the real CLI pretrains tiny Llama/OLMo-2 models on the packaged BBC News text."""
 
 from __future__ import annotations
 
@@ -14,9 +14,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.conftest import needs_data, run_cli, tiny_overrides
-
-pytestmark = needs_data("wikipedia", "train.jsonl")
+from tests.conftest import run_cli, tiny_overrides
 
 
 def _pretrain(out: Path, **extra) -> subprocess.CompletedProcess:

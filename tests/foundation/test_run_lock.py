@@ -9,9 +9,7 @@ import time
 
 from filelock import FileLock
 
-from tests.conftest import needs_data, run_cli, tiny_overrides
-
-pytestmark = needs_data("wikipedia", "train.jsonl")
+from tests.conftest import run_cli, tiny_overrides
 
 
 def test_second_process_on_same_run_is_refused(tmp_path):
