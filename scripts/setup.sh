@@ -2,7 +2,7 @@
 # Create or reuse ./.venv and install plasticity with its dev extras.
 # torch is installed first, pinned (TORCH_SPEC, default torch==2.13.0 = the CPU wheel), so that no
 # dependency pulls a multi-GB CUDA build. GPU users: TORCH_SPEC='torch==2.13.0' with their CUDA index, or any
-# torch>=2.4 already in the venv.
+# torch>=2.6 already in the venv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-python3}"
