@@ -67,3 +67,32 @@ def run_cli(*args: str, timeout: float = 600, env: dict | None = None) -> subpro
     e = dict(os.environ, **(env or {}))
     return subprocess.run([sys.executable, "-m", "plasticity.cli", *args], capture_output=True, text=True,
                           timeout=timeout, env=e)
+
+
+# ------------------------------------------------------------------------------------------- shared runs
+# Pretrained once per session and shared read-only (tests that change a run copy it first): the test phase
+# pretrains each configuration once instead of once per module.
+
+TINY_RUN = {"model.max_seq_len": 512}  # tiny_overrides + a context long enough for the fine-tuning tests
+WD_RUN = {"data.max_documents": 200, "tokenizer.train_documents": 200, "train.max_steps": 30, "train.log_every": 10,
+          "optim.lr": 0.01}
+WDS = (0.0, 3.0)
+
+
+def _pretrained(out: Path, **extra) -> Path:
+    r = run_cli("pretrain", *tiny_overrides(out, **extra))
+    assert r.returncode == 0, r.stderr[-3000:]
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> Path:
+    """A completed 20-step llama2-tiny run (tiny_overrides + TINY_RUN): checkpoints at steps 5, 10, 15."""
+    return _pretrained(tmp_path_factory.mktemp("tiny_run") / "run", **TINY_RUN)
+
+
+@pytest.fixture(scope="session")
+def wd_runs(tmp_path_factory) -> dict[float, Path]:
+    """Two completed 30-step runs (tiny_overrides + WD_RUN) with weight decay 0 and 3, lr 0.01."""
+    root = tmp_path_factory.mktemp("wd_runs")
+    return {wd: _pretrained(root / f"wd{wd}", **WD_RUN, **{"optim.weight_decay": wd}) for wd in WDS}

@@ -12,41 +12,16 @@ from typer.testing import CliRunner
 
 from plasticity.analysis.cli import register
 from plasticity.analysis.run import compare_runs, run_analyze
-from plasticity.config import PretrainConfig, load_config
 from plasticity.errors import CheckpointError, UserError
-from plasticity.train.pretrain import run_pretrain
-
-WDS = (0.0, 3.0)
-
-
-def _tiny_cfg(out_dir: Path, wd: float) -> PretrainConfig:
-    over = {
-        "out_dir": str(out_dir),
-        "data.source": "packaged:bbc_news",
-        "data.max_documents": 200,
-        "data.seq_len": 32,
-        "tokenizer.vocab_size": 512,
-        "tokenizer.train_documents": 200,
-        "model.preset": "llama2-tiny",
-        "train.micro_batch_size": 4,
-        "train.max_steps": 30,
-        "train.log_every": 10,
-        "train.eval_sequences": 8,
-        "train.eval_max_sequences": 16,
-        "train.threads": 1,
-        "optim.lr": 0.01,
-        "optim.weight_decay": wd,
-    }
-    return load_config(PretrainConfig, None, [f"{k}={v}" for k, v in over.items()])
+from tests.conftest import WDS, needs_data
 
 
 @pytest.fixture(scope="module")
-def analysed(tmp_path_factory) -> dict[float, tuple[Path, dict]]:
-    root = tmp_path_factory.mktemp("analyze_runs")
+def analysed(wd_runs, tmp_path_factory) -> dict[float, tuple[Path, dict]]:
+    """The session's wd 0 / wd 3 runs (tests/conftest.py: 30 steps, lr 0.01, packaged BBC text), analysed."""
     out = {}
     for wd in WDS:
-        run = root / f"wd{wd}"
-        run_pretrain(_tiny_cfg(run, wd), log=lambda m: None)
+        run = wd_runs[wd]
         res = run_analyze(run, n_probe=100, gap_sequences=16, probe_sets=("bbc_topic",), log=lambda m: None)
         out[wd] = (run, res)
     return out
@@ -167,10 +142,7 @@ def test_compare_three_runs_correlates(analysed, tmp_path):
     assert "total_norm" in c
 
 
-@pytest.mark.skipif(
-    not (Path(__file__).resolve().parents[3] / "shared" / "data" / "sst2" / "train.jsonl").is_file(),
-    reason="needs ../shared/data",
-)
+@needs_data("sst2", "train.jsonl")
 def test_local_probe_sets(analysed, tmp_path):
     run = analysed[0.0][0]
     res = run_analyze(run, what="probes", out_dir=tmp_path, n_probe=40, probe_sets=("sst2", "ag_news"),

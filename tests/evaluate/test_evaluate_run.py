@@ -13,8 +13,9 @@ from transformers import LlamaForSequenceClassification
 from plasticity.errors import CheckpointError, UserError
 from plasticity.evaluate.reward import HFRewardModel, RefusalPatternJudge
 from plasticity.evaluate.run import run_evaluate
+from tests.conftest import DATA_ROOT as DATA
+from tests.conftest import needs_data
 
-DATA = Path("/work/shared/data")
 SAMPLE_KEYS = {"prompt_id", "sample_index", "text", "extracted", "answer_key", "correct", "reward",
                "num_tokens", "finished_by"}
 
@@ -86,9 +87,8 @@ def test_cot_with_reward_model(ckpt, rm_dir, tmp_path):
     assert all(isinstance(x["reward"], float) for x in lines)
 
 
+@needs_data("ai2_arc")
 def test_cloze(ckpt, tmp_path):
-    if not (DATA / "ai2_arc").is_dir():
-        pytest.skip(f"{DATA}/ai2_arc missing")
     res = run_evaluate(str(ckpt), "arc_easy", tmp_path, max_questions=10, data_root=DATA, data_source="local",
                        log=_quiet)["arc_easy"]
     assert set(res["metrics"]) == {"acc", "acc_norm"}
@@ -97,9 +97,8 @@ def test_cloze(ckpt, tmp_path):
     assert len((tmp_path / "arc_easy.samples.jsonl").read_text().splitlines()) == 10
 
 
+@needs_data("safety", "eval")
 def test_safety_fallback_judge(ckpt, tmp_path):
-    if not (DATA / "safety" / "eval").is_dir():
-        pytest.skip(f"{DATA}/safety/eval missing")
     res = run_evaluate(str(ckpt), "safety", tmp_path, max_questions=5, max_new_tokens=8, data_root=DATA,
                        data_source="local", log=_quiet)["safety"]
     m = res["metrics"]["refusal_rate_fallback"]

@@ -11,18 +11,16 @@ import torch
 from safetensors.torch import load_file
 
 from plasticity.data.sft import SFTBatches, encode_example, prompt_text
-from tests.conftest import DATA_ROOT, needs_data, run_cli, tiny_overrides
+from tests.conftest import DATA_ROOT, needs_data, run_cli
 
 gsm8k = needs_data("gsm8k", "train.jsonl")
 GSM8K = {"task": "gsm8k", "data_root": str(DATA_ROOT)}
 
 
 @pytest.fixture(scope="module")
-def pretrained(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("pt") / "run"
-    r = run_cli("pretrain", *tiny_overrides(out, **{"data.seq_len": 128, "model.max_seq_len": 512}))
-    assert r.returncode == 0, r.stderr[-2000:]
-    return out
+def pretrained(tiny_run) -> Path:
+    """The session's shared tiny run (tests/conftest.py; 512-token context): fine-tuned, analysed, never changed."""
+    return tiny_run
 
 
 def _ft_args(pre: Path, out: Path, **extra) -> list[str]:

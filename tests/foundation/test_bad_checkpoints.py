@@ -12,15 +12,13 @@ import pytest
 
 from plasticity.errors import CheckpointError
 from plasticity.train import checkpoint as ckpt
-from tests.conftest import run_cli, tiny_overrides
+from tests.conftest import TINY_RUN, run_cli, tiny_overrides
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("pt") / "run"
-    r = run_cli("pretrain", *tiny_overrides(out, **{"train.max_steps": 6}))
-    assert r.returncode == 0, r.stderr[-2000:]
-    return out
+def run(tiny_run) -> Path:
+    """The session's shared tiny run (tests/conftest.py): only read or copied here."""
+    return tiny_run
 
 
 def _finetune(init: Path, tmp: Path):
@@ -61,8 +59,8 @@ def test_foreign_architecture_is_refused(tmp_path):
 
 
 def test_resume_with_other_architecture_is_refused(run):
-    r = run_cli("pretrain", *tiny_overrides(run, **{"train.max_steps": 6, "model.preset": "olmo2-tiny"}),
-                "--resume", timeout=300)
+    r = run_cli("pretrain", *tiny_overrides(run, **{**TINY_RUN, "model.preset": "olmo2-tiny"}), "--resume",
+                timeout=300)
     _one_line_exit_2(r, "model.preset")
 
 

@@ -24,11 +24,14 @@ def _pretrain(out: Path, **extra) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.parametrize("preset", ["llama2-tiny", "olmo2-tiny"])
-def test_pretrain_end_to_end_and_hf_reload(tmp_path, preset):
+def test_pretrain_end_to_end_and_hf_reload(tmp_path, preset, request):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    out = tmp_path / preset
-    _pretrain(out, **{"model.preset": preset})
+    if preset == "llama2-tiny":  # the session's shared tiny run (tests/conftest.py)
+        out = request.getfixturevalue("tiny_run")
+    else:
+        out = tmp_path / preset
+        _pretrain(out, **{"model.preset": preset})
     summary = json.loads((out / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["steps"] == 20
     assert summary["final_val_loss"] < 6.3  # ln(512) = 6.24 at init; it must have learned something
@@ -110,11 +113,9 @@ def test_divergence_is_reported(tmp_path):
     assert summary["status"] == "diverged" and summary["diverged_step"] >= 1
 
 
-def test_weight_decay_shrinks_parameter_norm(tmp_path):
+def test_weight_decay_shrinks_parameter_norm(wd_runs):
     norms = {}
-    for wd in (0.0, 3.0):
-        out = tmp_path / f"wd{wd}"
-        _pretrain(out, **{"optim.weight_decay": wd, "train.max_steps": 40, "optim.lr": 0.01})
+    for wd, out in wd_runs.items():  # the session's wd 0 / wd 3 runs (tests/conftest.py), 30 steps at lr 0.01
         sd = load_file(str(out / "final" / "model.safetensors"))
         norms[wd] = float(torch.sqrt(sum((v.double() ** 2).sum() for v in sd.values())))
     assert norms[3.0] < 0.9 * norms[0.0], norms
