@@ -19,8 +19,8 @@ difference, 4 steps x 2**-8 (Adam's update direction m / sqrt(v) inherits the gr
 lr / init scale < 1 here). Measured: on an AVX2 CPU (bf16 emulated) DDP and FSDP2 give the same losses, grad norms
 (<= 7e-8 relative) and validation losses as one process, weights 3e-9 relative; on AMX (issue 15, 12 steps, when
 these tests still ran with ``auto``) validation losses differed by 6e-6 to 7e-5 absolute, i.e. <= 1.2e-5 relative,
-300x inside 2**-8. A missing world-size scale (2x grad norm) or unsynchronised gradients (rank 0's weights drift
-from one process by up to lr per element and step) still fail them.
+300x inside 2**-8. A missing world-size scale (2x grad norm) still fails them; unsynchronised gradients should
+too (rank 0's weights would drift from one process by up to lr per element and step; not measured).
 """
 
 from __future__ import annotations
