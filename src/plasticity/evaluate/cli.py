@@ -35,7 +35,7 @@ def register(app: typer.Typer) -> None:
         ),
         stability: bool = typer.Option(
             True, "--stability/--no-stability",
-            help="also score base vs fine-tuned model on the base run's pretraining validation text",
+            help="also measure stability: cloze accuracy (App. D) and pretraining val loss, base vs fine-tuned",
         ),
     ) -> None:
         """Evaluate a model: Greedy/Maj@k/Pass@k(/RM@k) for CoT tasks, acc/acc_norm for cloze, harmfulness."""
@@ -59,6 +59,8 @@ def register(app: typer.Typer) -> None:
         run = Path(target)
         if stability and (run / "config.yaml").exists() and (run / "summary.json").exists():
             if pretrain_run_of(run) is not None:
-                st = upstream_stability(run, out_path=(out_dir / "stability.json") if out_dir else None, log=log)
-                out.print(f"upstream val loss: base {st['base_val_loss']:.4f} -> fine-tuned "
-                          f"{st['finetuned_val_loss']:.4f} (forgetting {st['forgetting']:+.4f})")
+                st = upstream_stability(run, out_path=(out_dir / "stability.json") if out_dir else None, log=log,
+                                        batch_size=batch_size, data_root=data_root, data_source=data_source)
+                out.print(f"stability (App. D, mean cloze acc change over {', '.join(st['cloze_sets'])}): "
+                          f"{_fmt(st['stability'])}; upstream val loss: base {st['base_val_loss']:.4f} -> "
+                          f"fine-tuned {st['finetuned_val_loss']:.4f} ({st['upstream_loss_change']:+.4f})")
