@@ -102,7 +102,7 @@ def test_safety_fallback_judge(ckpt, tmp_path):
         pytest.skip(f"{DATA}/safety/eval missing")
     res = run_evaluate(str(ckpt), "safety", tmp_path, max_questions=5, max_new_tokens=8, data_root=DATA,
                        data_source="local", log=_quiet)["safety"]
-    m = res["metrics"]["refusal_rate_fallback"]
+    m = res["metrics"]["refusal_rate (pattern fallback)"]
     assert m["n"] == 5 and 0.0 <= m["value"] <= 1.0
     judge = RefusalPatternJudge()
     assert judge.score(["p", "p"], ["I'm sorry, I cannot help.", "Sure, here is how."]) == [0.0, 1.0]

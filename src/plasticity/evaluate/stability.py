@@ -50,7 +50,7 @@ def resolve_cloze_sets(tasks: list[str] | None, data_root: str | None = None) ->
 
 def cloze_accuracies(model_dir: Path, tasks: list[str], max_questions: int | None, batch_size: int,
                      data_root: str | None, data_source: str, log=print) -> dict[str, Any]:
-    """{task: {acc, n, evaluated_on}} of one checkpoint on cloze-scorable tasks."""
+    """{task name: {acc, n, evaluated_on}} of one checkpoint on cloze-scorable tasks (names or YAML paths)."""
     from transformers import AutoTokenizer
 
     from ..tasks.loading import load_rows
@@ -67,7 +67,7 @@ def cloze_accuracies(model_dir: Path, tasks: list[str], max_questions: int | Non
             raise UserError(f"evaluate.stability_tasks: task {name} has no cloze items (pick cloze tasks)")
         loaded = load_rows(task, "eval", data_root, max_questions, source=data_source)
         metrics, _ = _eval_cloze(task, list(loaded.rows), model, tok, {"batch_size": batch_size, "seed": 0}, log)
-        out[name] = {"acc": metrics["acc"]["value"], "n": metrics["acc"]["n"],
+        out[task.name] = {"acc": metrics["acc"]["value"], "n": metrics["acc"]["n"],
                      "evaluated_on": evaluated_on(name, loaded, len(loaded.rows))}
     del model
     return out
@@ -128,7 +128,7 @@ def upstream_stability(finetune_run: str | Path, max_sequences: int = 128, out_p
         "finetuned_model": str(run / "final"),
         "stability": None if b is None or f is None else f - b,
         "definition": "mean cloze acc (fine-tuned) - mean cloze acc (pretrained) over cloze_sets (paper App. D)",
-        "cloze_sets": tasks, "base_avg_acc": b, "finetuned_avg_acc": f,
+        "cloze_sets": list(tuned), "base_avg_acc": b, "finetuned_avg_acc": f,
         "base_acc": {t: r["acc"] for t, r in base.items()}, "finetuned_acc": {t: r["acc"] for t, r in tuned.items()},
         "evaluated_on": [r["evaluated_on"] for r in tuned.values()],
     }

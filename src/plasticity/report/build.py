@@ -26,6 +26,13 @@ _FAMILY_PREFERENCE = ("avg_cot", "avg_cloze", "avg_safety")
 _FAMILY_NAMES = {"avg_cot": "CoT", "avg_cloze": "cloze", "avg_safety": "safety"}
 
 
+def _is_task_metric(col: str) -> bool:
+    """A ``{task}/{eval set}/{metric}`` column (or a legacy ``{task}/{metric}`` one of older results.csv files)."""
+    parts = col.split("/")
+    return (len(parts) in (2, 3) and not col.startswith("avg_")
+            and parts[-1] not in ("stability", "upstream_loss_change", "forgetting", "tasks"))
+
+
 def headline_metric(avg_cols: list[str], task_cols: list[str]) -> str | None:
     """The paper's headline: the averaged CoT metric (Pass@k first), else cloze acc, else safety; a per-task
     column only when the study has no averages."""
@@ -277,7 +284,7 @@ def build_report(study_dir: Path, out_dir: Path | None = None) -> Path:
     points = [p for p in completed if id(p.row) in pre_rows]  # pretraining-level figures: one point per run
     wds = sorted({p.wd for p in points})
     n_seeds = len({p.seed for p in points}) if seed_col else 1
-    metric_cols = [c for c in fields if c.count("/") == 2 and any(p.get(c) is not None for p in completed)]
+    metric_cols = [c for c in fields if _is_task_metric(c) and any(p.get(c) is not None for p in completed)]
     avg_cols = [c for c in fields if c.startswith("avg_") and "/" in c and any(p.get(c) is not None for p in completed)]
     main_metric = headline_metric(avg_cols, metric_cols)
     what = describe_metric(main_metric, rows) if main_metric else ""
@@ -498,7 +505,8 @@ def build_report(study_dir: Path, out_dir: Path | None = None) -> Path:
     # (8) stability-plasticity
     cap = ("Stability vs plasticity (paper App. D, Fig. 18): stability = mean cloze accuracy of the fine-tuned minus "
            f"the pretrained model (x) vs the headline {main_metric} (y), one point per run." + ds_cap)
-    sp = [(p, p.get("stability"), p.get(main_metric)) for p in ds] if main_metric else []
+    x_col = "stability" if "stability" in fields else "forgetting"  # forgetting: results.csv of older versions
+    sp = [(p, p.get(x_col), p.get(main_metric)) for p in ds] if main_metric else []
     sp = [(p, x, y) for p, x, y in sp if x is not None and y is not None]
     if sp:
         fig, ax = figs.new()
@@ -507,7 +515,8 @@ def build_report(study_dir: Path, out_dir: Path | None = None) -> Path:
         handles, labels = ax[0][0].get_legend_handles_labels()
         uniq = dict(zip(labels, handles, strict=False))
         ax[0][0].legend(uniq.values(), uniq.keys(), fontsize=7)
-        ax[0][0].set_xlabel("stability (change in mean cloze acc)")
+        ax[0][0].set_xlabel("stability (change in mean cloze acc)" if x_col == "stability"
+                            else "forgetting (pretraining loss increase; older results.csv)")
         ax[0][0].set_ylabel(main_metric)
         ax[0][0].set_title("Stability-plasticity")
         figs.save(fig, "fig8_stability_plasticity", cap)

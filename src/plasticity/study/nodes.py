@@ -173,6 +173,7 @@ def _evaluate(n, log, threads, log_path) -> dict[str, Any]:
     kw = dict(n.config["evaluate"])
     n_stab = kw.pop("stability_sequences")
     stab_tasks, stab_q = kw.pop("stability_tasks", None), kw.pop("stability_max_questions", None)
+    stab_q = stab_q if stab_q is not None else kw.get("max_questions")
     results = run_evaluate(n.config["finetune_dir"], None, n.out, log=log, **kw)
     stab = upstream_stability(n.config["finetune_dir"], max_sequences=n_stab,
                               out_path=Path(n.out) / "stability.json", log=log, cloze_tasks=stab_tasks,

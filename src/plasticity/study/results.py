@@ -59,6 +59,8 @@ def collect_row(plan: Plan, row: Row, states: dict[str, str], study_dir: Path) -
     for task, f_id, e_id in row.finetunes:
         out.setdefault("finetune_runs", [])
         out["finetune_runs"].append(os.path.relpath(plan.nodes[f_id].out, study_dir))
+        if (t_on := (_json(Path(plan.nodes[f_id].out) / "summary.json") or {}).get("trained_on")) is not None:
+            out[f"{task}/trained_on"] = data_note(t_on)
         if e_id is not None:
             per_task[task] = _task_results(task, Path(plan.nodes[e_id].out), out)
     if "finetune_runs" in out:
@@ -82,6 +84,9 @@ def _task_results(task: str, edir: Path, out: dict[str, Any]) -> dict[str, Any]:
             sets[d["task"]] = d
             for m, v in d["metrics"].items():
                 out[f"{task}/{d['task']}/{m}"] = v["value"]
+            used = d.get("evaluated_on")
+            if isinstance(used, dict):
+                out[f"{task}/{d['task']}/evaluated_on"] = data_note(used)
     pooled = [d for d in sets.values() if d.get("pooled_from")]
     main = pooled[0] if pooled else (next(iter(sets.values())) if len(sets) == 1 else None)
     if sets:
@@ -93,6 +98,13 @@ def _task_results(task: str, edir: Path, out: dict[str, Any]) -> dict[str, Any]:
         out[f"{task}/stability"] = st.get("stability")
         out[f"{task}/upstream_loss_change"] = st.get("upstream_loss_change")
     return res
+
+
+def data_note(used: dict[str, Any]) -> str:
+    """``<source> n=<rows> (<origins>)`` plus ``; note: <notes>`` (substitutions for paper datasets, caveats)."""
+    text = f"{used.get('source')} n={used.get('n')} ({'; '.join(used.get('origins') or [])})"
+    notes = " ".join(used.get("notes") or [])
+    return text + (f"; note: {notes}" if notes else "")
 
 
 def headline(per_task: dict[str, dict[str, Any]]) -> dict[str, Any]:

@@ -39,7 +39,7 @@ class EvaluateSpec:
     template: str | None = None
     stability_sequences: int = 128  # pretraining validation sequences scored before/after (upstream_loss_change)
     stability_tasks: list[str] | None = None  # App. D cloze sets; None = the paper's five where local, else demo_choice
-    stability_max_questions: int | None = None  # items per stability cloze set (None = all)
+    stability_max_questions: int | None = None  # items per stability cloze set (None = max_questions)
 
 
 @dataclass
@@ -61,7 +61,7 @@ class StudySpec:
     seeds: list[int] | None = None  # shorthand for axis train.seed
     tasks: list[str] | None = None  # shorthand for axis finetune.task
     finetune_from: list[float] | None = None  # shorthand for axis finetune_from
-    task_axes: dict[str, dict[str, list[Any]]] = field(default_factory=dict)  # per-task option axes: {safety: {k: [..]}}
+    task_axes: dict[str, dict[str, list[Any]]] = field(default_factory=dict)  # per-task options: {safety: {k: [..]}}
     analyze: list[str] = field(default_factory=list)  # subset of ANALYSES; [] = none
     finetune: dict[str, Any] | None = None  # a fine-tuning config mapping (init_from / out_dir are filled in)
     evaluate: dict[str, Any] | None = None  # an EvaluateSpec mapping; needs `finetune`
