@@ -58,6 +58,7 @@ def spec(tmp: Path) -> Path:
         "name": "fidelity",
         "out_dir": str(tmp / "studies"),
         "axes": {"optim.weight_decay": [0.0, 1.0]},
+        "analyze": ["rank", "norms", "gap"],
         "tasks": ["demo_arith", "demo_arith_short", *cloze, "safety"],
         "base": {
             "model": {"preset": "llama2-tiny"},
