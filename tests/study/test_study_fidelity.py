@@ -135,7 +135,7 @@ def test_pooled_value_is_recomputed_over_the_union_of_questions(study):
     assert pooled["pooled_from"] == ["demo_arith", "demo_choice"]
     recs = [json.loads(x) for s in ("demo_arith", "demo_choice") for x in (ev / f"{s}.samples.jsonl").open()]
     by_q: dict[tuple[str, int], list[bool]] = {}
-    for i, s in enumerate(("demo_arith", "demo_choice")):
+    for s in ("demo_arith", "demo_choice"):
         for r in (json.loads(x) for x in (ev / f"{s}.samples.jsonl").open()):
             if r["sample_index"] >= 0:
                 by_q.setdefault((s, r["prompt_id"]), []).append(r["correct"])
