@@ -123,6 +123,7 @@ def test_columns_are_keyed_by_task_eval_set_and_metric(study):
                 d = json.loads(f.read_text())
                 if "metrics" not in d or f.name == "stability.json":
                     continue
+                assert d["config"]["greedy_repetition_penalty"] == 1.0  # the paper's greedy: temperature 0 only
                 for m, v in d["metrics"].items():  # each task's own numbers, never another task's
                     got = row[f"{name}/{d['task']}/{m}"]
                     assert (got == "" and v["value"] is None) or float(got) == pytest.approx(v["value"])
