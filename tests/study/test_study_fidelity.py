@@ -184,6 +184,8 @@ def test_appendix_d_stability_with_cached_base_model(study):
         assert len(cache) == 1  # computed once, reused by all five fine-tuning runs of the checkpoint
         assert json.loads(cache[0].read_text())["results"]["cloze_small"]["acc"] == \
             next(iter(per.values()))["base_acc"]["cloze_small"]
+    logs = [p.read_text() for p in (study.parent / "logs").glob("evaluate-*.log")]
+    assert len(logs) == 10 and sum("base cloze results from cache" in t for t in logs) == 8
 
 
 def test_report_names_the_averaged_metric(study):

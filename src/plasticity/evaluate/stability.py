@@ -84,7 +84,9 @@ def _base_cloze(init_dir: Path, base_run: Path | None, key: dict[str, Any], log)
     from filelock import FileLock
 
     manifest = init_dir / "manifest.json"
-    ident = dict(key, checkpoint=init_dir.name, manifest=manifest.read_text() if manifest.is_file() else None)
+    yaml_tasks = {t: Path(t).read_text() for t in key["tasks"] if t.endswith((".yaml", ".yml")) and Path(t).is_file()}
+    ident = dict(key, checkpoint=init_dir.name, manifest=manifest.read_text() if manifest.is_file() else None,
+                 task_files=yaml_tasks)  # a changed checkpoint or task file is a new cache entry
     h = hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:12]
     cache = base_run / "upstream_cloze" / f"{init_dir.name}-{h}.json"
     cache.parent.mkdir(parents=True, exist_ok=True)
