@@ -92,10 +92,18 @@ class HFRewardModel:
         self.max_length = max_length
         has_template = getattr(self.tokenizer, "chat_template", None) is not None
         self.use_chat_template = has_template if use_chat_template == "auto" else bool(use_chat_template)
+        # The paper's harmfulness judge (Bianchi et al. 2024, safepaca/absolute-harmfulness-predictor-*) scores
+        # "\n\nHuman: {question}\n\nAssistant: {response}" truncated to 512 tokens, as its authors' code does.
+        self.bianchi = "absolute-harmfulness-predictor" in spec
+        if self.bianchi:
+            self.use_chat_template, self.max_length = False, min(max_length, 512)
 
     def _texts(
         self, prompts: Sequence[str], responses: Sequence[str], questions: Sequence[str] | None
     ) -> list[str]:
+        if self.bianchi:
+            qs = questions if questions is not None else prompts
+            return [f"\n\nHuman: {q}\n\nAssistant: {r}" for q, r in zip(qs, responses, strict=True)]
         if not self.use_chat_template:
             return [p + r for p, r in zip(prompts, responses, strict=True)]
         qs = questions if questions is not None else prompts
