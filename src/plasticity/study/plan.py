@@ -119,6 +119,10 @@ def build_plan(spec: StudySpec) -> Plan:
             if spec.evaluate is not None:
                 ecfg = stage_config(spec, "evaluate", per_stage["evaluate"])
                 ev_dict = to_dict(ecfg)
+                if ev_dict.get("stability_tasks") is None:  # resolved here, so the node id says which sets
+                    from ..evaluate.stability import resolve_cloze_sets
+
+                    ev_dict["stability_tasks"] = resolve_cloze_sets(None, ecfg.data_root or fcfg.data_root)
                 ev_id = f"evaluate-{node_hash([ft.id, ev_dict])}"
                 ev = Node(id=ev_id, kind="evaluate", deps=[ft.id], out=str(_runs(spec) / ev_id),
                           config={"finetune_dir": ft.out, "evaluate": ev_dict}, label=f_label,
