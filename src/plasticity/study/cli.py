@@ -13,7 +13,9 @@ SHOWN = ("val_loss", "weight_norm", "qk_rank_frac", "vp_rank_frac", "unseen_seen
 
 
 def _shown(c: str, axes: list[str]) -> bool:
-    return c in axes or (c.count("/") < 2 and not c.endswith("/tasks") and any(x in c for x in SHOWN))
+    """Axis columns, pretraining-level numbers and the averaged headline (per-task columns: results.csv)."""
+    return c in axes or (("/" not in c or c.startswith("avg_")) and not c.endswith("/tasks")
+                         and any(x in c for x in SHOWN))
 
 
 def register(app: typer.Typer) -> None:
