@@ -227,3 +227,13 @@ def test_safety_k_sweep_is_a_per_task_axis(tmp_path):
     assert labels == ["demo_arith", "demo_arith_short", "cloze_small", "cloze_parity", "safety[k=2]", "safety[k=4]"]
     opts = [plan.nodes[f].config["finetune"]["task_options"] for t, f, _ in plan.rows[0].finetunes if "k=" in t]
     assert opts == [{"k": 2}, {"k": 4}]
+
+
+def test_task_axes_errors_are_one_line(tmp_path):
+    s = yaml.safe_load(spec(tmp_path).read_text())
+    for bad, needle in (({"gsm9k": {"k": [1]}}, "task_axes.gsm9k: is not one of the study's tasks"),
+                        ({"safety": {"k": 300}}, "task_axes.safety.k: must be a non-empty list")):
+        path = tmp_path / "bad.yaml"
+        path.write_text(yaml.safe_dump(dict(s, tasks=["demo_arith", "safety"], task_axes=bad)))
+        r = run_cli("study", str(path), "--dry-run")
+        assert r.returncode == 2 and needle in r.stderr and "Traceback" not in r.stderr, r.stderr

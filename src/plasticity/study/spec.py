@@ -104,7 +104,10 @@ def validate_spec(spec: StudySpec) -> None:
         _req(a in ANALYSES, "analyze", f"unknown analysis '{a}' (choose from {', '.join(ANALYSES)})")
     _req(spec.evaluate is None or spec.finetune is not None, "evaluate", "needs a `finetune` section")
     axes = all_axes(spec)
+    tasks = [str(t) for t in axes.get("task", [])] + [str((spec.finetune or {}).get("task"))]
     for task, opts in spec.task_axes.items():
+        _req(task in tasks or any(t.endswith((".yaml", ".yml")) for t in tasks), f"task_axes.{task}",
+             f"is not one of the study's tasks ({', '.join(t for t in tasks if t != 'None')})")
         _req(isinstance(opts, dict) and bool(opts), f"task_axes.{task}", "must map task options to value lists")
         for opt, values in opts.items():
             _req(isinstance(values, list) and len(values) > 0, f"task_axes.{task}.{opt}", "must be a non-empty list")
