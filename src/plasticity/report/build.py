@@ -565,6 +565,7 @@ def build_report(study_dir: Path, out_dir: Path | None = None) -> Path:
             ws = list(a)
             ms = [a[w]["mean"] for w in ws]
             diffs = np.diff(ms)
+            diffs[np.isclose(diffs, 0.0, rtol=0.0, atol=1e-12)] = 0.0  # float noise (e.g. 1/24 computed twice)
             if np.all(diffs == 0):
                 verb = "is unchanged"
             elif np.all(diffs < 0):
