@@ -149,3 +149,35 @@ def test_local_probe_sets(analysed, tmp_path):
                       log=lambda m: None)
     assert set(res["probes"]["sets"]) == {"sst2", "ag_news"}
     assert res["probes"]["sets"]["ag_news"]["n_examples"] == 40
+
+
+def test_compare_with_finetuned_runs_keys_columns_by_task_and_eval_set(analysed, tmp_path):
+    """`analyze --compare --finetuned`: two tasks fine-tuned from one run, both evaluated on demo_arith, keep
+    separate `{task}/{eval_set}/{metric}` columns (and the averaged headline), never one overwriting the other."""
+    from tests.conftest import run_cli
+
+    pre = analysed[0.0][0]
+    fts = []
+    for task in ("demo_arith", "demo_arith_short"):
+        ft = tmp_path / task
+        args = [f"init_from={pre}", f"out_dir={ft}", f"task={task}", "max_examples=8", "cutoff_len=256",
+                "train.micro_batch_size=8", "train.epochs=1", "train.precision=fp32"]
+        assert run_cli("finetune", *args).returncode == 0
+        r = run_cli("evaluate", str(ft), "--k", "2", "--max-questions", "3", "--max-new-tokens", "6",
+                    "--stability-tasks", "demo_choice")
+        assert r.returncode == 0, r.stderr[-2000:]
+        fts += ["--finetuned", str(ft)]
+    dest = tmp_path / "c.json"
+    r = run_cli("analyze", "--compare", str(pre), *fts, "--out", str(dest))
+    assert r.returncode == 0, r.stderr[-2000:]
+    row = json.loads(dest.read_text())["rows"][0]
+    for task, sets in (("demo_arith", ["demo_arith"]), ("demo_arith_short", ["demo_arith", "demo_choice"])):
+        for s in sets:
+            want = json.loads((tmp_path / task / "eval" / f"{s}.json").read_text())["metrics"]["pass@2"]["value"]
+            assert row[f"{task}/{s}/pass@2"] == want
+        st = json.loads((tmp_path / task / "eval" / "stability.json").read_text())
+        assert row[f"{task}/stability"] == st["stability"] and st["cloze_sets"] == ["demo_choice"]
+    pooled = row["demo_arith_short/demo_arith+demo_choice/pass@2"]
+    assert row["avg_cot/pass@2"] == pytest.approx((row["demo_arith/demo_arith/pass@2"] + pooled) / 2)
+    r = run_cli("analyze", "--compare", str(analysed[3.0][0]), *fts[:2], "--out", str(dest))
+    assert r.returncode == 2 and "not fine-tuned from one of the compared" in r.stderr

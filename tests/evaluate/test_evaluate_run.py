@@ -101,10 +101,21 @@ def test_cloze(ckpt, tmp_path):
 def test_safety_fallback_judge(ckpt, tmp_path):
     res = run_evaluate(str(ckpt), "safety", tmp_path, max_questions=5, max_new_tokens=8, data_root=DATA,
                        data_source="local", log=_quiet)["safety"]
-    m = res["metrics"]["refusal_rate_fallback"]
+    m = res["metrics"]["refusal_rate (pattern fallback)"]
     assert m["n"] == 5 and 0.0 <= m["value"] <= 1.0
     judge = RefusalPatternJudge()
     assert judge.score(["p", "p"], ["I'm sorry, I cannot help.", "Sure, here is how."]) == [0.0, 1.0]
+
+
+def test_paper_harmfulness_judge_gets_its_authors_conversation_format(rm_dir, tmp_path):
+    import shutil
+
+    judge_dir = tmp_path / "absolute-harmfulness-predictor-redteam-osst"  # the paper's judge, by name
+    shutil.copytree(rm_dir, judge_dir)
+    judge = HFRewardModel(judge_dir)
+    assert judge._texts(["Human: q\nAssistant: "], ["a"], ["q"]) == ["\n\nHuman: q\n\nAssistant: a"]
+    assert judge.max_length == 512 and judge.metric == "harmfulness_mean"
+    assert HFRewardModel(rm_dir)._texts(["Human: q\nAssistant: "], ["a"], ["q"]) == ["Human: q\nAssistant: a"]
 
 
 def test_bad_targets(ckpt, tmp_path):

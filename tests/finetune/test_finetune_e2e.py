@@ -135,7 +135,10 @@ def test_evaluate_finetuned_model_on_gsm8k(pretrained, tmp_path):
     assert len(samples) == 5 * 4  # greedy + 3 samples per question
     assert all({"prompt_id", "sample_index", "text", "correct"} <= set(s) for s in samples)
     st = json.loads((out / "eval" / "stability.json").read_text())
-    assert st["base_val_loss"] > 0 and abs(st["forgetting"] - (st["finetuned_val_loss"] - st["base_val_loss"])) < 1e-9
+    assert st["base_val_loss"] > 0
+    assert abs(st["upstream_loss_change"] - (st["finetuned_val_loss"] - st["base_val_loss"])) < 1e-9
+    assert st["cloze_sets"] == ["hellaswag", "piqa", "winogrande", "arc_easy", "arc_challenge"]  # App. D, local
+    assert abs(st["stability"] - (st["finetuned_avg_acc"] - st["base_avg_acc"])) < 1e-9
     before = (out / "eval" / "gsm8k.samples.jsonl").read_bytes()
     assert run_cli(*args).returncode == 0
     assert (out / "eval" / "gsm8k.samples.jsonl").read_bytes() == before  # same seed, identical files

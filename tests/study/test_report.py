@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import html
 import re
 from collections.abc import Callable
@@ -105,3 +106,40 @@ def test_build_report_ignores_rows_not_completed(tmp_path: Path, fake_study: Fak
     summary = _summary(build_report(study).read_text())
     assert "Weight norm falls monotonically from 40 to 37 as wd rises from 0 to 0.1" in summary
     assert "n = 2 pretraining runs (2 completed rows), 2 weight decays, 1 seed(s); 1 rows not completed" in summary
+
+
+def test_probe_vs_downstream_averages_probe_sets_per_layer_then_takes_the_best_layer() -> None:
+    from plasticity.report.build import probe_mean_best
+
+    probes = {"sets": {"sst2": {"layers": [{"layer": 0, "test_accuracy": 0.5}, {"layer": 1, "test_accuracy": 0.9},
+                                           {"layer": 2, "test_accuracy": 0.6}], "best_test_accuracy": 0.9},
+                       "ag_news": {"layers": [{"layer": 0, "test_accuracy": 0.9}, {"layer": 1, "test_accuracy": 0.5},
+                                              {"layer": 2, "test_accuracy": 0.6}], "best_test_accuracy": 0.9}}}
+    assert probe_mean_best(probes) == pytest.approx(0.7)  # not 0.9, each set's own best layer (paper Fig. 25)
+    assert probe_mean_best(None) is None
+
+
+def test_averaged_headline_is_the_reports_metric(tmp_path: Path, fake_study: FakeStudy) -> None:
+    study = fake_study(tmp_path)
+    with (study / "results.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    for r in rows:  # the study layout since issue 12: {task}/{eval_set}/{metric} plus the averaged headline
+        r["demo_arith/demo_arith/pass@4"] = r.pop("demo_arith/pass@4")
+        r["demo_arith/demo_arith/greedy"] = r.pop("demo_arith/greedy")
+        r["avg_cot/pass@4"] = 1 - float(r["demo_arith/demo_arith/pass@4"])  # a different number: visibly chosen
+        r["avg_cot/tasks"] = "demo_arith;other"
+        r["stability"] = r.pop("forgetting")
+    with (study / "results.csv").open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    text = build_report(study).read_text()
+    summary = _summary(text)
+    assert "Headline downstream metric: avg_cot/pass@4: mean of pass@4 over the CoT fine-tuning tasks " \
+           "(demo_arith, other)" in summary
+    assert "Highest avg_cot/pass@4 at wd = 0 " in summary and "Pearson r(val loss, avg_cot/pass@4)" in summary
+    assert "Pearson r(best-layer probe accuracy averaged over the probe sets, avg_cot/pass@4)" in summary
+    assert "Stability (App. D" in summary
+    assert (study / "report" / "fig2_avg_cot_metrics_vs_wd.png").is_file()
+    assert (study / "report" / "fig2_demo_arith_metrics_vs_wd.png").is_file()
+    assert "stability = mean cloze accuracy of the fine-tuned minus the pretrained model" in text

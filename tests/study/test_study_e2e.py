@@ -64,8 +64,8 @@ def test_tiny_study_end_to_end_then_cached(reference):
         (0.0, 0.5), (0.0, 1.0), (1.0, 0.5), (1.0, 1.0)]
     for row in rows:
         assert row["status"] == "completed"
-        for col in ("val_loss", "weight_norm", "qk_rank_frac", "train_val_gap", "demo_arith/maj@2",
-                    "demo_arith/pass@2", "forgetting"):
+        for col in ("val_loss", "weight_norm", "qk_rank_frac", "train_val_gap", "demo_arith/demo_arith/maj@2",
+                    "demo_arith/demo_arith/pass@2", "avg_cot/pass@2", "stability", "upstream_loss_change"):
             assert row[col] not in ("", None), col
     assert float(rows[2]["weight_norm"]) < float(rows[0]["weight_norm"])  # wd 1.0 shrinks the weights
     # fine-tuning from 50% starts from the step-10 snapshot, from 100% from final/

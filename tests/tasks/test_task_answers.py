@@ -186,3 +186,55 @@ def test_yesno_without_fallback_and_comparison() -> None:
 def test_unknown_answer_type() -> None:
     with pytest.raises(ValueError, match="unknown answer type"):
         extract_answer("essay", "text")
+
+
+# MATH answers: hand-built LaTeX pairs that the numeric path alone gets wrong or right
+@pytest.mark.parametrize(
+    ("pred", "gold", "ok"),
+    [
+        ("\\frac{1}{2}", "0.5", True),
+        ("\\dfrac12", "\\frac{1}{2}", True),
+        ("\\sqrt{2}", "\\sqrt2", True),
+        ("\\frac{\\sqrt{3}}{2}", "\\frac{\\sqrt3}{2}", True),
+        ("2\\sqrt{2}", "\\sqrt{8}", True),
+        ("(1,2]", "(1, 2]", True),
+        ("(1,2)", "[1,2]", False),  # open vs closed interval
+        ("x^2+1", "1+x^2", True),
+        ("\\{1,2\\}", "\\{2,1\\}", True),
+        ("\\pi", "3.14", False),
+        ("3", "4", False),
+        (None, "1", False),
+    ],
+)
+def test_math_answer_equivalence_latex_pairs(pred: str | None, gold: str, ok: bool) -> None:
+    assert is_correct("math", pred, gold) is ok
+
+
+def test_math_task_uses_math_verify_and_gsm8k_keeps_the_numeric_path() -> None:
+    from plasticity.tasks.registry import get_task
+
+    math, gsm8k = get_task("math"), get_task("gsm8k")
+    assert math.answer_type == "math" and gsm8k.answer_type == "numeric"
+    assert math.score("so the answer is $\\boxed{\\dfrac{\\sqrt{3}}{2}}$", {"answer": "\\frac{\\sqrt3}{2}"})
+    assert not is_correct("numeric", "\\sqrt{8}", "2\\sqrt{2}")  # the fast numeric path has no algebra
+    # equivalent spellings vote together in Maj@k
+    assert answer_key("math", "\\sqrt2") == answer_key("math", "\\sqrt{2}")
+    assert answer_key("math", "\\dfrac12") == answer_key("math", "0.5")
+
+
+def test_math_verify_is_imported_lazily() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, plasticity.tasks.answers as a; a.is_correct('numeric', '1', '1'); "
+            "print('math_verify' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
+
+
+def test_pubmedqa_yesno_fallback_matches_the_docstring() -> None:
+    from plasticity.tasks.registry import get_task
+
+    task = get_task("pubmedqa")  # no answer marker: the last yes/no/maybe word, as answers.py documents
+    assert task.extract("The trial supports it, so probably yes") == "yes"
+    assert task.extract("Answer: no. Others say yes.") == "no"

@@ -49,7 +49,7 @@ def test_task_metadata_is_consistent() -> None:
         for other in task.eval_tasks:
             assert get_task(other).family == task.family
         if task.family == "cot":
-            assert task.answer_type in ("numeric", "choice", "yesno")
+            assert task.answer_type in ("numeric", "math", "choice", "yesno")
         if task.family == "cloze":
             assert task.answer_type == "cloze"
         if not task.name.startswith("demo_"):

@@ -15,6 +15,40 @@ def _fmt(v) -> str:
     return str(v)
 
 
+def add_downstream(res: dict, finetuned: list[Path]) -> None:
+    """Join evaluated fine-tuning runs onto their pretraining rows of a ``compare_runs`` result: the study's
+    ``{task}/{eval_set}/{metric}``, ``avg_<family>/<metric>`` and ``stability`` columns, correlated with val loss."""
+    from ..errors import UserError
+    from ..evaluate.stability import pretrain_run_of
+    from ..io import read_json
+    from ..study.results import _task_results, headline
+    from .stats import correlation, leave_one_out
+
+    rows = {str(Path(r["run"]).resolve()): r for r in res["rows"]}
+    per_row: dict[str, dict] = {}
+    for ft in finetuned:
+        base = pretrain_run_of(ft) if (ft / "config.yaml").is_file() else None
+        key = str(base.resolve()) if base is not None else None
+        if key not in rows:
+            raise UserError(f"--finetuned {ft}: not fine-tuned from one of the compared pretraining runs")
+        task = read_json(ft / "summary.json").get("task") if (ft / "summary.json").is_file() else None
+        if not task:
+            raise UserError(f"--finetuned {ft}: not a completed fine-tuning run (no summary.json task)")
+        per_row.setdefault(key, {})[task] = _task_results(task, ft / "eval", rows[key])
+    for key, tasks in per_row.items():
+        rows[key].update(headline(tasks))
+    known = {*res["quantities"], "run", "weight_decay", "final_val_loss"}
+    new = sorted({k for r in res["rows"] for k in r} - known)
+    for k in new:
+        pairs = [(r["final_val_loss"], r[k]) for r in res["rows"]
+                 if r.get("final_val_loss") is not None and isinstance(r.get(k), int | float)]
+        if len(pairs) >= 3:
+            c = correlation([p[1] for p in pairs], [p[0] for p in pairs])
+            c["leave_one_out"] = leave_one_out([p[1] for p in pairs], [p[0] for p in pairs])
+            res["correlations_with_val_loss"][k] = c
+    res["quantities"] = sorted(set(res["quantities"]) | set(new))
+
+
 def register(app: typer.Typer) -> None:
     """Add the ``analyze`` command to ``app``."""
     from ..cli import user_errors
@@ -25,6 +59,8 @@ def register(app: typer.Typer) -> None:
         targets: list[Path] = typer.Argument(..., help="pretraining run dirs or HF checkpoint dirs"),
         what: str = typer.Option("probes,rank,gap,norms", "--what", help="comma-separated analyses"),
         compare: bool = typer.Option(False, "--compare", help="compare already analysed runs; writes --out"),
+        finetuned: list[Path] = typer.Option(None, "--finetuned", help="--compare: evaluated fine-tuning runs of "
+                                             "those pretraining runs (repeatable); adds their result columns"),
         out: Path = typer.Option(None, "--out", help="--compare: output JSON (default: compare.json)"),
         out_dir: Path = typer.Option(None, "--out-dir", help="where to write (default: <target>/analysis)"),
         data_root: Path = typer.Option(None, "--data-root", help="local data folder (sst2, ag_news probes)"),
@@ -43,8 +79,13 @@ def register(app: typer.Typer) -> None:
 
         if compare:
             dest = out or Path("compare.json")
-            res = compare_runs(targets, dest)
-            cols = ["weight_decay", "final_val_loss", *res["quantities"]]
+            res = compare_runs(targets, None if finetuned else dest)
+            if finetuned:
+                from ..io import write_json
+
+                add_downstream(res, finetuned)
+                write_json(dest, res)
+            cols = ["weight_decay", "final_val_loss", *[q for q in res["quantities"] if q.count("/") < 2]]
             table = Table(*cols)
             for r in res["rows"]:
                 table.add_row(*[_fmt(r.get(c)) for c in cols])

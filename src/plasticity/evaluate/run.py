@@ -6,13 +6,19 @@ For each task in ``task.evaluated_on()`` this writes ``<out>/<task>.json`` (task
 hold no timestamps, so the same arguments and seed give byte-identical files; wall time goes to the log.
 
 * CoT tasks: prompts are ``prompt_text(template, question)`` (exactly the fine-tuning prefix); one greedy
-  decode (temperature 0, repetition penalty 1.1 as in the paper's code) plus k samples at temperature 1;
-  metrics from `metrics.summarize` (greedy, maj@k, pass@k, correct_ratio, and rm@k / orm_score when a
-  reward model is given) with bootstrap intervals over questions.
+  decode (temperature 0 as in the paper; ``greedy_repetition_penalty`` defaults to 1.0 = off) plus k samples
+  at temperature 1; metrics from `metrics.summarize` (greedy, maj@k, pass@k, correct_ratio, and rm@k /
+  orm_score when a reward model is given) with bootstrap intervals over questions. A task evaluated on
+  several CoT eval sets (metamathqa, simplescaling: gsm8k + math) also gets ``<a>+<b>.json``: the metrics
+  recomputed over the union of the sets' per-question records (the paper's pooled math number, Table 7).
 * Cloze tasks: lm-eval style log-likelihood acc / acc_norm of the task's cloze items (no template, as
   lm-evaluation-harness scores them) with bootstrap intervals over items.
 * Safety: greedy responses to the eval prompts, scored by a judge (`reward.HFRewardModel` ->
-  ``harmfulness_mean``; without one the `reward.RefusalPatternJudge` fallback -> ``refusal_rate_fallback``).
+  ``harmfulness_mean``; without one the `reward.RefusalPatternJudge` fallback -> ``refusal_rate (pattern
+  fallback)``).
+
+Every result names the data it used: ``evaluated_on`` {eval_set, source, n, origins, notes} (notes state a
+dataset substitution, e.g. a local stand-in for a paper dataset).
 """
 
 from __future__ import annotations
@@ -84,7 +90,7 @@ def _key_str(key: Any) -> str | None:
     return None if key is None else str(key)
 
 
-def _eval_cot(task, rows, model, tok, template, args, reward_model, log) -> tuple[dict, list[dict]]:
+def _eval_cot(task, rows, model, tok, template, args, reward_model, log) -> tuple[dict, list[dict], list]:
     from plasticity.data.sft import prompt_text
     from plasticity.tasks.answers import answer_key
 
@@ -140,10 +146,14 @@ def _eval_cot(task, rows, model, tok, template, args, reward_model, log) -> tupl
             }
         )
     qrecs = [QuestionRecord(samples=tuple(v["samples"]), greedy=v["greedy"]) for _, v in sorted(per_q.items())]
+    return _cot_metrics(qrecs, args, reward_model is not None), records, qrecs
+
+
+def _cot_metrics(qrecs: list[QuestionRecord], args: dict[str, Any], has_reward: bool) -> dict[str, Any]:
     metrics = summarize(qrecs, args["k"], n_boot=N_BOOT, alpha=ALPHA, seed=args["seed"])
-    if reward_model is None:
+    if not has_reward:
         metrics = {n: m for n, m in metrics.items() if n not in (f"rm@{args['k']}", "orm_score")}
-    return metrics, records
+    return metrics
 
 
 def _eval_cloze(task, rows, model, tok, args, log) -> tuple[dict, list[dict]]:
@@ -205,7 +215,7 @@ def _eval_safety(task, rows, model, tok, template, args, judge, log) -> tuple[di
     texts = [o[0].text for o in outs]
     scores = judge.score(prompts, texts, questions)
     log(f"{task.name}: generated and judged {len(prompts)} responses in {time.perf_counter() - t0:.1f}s")
-    if judge.metric == "refusal_rate_fallback":
+    if judge.metric == RefusalPatternJudge.metric:
         values = [1.0 - s for s in scores]  # score 0 = refusal
     else:
         values = list(scores)
@@ -235,7 +245,7 @@ def run_evaluate(
     max_questions: int | None = None,
     max_new_tokens: int = 256,
     temperature: float = 1.0,
-    greedy_repetition_penalty: float = 1.1,
+    greedy_repetition_penalty: float = 1.0,
     seed: int = 0,
     batch_size: int = 16,
     data_root: str | Path | None = None,
@@ -328,6 +338,7 @@ def run_evaluate(
     }
     out_dir = Path(out_dir)
     results: dict[str, Any] = {}
+    cot_records: dict[str, tuple[list[QuestionRecord], list[dict[str, Any]], dict[str, Any]]] = {}
     for name in eval_names:
         t_task = time.perf_counter()
         etask = base_task if name == base_task.name else get_task(name)
@@ -336,7 +347,7 @@ def run_evaluate(
         if not rows:
             raise DataError(f"task {name}: the eval split has no rows")
         if etask.family == "cot":
-            metrics, records = _eval_cot(etask, rows, model, tok, template, args, reward_model, log)
+            metrics, records, qrecs = _eval_cot(etask, rows, model, tok, template, args, reward_model, log)
         elif etask.family == "cloze":
             metrics, records = _eval_cloze(etask, rows, model, tok, args, log)
         elif etask.family == "safety":
@@ -345,6 +356,9 @@ def run_evaluate(
             raise DataError(f"task {name}: unknown family {etask.family!r}")
         samples_path = out_dir / f"{name}.samples.jsonl"
         _write_jsonl(samples_path, records)
+        used = evaluated_on(name, loaded, len(rows))
+        if etask.family == "cot":
+            cot_records[name] = (qrecs, records, used)
         result = {
             "task": name,
             "family": etask.family,
@@ -353,9 +367,44 @@ def run_evaluate(
             "metrics": metrics,
             "n_questions": len(rows),
             "samples_path": samples_path.name,
+            "evaluated_on": used,
             "versions": _versions(dev),
         }
         write_json(out_dir / f"{name}.json", result)
         results[name] = result
         log(f"{name}: done in {time.perf_counter() - t_task:.1f}s -> {out_dir / (name + '.json')}")
+    if len(cot_records) > 1:
+        pooled = _pooled(cot_records, out_dir, args, reward_model is not None, str(target), _versions(dev))
+        results[pooled["task"]] = pooled
     return results
+
+
+def evaluated_on(name: str, loaded: Any, n: int) -> dict[str, Any]:
+    """Which data an eval set's numbers come from; `notes` state any substitution for a paper dataset."""
+    return {"eval_set": name, "source": loaded.source, "n": n, "origins": list(loaded.origins),
+            "notes": list(loaded.notes)}
+
+
+def _pooled(cot: dict[str, Any], out_dir: Path, args: dict[str, Any], has_reward: bool, target: str,
+            versions: dict[str, Any]) -> dict[str, Any]:
+    """Metrics over the union of several CoT eval sets' per-question records (concatenated per question, not
+    the mean of the per-set numbers): the paper's pooled GSM8K-Platinum + MATH value (Table 7)."""
+    name = "+".join(cot)
+    qrecs = [q for qs, _, _ in cot.values() for q in qs]
+    records = [dict(r, eval_set=n) for n, (_, recs, _) in cot.items() for r in recs]
+    samples_path = out_dir / f"{name}.samples.jsonl"
+    _write_jsonl(samples_path, records)
+    result = {
+        "task": name,
+        "family": "cot",
+        "pooled_from": list(cot),
+        "target": target,
+        "config": args,
+        "metrics": _cot_metrics(qrecs, args, has_reward),
+        "n_questions": len(qrecs),
+        "samples_path": samples_path.name,
+        "evaluated_on": [used for _, _, used in cot.values()],
+        "versions": versions,
+    }
+    write_json(out_dir / f"{name}.json", result)
+    return result

@@ -21,7 +21,57 @@ from ..analysis.stats import finite_or_none as _num
 from ..errors import UserError
 from . import slices
 
-_METRIC_PREFERENCE = ("pass@", "correct_ratio", "accuracy", "maj@", "greedy")
+_METRIC_PREFERENCE = ("pass@", "correct_ratio", "acc", "maj@", "greedy")
+_FAMILY_PREFERENCE = ("avg_cot", "avg_cloze", "avg_safety")
+_FAMILY_NAMES = {"avg_cot": "CoT", "avg_cloze": "cloze", "avg_safety": "safety"}
+
+
+def _is_task_metric(col: str) -> bool:
+    """A ``{task}/{eval set}/{metric}`` column (or a legacy ``{task}/{metric}`` one of older results.csv files)."""
+    parts = col.split("/")
+    return (len(parts) in (2, 3) and not col.startswith("avg_")
+            and parts[-1] not in ("stability", "upstream_loss_change", "forgetting", "tasks"))
+
+
+def headline_metric(avg_cols: list[str], task_cols: list[str]) -> str | None:
+    """The paper's headline: the averaged CoT metric (Pass@k first), else cloze acc, else safety; a per-task
+    column only when the study has no averages."""
+    for fam in _FAMILY_PREFERENCE:
+        cols = [c for c in avg_cols if c.split("/", 1)[0] == fam]
+        for pref in _METRIC_PREFERENCE:
+            for c in cols:
+                if c.split("/", 1)[1].startswith(pref):
+                    return c
+        if cols:
+            return cols[0]
+    for pref in _METRIC_PREFERENCE:
+        for c in task_cols:
+            if c.rsplit("/", 1)[1].startswith(pref):
+                return c
+    return task_cols[0] if task_cols else None
+
+
+def describe_metric(col: str, rows: list[dict[str, str]]) -> str:
+    """One sentence saying what a headline column averages over (for summaries and captions)."""
+    fam, metric = col.split("/", 1)
+    if fam not in _FAMILY_NAMES:
+        return f"{col} (fine-tuning task / eval set / metric)."
+    tasks = next((r.get(f"{fam}/tasks") for r in rows if r.get(f"{fam}/tasks")), "") or ""
+    names = ", ".join(t for t in tasks.split(";") if t) or "?"
+    return (f"{col}: mean of {metric} over the {_FAMILY_NAMES[fam]} fine-tuning tasks ({names}); each task's value "
+            "is on its eval set, pooled over the questions of all its eval sets when it has several.")
+
+
+def probe_mean_best(probes: dict[str, Any] | None) -> float | None:
+    """Paper Fig. 25: test accuracy averaged over the probe sets per layer, then the best layer."""
+    sets = list(((probes or {}).get("sets") or {}).values())
+    per_layer: dict[int, list[float]] = defaultdict(list)
+    for s in sets:
+        for d in s.get("layers") or []:
+            if _num(d.get("test_accuracy")) is not None:
+                per_layer[d["layer"]].append(float(d["test_accuracy"]))
+    means = [sum(v) / len(v) for v in per_layer.values() if len(v) == len(sets)]
+    return max(means) if means else None
 
 
 # ----------------------------------------------------------------------------------------------- loading
@@ -234,12 +284,10 @@ def build_report(study_dir: Path, out_dir: Path | None = None) -> Path:
     points = [p for p in completed if id(p.row) in pre_rows]  # pretraining-level figures: one point per run
     wds = sorted({p.wd for p in points})
     n_seeds = len({p.seed for p in points}) if seed_col else 1
-    metric_cols = [c for c in fields if "/" in c and c != "run" and any(p.get(c) is not None for p in points)]
-    metric_cols = [c for c in fields if "/" in c and c != "run" and any(p.get(c) is not None for p in completed)]
-    main_metric = next(
-        (c for pref in _METRIC_PREFERENCE for c in metric_cols if c.split("/", 1)[1].startswith(pref)),
-        metric_cols[0] if metric_cols else None,
-    )
+    metric_cols = [c for c in fields if _is_task_metric(c) and any(p.get(c) is not None for p in completed)]
+    avg_cols = [c for c in fields if c.startswith("avg_") and "/" in c and any(p.get(c) is not None for p in completed)]
+    main_metric = headline_metric(avg_cols, metric_cols)
+    what = describe_metric(main_metric, rows) if main_metric else ""
     ds_rows, ds_note = slices.downstream([p.row for p in completed], fields, main_metric)
     ds = [p for p in completed if any(p.row is r for r in ds_rows)]  # downstream figures
     ds_cap = f" Rows: {ds_note}." if ds_note else ""
@@ -266,8 +314,23 @@ def build_report(study_dir: Path, out_dir: Path | None = None) -> Path:
     else:
         figs.skip("fig1", cap, "no val_loss values in results.csv")
 
-    # (2) downstream metrics vs weight decay, per task
-    cap = "Downstream metrics vs pretraining weight decay, one panel per task." + ds_cap
+    # (2) the averaged headline per family (paper Figs 2, 9g), then downstream metrics per fine-tuning task
+    fams: dict[str, list[str]] = defaultdict(list)
+    for c in avg_cols:
+        fams[c.split("/", 1)[0]].append(c)
+    for fam, cols in fams.items():
+        fig, ax = figs.new()
+        for i, c in enumerate(cols):
+            _errplot(ax[0][0], _agg(ds, c), label=c.split("/", 1)[1], color=f"C{i}")
+        _wd_axis(ax[0][0], wds)
+        ax[0][0].set_ylabel("score (mean over tasks)")
+        ax[0][0].set_title(f"{fam}: mean over fine-tuning tasks vs weight decay")
+        ax[0][0].legend(fontsize=7)
+        figs.save(fig, f"fig2_{fam}_metrics_vs_wd", f"Averaged headline {fam}/<metric>: "
+                  f"{describe_metric(cols[0], rows).split(': ', 1)[-1]} Error bars: 95% bootstrap CI over seeds."
+                  + ds_cap)
+    cap = ("Downstream metrics vs pretraining weight decay, one panel per task (legend: eval set / metric; "
+           "a+b = pooled over both eval sets' questions)." + ds_cap)
     tasks: dict[str, list[str]] = defaultdict(list)
     for c in metric_cols:
         tasks[c.split("/", 1)[0]].append(c)
@@ -275,7 +338,7 @@ def build_report(study_dir: Path, out_dir: Path | None = None) -> Path:
         for task, cols in tasks.items():
             fig, ax = figs.new()
             for i, c in enumerate(cols):
-                _errplot(ax[0][0], _agg(ds, c), label=c.split("/", 1)[1], color=f"C{i}")
+                _errplot(ax[0][0], _agg(ds, c), label=c.split("/", 1)[1], color=f"C{i % 10}")
             _wd_axis(ax[0][0], wds)
             ax[0][0].set_ylabel("score")
             ax[0][0].set_title(f"{task}: downstream metrics vs weight decay")
@@ -283,8 +346,9 @@ def build_report(study_dir: Path, out_dir: Path | None = None) -> Path:
             safe = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in task)
             figs.save(fig, f"fig2_{safe}_metrics_vs_wd", cap.replace("one panel per task", f"task {task}"))
     else:
-        figs.skip("fig2", cap, "no <task>/<metric> columns in results.csv")
+        figs.skip("fig2", cap, "no <task>/<eval set>/<metric> columns in results.csv")
     if main_metric:
+        summary.append(f"Headline downstream metric: {what}")
         m = _agg(ds, main_metric)
         if m:
             best = max(m, key=lambda w: m[w]["mean"])
@@ -293,7 +357,8 @@ def build_report(study_dir: Path, out_dir: Path | None = None) -> Path:
             )
 
     # (3) val loss vs main metric scatter with Pearson r and leave-one-out
-    cap = "Final val loss vs main downstream metric, one point per run; right: Pearson r without each point." + ds_cap
+    cap = (f"Final val loss vs the headline downstream metric {main_metric} ({what}), one point per run; right: "
+           "Pearson r without each point (paper Figs 9g, 10)." + ds_cap)
     pairs = [(p, p.get("val_loss"), p.get(main_metric)) for p in ds] if main_metric else []
     pairs = [(p, x, y) for p, x, y in pairs if x is not None and y is not None]
     if len(pairs) >= 2:
@@ -333,15 +398,13 @@ def build_report(study_dir: Path, out_dir: Path | None = None) -> Path:
     else:
         figs.skip("fig3", cap, "fewer than 2 runs with both val_loss and a downstream metric")
 
-    # probe accuracy vs downstream (paper Fig. 25): one Pearson r per probe set
-    probe_cols = sorted({c for p in points for c in p.row if c.startswith("probe_")}) if main_metric else []
-    for col in probe_cols:
-        pp = [(p.get(col), p.get(main_metric)) for p in ds]
-        pp = [(x, y) for x, y in pp if x is not None and y is not None]
-        if len(pp) >= 3:
-            c = correlation([x for x, _ in pp], [y for _, y in pp])
-            summary.append(f"Pearson r({col} best-layer accuracy, {main_metric}) = {_fmt(c['pearson_r'], 3)} "
-                           f"(n = {len(pp)}).")
+    # probe accuracy vs downstream (paper Fig. 25): probe sets averaged per layer, best layer, vs the headline
+    pp = [(probe_mean_best(p.analysis("probes")), p.get(main_metric)) for p in ds] if main_metric else []
+    pp = [(x, y) for x, y in pp if x is not None and y is not None]
+    if len(pp) >= 3:
+        c = correlation([x for x, _ in pp], [y for _, y in pp])
+        summary.append(f"Pearson r(best-layer probe accuracy averaged over the probe sets, {main_metric}) = "
+                       f"{_fmt(c['pearson_r'], 3)} (n = {len(pp)}; paper Fig. 25).")
 
     # (4) probe accuracy per layer, per probe set
     cap = "Linear-probe test accuracy per layer, one line per run, probe set {}."
@@ -440,8 +503,10 @@ def build_report(study_dir: Path, out_dir: Path | None = None) -> Path:
         figs.skip("fig7", cap, "no analysis/norms.json in the run directories")
 
     # (8) stability-plasticity
-    cap = "Stability vs plasticity: forgetting (x) vs main downstream metric (y), one point per run." + ds_cap
-    sp = [(p, p.get("forgetting"), p.get(main_metric)) for p in ds] if main_metric else []
+    cap = ("Stability vs plasticity (paper App. D, Fig. 18): stability = mean cloze accuracy of the fine-tuned minus "
+           f"the pretrained model (x) vs the headline {main_metric} (y), one point per run." + ds_cap)
+    x_col = "stability" if "stability" in fields else "forgetting"  # forgetting: results.csv of older versions
+    sp = [(p, p.get(x_col), p.get(main_metric)) for p in ds] if main_metric else []
     sp = [(p, x, y) for p, x, y in sp if x is not None and y is not None]
     if sp:
         fig, ax = figs.new()
@@ -450,16 +515,17 @@ def build_report(study_dir: Path, out_dir: Path | None = None) -> Path:
         handles, labels = ax[0][0].get_legend_handles_labels()
         uniq = dict(zip(labels, handles, strict=False))
         ax[0][0].legend(uniq.values(), uniq.keys(), fontsize=7)
-        ax[0][0].set_xlabel("forgetting (pretraining loss increase)")
+        ax[0][0].set_xlabel("stability (change in mean cloze acc)" if x_col == "stability"
+                            else "forgetting (pretraining loss increase; older results.csv)")
         ax[0][0].set_ylabel(main_metric)
         ax[0][0].set_title("Stability-plasticity")
         figs.save(fig, "fig8_stability_plasticity", cap)
     else:
-        figs.skip("fig8", cap, "no forgetting / downstream metric values in results.csv")
+        figs.skip("fig8", cap, "no stability / downstream metric values in results.csv")
 
     # (9) plasticity over pretraining time: fine-tuned from several fractions of pretraining
-    cap = ("Main downstream metric after fine-tuning from a fraction of pretraining, one line per weight decay "
-           "(error bars: 95% bootstrap CI over seeds).")
+    cap = (f"The headline {main_metric} ({what}) after fine-tuning from a fraction of pretraining, one line per "
+           "weight decay (bands: 95% bootstrap CI over seeds).")
     if fracs and main_metric:
         fig, ax = figs.new()
         for wd in wds:
@@ -491,13 +557,15 @@ def build_report(study_dir: Path, out_dir: Path | None = None) -> Path:
         ("weight_norm", "Weight norm"),
         ("qk_rank_frac", "QK rank fraction"),
         ("vp_rank_frac", "VP rank fraction"),
-        ("forgetting", "Forgetting"),
+        ("stability", "Stability (App. D: change in mean cloze accuracy after fine-tuning)"),
+        ("upstream_loss_change", "Upstream (pretraining) val-loss change after fine-tuning"),
     ):
-        a = _agg(ds if col == "forgetting" else points, col)
+        a = _agg(ds if col in ("stability", "upstream_loss_change") else points, col)
         if len(a) >= 2:
             ws = list(a)
             ms = [a[w]["mean"] for w in ws]
             diffs = np.diff(ms)
+            diffs[np.isclose(diffs, 0.0, rtol=0.0, atol=1e-12)] = 0.0  # float noise (e.g. 1/24 computed twice)
             if np.all(diffs == 0):
                 verb = "is unchanged"
             elif np.all(diffs < 0):

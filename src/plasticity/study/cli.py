@@ -8,8 +8,14 @@ from typing import Any
 import typer
 from rich.table import Table
 
-SHOWN = ("val_loss", "weight_norm", "qk_rank_frac", "vp_rank_frac", "unseen_seen_gap", "probe_", "/greedy", "/maj@",
-         "/pass@", "forgetting")
+SHOWN = ("val_loss", "weight_norm", "qk_rank_frac", "vp_rank_frac", "unseen_seen_gap", "probe_", "avg_cot/greedy",
+         "avg_cot/maj@", "avg_cot/pass@", "avg_cloze/acc", "avg_safety/", "stability")
+
+
+def _shown(c: str, axes: list[str]) -> bool:
+    """Axis columns, pretraining-level numbers and the averaged headline (per-task columns: results.csv)."""
+    return c in axes or (("/" not in c or c.startswith("avg_")) and not c.endswith("/tasks")
+                         and any(x in c for x in SHOWN))
 
 
 def register(app: typer.Typer) -> None:
@@ -43,10 +49,10 @@ def register(app: typer.Typer) -> None:
             return
         res = run_study(sp, workers=workers, executor=executor, retry_failed=retry_failed, log=log)
         axes = list(all_axes(sp))
-        cols = [c for c in (res.rows[0] if res.rows else {}) if c in axes or any(x in c for x in SHOWN)]
+        cols = [c for c in (res.rows[0] if res.rows else {}) if _shown(c, axes)]
         t = Table(title=f"study '{sp.name}' ({len(res.rows)} rows; all columns in results.csv)")
         for c in ["status", *cols]:
-            t.add_column(c.split("/")[-1].replace("optim.", "").replace("_frac", "").replace("probe_", "probe "),
+            t.add_column(c.replace("optim.", "").replace("_frac", "").replace("probe_", "probe "),
                          justify="right")
         for r in res.rows:
             t.add_row(*[_cell(r.get(c)) for c in ["status", *cols]])

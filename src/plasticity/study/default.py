@@ -21,5 +21,6 @@ DEFAULT_STUDY = StudySpec(
     analyze=["probes", "rank", "gap", "norms"],
     finetune={"task": "demo_arith", "task_options": {"n_train": 512, "n_test": 64}, "cutoff_len": 256,
               "optim": {"lr": 0.001}, "train": {"micro_batch_size": 16, "grad_accum": 2, "epochs": 2}},
-    evaluate={"k": 4, "max_questions": 48, "max_new_tokens": 96, "batch_size": 32},
+    evaluate={"k": 4, "max_questions": 48, "max_new_tokens": 96, "batch_size": 32,
+              "stability_tasks": ["demo_choice"]},  # App. D stability on offline cloze items
 )

@@ -172,11 +172,16 @@ def _evaluate(n, log, threads, log_path) -> dict[str, Any]:
 
     kw = dict(n.config["evaluate"])
     n_stab = kw.pop("stability_sequences")
+    stab_tasks, stab_q = kw.pop("stability_tasks", None), kw.pop("stability_max_questions", None)
+    stab_q = stab_q if stab_q is not None else kw.get("max_questions")
     results = run_evaluate(n.config["finetune_dir"], None, n.out, log=log, **kw)
     stab = upstream_stability(n.config["finetune_dir"], max_sequences=n_stab,
-                              out_path=Path(n.out) / "stability.json", log=log)  # written last
+                              out_path=Path(n.out) / "stability.json", log=log, cloze_tasks=stab_tasks,
+                              cloze_max_questions=stab_q, batch_size=kw["batch_size"], data_root=kw["data_root"],
+                              data_source=kw["data_source"])  # written last
     metrics = {f"{task}/{m}": v["value"] for task, r in results.items() for m, v in r.get("metrics", {}).items()}
-    return {"status": "done", "out": n.out, "metrics": dict(metrics, forgetting=stab["forgetting"])}
+    return {"status": "done", "out": n.out, "metrics": dict(metrics, stability=stab["stability"],
+                                                            upstream_loss_change=stab.get("upstream_loss_change"))}
 
 
 RUNNERS = {"tokenizer": _tokenizer, "data": _data, "pretrain": _pretrain, "analyze": _analyze,

@@ -7,6 +7,7 @@ token caches are shared through the global cache), and a changed key re-runs onl
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import itertools
 import json
@@ -41,7 +42,8 @@ class Row:
     axes: dict[str, Any]
     pretrain: str
     analyze: str | None = None
-    finetunes: list[tuple[str, str, str | None]] = field(default_factory=list)  # (task, finetune id, eval id)
+    # (task label, finetune id, eval id); the label is the task name, plus swept task_axes options
+    finetunes: list[tuple[str, str, str | None]] = field(default_factory=list)
 
 
 @dataclass
@@ -103,26 +105,59 @@ def build_plan(spec: StudySpec) -> Plan:
                               Row(axes=row_axes, pretrain=pre.id, analyze=ana.id if ana else None))
         if spec.finetune is None:
             continue
-        fcfg = stage_config(spec, "finetune", per_stage["finetune"])
-        ft_dict = {k: v for k, v in to_dict(fcfg).items() if k not in ("init_from", "out_dir")}
-        f_id = f"finetune-{node_hash([pre.id, frac, ft_dict])}"
-        f_label = _label(point, "finetune")
-        ft = Node(id=f_id, kind="finetune", deps=[pre.id], out=str(_runs(spec) / f_id),
-                  config={"finetune": ft_dict, "pretrain_dir": pre.out, "fraction": frac}, label=f_label,
-                  gpus=spec.resources.gpus)
-        ft.est_tokens, ft.est_flops = _finetune_estimate(fcfg, estimates[pre.id][0])
-        nodes.setdefault(ft.id, ft)
-        ev_id = None
-        if spec.evaluate is not None:
-            ecfg = stage_config(spec, "evaluate", per_stage["evaluate"])
-            ev_dict = to_dict(ecfg)
-            ev_id = f"evaluate-{node_hash([ft.id, ev_dict])}"
-            ev = Node(id=ev_id, kind="evaluate", deps=[ft.id], out=str(_runs(spec) / ev_id),
-                      config={"finetune_dir": ft.out, "evaluate": ev_dict}, label=f_label, gpus=spec.resources.gpus)
-            ev.est_tokens, ev.est_flops = _evaluate_estimate(ev_dict, fcfg, estimates[pre.id][0])
-            nodes.setdefault(ev.id, ev)
-        row.finetunes.append((fcfg.task, ft.id, ev_id))
+        base_fcfg = stage_config(spec, "finetune", per_stage["finetune"])
+        for fcfg, label in _task_variants(spec, base_fcfg):
+            ft_dict = {k: v for k, v in to_dict(fcfg).items() if k not in ("init_from", "out_dir")}
+            f_id = f"finetune-{node_hash([pre.id, frac, ft_dict])}"
+            f_label = _label(point, "finetune") + (f" {label}" if label != task_name(fcfg.task) else "")
+            ft = Node(id=f_id, kind="finetune", deps=[pre.id], out=str(_runs(spec) / f_id),
+                      config={"finetune": ft_dict, "pretrain_dir": pre.out, "fraction": frac}, label=f_label,
+                      gpus=spec.resources.gpus)
+            ft.est_tokens, ft.est_flops = _finetune_estimate(fcfg, estimates[pre.id][0])
+            nodes.setdefault(ft.id, ft)
+            ev_id = None
+            if spec.evaluate is not None:
+                ecfg = stage_config(spec, "evaluate", per_stage["evaluate"])
+                ev_dict = to_dict(ecfg)
+                if ev_dict.get("stability_tasks") is None:  # resolved here, so the node id says which sets
+                    from ..evaluate.stability import resolve_cloze_sets
+
+                    ev_dict["stability_tasks"] = resolve_cloze_sets(None, ecfg.data_root or fcfg.data_root)
+                ev_id = f"evaluate-{node_hash([ft.id, ev_dict])}"
+                ev = Node(id=ev_id, kind="evaluate", deps=[ft.id], out=str(_runs(spec) / ev_id),
+                          config={"finetune_dir": ft.out, "evaluate": ev_dict}, label=f_label,
+                          gpus=spec.resources.gpus)
+                ev.est_tokens, ev.est_flops = _evaluate_estimate(ev_dict, fcfg, estimates[pre.id][0])
+                nodes.setdefault(ev.id, ev)
+            row.finetunes.append((label, ft.id, ev_id))
     return Plan(spec=spec, nodes=_ordered(nodes), rows=list(rows.values()))
+
+
+def task_name(task: str) -> str:
+    """The registered name of a task given by name or by YAML path (result columns use it)."""
+    if task.endswith((".yaml", ".yml")):
+        from ..tasks.registry import get_task
+
+        return get_task(task).name
+    return task
+
+
+def _task_variants(spec: StudySpec, fcfg: Any) -> list[tuple[Any, str]]:
+    """(fine-tuning config, column label) per value combination of the task's `task_axes` options (e.g. the
+    safety task's k in {300, 500, 1000, 2000}); options with several values appear in the label (``safety[k=300]``)."""
+    name = task_name(fcfg.task)
+    opts = spec.task_axes.get(name) or spec.task_axes.get(fcfg.task) or {}
+    if not opts:
+        return [(fcfg, name)]
+    out = []
+    keys = list(opts)
+    for values in itertools.product(*(opts[k] for k in keys)):
+        chosen = dict(zip(keys, values, strict=True))
+        cfg = copy.deepcopy(fcfg)
+        cfg.task_options = {**(cfg.task_options or {}), **chosen}
+        shown = ",".join(f"{k}={v}" for k, v in chosen.items() if len(opts[k]) > 1)
+        out.append((cfg, f"{name}[{shown}]" if shown else name))
+    return out
 
 
 def _runs(spec: StudySpec) -> Path:

@@ -52,28 +52,82 @@ def collect_row(plan: Plan, row: Row, states: dict[str, str], study_dir: Path) -
     if (probes := _json(a / "probes.json")) is not None:
         for name, ps in probes["sets"].items():
             out[f"probe_{name}"] = ps["best_test_accuracy"]
-    forgetting: dict[str, float] = {}
+        from ..report.build import probe_mean_best
+
+        out["probe_mean_best"] = probe_mean_best(probes)  # paper Fig. 25: sets averaged per layer, best layer
+    per_task: dict[str, dict[str, Any]] = {}  # task label -> {family, metrics, stability, ...}
     for task, f_id, e_id in row.finetunes:
         out.setdefault("finetune_runs", [])
         out["finetune_runs"].append(os.path.relpath(plan.nodes[f_id].out, study_dir))
-        if e_id is None:
-            continue
-        edir = Path(plan.nodes[e_id].out)
-        for f in sorted(edir.glob("*.json")) if edir.is_dir() else []:
-            d = _json(f)
-            if d is None:
-                continue
-            if f.name == "stability.json":
-                forgetting[task] = d["forgetting"]
-            elif "metrics" in d:
-                for m, v in d["metrics"].items():
-                    out[f"{d['task']}/{m}"] = v["value"]
+        if (t_on := (_json(Path(plan.nodes[f_id].out) / "summary.json") or {}).get("trained_on")) is not None:
+            out[f"{task}/trained_on"] = data_note(t_on)
+        if e_id is not None:
+            per_task[task] = _task_results(task, Path(plan.nodes[e_id].out), out)
     if "finetune_runs" in out:
         out["finetune_runs"] = ";".join(out["finetune_runs"])
-    if forgetting:
-        out["forgetting"] = sum(forgetting.values()) / len(forgetting)
-        if len(forgetting) > 1:
-            out.update({f"{t}/forgetting": v for t, v in forgetting.items()})
+    out.update(headline(per_task))
+    return out
+
+
+def _task_results(task: str, edir: Path, out: dict[str, Any]) -> dict[str, Any]:
+    """Write ``{task}/{eval_set}/{metric}`` columns of one evaluate node into `out`; return what the averages
+    need: the family, one value per metric (the pooled set when the task has several eval sets) and stability."""
+    res: dict[str, Any] = {"family": None, "metrics": {}, "stability": {}}
+    sets: dict[str, dict[str, Any]] = {}
+    for f in sorted(edir.glob("*.json")) if edir.is_dir() else []:
+        d = _json(f)
+        if d is None:
+            continue
+        if f.name == "stability.json":
+            res["stability"] = d
+        elif "metrics" in d:
+            sets[d["task"]] = d
+            for m, v in d["metrics"].items():
+                out[f"{task}/{d['task']}/{m}"] = v["value"]
+            used = d.get("evaluated_on")
+            if isinstance(used, dict):
+                out[f"{task}/{d['task']}/evaluated_on"] = data_note(used)
+    pooled = [d for d in sets.values() if d.get("pooled_from")]
+    main = pooled[0] if pooled else (next(iter(sets.values())) if len(sets) == 1 else None)
+    if sets:
+        res["family"] = next(iter(sets.values())).get("family")
+    if main is not None:
+        res["metrics"] = {m: v["value"] for m, v in main["metrics"].items()}
+    st = res["stability"]
+    if st:
+        out[f"{task}/stability"] = st.get("stability")
+        out[f"{task}/upstream_loss_change"] = st.get("upstream_loss_change")
+    return res
+
+
+def data_note(used: dict[str, Any]) -> str:
+    """``<source> n=<rows> (<origins>)`` plus ``; note: <notes>`` (substitutions for paper datasets, caveats)."""
+    text = f"{used.get('source')} n={used.get('n')} ({'; '.join(used.get('origins') or [])})"
+    notes = " ".join(used.get("notes") or [])
+    return text + (f"; note: {notes}" if notes else "")
+
+
+def headline(per_task: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The paper's averaged headline (Figs 2, 9g, 10): per family (cot, cloze, safety) and metric, the mean over
+    the row's fine-tuning tasks of that family (a metric only when every such task has it), ``avg_<family>/tasks``
+    naming them; ``stability`` / ``upstream_loss_change``: mean over the CoT tasks (all tasks when none is CoT)."""
+    out: dict[str, Any] = {}
+    fams: dict[str, list[str]] = {}
+    for task, r in per_task.items():
+        if r["family"]:
+            fams.setdefault(r["family"], []).append(task)
+    for fam, tasks in sorted(fams.items()):
+        out[f"avg_{fam}/tasks"] = ";".join(tasks)
+        for m in per_task[tasks[0]]["metrics"]:
+            vals = [per_task[t]["metrics"].get(m) for t in tasks]
+            if all(isinstance(v, int | float) for v in vals):
+                out[f"avg_{fam}/{m}"] = sum(vals) / len(vals)
+    over = fams.get("cot") or list(per_task)
+    for col in ("stability", "upstream_loss_change"):
+        vals = [per_task[t]["stability"].get(col) for t in over if per_task[t]["stability"]]
+        vals = [v for v in vals if isinstance(v, int | float)]
+        if vals:
+            out[col] = sum(vals) / len(vals)
     return out
 
 

@@ -4,7 +4,8 @@ Axis keys route to a stage by prefix: ``finetune.<key>`` (fine-tuning config), `
 settings), ``finetune_from`` (fraction of pretraining the fine-tuning starts from, e.g. 0.25/0.5/1.0),
 ``task`` (= ``finetune.task``), ``seed`` (= ``train.seed``); anything else (optionally ``pretrain.``-prefixed)
 is a pretraining key such as ``optim.weight_decay``. ``seeds``, ``tasks`` and ``finetune_from`` may also be
-given as top-level lists.
+given as top-level lists. ``task_axes: {task: {option: [values]}}`` sweeps one task's options only (the
+paper's safety k in {300, 500, 1000, 2000}); each value is a separate fine-tuning run in the same row.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ class EvaluateSpec:
     max_questions: int | None = None
     max_new_tokens: int = 256
     temperature: float = 1.0
-    greedy_repetition_penalty: float = 1.1
+    greedy_repetition_penalty: float = 1.0  # the paper's greedy is temperature 0 only; > 1 penalizes repeats
     seed: int = 0
     batch_size: int = 16
     data_root: str | None = None
@@ -36,7 +37,9 @@ class EvaluateSpec:
     reward_model: str | None = None
     judge: str | None = None
     template: str | None = None
-    stability_sequences: int = 128  # pretraining validation sequences scored before/after fine-tuning
+    stability_sequences: int = 128  # pretraining validation sequences scored before/after (upstream_loss_change)
+    stability_tasks: list[str] | None = None  # App. D cloze sets; None = the paper's five where local, else demo_choice
+    stability_max_questions: int | None = None  # items per stability cloze set (None = max_questions)
 
 
 @dataclass
@@ -58,6 +61,7 @@ class StudySpec:
     seeds: list[int] | None = None  # shorthand for axis train.seed
     tasks: list[str] | None = None  # shorthand for axis finetune.task
     finetune_from: list[float] | None = None  # shorthand for axis finetune_from
+    task_axes: dict[str, dict[str, list[Any]]] = field(default_factory=dict)  # per-task options: {safety: {k: [..]}}
     analyze: list[str] = field(default_factory=list)  # subset of ANALYSES; [] = none
     finetune: dict[str, Any] | None = None  # a fine-tuning config mapping (init_from / out_dir are filled in)
     evaluate: dict[str, Any] | None = None  # an EvaluateSpec mapping; needs `finetune`
@@ -100,6 +104,14 @@ def validate_spec(spec: StudySpec) -> None:
         _req(a in ANALYSES, "analyze", f"unknown analysis '{a}' (choose from {', '.join(ANALYSES)})")
     _req(spec.evaluate is None or spec.finetune is not None, "evaluate", "needs a `finetune` section")
     axes = all_axes(spec)
+    tasks = [str(t) for t in axes.get("task", [])] + [str((spec.finetune or {}).get("task"))]
+    for task, opts in spec.task_axes.items():
+        _req(task in tasks or any(t.endswith((".yaml", ".yml")) for t in tasks), f"task_axes.{task}",
+             f"is not one of the study's tasks ({', '.join(t for t in tasks if t != 'None')})")
+        _req(isinstance(opts, dict) and bool(opts), f"task_axes.{task}", "must map task options to value lists")
+        for opt, values in opts.items():
+            _req(isinstance(values, list) and len(values) > 0, f"task_axes.{task}.{opt}", "must be a non-empty list")
+            _req(len(values) == len({repr(v) for v in values}), f"task_axes.{task}.{opt}", "has repeated values")
     for key, values in axes.items():
         _req(isinstance(values, list) and len(values) > 0, f"axes.{key}", "must be a non-empty list")
         _req(len(values) == len({repr(v) for v in values}), f"axes.{key}", "has repeated values")

@@ -1,11 +1,14 @@
 """Final-answer extraction and comparison for generated chain-of-thought responses.
 
-Three answer types:
+Four answer types:
 
 * ``numeric`` -- GSM8K ``#### 72``, MATH ``\\boxed{...}`` and MetaMathQA ``The answer is: 18``. The marker
   that appears LAST in the text wins. Answers are normalized (commas in ``1,000``, ``$``, trailing ``.``,
   ``\\frac{a}{b}``, ``\\left( \\right)``, ``^\\circ``, ``\\%``, ``\\text{...}`` units, spaces). With
   ``fallback=True`` the last number in the text is used when no marker is found.
+* ``math`` -- competition-math (MATH) answers: extracted like ``numeric``; compared by the fast numeric path when
+  both sides parse as numbers, else by Hugging Face's ``math-verify`` (``\\frac{1}{2}`` = ``\\dfrac12`` = ``0.5``,
+  ``\\sqrt{2}`` = ``\\sqrt2``, intervals, sets, expressions). ``math_verify`` is imported on first use only.
 * ``choice`` -- a multiple-choice letter A-J ("The answer is (B)", "Answer: B", "#### B", ``\\boxed{B}``).
 * ``yesno`` -- yes / no / maybe (PubMedQA); falls back to the last yes/no/maybe word by default.
 
@@ -22,7 +25,7 @@ import re
 from collections.abc import Hashable
 from fractions import Fraction
 
-ANSWER_TYPES = ("numeric", "choice", "yesno")
+ANSWER_TYPES = ("numeric", "math", "choice", "yesno")
 CHOICE_LETTERS = "ABCDEFGHIJ"
 YESNO = ("yes", "no", "maybe")
 REL_TOL = 1e-6
@@ -279,7 +282,7 @@ def _extract_yesno(text: str, fallback: bool) -> str | None:
     return None
 
 
-DEFAULT_FALLBACK = {"numeric": False, "choice": False, "yesno": True}
+DEFAULT_FALLBACK = {"numeric": False, "math": False, "choice": False, "yesno": True}
 
 
 def extract_answer(answer_type: str, text: str | None, *, fallback: bool | None = None) -> str | None:
@@ -292,7 +295,7 @@ def extract_answer(answer_type: str, text: str | None, *, fallback: bool | None 
     if not text or not text.strip():
         return None
     fb = DEFAULT_FALLBACK[answer_type] if fallback is None else fallback
-    if answer_type == "numeric":
+    if answer_type in ("numeric", "math"):
         return _extract_numeric(text, fb)
     if answer_type == "choice":
         return _extract_choice(text, fb)
@@ -308,11 +311,14 @@ def answer_key(answer_type: str, answer: str | None) -> Hashable | None:
     _check_type(answer_type)
     if answer is None:
         return None
-    if answer_type == "numeric":
+    if answer_type in ("numeric", "math"):
         value = parse_number(answer)
         if value is not None:
             return str(value)
         norm = normalize_answer(answer)
+        if answer_type == "math" and norm:
+            parsed = _math_parse(answer)
+            return f"math:{parsed[0]}" if parsed else norm
         return norm or None
     if answer_type == "choice":
         return _choice_letter(answer)
@@ -331,5 +337,49 @@ def is_correct(answer_type: str, predicted: str | None, gold: str | None) -> boo
             return p == g or math.isclose(float(p), float(g), rel_tol=REL_TOL, abs_tol=1e-12)
         pn, gn = normalize_answer(predicted), normalize_answer(gold)
         return bool(pn) and pn == gn
+    if answer_type == "math":
+        return math_equal(predicted, gold)
     pk, gk = answer_key(answer_type, predicted), answer_key(answer_type, gold)
     return pk is not None and pk == gk
+
+
+def _math_timeout() -> int | None:
+    """math-verify's timeouts use SIGALRM, which works in the main thread only (elsewhere: none)."""
+    import logging
+    import threading
+
+    logging.getLogger("math_verify").setLevel(logging.ERROR)  # not its 'timeout is disabled' warning per process
+    return 5 if threading.current_thread() is threading.main_thread() else None
+
+
+def _math_parse(answer: str) -> list:
+    """``math_verify.parse`` of an answer (wrapped in ``$...$`` when it carries no delimiters), [] if unparsable."""
+    from math_verify import parse  # lazy: sympy is slow to import and only MATH needs it
+
+    text = answer.strip()
+    if "$" not in text and "\\(" not in text and "\\[" not in text:
+        text = f"${text}$"
+    try:
+        return list(parse(text, parsing_timeout=_math_timeout()))
+    except Exception:  # noqa: BLE001 - an unparsable answer is simply not equivalent
+        return []
+
+
+def math_equal(predicted: str, gold: str) -> bool:
+    """Competition-math equivalence: numbers compared exactly (1e-6 relative), else ``math_verify.verify``, else
+    normalized strings."""
+    p, g = parse_number(predicted), parse_number(gold)
+    if p is not None and g is not None:
+        return p == g or math.isclose(float(p), float(g), rel_tol=REL_TOL, abs_tol=1e-12)
+    pn, gn = normalize_answer(predicted), normalize_answer(gold)
+    if pn and pn == gn:
+        return True
+    gp, pp = _math_parse(gold), _math_parse(predicted)
+    if not gp or not pp:
+        return False
+    from math_verify import verify
+
+    try:
+        return bool(verify(gp, pp, timeout_seconds=_math_timeout()))
+    except Exception:  # noqa: BLE001
+        return False

@@ -112,7 +112,7 @@ def math_task() -> Task:
     return Task(
         name="math",
         family="cot",
-        answer_type="numeric",
+        answer_type="math",  # LaTeX answers: math-verify equivalence (numbers keep the fast path)
         splits={
             "train": SplitSpec(
                 local=(
@@ -278,6 +278,7 @@ def pubmedqa() -> Task:
         name="pubmedqa",
         family="cot",
         answer_type="yesno",
+        answer_fallback=True,  # as answers.py documents for yes/no: the last yes/no/maybe word without a marker
         splits={
             "train": SplitSpec(
                 local=(LocalSource(path, fields, Membership(ids, "pubid", keep=False)),),

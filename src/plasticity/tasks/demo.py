@@ -2,7 +2,12 @@
 
 * demo_arith: GSM8K-style multi-step word problems (shopping, ages, travel, savings, sharing, packing) with a
   step-by-step response ending ``#### N``; rows use GSM8K's field names (question, answer).
-* demo_choice: multiple-choice arithmetic (4 options, answer letter).
+* demo_choice: multiple-choice arithmetic (4 options, answer letter); also cloze-scorable (context
+  ``What is a + b?\nAnswer:``, continuations `` <choice>``), the offline stand-in for the paper's cloze sets in
+  Appendix-D stability.
+* demo_arith_short: the demo_arith problems with answer-only responses (``The answer is N.``), evaluated on
+  demo_arith's and demo_choice's eval sets (like MetaMathQA on GSM8K + MATH: a shared eval set and a pooled
+  value).
 
 Train and test never share a problem: every problem has a signature (template + numbers, names ignored)
 and a fixed, seed-independent hash of the signature assigns it to the train or the test pool (~20% test).
@@ -18,6 +23,7 @@ from typing import Any
 
 from plasticity.errors import DataError
 from plasticity.tasks.base import (
+    ClozeItem,
     SplitSpec,
     Task,
     answer_line,
@@ -279,6 +285,33 @@ def demo_choice(n_train: int = 2000, n_test: int = 200, seed: int = 0) -> Task:
         ),
         response_fn=lambda row: f"{field_value(row, 'solution')}\n{answer_line(field_value(row, 'answer'))}",
         gold_fn=lambda row: str(field_value(row, "answer")).strip().upper(),
+        cloze_fn=_choice_cloze,
         description="Generated multiple-choice arithmetic (offline demo, no data needed).",
+        paper="not in the paper (offline demo)",
+    )
+
+
+def _choice_cloze(row: Row) -> ClozeItem:
+    choices = [str(c) for c in field_value(row, "choices")]
+    gold = "ABCD".index(str(field_value(row, "answer")).strip().upper())
+    ctx = f"{field_value(row, 'question')}\nAnswer:"
+    return ClozeItem(contexts=[ctx] * len(choices), continuations=[f" {c}" for c in choices], gold=gold)
+
+
+@register("demo_arith_short")
+def demo_arith_short(n_train: int = 2000, seed: int = 0) -> Task:
+    n_train, seed = check_int("n_train", n_train, 1), check_int("seed", seed)
+    return Task(
+        name="demo_arith_short",
+        family="cot",
+        answer_type="numeric",
+        answer_fallback=True,
+        splits={"train": SplitSpec(generator=lambda: generate_arith("train", n_train, seed + 1))},
+        question_fn=lambda row: field_value(row, "question"),
+        response_fn=lambda row: answer_line(str(gsm8k_gold(row))),
+        gold_fn=gsm8k_gold,
+        eval_tasks=("demo_arith", "demo_choice"),
+        description="demo_arith problems with answer-only responses; evaluated on demo_arith + demo_choice "
+        "(offline demo of tasks sharing an eval set, with a pooled value).",
         paper="not in the paper (offline demo)",
     )

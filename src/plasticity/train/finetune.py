@@ -131,7 +131,9 @@ def run_finetune(cfg: FinetuneConfig, resume: bool = False, log=print) -> dict[s
                 examples=len(examples), dropped_over_cutoff=enc_counts["over_cutoff"],
                 dropped_empty=enc_counts["empty_response"], format_failed=data_info["format_failed"],
                 load_counts=data_info["load_counts"], total_steps=total_steps, weight_decay=cfg.optim.weight_decay,
-                lr=cfg.optim.lr, precision=precision, params_total=counts.total, template=cfg.template)
+                lr=cfg.optim.lr, precision=precision, params_total=counts.total, template=cfg.template,
+                trained_on={"task": data_info["task"], "source": data_info["source"], "n": len(examples),
+                            "origins": data_info["origins"], "notes": data_info["notes"]})  # notes: substitutions
     summary = execute(job, resume, base, log)
     log(f"{run_dir}: done, final train loss {summary['final_train_loss']:.4f}")
     return summary
