@@ -185,6 +185,16 @@ def _accepts_logits_to_keep(model: Any) -> bool:
         return False
 
 
+def _cache_kwarg(model: Any) -> str:
+    """The forward argument that takes the KV cache: ``cache`` (transformers >= 5.2x, where
+    ``past_key_values`` is deprecated with a FutureWarning) or ``past_key_values`` (older versions)."""
+    try:
+        params = inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):
+        return "past_key_values"
+    return "cache" if "cache" in params else "past_key_values"
+
+
 def _prefill(model: Any, prompts: list[list[int]], pad_id: int, device: torch.device) -> list[_Prefix]:
     """Run one left-padded forward over `prompts` and split the cache into unpadded per-prompt pieces."""
     lengths = [len(p) for p in prompts]
@@ -196,15 +206,15 @@ def _prefill(model: Any, prompts: list[list[int]], pad_id: int, device: torch.de
     mask = (torch.arange(width)[None, :] >= (width - lens)[:, None]).long()
     position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
     kwargs: dict[str, Any] = {"logits_to_keep": 1} if _accepts_logits_to_keep(model) else {}
+    cache = DynamicCache()  # filled in place by the forward
     out = model(
         input_ids=input_ids.to(device),
         attention_mask=mask.to(device),
         position_ids=position_ids.to(device),
-        past_key_values=DynamicCache(),
         use_cache=True,
+        **{_cache_kwarg(model): cache},
         **kwargs,
     )
-    cache = out.past_key_values
     logits = out.logits[:, -1, :].float()
     layers = [(layer.keys, layer.values) for layer in cache.layers]
     for layer in cache.layers:
@@ -276,6 +286,7 @@ def _decode_chunk(
             padded.append(torch.cat(parts).index_select(0, row_to_uniq))
         layers.append((padded[0], padded[1]))
     cache = DynamicCache(ddp_cache_data=layers)
+    cache_kw = _cache_kwarg(model)
 
     lens = torch.tensor([prefixes[i].length for i, _ in rows], device=device)
     mask = (torch.arange(width, device=device)[None, :] >= (width - lens)[:, None]).long()
@@ -324,8 +335,8 @@ def _decode_chunk(
             input_ids=nxt[:, None],
             attention_mask=mask,
             position_ids=positions[:, None],
-            past_key_values=cache,
             use_cache=True,
+            **{cache_kw: cache},
         )
         positions = positions + 1
         logits = out.logits[:, -1, :].float()

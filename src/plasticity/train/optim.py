@@ -54,10 +54,15 @@ def check_coverage(model: torch.nn.Module, groups: list[dict]) -> None:
     assert set(ids) == trainable, f"{len(trainable - set(ids))} trainable parameters are in no optimizer group"
 
 
-def build_optimizer(model: torch.nn.Module, cfg: OptimizerConfig, policy: str) -> torch.optim.AdamW:
+def build_optimizer(model: torch.nn.Module, cfg: OptimizerConfig, policy: str,
+                    fused: bool = True) -> torch.optim.AdamW:
+    """AdamW over the named groups. `fused`: torch's fused kernel (one pass over all parameters, on CPU and
+    CUDA) where the parameters' device supports it (not for FSDP2-sharded parameters); else torch's default."""
     groups = param_groups(model, cfg.weight_decay, policy)
     torch_groups = [{k: v for k, v in g.items() if k != "param_names"} for g in groups]
-    fused = next(model.parameters()).is_cuda
+    dev = next(model.parameters()).device.type
+    sharded = any(hasattr(p, "device_mesh") for p in model.parameters())  # FSDP2 DTensors: keep torch's default
+    fused = fused and dev in ("cpu", "cuda") and not sharded
     return torch.optim.AdamW(torch_groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, fused=fused or None)
 
 
