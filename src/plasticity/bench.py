@@ -84,6 +84,19 @@ def loadavg() -> float | None:
         return None
 
 
+_CLOCK = {"fn": time.perf_counter, "name": "wall"}
+
+
+def set_clock(name: str) -> None:
+    """``wall`` (default) or ``cpu``: this process's CPU seconds, robust to other processes on a shared machine
+    (use with 1 thread; with several, spinning worker threads count too)."""
+    _CLOCK.update(fn=time.process_time if name == "cpu" else time.perf_counter, name=name)
+
+
+def _now() -> float:
+    return _CLOCK["fn"]()
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -95,14 +108,14 @@ def gemm_peak(dtype: torch.dtype, n: int, device: torch.device, min_seconds: flo
     b = torch.randn(n, n, device=device).to(dtype)
     c = a @ b
     best = 0.0
-    t_end = time.perf_counter() + min_seconds
+    t_end = _now() + min_seconds
     while True:
         _sync(device)
-        t = time.perf_counter()
+        t = _now()
         torch.matmul(a, b, out=c)
         _sync(device)
-        best = max(best, 2 * n**3 / (time.perf_counter() - t) / 1e9)
-        if time.perf_counter() > t_end:
+        best = max(best, 2 * n**3 / (_now() - t) / 1e9)
+        if _now() > t_end:
             return best
 
 
@@ -140,7 +153,7 @@ class HFEager:
     def run(self, steps: int) -> float:
         dev = next(self.model.parameters()).device
         _sync(dev)
-        t = time.perf_counter()
+        t = _now()
         for _ in range(steps):
             ids = self.batches.step_batches(self.step)[0]["input_ids"].to(dev)
             loss = self.model(input_ids=ids, labels=ids).loss
@@ -151,7 +164,7 @@ class HFEager:
             float(loss.detach())
             self.step += 1
         _sync(dev)
-        return time.perf_counter() - t
+        return _now() - t
 
 
 class OurLoop:
@@ -176,10 +189,10 @@ class OurLoop:
 
         self.job.total_steps = self.state.step + steps
         _sync(self.job.device)
-        t = time.perf_counter()
+        t = _now()
         self.state = train(self.job, self.state)
         _sync(self.job.device)
-        return time.perf_counter() - t
+        return _now() - t
 
 
 def train_flops_per_token(model: torch.nn.Module, seq: int) -> float:
@@ -267,10 +280,10 @@ def _ours_sampler(model: Any, tokenizer: Any, prompts: list[str], k: int, new: i
                          add_special_tokens=False, eos_token_ids=())
     dev = next(model.parameters()).device
     _sync(dev)
-    t = time.perf_counter()
+    t = _now()
     generate(model, tokenizer, prompts, k, cfg)
     _sync(dev)
-    return time.perf_counter() - t
+    return _now() - t
 
 
 @torch.inference_mode()
@@ -281,12 +294,12 @@ def _hf_generate(model: Any, tokenizer: Any, prompts: list[str], k: int, new: in
     encs = [tokenizer(prompts[i:i + per_call], return_tensors="pt", padding=True, add_special_tokens=False).to(dev)
             for i in range(0, len(prompts), per_call)]
     _sync(dev)
-    t = time.perf_counter()
+    t = _now()
     for enc in encs:
         model.generate(**enc, do_sample=True, temperature=1.0, top_k=0, top_p=1.0, max_new_tokens=new,
                        num_return_sequences=k, pad_token_id=tokenizer.pad_token_id)
     _sync(dev)
-    return time.perf_counter() - t
+    return _now() - t
 
 
 def bench_sampler(plan: BenchPlan, device: torch.device) -> dict[str, Any]:
@@ -317,9 +330,9 @@ def bench_cloze(plan: BenchPlan, device: torch.device) -> dict[str, Any]:
     items = [ClozeItem(contexts=[PROMPTS[i % len(PROMPTS)]], continuations=[" blue sky", " the cat", " five", " Rome"],
                        gold=i % 4) for i in range(plan.cloze_items)]
     cloze_accuracy(model, tokenizer, items[:2])
-    t = time.perf_counter()
+    t = _now()
     cloze_accuracy(model, tokenizer, items)
-    sec = time.perf_counter() - t
+    sec = _now() - t
     return {"items": len(items), "requests_per_s": round(4 * len(items) / sec, 1)}
 
 
@@ -328,10 +341,10 @@ def bench_analysis(plan: BenchPlan, device: torch.device) -> dict[str, Any]:
     from .analysis.rank import attention_ranks
 
     model, _ = toy_lm(device, hidden=256 if plan.cloze_items > 8 else 64)
-    t = time.perf_counter()
+    t = _now()
     attention_ranks(model)
     parameter_norms(model)
-    return {"seconds": round(time.perf_counter() - t, 3)}
+    return {"seconds": round(_now() - t, 3)}
 
 
 # ------------------------------------------------------------------------------------------------- driver
@@ -343,7 +356,8 @@ def run(mode: str = "quick", log: Callable[[str], None] = print, ablation: bool 
     device = default_device()
     precision = resolve_precision("auto", device)
     env = environment()
-    rec: dict[str, Any] = {"bench": "plasticity", "mode": mode, **env, "precision_auto": precision}
+    rec: dict[str, Any] = {"bench": "plasticity", "mode": mode, **env, "precision_auto": precision,
+                           "clock": _CLOCK["name"]}
     t0 = time.perf_counter()
     rec["load_start"] = loadavg()
     fast_bf16 = precision == "bf16"

@@ -18,11 +18,19 @@ def register(app: Any) -> None:
         ablation: bool = typer.Option(False, "--ablation", help="also time our loop with each lever off / on"),
         json_path: Path = typer.Option(None, "--json", help="also write the JSON record to this file"),
         threads: int = typer.Option(None, help="torch threads (default: torch's, one per core)"),
+        clock: str = typer.Option("wall", help="wall, or cpu (this process's CPU time: for a shared machine, "
+                                               "with --threads 1)"),
     ) -> None:
         """Measure our training loop, sampler, cloze scoring and analysis against plain baselines."""
         import sys
 
-        from .bench import run, table
+        from .bench import run, set_clock, table
+        if clock not in ("wall", "cpu"):
+            from .cli import err
+
+            err.print(f"error: --clock: must be wall or cpu, got {clock!r}", markup=False)
+            raise typer.Exit(2)
+        set_clock(clock)
         from .cli import log
 
         if threads:

@@ -33,6 +33,10 @@ from transformers import DynamicCache
 
 from plasticity.errors import ConfigError
 
+from . import fast_decode as _fast
+
+_FAST_DECODE = True  # the static-cache Llama decode step (fast_decode); False: always the HF forward
+
 FinishReason = Literal["eos", "stop", "length"]
 
 
@@ -285,7 +289,8 @@ def _decode_chunk(
             ]
             padded.append(torch.cat(parts).index_select(0, row_to_uniq))
         layers.append((padded[0], padded[1]))
-    cache = DynamicCache(ddp_cache_data=layers)
+    fast = _fast.LlamaDecoder(model, layers, cfg.max_new_tokens) if _FAST_DECODE and _fast.supports(model) else None
+    cache = DynamicCache(ddp_cache_data=layers) if fast is None else None
     cache_kw = _cache_kwarg(model)
 
     lens = torch.tensor([prefixes[i].length for i, _ in rows], device=device)
@@ -325,21 +330,27 @@ def _decode_chunk(
             break
         if len(keep) < len(alive):
             idx = torch.tensor(keep, device=device)
-            cache.batch_select_indices(idx)
+            if fast is not None:
+                fast.select(idx)
+            else:
+                cache.batch_select_indices(idx)
             mask, positions, nxt = mask[idx], positions[idx], nxt[idx]
             seen = seen[idx] if seen is not None else None
             generators = [generators[b] for b in keep] if generators else generators
             alive = [alive[b] for b in keep]
         mask = torch.cat([mask, mask.new_ones((len(alive), 1))], dim=1)
-        out = model(
-            input_ids=nxt[:, None],
-            attention_mask=mask,
-            position_ids=positions[:, None],
-            use_cache=True,
-            **{cache_kw: cache},
-        )
+        if fast is not None:
+            logits = fast.step(nxt, positions, mask)
+        else:
+            out = model(
+                input_ids=nxt[:, None],
+                attention_mask=mask,
+                position_ids=positions[:, None],
+                use_cache=True,
+                **{cache_kw: cache},
+            )
+            logits = out.logits[:, -1, :].float()
         positions = positions + 1
-        logits = out.logits[:, -1, :].float()
 
     samples = []
     for r in range(len(rows)):
