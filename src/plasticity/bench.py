@@ -45,7 +45,7 @@ class BenchPlan:
 
 PLANS = {
     "full": BenchPlan(repeats=5, train_steps=10, sampler_new=64),
-    "quick": BenchPlan(),
+    "quick": BenchPlan(train_steps=4, sampler_new=32),
     # seconds, for the test suite: exercises every section on a toy model
     "tiny": BenchPlan(train_presets=("llama2-tiny",), batch=2, seq=32, vocab=512, train_steps=2, repeats=1,
                       sampler_prompts=2, sampler_k=2, sampler_new=4, gemm_n=128, bf16_gemm_n=64, cloze_items=4),
