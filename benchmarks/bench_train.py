@@ -35,7 +35,7 @@ def main() -> None:
     plan = replace(PLANS["quick"], train_steps=a.steps, repeats=a.repeats, batch=a.batch, seq=a.seq)
     arms: dict = {"ours": {}}
     if a.ablation:
-        arms |= {"ours_no_fused_ce": {"fast": FastPath(fused_ce=False)}, "ours_no_fused_adamw": {"fused_adamw": False},
+        arms |= {"ours_no_fused_ce": {"fast": FastPath(fused_ce=False)}, "ours_fused_adamw": {"fused_adamw": True},
                  "ours_plain": {"fast": FastPath(fused_ce=False), "fused_adamw": False},
                  "ours_compile": {"fast": FastPath(compile=True)}}
     device = default_device()

@@ -171,7 +171,7 @@ class OurLoop:
     """`plasticity.train.loop.train` driven in segments (same model, optimizer and state across them)."""
 
     def __init__(self, model: torch.nn.Module, batches: RandomBatches, precision: str, run_dir: Path,
-                 fast: Any = None, fused_adamw: bool = True, lr: float = 1e-3):
+                 fast: Any = None, fused_adamw: bool | None = None, lr: float = 1e-3):
         from .config import OptimizerConfig, TrainConfig
         from .train.loop import FastPath, LoopState, TrainJob
         from .train.optim import build_optimizer
@@ -370,7 +370,7 @@ def run(mode: str = "quick", log: Callable[[str], None] = print, ablation: bool 
         from .train.loop import FastPath
 
         arms = {"ours": {}, "ours_no_fused_ce": {"fast": FastPath(fused_ce=False)},
-                "ours_no_fused_adamw": {"fused_adamw": False},
+                "ours_fused_adamw": {"fused_adamw": True},
                 "ours_plain": {"fast": FastPath(fused_ce=False), "fused_adamw": False},
                 "ours_compile": {"fast": FastPath(compile=True)}}
     rec["train"] = []

@@ -221,7 +221,8 @@ def train(job: TrainJob, state: LoopState) -> LoopState:
     net = job.wrapped if job.wrapped is not None else model
     ddp = job.wrapped if job.parallel == "ddp" else None
     use_compile = cfg.compile if job.fast.compile is None else job.fast.compile
-    parts = _hidden_and_head(model) if job.fast.fused_ce and job.wrapped is None else None
+    single = job.parallel == "none" and job.wrapped is None  # DDP/FSDP2 hooks run in the root module's forward
+    parts = _hidden_and_head(model) if job.fast.fused_ce and single else None
     body: Any = None
     fwd: Any = net
     if parts is not None:

@@ -55,14 +55,14 @@ def check_coverage(model: torch.nn.Module, groups: list[dict]) -> None:
 
 
 def build_optimizer(model: torch.nn.Module, cfg: OptimizerConfig, policy: str,
-                    fused: bool = True) -> torch.optim.AdamW:
-    """AdamW over the named groups. `fused`: torch's fused kernel (one pass over all parameters, on CPU and
-    CUDA) where the parameters' device supports it (not for FSDP2-sharded parameters); else torch's default."""
+                    fused: bool | None = None) -> torch.optim.AdamW:
+    """AdamW over the named groups. `fused` None: torch's fused kernel on CUDA, torch's default elsewhere (on
+    CPU the fused kernel measured no faster here, see BENCHMARKS.md, and the default keeps one-process and
+    FSDP2 optimizer state alike); True / False force it on / off (benchmark ablations)."""
     groups = param_groups(model, cfg.weight_decay, policy)
     torch_groups = [{k: v for k, v in g.items() if k != "param_names"} for g in groups]
-    dev = next(model.parameters()).device.type
-    sharded = any(hasattr(p, "device_mesh") for p in model.parameters())  # FSDP2 DTensors: keep torch's default
-    fused = fused and dev in ("cpu", "cuda") and not sharded
+    if fused is None:
+        fused = next(model.parameters()).is_cuda
     return torch.optim.AdamW(torch_groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, fused=fused or None)
 
 
