@@ -163,3 +163,28 @@ def test_config_validation():
         SamplingConfig(temperature=-1.0)
     with pytest.raises(ConfigError):
         SamplingConfig(stop_strings=("",))
+
+
+def test_fast_llama_decode_equals_hf_forward(llama, tokenizer, prompts, monkeypatch):
+    """The static-cache Llama decode step gives the same samples as the Hugging Face forward with a dynamic
+    cache (sampling, repetition penalty, rows leaving the batch at different steps)."""
+    from plasticity.evaluate import fast_decode
+
+    assert fast_decode.supports(llama)
+    cfg = SamplingConfig(max_new_tokens=20, temperature=0.9, top_k=50, repetition_penalty=1.1, stop_strings=(),
+                         add_special_tokens=False, batch_size=4, seed=3)
+    fast = generate(llama, tokenizer, prompts, 3, cfg)
+    monkeypatch.setattr(sampler_mod, "_FAST_DECODE", False)
+    slow = generate(llama, tokenizer, prompts, 3, cfg)
+    assert [[s.token_ids for s in row] for row in fast] == [[s.token_ids for s in row] for row in slow]
+
+
+def test_sampler_prints_no_deprecation_warnings(llama, tokenizer, prompts, recwarn, monkeypatch):
+    """The cache goes in through the forward's current argument name (no `past_key_values` FutureWarning)."""
+    monkeypatch.setattr(sampler_mod, "_FAST_DECODE", False)  # the generic HF path passes the cache each step
+    import warnings
+
+    warnings.simplefilter("always")
+    generate(llama, tokenizer, prompts[:2], 2, SamplingConfig(max_new_tokens=4, stop_strings=()))
+    assert not [w for w in recwarn if issubclass(w.category, (FutureWarning, DeprecationWarning))], \
+        [str(w.message) for w in recwarn]

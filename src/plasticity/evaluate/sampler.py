@@ -33,6 +33,10 @@ from transformers import DynamicCache
 
 from plasticity.errors import ConfigError
 
+from . import fast_decode as _fast
+
+_FAST_DECODE = True  # the static-cache Llama decode step (fast_decode); False: always the HF forward
+
 FinishReason = Literal["eos", "stop", "length"]
 
 
@@ -185,6 +189,16 @@ def _accepts_logits_to_keep(model: Any) -> bool:
         return False
 
 
+def _cache_kwarg(model: Any) -> str:
+    """The forward argument that takes the KV cache: ``cache`` (transformers >= 5.2x, where
+    ``past_key_values`` is deprecated with a FutureWarning) or ``past_key_values`` (older versions)."""
+    try:
+        params = inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):
+        return "past_key_values"
+    return "cache" if "cache" in params else "past_key_values"
+
+
 def _prefill(model: Any, prompts: list[list[int]], pad_id: int, device: torch.device) -> list[_Prefix]:
     """Run one left-padded forward over `prompts` and split the cache into unpadded per-prompt pieces."""
     lengths = [len(p) for p in prompts]
@@ -196,15 +210,15 @@ def _prefill(model: Any, prompts: list[list[int]], pad_id: int, device: torch.de
     mask = (torch.arange(width)[None, :] >= (width - lens)[:, None]).long()
     position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
     kwargs: dict[str, Any] = {"logits_to_keep": 1} if _accepts_logits_to_keep(model) else {}
+    cache = DynamicCache()  # filled in place by the forward
     out = model(
         input_ids=input_ids.to(device),
         attention_mask=mask.to(device),
         position_ids=position_ids.to(device),
-        past_key_values=DynamicCache(),
         use_cache=True,
+        **{_cache_kwarg(model): cache},
         **kwargs,
     )
-    cache = out.past_key_values
     logits = out.logits[:, -1, :].float()
     layers = [(layer.keys, layer.values) for layer in cache.layers]
     for layer in cache.layers:
@@ -275,7 +289,9 @@ def _decode_chunk(
             ]
             padded.append(torch.cat(parts).index_select(0, row_to_uniq))
         layers.append((padded[0], padded[1]))
-    cache = DynamicCache(ddp_cache_data=layers)
+    fast = _fast.LlamaDecoder(model, layers, cfg.max_new_tokens) if _FAST_DECODE and _fast.supports(model) else None
+    cache = DynamicCache(ddp_cache_data=layers) if fast is None else None
+    cache_kw = _cache_kwarg(model)
 
     lens = torch.tensor([prefixes[i].length for i, _ in rows], device=device)
     mask = (torch.arange(width, device=device)[None, :] >= (width - lens)[:, None]).long()
@@ -314,21 +330,27 @@ def _decode_chunk(
             break
         if len(keep) < len(alive):
             idx = torch.tensor(keep, device=device)
-            cache.batch_select_indices(idx)
+            if fast is not None:
+                fast.select(idx)
+            else:
+                cache.batch_select_indices(idx)
             mask, positions, nxt = mask[idx], positions[idx], nxt[idx]
             seen = seen[idx] if seen is not None else None
             generators = [generators[b] for b in keep] if generators else generators
             alive = [alive[b] for b in keep]
         mask = torch.cat([mask, mask.new_ones((len(alive), 1))], dim=1)
-        out = model(
-            input_ids=nxt[:, None],
-            attention_mask=mask,
-            position_ids=positions[:, None],
-            past_key_values=cache,
-            use_cache=True,
-        )
+        if fast is not None:
+            logits = fast.step(nxt, positions, mask)
+        else:
+            out = model(
+                input_ids=nxt[:, None],
+                attention_mask=mask,
+                position_ids=positions[:, None],
+                use_cache=True,
+                **{cache_kw: cache},
+            )
+            logits = out.logits[:, -1, :].float()
         positions = positions + 1
-        logits = out.logits[:, -1, :].float()
 
     samples = []
     for r in range(len(rows)):

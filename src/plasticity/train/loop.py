@@ -29,6 +29,7 @@ from ..io import append_jsonl, read_jsonl, write_text
 from . import checkpoint as ckpt
 from . import distributed as pdist
 from .distributed import SINGLE, Dist
+from .fused_ce import linear_cross_entropy
 
 
 class BatchSource(Protocol):
@@ -47,6 +48,20 @@ class LoopState:
     def as_dict(self) -> dict[str, Any]:
         return dict(step=self.step, tokens=self.tokens, elapsed=self.elapsed, skipped_batches=self.skipped_batches,
                     last_loss=self.last_loss, last_val_loss=self.last_val_loss)
+
+
+@dataclass(frozen=True)
+class FastPath:
+    """Switches of the optimized step (on by default; each can be turned off for ablations and tests).
+    `fused_ce`: output projection + loss in row chunks (`fused_ce`), never the whole batch's logits;
+    single-process only (DDP/FSDP hooks need the wrapped module's own forward). `compile`: torch.compile the
+    decoder body (static shapes); None follows `train.compile`."""
+
+    fused_ce: bool = True
+    compile: bool | None = None
+
+
+PLAIN = FastPath(fused_ce=False, compile=False)
 
 
 @dataclass
@@ -73,33 +88,93 @@ class TrainJob:
     dist: Dist = SINGLE
     parallel: str = "none"  # resolved strategy: none / ddp / fsdp
     wrapped: torch.nn.Module | None = None
+    fast: FastPath = FastPath()
+    write_final: bool = True  # False: no final/ at the end (benchmarks drive the loop in segments)
+
+
+def _hidden_and_head(model: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.Module] | None:
+    """(decoder body, output projection) of an HF causal LM, or None if it does not have that layout."""
+    body, head = getattr(model, "model", None), getattr(model, "lm_head", None)
+    if isinstance(body, torch.nn.Module) and isinstance(head, torch.nn.Linear) and head.bias is None:
+        return body, head
+    return None
 
 
 def step_loss(model: torch.nn.Module, micro: list[dict[str, torch.Tensor]], device: torch.device,
-              precision: str, dist: Dist = SINGLE, ddp: torch.nn.Module | None = None) -> tuple[float, int, int]:
+              precision: str, dist: Dist = SINGLE, ddp: torch.nn.Module | None = None,
+              body: torch.nn.Module | None = None) -> tuple[torch.Tensor, int, int]:
     """Forward+backward over a step's micro-batches. The loss is the mean next-token cross-entropy over all
     target tokens (labels != -100) of the whole step, so grad accumulation equals one big batch.
     With several processes this rank runs only its share of the rows, still divided by the whole step's
     target count and scaled by the world size, so the gradient average of DDP/FSDP is exactly the
     single-process gradient (also for unequal target counts per rank); the returned loss is then this rank's
-    share, to be summed over ranks. Returns (loss, target tokens, input tokens), the counts of the whole step."""
+    share, to be summed over ranks. With `body` (the decoder body of `model`, possibly compiled) the loss is
+    computed by `fused_ce.linear_cross_entropy` on its hidden states instead of from full logits.
+    Returns (loss as a 0-d tensor on `device`, target tokens, input tokens), the counts of the whole step;
+    the counts come from the (host) label tensors, so nothing here waits for the device."""
     n_targets = sum(int((b["labels"][:, 1:] != -100).sum()) for b in micro)
     n_inputs = sum(int(b["attention_mask"].sum()) if "attention_mask" in b else b["input_ids"].numel()
                    for b in micro)
     mine = pdist.shard_rows(micro, dist)
-    total = 0.0
+    total = torch.zeros((), dtype=torch.float32, device=device)
     for i, b in enumerate(mine):
         with pdist.grad_sync(ddp, i == len(mine) - 1):
-            ids = b["input_ids"].to(device)
-            labels = b["labels"].to(device)
+            ids = b["input_ids"].to(device, non_blocking=True)
+            labels = b["labels"].to(device, non_blocking=True)
             mask = b.get("attention_mask")
+            mask = mask.to(device, non_blocking=True) if mask is not None else None
             with autocast(device, precision):
-                logits = model(input_ids=ids, attention_mask=mask.to(device) if mask is not None else None).logits
-            loss = F.cross_entropy(logits[:, :-1].float().reshape(-1, logits.size(-1)),
-                                   labels[:, 1:].reshape(-1), ignore_index=-100, reduction="sum") / max(n_targets, 1)
+                if body is not None:
+                    hidden = body(input_ids=ids, attention_mask=mask).last_hidden_state
+                    # next-token targets: shift the labels, not the hidden states (no copy of them)
+                    targets = F.pad(labels[:, 1:], (0, 1), value=-100)
+                    head = _hidden_and_head(model)[1]  # type: ignore[index]
+                    loss = linear_cross_entropy(hidden.reshape(-1, hidden.size(-1)), head.weight,
+                                                targets.reshape(-1), scale=1.0 / max(n_targets, 1))
+                else:
+                    logits = model(input_ids=ids, attention_mask=mask).logits
+            if body is None:
+                loss = F.cross_entropy(logits[:, :-1].float().reshape(-1, logits.size(-1)),
+                                       labels[:, 1:].reshape(-1), ignore_index=-100,
+                                       reduction="sum") / max(n_targets, 1)
             (loss * dist.world_size if dist.enabled else loss).backward()
-        total += float(loss.detach())
+        total += loss.detach()
     return total, n_targets, n_inputs
+
+
+def _clip_grad_norm(params: Any, max_norm: float) -> torch.Tensor:
+    """Total gradient norm before clipping as a 0-d tensor on the gradients' device (no host sync; the full
+    norm also for FSDP2's sharded DTensor gradients)."""
+    norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
+    return norm.full_tensor() if hasattr(norm, "full_tensor") else norm
+
+
+def _compile_once(module: torch.nn.Module, log: Callable[[str], None]) -> Callable[..., Any]:
+    """torch.compile `module`; if compiling or the first compiled call fails, warn once and run eagerly."""
+    try:
+        compiled = torch.compile(module, dynamic=False)
+    except Exception as e:  # noqa: BLE001 - any backend failure: fall back to eager
+        log(f"warning: torch.compile unavailable ({type(e).__name__}: {str(e).splitlines()[0][:120]}); "
+            "training eagerly")
+        return module
+    state = {"fn": compiled, "ok": False}
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        if state["ok"]:
+            return state["fn"](*args, **kwargs)
+        try:
+            out = state["fn"](*args, **kwargs)
+            state["ok"] = True
+            return out
+        except Exception as e:  # noqa: BLE001
+            if state["fn"] is module:
+                raise
+            log(f"warning: torch.compile failed ({type(e).__name__}: {str(e).splitlines()[0][:120]}); "
+                "training eagerly")
+            state["fn"] = module
+            return module(*args, **kwargs)
+
+    return call
 
 
 class _StopFlag:
@@ -144,8 +219,16 @@ def train(job: TrainJob, state: LoopState) -> LoopState:
     metrics_path = job.run_dir / "metrics.jsonl"
     model.train()
     net = job.wrapped if job.wrapped is not None else model
-    fwd = torch.compile(net) if cfg.compile else net  # shares parameters with `model`
     ddp = job.wrapped if job.parallel == "ddp" else None
+    use_compile = cfg.compile if job.fast.compile is None else job.fast.compile
+    single = job.parallel == "none" and job.wrapped is None  # DDP/FSDP2 hooks run in the root module's forward
+    parts = _hidden_and_head(model) if job.fast.fused_ce and single else None
+    body: Any = None
+    fwd: Any = net
+    if parts is not None:
+        body = _compile_once(parts[0], job.log) if use_compile else parts[0]
+    elif use_compile:
+        fwd = _compile_once(net, job.log)  # shares parameters with `model`
     prog, task = _progress(job.label, job.total_steps, state.step, show=dist.is_main)
     t_seg = time.perf_counter()
     elapsed0 = state.elapsed
@@ -157,8 +240,12 @@ def train(job: TrainJob, state: LoopState) -> LoopState:
             for g in opt.param_groups:
                 g["lr"] = lr
             opt.zero_grad(set_to_none=True)
-            loss, _, n_in = step_loss(fwd, job.batches.step_batches(s), job.device, job.precision, dist, ddp)
-            gnorm = pdist.clip_grad_norm(model.parameters(), job.grad_clip if job.grad_clip > 0 else float("inf"))
+            loss_t, _, n_in = step_loss(fwd, job.batches.step_batches(s), job.device, job.precision, dist, ddp,
+                                        body)
+            gnorm_t = _clip_grad_norm(model.parameters(),
+                                      job.grad_clip if job.grad_clip > 0 else float("inf"))
+            # one host sync per step: loss and grad norm come back together
+            loss, gnorm = (float(x) for x in torch.stack([loss_t.float(), gnorm_t.float()]).tolist())
             # the step's loss (sum of the ranks' shares); every rank then takes the same non-finite decision
             loss, bad_norms = pdist.all_reduce_sum([loss, float(not math.isfinite(gnorm))], dist)
             bad = None if math.isfinite(loss) else ("loss", loss)
@@ -210,7 +297,8 @@ def train(job: TrainJob, state: LoopState) -> LoopState:
                 signum = stop.signum or signal.SIGTERM
                 job.log(f"received signal {signum}: checkpoint saved at step {state.step}, exiting")
                 raise InterruptedRun(state.step, signum)
-    save_final(job, state)
+    if job.write_final:
+        save_final(job, state)
     return state
 
 

@@ -54,10 +54,15 @@ def check_coverage(model: torch.nn.Module, groups: list[dict]) -> None:
     assert set(ids) == trainable, f"{len(trainable - set(ids))} trainable parameters are in no optimizer group"
 
 
-def build_optimizer(model: torch.nn.Module, cfg: OptimizerConfig, policy: str) -> torch.optim.AdamW:
+def build_optimizer(model: torch.nn.Module, cfg: OptimizerConfig, policy: str,
+                    fused: bool | None = None) -> torch.optim.AdamW:
+    """AdamW over the named groups. `fused` None: torch's fused kernel on CUDA, torch's default elsewhere (on
+    CPU the fused kernel measured no faster here, see BENCHMARKS.md, and the default keeps one-process and
+    FSDP2 optimizer state alike); True / False force it on / off (benchmark ablations)."""
     groups = param_groups(model, cfg.weight_decay, policy)
     torch_groups = [{k: v for k, v in g.items() if k != "param_names"} for g in groups]
-    fused = next(model.parameters()).is_cuda
+    if fused is None:
+        fused = next(model.parameters()).is_cuda
     return torch.optim.AdamW(torch_groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, fused=fused or None)
 
 
