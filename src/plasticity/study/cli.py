@@ -41,6 +41,9 @@ def register(app: typer.Typer) -> None:
             plan = build_plan(sp)
             _print_nodes(out, plan_table(plan, node_states(plan)), f"plan of study '{sp.name}' (dry run)", totals=True)
             return
+        from ..io import check_output_dir
+
+        check_output_dir(Path(sp.out_dir) / sp.name, "out_dir")
         res = run_study(sp, workers=workers, executor=executor, retry_failed=retry_failed, log=log)
         axes = list(all_axes(sp))
         cols = [c for c in (res.rows[0] if res.rows else {}) if c in axes or any(x in c for x in SHOWN)]
