@@ -250,14 +250,16 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         args = get_args(tp)
         if value is None and type(None) in args:
             return None
+        finite_error = None
         for a in args:
             if a is type(None):
                 continue
             try:
                 return _coerce(value, a, key)
-            except ConfigError:
+            except ConfigError as e:
+                finite_error = finite_error or (e if e.problem.startswith("must be a finite") else None)
                 continue
-        raise ConfigError(key, f"expected {_type_name(tp)}, got {value!r}")
+        raise finite_error or ConfigError(key, f"expected {_type_name(tp)}, got {value!r}")
     if origin is Literal:
         if value in get_args(tp):
             return value

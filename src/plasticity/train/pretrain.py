@@ -13,7 +13,7 @@ import torch
 from ..analysis.gap import token_loss_sum
 from ..config import PretrainConfig, to_dict
 from ..data.packed import PackedSequences, PretrainBatches, prepare_data
-from ..errors import UserError
+from ..errors import DataError, UserError
 from ..hardware import default_device, resolve_precision
 from ..io import check_output_dir, write_json
 from ..models import DEFAULT_WD_POLICY, build_model, count_params, flops_per_token, get_preset, resolve_shape
@@ -115,7 +115,12 @@ def _run_pretrain(cfg: PretrainConfig, resume: bool, dist: pdist.Dist, log) -> d
         "num_kv_heads", "rope_theta")}), optim=replace(cfg.optim, wd_policy=policy))
     cfg_dict = to_dict(resolved)
     train_seqs = PackedSequences(data.train_bin, cfg.data.seq_len, data.meta["dtype"])
-    val_seqs = PackedSequences(data.val_bin, cfg.data.seq_len, data.meta["dtype"])
+    try:
+        val_seqs = PackedSequences(data.val_bin, cfg.data.seq_len, data.meta["dtype"])
+    except DataError as e:
+        raise DataError(f"{cfg.data.val_source or cfg.data.source}: validation split too small for "
+                        f"data.seq_len={cfg.data.seq_len} (raise data.val_fraction or set data.val_source): "
+                        f"{str(e).rsplit(': ', 1)[-1]}") from None
 
     if cfg.model.init_from:
         model = ckpt.load_model_checked(cfg.model.init_from, cfg.model.trust_remote_code, device,
