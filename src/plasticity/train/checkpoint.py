@@ -8,6 +8,7 @@ arbitrary unpickling.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -21,7 +22,7 @@ from typing import Any
 import torch
 
 from ..errors import CheckpointError
-from ..io import fsync_dir, write_json
+from ..io import current_umask, fsync_dir, write_json
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -82,9 +83,11 @@ def save_checkpoint(path: Path, model: torch.nn.Module, tokenizer_dir: Path | No
                 if f.is_file() and not f.name.startswith("."):
                     shutil.copy2(f, tmp / f.name)
         if trainer_state is not None:
-            torch.save(trainer_state, tmp / TRAINER_STATE)
+            _torch_save(trainer_state, tmp / TRAINER_STATE)
         files = {}
+        mode = 0o666 & ~current_umask()
         for f in sorted(tmp.iterdir()):
+            os.chmod(f, mode)  # safetensors writes 0600 files: artifacts follow the umask like any other file
             with open(f, "rb") as fh:
                 os.fsync(fh.fileno())
             files[f.name] = {"sha256": sha256_file(f), "bytes": f.stat().st_size}
@@ -103,22 +106,23 @@ def save_checkpoint(path: Path, model: torch.nn.Module, tokenizer_dir: Path | No
         shutil.rmtree(tmp, ignore_errors=True)
         raise CheckpointError(f"{path}: cannot write checkpoint ({e.strerror or e}); "
                               "the previous checkpoint is intact") from None
-    except RuntimeError as e:  # torch.save reports a failed write (disk full) as RuntimeError, not OSError
-        shutil.rmtree(tmp, ignore_errors=True)
-        first = next((ln.strip() for ln in str(e).splitlines() if ln.strip()), type(e).__name__)
-        if not re.search(r"write|space|PytorchStreamWriter|quota", first, re.IGNORECASE):
-            raise
-        raise CheckpointError(f"{path}: cannot write checkpoint ({_short(first)}; disk full?); "
-                              "the previous checkpoint is intact") from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return path
 
 
-def _short(msg: str) -> str:
-    """torch's C++ messages start with an ``[enforce fail at file.cc:123]`` location: keep what follows."""
-    return re.sub(r"^\[enforce fail at [^\]]*\]\s*[.:]?\s*", "", msg)
+def _torch_save(obj: Any, path: Path) -> None:
+    """``torch.save`` reporting a failed write (a full disk) as the OSError it is: torch raises RuntimeError
+    (``unexpected pos ...``, ``file write failed``)."""
+    try:
+        torch.save(obj, path)
+    except RuntimeError as e:
+        full = shutil.disk_usage(path.parent).free < (1 << 20)
+        first = next((ln.strip() for ln in str(e).splitlines() if ln.strip()), type(e).__name__)
+        first = re.sub(r"^\[enforce fail at [^\]]*\]\s*[.:]?\s*", "", first)
+        raise OSError(errno.ENOSPC if full else errno.EIO,
+                      "No space left on device" if full else f"torch.save failed: {first}") from None
 
 
 def read_manifest(path: Path) -> dict[str, Any] | None:
