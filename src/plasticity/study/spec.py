@@ -134,14 +134,16 @@ def validate_spec(spec: StudySpec) -> None:
             seen[norm] = v
     for stage in ("pretrain", "finetune", "evaluate"):
         stage_config(spec, stage, {})
-    _check_memory(spec, axes)
 
 
-def _check_memory(spec: StudySpec, axes: dict[str, list[Any]]) -> None:
-    """Every pretraining config of the grid (axis values one at a time) must fit the memory of this machine."""
+def check_memory_fits(spec: StudySpec) -> None:
+    """Every pretraining config of the grid (axis values one at a time) must fit the memory of this machine
+    (`plasticity study` and its ``--dry-run`` on the local executor; not part of `load_spec`, so `status` and
+    the validation of the paper's GPU studies work anywhere)."""
     from ..hardware import default_device, resolve_precision
     from ..train.pretrain import early_memory_check
 
+    axes = all_axes(spec)
     device = default_device()
     checks: list[tuple[str, dict[str, Any]]] = [("base", {})]
     for key, values in axes.items():
