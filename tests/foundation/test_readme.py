@@ -22,6 +22,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import REPO
 
 SETUP = {("bash", "scripts/run.sh"), ("bash", "scripts/test.sh")}
