@@ -20,6 +20,7 @@ import os
 import random
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -252,18 +253,22 @@ class Bad:
     needles: tuple[str, ...]
     absent: Path | None = None  # a fresh output path the refused command must not create
     max_s: float | None = None  # refused within this many seconds (the OOM cases: nothing allocated)
+    max_rss_mb: int | None = None  # peak memory of the refused process
     progress: bool = False  # progress lines (tokenizer training) may come before the error line
     intact: str = "the files under its out_dir and its inputs (byte-identical); a fresh out_dir is not created"
 
 
-# Refusal time of the out-of-memory cases, process start included (importing torch is ~2.5 s of it). Measured
-# 3.5-5 s on 2 shared AMD EPYC cores; the bound leaves room for a loaded CI machine.
-MAX_S = float(os.environ.get("PLASTICITY_OOM_REFUSAL_S", "10"))
+# The out-of-memory cases are refused before anything is allocated: the process's peak RSS stays below MAX_RSS_MB
+# (importing torch + transformers is ~0.5 GB) and its wall time below MAX_S, process start included (importing
+# torch is ~2.5 s of it; measured 3.5-5 s on 2 AMD EPYC cores shared with other jobs, 10 s when 4 test suites
+# ran at once: the bound leaves room for a loaded CI machine, the RSS bound is the real proof).
+MAX_S = float(os.environ.get("PLASTICITY_OOM_REFUSAL_S", "30"))
+MAX_RSS_MB = 1500
 
 
-def _pretrain(t: Path, *needles: str, max_s: float | None = None, **over) -> Bad:
+def _pretrain(t: Path, *needles: str, max_s: float | None = None, max_rss_mb: int | None = None, **over) -> Bad:
     out = Path(over.pop("out_dir", t / "run"))
-    return Bad(["pretrain", *tiny_overrides(out, **dict(DATA, **over))], needles, t / "run", max_s)
+    return Bad(["pretrain", *tiny_overrides(out, **dict(DATA, **over))], needles, t / "run", max_s, max_rss_mb)
 
 
 def _study(t: Path, body: dict, *needles: str, dry: bool = True) -> Bad:
@@ -314,10 +319,11 @@ def _cloze_string_choices(t: Path, e: Path) -> Bad:
     return _finetune(t, e, (str(rows), "no usable rows"), task=str(spec))
 
 
-def _finetune(t: Path, e: Path, needles: tuple[str, ...], max_s: float | None = None, **over) -> Bad:
+def _finetune(t: Path, e: Path, needles: tuple[str, ...], max_s: float | None = None, max_rss_mb: int | None = None,
+              **over) -> Bad:
     args = {"init_from": str(e), "out_dir": str(t / "ft"), "task": "demo_arith", "train.max_steps": 1,
             "train.threads": 1, **over}
-    return Bad(["finetune", *[f"{k}={v}" for k, v in args.items()]], needles, t / "ft", max_s)
+    return Bad(["finetune", *[f"{k}={v}" for k, v in args.items()]], needles, t / "ft", max_s, max_rss_mb)
 
 
 def _bad_task_yaml(t: Path, e: Path) -> Bad:
@@ -325,6 +331,11 @@ def _bad_task_yaml(t: Path, e: Path) -> Bad:
     return _finetune(t, e, (str(spec), "not valid YAML at line"), task=str(spec))
 
 
+NOTHING = "everything: nothing is written"
+# `python -c _MEASURED RSS_FILE ARGS...`: the CLI, writing its peak RSS (kB) to RSS_FILE at exit
+_MEASURED = ("import atexit, resource, runpy, sys; f = sys.argv.pop(1); atexit.register(lambda: open(f, 'w').write("
+             "str(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))); sys.argv[0] = 'plasticity'; "
+             "runpy.run_module('plasticity.cli', run_name='__main__')")
 CLI_CASES: dict[str, Callable[[Path, Path], Bad]] = {
     "lr_inf": lambda t, e: _pretrain(t, "optim.lr", "finite", **{"optim.lr": ".inf"}),
     "lr_1e400": lambda t, e: _pretrain(t, "optim.lr", "finite", **{"optim.lr": "1e400"}),
@@ -333,8 +344,9 @@ CLI_CASES: dict[str, Callable[[Path, Path], Bad]] = {
     "micro_batch_oom": lambda t, e: Bad(
         ["pretrain", str(REPO / "configs" / "pretrain-tiny.yaml"), "train.micro_batch_size=100000000",
          "train.max_steps=1", f"out_dir={t / 'run'}"],
-        ("train.micro_batch_size", "exceeds the available", "allow_large_memory"), t / "run", max_s=MAX_S),
-    "hidden_size_huge": lambda t, e: _pretrain(t, "model.", "exceeds the available", max_s=MAX_S,
+        ("train.micro_batch_size", "exceeds the available", "allow_large_memory"), t / "run", max_s=MAX_S,
+        max_rss_mb=MAX_RSS_MB),
+    "hidden_size_huge": lambda t, e: _pretrain(t, "model.", "exceeds the available", max_s=MAX_S, max_rss_mb=MAX_RSS_MB,
                                                **{"model.hidden_size": 10000000}),
     "validation_set_too_small": lambda t, e: replace(_pretrain(
         t, "validation split too small", "data.val_fraction", **{"data.source": str(_small_corpus(t)),
@@ -346,9 +358,9 @@ CLI_CASES: dict[str, Callable[[Path, Path], Bad]] = {
                                                    out_dir=write_bytes(t / "file", b"x") / "run"),
     "out_dir_immutable": lambda t, e: _pretrain(t, "out_dir", "not writable", out_dir=_immutable_dir(t) / "run"),
     "config_is_a_directory": lambda t, e: Bad(["pretrain", str(make_dir(t / "cfg"))], (str(t / "cfg"),
-                                              "is a directory")),
+                                              "is a directory"), intact=NOTHING),
     "status_config_is_a_directory": lambda t, e: Bad(["status", str(make_dir(t / "cfg"))], (str(t / "cfg"),
-                                                     "is a directory")),
+                                                     "is a directory"), intact=NOTHING),
     "study_axis_inf": lambda t, e: _study(t, {"axes": {"optim.weight_decay": [0.1, float("inf")]}},
                                           "axes.optim.weight_decay", "finite"),
     "study_axis_duplicate_numbers": lambda t, e: _study(t, {"axes": {"optim.weight_decay": [0, 0.0, 1]}},
@@ -368,7 +380,8 @@ CLI_CASES: dict[str, Callable[[Path, Path], Bad]] = {
     "finetune_malformed_task_yaml": _bad_task_yaml,
     "finetune_cloze_choices_string": _cloze_string_choices,
     "finetune_micro_batch_oom": lambda t, e: _finetune(t, e, ("train.micro_batch_size", "exceeds the available"),
-                                                       max_s=10.0, **{"train.micro_batch_size": 100000000}),
+                                                       max_s=MAX_S, max_rss_mb=MAX_RSS_MB,
+                                                       **{"train.micro_batch_size": 100000000}),
 }
 
 
@@ -377,13 +390,19 @@ def test_cli_bad_input(case: str, existing: Path, tmp_path: Path, request: pytes
     request.addfinalizer(lambda: subprocess.run(["chattr", "-R", "-i", str(tmp_path)], capture_output=True))
     bad = CLI_CASES[case](tmp_path, existing)
     before = snapshot(existing, tmp_path)
+    rss = tmp_path.parent / f"{tmp_path.name}.maxrss"  # outside tmp_path: not part of the snapshot
     t0 = time.perf_counter()
-    r = run_cli(*bad.argv)
+    r = (subprocess.run([sys.executable, "-c", _MEASURED, str(rss), *bad.argv], capture_output=True, text=True,
+                        timeout=600) if bad.max_rss_mb else run_cli(*bad.argv))
     took = time.perf_counter() - t0
     line = assert_one_line_exit_2(r, *bad.needles, progress=bad.progress)
     assert snapshot(existing, tmp_path) == before
     assert bad.absent is None or not bad.absent.exists(), sorted(bad.absent.rglob("*"))
     assert bad.max_s is None or took < bad.max_s, f"refused after {took:.1f}s"
+    if bad.max_rss_mb:
+        peak_mb = int(rss.read_text()) / 1024
+        print(f"{case}: refused in {took:.1f}s, peak RSS {peak_mb:.0f} MB")
+        assert peak_mb < bad.max_rss_mb, f"peak RSS {peak_mb:.0f} MB: something was allocated"
     record_line(request, case, bad, line, tmp_path, existing)
 
 
@@ -404,7 +423,8 @@ def _anon(text: str, tmp: Path, existing: Path) -> str:
 
 def record_line(request: pytest.FixtureRequest, case: str, bad: Bad, line: str, tmp: Path, existing: Path) -> None:
     group = request.node.originalname.removeprefix("test_").split("_")[0]
-    cmd = "plasticity " + " ".join(bad.argv)
+    common = set(tiny_overrides(Path("/"), **DATA)[1:])  # the tiny-run overrides every pretrain row shares
+    cmd = "plasticity " + " ".join(a for a in bad.argv if a not in common)
     _LINES[f"{group}:{case}"] = (_anon(cmd, tmp, existing), _anon(line, tmp, existing), bad.intact)
 
 
@@ -423,7 +443,8 @@ def _write_docs_table():
         for key, (cmd, line, intact) in _LINES.items():
             esc = [x.replace("|", "\\|") for x in (cmd, line, intact)]
             rows[key] = f"| `{key}` | `{esc[0]}` | `{esc[1]}` | {esc[2]} |"
-        table = "\n".join(["| case | command (shortened) | stderr, exit code 2 | left intact |", "|---|---|---|---|",
+        header = "| case | command (tiny-run overrides left out) | stderr, exit code 2 | left intact |"
+        table = "\n".join([header, "|---|---|---|---|",
                            *[rows[k] for k in ALL_CASES if k in rows]])
         head, rest = text.split(START) if START in text else (text + "\n", END)
         DOC.write_text(f"{head}{START}\n{table}\n{END}{rest.split(END, 1)[1]}")
