@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import sys
 from pathlib import Path
@@ -29,6 +30,10 @@ def _quiet_transformers() -> None:
     hf_logging.disable_progress_bar()
 
 
+_FS_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EEXIST, errno.ENOTDIR,
+              errno.EISDIR, errno.ENAMETOOLONG}
+
+
 def user_errors(fn):
     """Turn UserError into one line + exit 2, divergence into exit 3, a signal into 128+signum."""
 
@@ -48,6 +53,12 @@ def user_errors(fn):
         except InterruptedRun as e:
             err.print(f"stopped: {e}; resume with --resume", markup=False)
             raise typer.Exit(128 + e.signum) from None
+        except OSError as e:  # the file system refused (disk full, read-only, not a directory): one line, exit 2
+            if e.errno not in _FS_ERRNOS:
+                raise
+            where = f"{e.filename}: " if e.filename else ""
+            err.print(f"error: {where}{e.strerror or e}", markup=False)
+            raise typer.Exit(2) from None
         except KeyboardInterrupt:
             err.print("interrupted", markup=False)
             raise typer.Exit(130) from None

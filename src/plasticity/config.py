@@ -7,6 +7,7 @@ CLI prints as one line with exit code 2.
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import types
 import typing
@@ -118,6 +119,7 @@ class TrainConfig:
     keep_last_resume: bool = True
     nan_policy: Literal["stop", "skip_batch"] = "stop"
     max_skipped_batches: int = 10
+    allow_large_memory: bool = False  # go on although the memory estimate exceeds the available memory
 
 
 @dataclass
@@ -152,6 +154,8 @@ class FinetuneConfig:
     revision: str | None = None
     trust_remote_code: bool = False
     task: str = "demo_arith"
+    # options of the task: flat (``{n_train: 512}``, for `task`) or keyed by task name
+    # (``{demo_arith: {n_train: 512}}``: used only when that task is chosen); ``task_options=null`` clears them
     task_options: dict[str, Any] = field(default_factory=dict)
     data_root: str | None = None
     data_source: Literal["local", "hub", "auto"] = "auto"
@@ -161,6 +165,10 @@ class FinetuneConfig:
     optim: OptimizerConfig = field(default_factory=_ft_optim)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     train: TrainConfig = field(default_factory=_ft_train)
+
+    def options_for_task(self) -> dict[str, Any]:
+        """The task options that apply to `task` (see :func:`task_options_for`)."""
+        return task_options_for(self.task_options, self.task)
 
     def validate(self) -> None:
         _check(bool(self.out_dir), "out_dir", "must not be empty")
@@ -177,6 +185,46 @@ class FinetuneConfig:
         validate_train(self.train)
         if self.train.epochs is None and self.train.max_steps is None:
             raise ConfigError("train.epochs", "set train.epochs or train.max_steps")
+
+
+def _is_task_key(key: str, value: Any) -> bool:
+    """A ``task_options`` key that names a task (a registered name or a task YAML path) with a mapping."""
+    if not isinstance(value, dict):
+        return False
+    if key.endswith((".yaml", ".yml")):
+        return True
+    from .tasks.registry import task_names
+
+    return key in task_names()
+
+
+def task_options_for(options: dict[str, Any] | None, task: str, written_for: str | None = None) -> dict[str, Any]:
+    """Options for `task` out of a ``task_options`` mapping: sections keyed by a task name apply to that task only;
+    flat keys apply to the task they were written for (`written_for`, default: `task`) and are dropped otherwise."""
+    options = options or {}
+    flat = {k: v for k, v in options.items() if not _is_task_key(str(k), v)}
+    out = dict(flat) if written_for is None or written_for == task else {}
+    section = options.get(task)
+    if isinstance(section, dict):
+        out.update(section)
+    return out
+
+
+def scope_task_options(base: dict[str, Any], merged: dict[str, Any]) -> dict[str, Any]:
+    """Flat ``task_options`` of a fine-tuning mapping `base` (a YAML file) were written for its task: when `merged`
+    (base + overrides) chose another task, move them under the base task's name so they do not reach the new one."""
+    opts = base.get("task_options")
+    written_for = base.get("task", FinetuneConfig.task)
+    if not isinstance(opts, dict) or merged.get("task_options") is None:
+        return merged
+    if merged.get("task", written_for) == written_for:
+        return merged
+    moved = {k: v for k, v in opts.items() if not _is_task_key(str(k), v)}
+    new = {k: v for k, v in (merged.get("task_options") or {}).items() if k not in moved or v != moved[k]}
+    if moved:
+        section = dict(moved, **(new.get(written_for) or {})) if isinstance(new.get(written_for), dict) else moved
+        new[str(written_for)] = section
+    return dict(merged, task_options=new)
 
 
 # --------------------------------------------------------------------------------------------- loading
@@ -202,14 +250,16 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         args = get_args(tp)
         if value is None and type(None) in args:
             return None
+        finite_error = None
         for a in args:
             if a is type(None):
                 continue
             try:
                 return _coerce(value, a, key)
-            except ConfigError:
+            except ConfigError as e:
+                finite_error = finite_error or (e if e.problem.startswith("must be a finite") else None)
                 continue
-        raise ConfigError(key, f"expected {_type_name(tp)}, got {value!r}")
+        raise finite_error or ConfigError(key, f"expected {_type_name(tp)}, got {value!r}")
     if origin is Literal:
         if value in get_args(tp):
             return value
@@ -220,6 +270,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         (inner,) = get_args(tp)
         return [_coerce(v, inner, f"{key}[{i}]") for i, v in enumerate(value)]
     if origin is dict:
+        if value is None:  # `key=null` on the command line clears a mapping (deep_merge cannot remove keys)
+            return {}
         if not isinstance(value, dict):
             raise ConfigError(key, f"expected a mapping, got {value!r}")
         return dict(value)
@@ -241,9 +293,12 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         if isinstance(value, str) and _FLOAT_RE.match(value.strip()):
             value = float(value)  # PyYAML reads 1e-3 (no dot) as a string
         if isinstance(value, int | float) and not isinstance(value, bool):
-            f = float(value)
-            if f != f:
-                raise ConfigError(key, "must be a number, got NaN")
+            try:
+                f = float(value)
+            except OverflowError:  # an int beyond float range (1e400 written as an integer)
+                raise ConfigError(key, f"must be a finite number, got {value!r}") from None
+            if not math.isfinite(f):
+                raise ConfigError(key, f"must be a finite number, got {value!r}")
             return f
         raise ConfigError(key, f"expected a number, got {value!r}")
     if tp is str:
@@ -332,6 +387,8 @@ def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 def read_yaml(path: str | Path) -> dict[str, Any]:
     """Read a YAML mapping; a missing file or bad YAML is a one-line ConfigError."""
     p = Path(path)
+    if p.is_dir():
+        raise ConfigError(str(path), "is a directory, not a YAML config file")
     if not p.is_file():
         raise ConfigError(str(path), "config file not found")
     try:
@@ -352,8 +409,10 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
 
 def load_config(cls: type[T], path: str | Path | None, overrides: list[str] | None = None) -> T:
     """Load `cls` from an optional YAML file plus dotted overrides, then validate it."""
-    data = read_yaml(path) if path is not None else {}
-    data = deep_merge(data, parse_overrides(overrides or []))
+    base = read_yaml(path) if path is not None else {}
+    data = deep_merge(base, parse_overrides(overrides or []))
+    if cls is FinetuneConfig:
+        data = scope_task_options(base, data)
     cfg = from_dict(cls, data)
     validate(cfg)
     return cfg

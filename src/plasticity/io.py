@@ -15,6 +15,26 @@ from typing import Any
 import yaml
 
 
+def check_output_dir(path: str | Path, what: str) -> Path:
+    """Refuse, before any work, an output directory that cannot be created or written: an existing file, a file
+    among its parents, or a nearest existing parent this process may not write (immutable, read-only file system,
+    permissions). Raises a one-line UserError naming `what` (the key or option); returns the path."""
+    from .errors import UserError
+
+    p = Path(path).expanduser()
+    if p.exists() and not p.is_dir():
+        raise UserError(f"{what}: {p} exists and is not a directory")
+    cur = p
+    while not cur.exists() and cur != cur.parent:
+        cur = cur.parent
+    if not cur.is_dir():
+        raise UserError(f"{what}: {p} cannot be created: {cur} is a file")
+    if not os.access(cur, os.W_OK | os.X_OK):
+        raise UserError(f"{what}: {p} cannot be written: {cur} is not writable (permissions, immutable or "
+                        "read-only file system)")
+    return p
+
+
 def fsync_dir(path: Path) -> None:
     """Flush a directory entry so a rename inside it survives a power loss."""
     fd = os.open(str(path), os.O_RDONLY)
@@ -50,6 +70,19 @@ def remove_dead_temps(path: Path) -> None:
             f.unlink(missing_ok=True)
 
 
+def current_umask() -> int:
+    """The process umask (read from /proc where possible: setting it to probe it is not thread-safe)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temp path beside `path` (``.<name>.<host>.<pid>.<random>.tmp``); on success fsync it and rename it
@@ -62,6 +95,8 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        if tmp_path.exists():  # mkstemp makes 0600 files: give the artifact the mode the umask asks for
+            os.chmod(tmp_path, 0o666 & ~current_umask())
         with open(tmp_path, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp_path, path)

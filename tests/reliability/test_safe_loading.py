@@ -21,7 +21,6 @@ SRC = Path(__file__).resolve().parents[2] / "src" / "plasticity"
 HUB_CALLS = {"from_pretrained", "load_dataset", "hf_hub_download", "snapshot_download"}
 # Hub calls that take no user revision, and why (a new call without `revision=` must be added here on purpose)
 NO_REVISION = {
-    ("analysis/rank.py", "from_pretrained"): "loads our own local checkpoint directories only",
     ("analysis/run.py", "load_dataset"): "fallback copy of a built-in probe set; its id is fixed in the code",
 }
 

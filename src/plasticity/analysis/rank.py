@@ -234,14 +234,14 @@ def ranks_over_checkpoints(
 
     Returns a list (input order) of ``{"step": int, "path": str, **attention_ranks(...)}``.
     """
-    from transformers import AutoModelForCausalLM
+    from plasticity.train.checkpoint import load_model_checked
 
     results: list[dict[str, Any]] = []
     for step, path in checkpoint_dirs:
         p = Path(path)
         if not (p / "config.json").is_file():
             raise CheckpointError(f"{p}: not a Hugging Face checkpoint directory (no config.json)")
-        model = AutoModelForCausalLM.from_pretrained(str(p), dtype=torch.float32, use_safetensors=True)
+        model = load_model_checked(p)  # manifest (sha256), architecture and safetensors checks first
         try:
             res = attention_ranks(model, threshold, fold_qk_norm=fold_qk_norm, method=method, layers=layers)
         finally:

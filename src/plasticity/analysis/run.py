@@ -274,10 +274,34 @@ def _external_gap(model, tokenizer, gap_data: Path | None, n_seq: int, seq_len: 
 # --------------------------------------------------------------------------------------------- rank
 
 
-def _rank_json(entries: list[dict[str, Any]], threshold: float) -> dict[str, Any]:
+def _rank_json(entries: list[dict[str, Any]], threshold: float,
+               skipped: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     keep = ("step", "path", "mean", "layers", "num_layers", "num_heads", "num_kv_heads", "head_dim",
             "hidden_size", "max_rank", "method")
-    return {"threshold": float(threshold), "checkpoints": [{k: e[k] for k in keep if k in e} for e in entries]}
+    return {"threshold": float(threshold), "checkpoints": [{k: e[k] for k in keep if k in e} for e in entries],
+            "skipped": list(skipped or [])}
+
+
+def _verified_snapshots(ckpt_root: Path, log) -> tuple[list[tuple[int, Path]], list[dict[str, Any]]]:
+    """(step, dir) of every ``step_*`` checkpoint whose files match their manifest (sha256), and a record
+    ``{path, reason}`` of each one that does not (logged): damaged snapshots are skipped, never silently."""
+    from ..train.checkpoint import verify_checkpoint
+
+    good, skipped = [], []
+    for d in sorted(ckpt_root.glob("step_*")) if ckpt_root.is_dir() else []:
+        if not d.is_dir():
+            continue
+        try:
+            step = int(d.name.split("_", 1)[1])
+            reason = verify_checkpoint(d, hashes=True)
+        except ValueError:
+            step, reason = -1, "not a step_<N> checkpoint name"
+        if reason is None:
+            good.append((step, d))
+        else:
+            skipped.append({"path": str(d), "step": step, "reason": reason})
+            log(f"rank: skipping {d}: {reason}")
+    return good, skipped
 
 
 # --------------------------------------------------------------------------------------------- main
@@ -299,7 +323,8 @@ def run_analyze(
 
     Returns ``{"target", "kind": "run"|"checkpoint", "out_dir", "files": {name: path}, name: result...}``.
     """
-    from ..train.checkpoint import list_checkpoints, load_model_checked
+    from ..io import check_output_dir
+    from ..train.checkpoint import check_model_dir, load_model_checked
     from .norms import parameter_norms
     from .rank import ranks_over_checkpoints
 
@@ -311,7 +336,9 @@ def run_analyze(
     if not 0.0 < rank_threshold <= 1.0:
         raise UserError(f"rank threshold must be in (0, 1], got {rank_threshold}")
     tdir, model_dir, is_run = _resolve_target(target)
+    check_model_dir(model_dir)  # manifest, architecture, safetensors: before any work or output
     out = Path(out_dir) if out_dir is not None else (tdir / "analysis" if is_run else tdir / "analysis")
+    check_output_dir(out, "--out-dir")
     sets = tuple(probe_sets) if probe_sets else default_probe_sets(data_root)
     for s in sets:
         if s not in PROBE_SETS:
@@ -329,8 +356,9 @@ def run_analyze(
 
     if "rank" in sel:
         ckpts: list[tuple[int, Path]] = []
+        skipped: list[dict[str, Any]] = []
         if is_run:
-            ckpts = list(list_checkpoints(tdir / "checkpoints"))
+            ckpts, skipped = _verified_snapshots(tdir / "checkpoints", log)
             summary = read_json(tdir / "summary.json") if (tdir / "summary.json").is_file() else {}
             final_step = summary.get("steps")
             if final_step is None:
@@ -340,8 +368,8 @@ def run_analyze(
             ckpts = [(s, d) for s, d in ckpts if s != final_step] + [(int(final_step), model_dir)]
         else:
             ckpts = [(-1, model_dir)]
-        log(f"rank: {len(ckpts)} checkpoint(s)")
-        save("rank", _rank_json(ranks_over_checkpoints(ckpts, rank_threshold), rank_threshold))
+        log(f"rank: {len(ckpts)} checkpoint(s)" + (f", {len(skipped)} skipped (damaged)" if skipped else ""))
+        save("rank", _rank_json(ranks_over_checkpoints(ckpts, rank_threshold), rank_threshold, skipped))
 
     if sel & {"probes", "gap", "norms"}:
         from ..tokenizer import load_tokenizer

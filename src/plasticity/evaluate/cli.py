@@ -43,7 +43,10 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Evaluate a model: Greedy/Maj@k/Pass@k(/RM@k) for CoT tasks, acc/acc_norm for cloze, harmfulness."""
         from plasticity.evaluate.run import run_evaluate
+        from plasticity.io import check_output_dir
 
+        if out_dir is not None:  # before any generation: a bad --out must not waste the whole evaluation
+            check_output_dir(out_dir, "--out")
         results = run_evaluate(
             target, task, out_dir, k=k, max_questions=max_questions, max_new_tokens=max_new_tokens,
             seed=seed, batch_size=batch_size, data_root=data_root, data_source=data_source,

@@ -266,6 +266,7 @@ def run_evaluate(
     """
     from transformers import AutoTokenizer
 
+    from plasticity.config import task_options_for
     from plasticity.data.sft import prompt_text
     from plasticity.evaluate.reward import HFRewardModel, describe_scorer
     from plasticity.tasks.base import DEFAULT_TEMPLATE
@@ -286,7 +287,7 @@ def run_evaluate(
         task = task or run_cfg.get("task")
         template = template or run_cfg.get("template")
         data_root = data_root if data_root is not None else run_cfg.get("data_root")
-        task_options = dict(run_cfg.get("task_options") or {})
+        task_options = task_options_for(run_cfg.get("task_options"), task, written_for=run_cfg.get("task"))
         trust_remote_code = bool(run_cfg.get("trust_remote_code", False))
         out_dir = out_dir if out_dir is not None else target_path / "eval"
     if not target_path.exists() and str(target).startswith((".", "/", "~")):

@@ -37,16 +37,21 @@ def register(app: typer.Typer) -> None:
         from ..errors import UserError
         from .plan import build_plan
         from .runner import plan_table, run_study
-        from .spec import all_axes, load_spec
+        from .spec import all_axes, check_memory_fits, load_spec
         from .state import node_states
 
         sp = load_spec(spec)
         if executor is not None and executor not in ("local", "ray"):
             raise UserError(f"--executor: {executor!r}: must be local or ray")
+        if (executor or sp.executor) == "local":  # nodes run here: the grid must fit this machine's memory
+            check_memory_fits(sp)
         if dry_run:
             plan = build_plan(sp)
             _print_nodes(out, plan_table(plan, node_states(plan)), f"plan of study '{sp.name}' (dry run)", totals=True)
             return
+        from ..io import check_output_dir
+
+        check_output_dir(Path(sp.out_dir) / sp.name, "out_dir")
         res = run_study(sp, workers=workers, executor=executor, retry_failed=retry_failed, log=log)
         axes = list(all_axes(sp))
         cols = [c for c in (res.rows[0] if res.rows else {}) if _shown(c, axes)]

@@ -10,11 +10,21 @@ paper's safety k in {300, 500, 1000, 2000}); each value is a separate fine-tunin
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..config import FinetuneConfig, PretrainConfig, deep_merge, from_dict, read_yaml, set_dotted, validate
+from ..config import (
+    FinetuneConfig,
+    PretrainConfig,
+    deep_merge,
+    from_dict,
+    read_yaml,
+    scope_task_options,
+    set_dotted,
+    validate,
+)
 from ..errors import ConfigError
 
 ANALYSES = ("probes", "rank", "gap", "norms")
@@ -114,7 +124,6 @@ def validate_spec(spec: StudySpec) -> None:
             _req(len(values) == len({repr(v) for v in values}), f"task_axes.{task}.{opt}", "has repeated values")
     for key, values in axes.items():
         _req(isinstance(values, list) and len(values) > 0, f"axes.{key}", "must be a non-empty list")
-        _req(len(values) == len({repr(v) for v in values}), f"axes.{key}", "has repeated values")
         stage, sub = stage_of(key)
         if stage in ("finetune", "evaluate", "finetune_from"):
             _req(spec.finetune is not None, f"axes.{key}", "sweeps fine-tuning but the study has no `finetune`")
@@ -124,13 +133,42 @@ def validate_spec(spec: StudySpec) -> None:
             for v in values:
                 ok = isinstance(v, int | float) and not isinstance(v, bool) and 0 < v <= 1
                 _req(ok, f"axes.{key}", f"{v!r}: fractions of pretraining must be in (0, 1]")
+        seen: dict[str, Any] = {}
         for v in values:  # each value alone must give a valid stage config (type and range checks)
             try:
-                stage_config(spec, stage, {sub: v} if sub else {})
+                cfg = stage_config(spec, stage, {sub: v} if sub else {})
             except ConfigError as e:
                 raise ConfigError(f"axes.{key}", f"{v!r}: {e.key}: {e.problem}") from None
+            coerced = _value_at(cfg, sub) if sub else float(v)
+            norm = json.dumps(coerced, sort_keys=True, default=str)
+            _req(norm not in seen, f"axes.{key}",
+                 f"has repeated values {seen.get(norm)!r} and {v!r} (both are {coerced!r} as a config value)")
+            seen[norm] = v
     for stage in ("pretrain", "finetune", "evaluate"):
         stage_config(spec, stage, {})
+
+
+def check_memory_fits(spec: StudySpec) -> None:
+    """Every pretraining config of the grid (axis values one at a time) must fit the memory of this machine
+    (`plasticity study` and its ``--dry-run`` on the local executor; not part of `load_spec`, so `status` and
+    the validation of the paper's GPU studies work anywhere)."""
+    from ..hardware import default_device, resolve_precision
+    from ..train.pretrain import early_memory_check
+
+    axes = all_axes(spec)
+    device = default_device()
+    checks: list[tuple[str, dict[str, Any]]] = [("base", {})]
+    for key, values in axes.items():
+        stage, sub = stage_of(key)
+        if stage == "pretrain":
+            checks += [(f"axes.{key}", {sub: v}) for v in values]
+    for where, values in checks:
+        cfg = stage_config(spec, "pretrain", values)
+        try:
+            early_memory_check(cfg, device, resolve_precision(cfg.train.precision, device), lambda m: None)
+        except ConfigError as e:
+            value = f"{next(iter(values.values()))!r}: " if values else ""
+            raise ConfigError(where, f"{value}{e.key}: {e.problem}") from None
 
 
 def stage_config(spec: StudySpec, stage: str, values: dict[str, Any]) -> Any:
@@ -144,7 +182,7 @@ def stage_config(spec: StudySpec, stage: str, values: dict[str, Any]) -> Any:
             data.pop("out_dir", None)
             cfg = from_dict(PretrainConfig, data)
         elif stage == "finetune":
-            data = deep_merge(spec.finetune or {}, over)
+            data = scope_task_options(spec.finetune or {}, deep_merge(spec.finetune or {}, over))
             for k in ("init_from", "out_dir"):
                 _req(k not in data, k, "is set by the study (remove it)")
             cfg = from_dict(FinetuneConfig, dict(data, init_from="<pretrained>", out_dir="<study>"))
@@ -177,6 +215,14 @@ def load_spec(path: str | Path | None) -> StudySpec:
             spec.base_config = str(base_file)
     validate_spec(spec)
     return spec
+
+
+def _value_at(cfg: Any, dotted: str) -> Any:
+    """The (type-coerced) value of `dotted` in a config dataclass (mappings such as task_options included)."""
+    cur = cfg
+    for part in dotted.split("."):
+        cur = cur.get(part) if isinstance(cur, dict) else getattr(cur, part, None)
+    return cur
 
 
 def _req(cond: bool, key: str, problem: str) -> None:

@@ -100,7 +100,12 @@ def load_task_file(path: str | Path) -> Task:
     try:
         cfg = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
-        raise DataError(f"{path}: not valid YAML: {e}") from e
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or "invalid YAML"
+        raise DataError(f"{path}: not valid YAML{where}: {problem}") from None
+    except UnicodeDecodeError:
+        raise DataError(f"{path}: not a UTF-8 text file") from None
     if not isinstance(cfg, Mapping):
         raise DataError(f"{path}: a task file must be a YAML mapping")
     return task_from_config(cfg, base_dir=path.resolve().parent, origin=str(path))
@@ -200,7 +205,12 @@ def task_from_config(
         )
 
         def cloze(row: Row) -> ClozeItem:
-            choices = list(row[choices_field])
+            raw = row[choices_field]
+            raw = raw.tolist() if hasattr(raw, "tolist") else raw  # a numpy array from parquet
+            if not isinstance(raw, list | tuple):
+                # a string would be split into characters ("even odd" -> 8 choices): a row the task cannot use
+                raise TypeError(f"field '{choices_field}' must hold a list of choices, got {type(raw).__name__}")
+            choices = list(raw)
             context = fill(context_t, row, "context_template")
             gold = _cloze_gold(row[gold_field], choices)
             return ClozeItem([context] * len(choices), [prefix + str(c) for c in choices], gold)

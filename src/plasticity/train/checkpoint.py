@@ -8,6 +8,7 @@ arbitrary unpickling.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -21,7 +22,7 @@ from typing import Any
 import torch
 
 from ..errors import CheckpointError
-from ..io import fsync_dir, write_json
+from ..io import current_umask, fsync_dir, write_json
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -82,9 +83,11 @@ def save_checkpoint(path: Path, model: torch.nn.Module, tokenizer_dir: Path | No
                 if f.is_file() and not f.name.startswith("."):
                     shutil.copy2(f, tmp / f.name)
         if trainer_state is not None:
-            torch.save(trainer_state, tmp / TRAINER_STATE)
+            _torch_save(trainer_state, tmp / TRAINER_STATE)
         files = {}
+        mode = 0o666 & ~current_umask()
         for f in sorted(tmp.iterdir()):
+            os.chmod(f, mode)  # safetensors writes 0600 files: artifacts follow the umask like any other file
             with open(f, "rb") as fh:
                 os.fsync(fh.fileno())
             files[f.name] = {"sha256": sha256_file(f), "bytes": f.stat().st_size}
@@ -107,6 +110,19 @@ def save_checkpoint(path: Path, model: torch.nn.Module, tokenizer_dir: Path | No
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return path
+
+
+def _torch_save(obj: Any, path: Path) -> None:
+    """``torch.save`` reporting a failed write (a full disk) as the OSError it is: torch raises RuntimeError
+    (``unexpected pos ...``, ``file write failed``)."""
+    try:
+        torch.save(obj, path)
+    except RuntimeError as e:
+        full = shutil.disk_usage(path.parent).free < (1 << 20)
+        first = next((ln.strip() for ln in str(e).splitlines() if ln.strip()), type(e).__name__)
+        first = re.sub(r"^\[enforce fail at [^\]]*\]\s*[.:]?\s*", "", first)
+        raise OSError(errno.ENOSPC if full else errno.EIO,
+                      "No space left on device" if full else f"torch.save failed: {first}") from None
 
 
 def read_manifest(path: Path) -> dict[str, Any] | None:
@@ -167,7 +183,18 @@ def load_trainer_state(path: Path, mmap: bool = False) -> dict[str, Any]:
     try:
         return torch.load(Path(path) / TRAINER_STATE, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as e:
-        raise CheckpointError(f"{path}/{TRAINER_STATE}: cannot load trainer state ({e})") from None
+        raise CheckpointError(f"{path}/{TRAINER_STATE}: cannot load trainer state ({_load_reason(e)})") from None
+
+
+def _load_reason(e: Exception) -> str:
+    """One line on why ``torch.load(weights_only=True)`` failed, without torch's advice to use
+    ``weights_only=False`` (which would unpickle arbitrary code)."""
+    msg = str(e)
+    m = re.search(r"WeightsUnpickler error: ([^\n]+)", msg)
+    if m:
+        return f"refused to unpickle it: {m.group(1).split('. Please')[0].strip()}"
+    first = next((ln.strip() for ln in msg.splitlines() if ln.strip()), type(e).__name__)
+    return "refused to unpickle it: not plain tensors" if "weights_only" in first else first
 
 
 _TEMP_DIR = re.compile(r"^\..+\.(tmp|old)-\d+$")  # `.<name>.tmp-<pid>` (being written), `.<name>.old-<pid>` (trash)
@@ -229,24 +256,8 @@ def load_model_checked(path: str | Path, trust_remote_code: bool = False, device
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
-    p = Path(path)
-    if p.exists():
-        if not p.is_dir():
-            raise CheckpointError(f"{p}: not a checkpoint directory")
-        if (p / MANIFEST).exists():
-            reason = verify_checkpoint(p, hashes=True)
-            if reason:
-                raise CheckpointError(f"{p}: invalid checkpoint: {reason}")
-        if not (p / "config.json").is_file():
-            raise CheckpointError(f"{p}: no config.json (not an HF model directory)")
-        try:
-            model_type = json.loads((p / "config.json").read_text()).get("model_type")
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise CheckpointError(f"{p}/config.json: not valid JSON") from None
-        if model_type not in ("llama", "olmo2"):
-            raise CheckpointError(f"{p}: model type '{model_type}' is not Llama or OLMo-2")
-        if not any(p.glob("*.safetensors")):
-            raise CheckpointError(f"{p}: no .safetensors weights (only safetensors checkpoints are loaded)")
+    if Path(path).exists():
+        check_model_dir(Path(path))
     try:
         model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32, use_safetensors=True,
                                                      trust_remote_code=trust_remote_code, revision=revision)
@@ -256,3 +267,25 @@ def load_model_checked(path: str | Path, trust_remote_code: bool = False, device
     if model.config.model_type not in ("llama", "olmo2"):
         raise CheckpointError(f"{path}: model type '{model.config.model_type}' is not Llama or OLMo-2")
     return model.to(device)
+
+
+def check_model_dir(p: Path) -> None:
+    """The checks made before any weights load: manifest (sha256 + size of every file) when present, config.json,
+    a Llama / OLMo-2 model type, safetensors weights. Raises a one-line CheckpointError."""
+    if not p.is_dir():
+        raise CheckpointError(f"{p}: not a checkpoint directory")
+    if (p / MANIFEST).exists():
+        reason = verify_checkpoint(p, hashes=True)
+        if reason:
+            raise CheckpointError(f"{p}: invalid checkpoint: {reason}")
+    if not (p / "config.json").is_file():
+        raise CheckpointError(f"{p}: no config.json (not an HF model directory)")
+    try:
+        conf = json.loads((p / "config.json").read_text())
+        model_type = conf.get("model_type")
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+        raise CheckpointError(f"{p}/config.json: not valid JSON") from None
+    if model_type not in ("llama", "olmo2"):
+        raise CheckpointError(f"{p}: model type '{model_type}' is not Llama or OLMo-2")
+    if not any(p.glob("*.safetensors")):
+        raise CheckpointError(f"{p}: no .safetensors weights (only safetensors checkpoints are loaded)")

@@ -5,6 +5,7 @@ Same loop, checkpoints, resume and run-directory shape as pretraining; the loss 
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -15,14 +16,15 @@ from ..config import FinetuneConfig, to_dict
 from ..data.sft import SFTBatches, encode_all
 from ..errors import CheckpointError, UserError
 from ..hardware import default_device, resolve_precision
-from ..io import write_json
+from ..io import check_output_dir, write_json
 from ..models import count_params
 from ..runinfo import run_info
 from . import checkpoint as ckpt
+from . import memory as mem
 from .distributed import world_size_from_env
 from .loop import TrainJob
 from .optim import build_optimizer, describe_groups
-from .run import execute, open_run_dir
+from .run import execute, open_run_dir, unlock_run_dir
 from .schedule import lr_at
 
 
@@ -45,7 +47,7 @@ def load_pairs(cfg: FinetuneConfig) -> tuple[list[tuple[str, str]], dict[str, An
     from ..tasks.loading import load_rows
     from ..tasks.registry import get_task
 
-    task = get_task(cfg.task, **cfg.task_options)
+    task = get_task(cfg.task, **cfg.options_for_task())
     loaded = load_rows(task, "train", cfg.data_root, cfg.max_examples, source=cfg.data_source)
     pairs, failed = [], 0
     for row in loaded.rows:
@@ -64,11 +66,31 @@ def load_pairs(cfg: FinetuneConfig) -> tuple[list[tuple[str, str]], dict[str, An
 
 def run_finetune(cfg: FinetuneConfig, resume: bool = False, log=print) -> dict[str, Any]:
     """Fine-tune one checkpoint on one task; returns the summary (also written to ``summary.json``)."""
-    from transformers import AutoTokenizer
-
     if world_size_from_env() > 1:
         raise UserError("finetune runs in one process; multi-process (torchrun) training is for pretraining only")
     run_dir = Path(cfg.out_dir)
+    check_output_dir(run_dir, "out_dir")
+    try:
+        return _run_finetune(cfg, resume, run_dir, log)
+    finally:
+        unlock_run_dir(run_dir)
+
+
+def _check_memory(cfg: FinetuneConfig, hf_config: dict[str, Any], device, precision: str, log) -> None:
+    """Refuse (one line) a fine-tuning run whose memory estimate exceeds the available memory."""
+    try:
+        shape = mem.shape_of_hf_config(hf_config)
+    except (ValueError, KeyError, TypeError, ZeroDivisionError):
+        return
+    seq = min(cfg.cutoff_len, int(hf_config.get("max_position_embeddings") or cfg.cutoff_len))
+    est = mem.estimate(shape, cfg.train.micro_batch_size, seq, precision)
+    mem.check_memory(est, device, cfg.train.allow_large_memory, "train.micro_batch_size (x cutoff_len)",
+                     "init_from", log)
+
+
+def _run_finetune(cfg: FinetuneConfig, resume: bool, run_dir: Path, log) -> dict[str, Any]:
+    from transformers import AutoTokenizer
+
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     device = default_device()
@@ -81,6 +103,14 @@ def run_finetune(cfg: FinetuneConfig, resume: bool = False, log=print) -> dict[s
             return done
 
     model_dir = resolve_model_dir(cfg.init_from)
+    conf = Path(model_dir) / "config.json"
+    if conf.is_file():  # a local model: refuse an impossible size before its weights load
+        try:
+            hf = json.loads(conf.read_text())
+        except (ValueError, UnicodeDecodeError):
+            hf = None
+        if isinstance(hf, dict):
+            _check_memory(cfg, hf, device, precision, log)
     model = ckpt.load_model_checked(model_dir, cfg.trust_remote_code, device, revision=cfg.revision)
     try:
         tok = AutoTokenizer.from_pretrained(model_dir, revision=cfg.revision, trust_remote_code=cfg.trust_remote_code)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -12,16 +13,17 @@ import torch
 from ..analysis.gap import token_loss_sum
 from ..config import PretrainConfig, to_dict
 from ..data.packed import PackedSequences, PretrainBatches, prepare_data
-from ..errors import UserError
+from ..errors import DataError, UserError
 from ..hardware import default_device, resolve_precision
-from ..io import write_json
-from ..models import DEFAULT_WD_POLICY, build_model, count_params, flops_per_token, resolve_shape
+from ..io import check_output_dir, write_json
+from ..models import DEFAULT_WD_POLICY, build_model, count_params, flops_per_token, get_preset, resolve_shape
 from ..runinfo import run_info
 from . import checkpoint as ckpt
 from . import distributed as pdist
+from . import memory as mem
 from .loop import TrainJob
 from .optim import build_optimizer, describe_groups
-from .run import execute, open_run_dir
+from .run import execute, open_run_dir, unlock_run_dir
 from .schedule import lr_at
 
 
@@ -53,6 +55,8 @@ def run_pretrain(cfg: PretrainConfig, resume: bool = False, log=print) -> dict[s
     try:
         return _run_pretrain(cfg, resume, dist, log if dist.is_main else _quiet)
     finally:
+        if dist.is_main:
+            unlock_run_dir(Path(cfg.out_dir))
         pdist.destroy(dist)
 
 
@@ -60,13 +64,44 @@ def _quiet(msg: str) -> None:
     """Log sink of ranks other than 0 (rank 0 speaks for the job)."""
 
 
+def early_memory_check(cfg: PretrainConfig, device, precision: str, log=print) -> None:
+    """The memory check before any data is read, when the vocabulary is known from the config alone (model.vocab_size
+    or a BPE of tokenizer.vocab_size): an absurd size is refused in seconds."""
+    if cfg.model.init_from:
+        conf = Path(cfg.model.init_from) / "config.json"
+        if conf.is_file():  # a local model: its size is known before its weights load
+            try:
+                hf = json.loads(conf.read_text())
+                shape = mem.shape_of_hf_config(hf)
+            except (ValueError, KeyError, TypeError, ZeroDivisionError):
+                return  # load_model_checked gives the one-line error
+            est = mem.estimate(shape, cfg.train.micro_batch_size, cfg.data.seq_len, precision)
+            mem.check_memory(est, device, cfg.train.allow_large_memory, "train.micro_batch_size (x data.seq_len)",
+                             "model.init_from", log)
+        return
+    vocab = cfg.model.vocab_size or (cfg.tokenizer.vocab_size if cfg.tokenizer.name == "bpe" else None)
+    if vocab is None and get_preset(cfg.model.preset).vocab_size is None:
+        return
+    _check_memory(cfg, resolve_shape(cfg.model, vocab), device, precision, lambda m: None)
+
+
+def _check_memory(cfg: PretrainConfig, shape, device, precision: str, log) -> None:
+    est = mem.estimate(mem.shape_of(shape), cfg.train.micro_batch_size, cfg.data.seq_len, precision)
+    mem.check_memory(est, device, cfg.train.allow_large_memory, "train.micro_batch_size (x data.seq_len)",
+                     "model.preset/hidden_size/intermediate_size/num_layers/vocab_size", log)
+
+
 def _run_pretrain(cfg: PretrainConfig, resume: bool, dist: pdist.Dist, log) -> dict[str, Any]:
+    """Everything is validated (config, data, model size and memory, init_from model) before the run directory is
+    touched; the run lock is taken before anything is written there."""
     run_dir = Path(cfg.out_dir)
+    check_output_dir(run_dir, "out_dir")
     pdist.check_batch(cfg.train.micro_batch_size * cfg.train.grad_accum, dist)
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     device = dist.device() if dist.enabled else default_device()
     precision = resolve_precision(cfg.train.precision, device)
+    early_memory_check(cfg, device, precision, log)
 
     data = prepare_data(cfg.data, cfg.tokenizer, log=log)
     tok = data.tokenizer()
@@ -79,10 +114,13 @@ def _run_pretrain(cfg: PretrainConfig, resume: bool, dist: pdist.Dist, log) -> d
         "vocab_size", "max_seq_len", "hidden_size", "intermediate_size", "num_layers", "num_heads",
         "num_kv_heads", "rope_theta")}), optim=replace(cfg.optim, wd_policy=policy))
     cfg_dict = to_dict(resolved)
-
-    done = pdist.on_main(lambda: open_run_dir(run_dir, cfg_dict, resume, log), dist)
-    if done is not None:
-        return done
+    train_seqs = PackedSequences(data.train_bin, cfg.data.seq_len, data.meta["dtype"])
+    try:
+        val_seqs = PackedSequences(data.val_bin, cfg.data.seq_len, data.meta["dtype"])
+    except DataError as e:
+        raise DataError(f"{cfg.data.val_source or cfg.data.source}: validation split too small for "
+                        f"data.seq_len={cfg.data.seq_len} (raise data.val_fraction or set data.val_source): "
+                        f"{str(e).rsplit(': ', 1)[-1]}") from None
 
     if cfg.model.init_from:
         model = ckpt.load_model_checked(cfg.model.init_from, cfg.model.trust_remote_code, device,
@@ -91,8 +129,14 @@ def _run_pretrain(cfg: PretrainConfig, resume: bool, dist: pdist.Dist, log) -> d
             raise UserError(f"config error: model.init_from: {cfg.model.init_from} has a vocabulary of "
                             f"{model.config.vocab_size} but the tokenizer has {len(tok)} tokens (vocab mismatch)")
     else:
+        _check_memory(cfg, shape, device, precision, log)
         model = build_model(shape, cfg.model.init_std, seed=cfg.train.seed, device=device,
                             bos_id=tok.bos_token_id, eos_id=tok.eos_token_id, pad_id=tok.pad_token_id)
+
+    done = pdist.on_main(lambda: open_run_dir(run_dir, cfg_dict, resume, log), dist)
+    if done is not None:
+        return done
+
     counts = count_params(model)
     net, parallel = pdist.wrap_model(model, dist, cfg.train.parallel)  # before the optimizer: FSDP2 swaps params
     optimizer = build_optimizer(model, cfg.optim, policy)
@@ -101,8 +145,6 @@ def _run_pretrain(cfg: PretrainConfig, resume: bool, dist: pdist.Dist, log) -> d
         log(f"param group {g['name']}: weight_decay={g['weight_decay']} tensors={g['tensors']} "
             f"params={g['numel']:,} e.g. {', '.join(g['examples'][:2])}")
 
-    train_seqs = PackedSequences(data.train_bin, cfg.data.seq_len, data.meta["dtype"])
-    val_seqs = PackedSequences(data.val_bin, cfg.data.seq_len, data.meta["dtype"])
     total_steps, budget = resolve_total_steps(cfg, counts.total, counts.non_embedding)
     batches = PretrainBatches(train_seqs, cfg.train.micro_batch_size, cfg.train.grad_accum, cfg.train.seed)
     epochs = total_steps * batches.tokens_per_step() / max(len(train_seqs) * cfg.data.seq_len, 1)

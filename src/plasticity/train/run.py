@@ -14,7 +14,8 @@ from . import checkpoint as ckpt
 from . import distributed as pdist
 from .loop import InterruptedRun, LoopState, TrainJob, restore, train, truncate_metrics
 
-IGNORED_ON_RESUME = {("out_dir",), ("train", "threads"), ("train", "parallel")}  # how fast, not what
+IGNORED_ON_RESUME = {("out_dir",), ("train", "threads"), ("train", "parallel"),  # how fast, not what
+                     ("train", "allow_large_memory")}
 
 
 def _config_diffs(old: dict[str, Any], new: dict[str, Any], prefix: tuple[str, ...] = ()) -> list[str]:
@@ -31,9 +32,36 @@ def _config_diffs(old: dict[str, Any], new: dict[str, Any], prefix: tuple[str, .
     return diffs
 
 
+_LOCKS: dict[str, Any] = {}  # run dir -> the FileLock this process holds on it
+
+
+def lock_run_dir(run_dir: Path) -> None:
+    """Take the exclusive lock of `run_dir` (``<run>/.lock``; idempotent in this process). An OS file lock
+    (flock), released by the kernel when its holder dies, so it is never stale."""
+    from filelock import FileLock, Timeout
+
+    key = str(Path(run_dir).resolve())
+    if key in _LOCKS:
+        return
+    Path(run_dir).mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(Path(run_dir) / ".lock"), timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise UserError(f"{run_dir}: another plasticity process is training this run") from None
+    _LOCKS[key] = lock
+
+
+def unlock_run_dir(run_dir: Path) -> None:
+    lock = _LOCKS.pop(str(Path(run_dir).resolve()), None)
+    if lock is not None:
+        lock.release()
+
+
 def open_run_dir(run_dir: Path, cfg_dict: dict[str, Any], resume: bool, log=print) -> dict[str, Any] | None:
     """Prepare `run_dir`. Returns the existing summary if the run already completed (resume), else None.
-    Refuses to reuse a directory without --resume, or to resume with a different config."""
+    Refuses to reuse a directory without --resume, or to resume with a different config. Takes the run lock
+    before writing anything (released by `unlock_run_dir`, or by `execute` when training ends)."""
     summary_path = run_dir / "summary.json"
     has_run = (run_dir / "config.yaml").exists()
     completed = summary_path.exists() and read_json(summary_path).get("status") == "completed"
@@ -42,6 +70,7 @@ def open_run_dir(run_dir: Path, cfg_dict: dict[str, Any], resume: bool, log=prin
         hint = "" if completed else "pass --resume to continue it or "
         raise UserError(f"{run_dir}: {what} is already here; {hint}use another out_dir")
     if has_run:
+        lock_run_dir(run_dir)
         diffs = _config_diffs(read_yaml(run_dir / "config.yaml"), cfg_dict)
         if diffs:
             raise UserError(f"{run_dir}: config differs from the run being resumed ({', '.join(diffs[:5])}); "
@@ -51,7 +80,7 @@ def open_run_dir(run_dir: Path, cfg_dict: dict[str, Any], resume: bool, log=prin
             ckpt.remove_stale_temps(run_dir)  # a kill after summary.json: tidy up (a completed run has no writer)
             ckpt.prune_resume_only(run_dir / "checkpoints")
             return read_json(summary_path)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    lock_run_dir(run_dir)
     if not has_run:
         write_yaml(run_dir / "config.yaml", cfg_dict)
     return None
@@ -62,22 +91,12 @@ def execute(job: TrainJob, resume: bool, base_summary: dict[str, Any], log=print
     Holds an exclusive lock on the run directory: a second process on the same run exits with a clear error.
     The lock is an OS file lock (flock), released by the kernel when its holder dies, so it is never stale.
     Under torchrun rank 0 holds it for the whole job."""
-    from filelock import FileLock, Timeout
-
-    lock = FileLock(str(job.run_dir / ".lock"), timeout=0)
-
-    def acquire() -> None:
-        try:
-            lock.acquire()
-        except Timeout:
-            raise UserError(f"{job.run_dir}: another plasticity process is training this run") from None
-
-    pdist.on_main(acquire, job.dist)
+    pdist.on_main(lambda: lock_run_dir(job.run_dir), job.dist)
     try:
         return _execute(job, resume, base_summary, log)
     finally:
         if job.dist.is_main:
-            lock.release()
+            unlock_run_dir(job.run_dir)
 
 
 def _execute(job: TrainJob, resume: bool, base_summary: dict[str, Any], log=print) -> dict[str, Any]:
