@@ -147,7 +147,6 @@ def _float_keys(cls=PretrainConfig, prefix: str = "") -> list[str]:
     return out
 
 
-@pytest.mark.xfail(strict=True, reason="fixed by reliability branch: float keys accept inf (issue 15 defect 5)")
 def test_every_float_key_refuses_infinity():
     """`.inf`, `-.inf` and `1e400` (a float overflow) in any float key: refused naming the key, or valid."""
     accepted = []

@@ -108,7 +108,9 @@ def build_plan(spec: StudySpec) -> Plan:
         base_fcfg = stage_config(spec, "finetune", per_stage["finetune"])
         for fcfg, label in _task_variants(spec, base_fcfg):
             ft_dict = {k: v for k, v in to_dict(fcfg).items() if k not in ("init_from", "out_dir")}
-            f_id = f"finetune-{node_hash([pre.id, frac, ft_dict])}"
+            ft_ident = json.loads(json.dumps(ft_dict, default=str))
+            ft_ident["train"].pop("allow_large_memory", None)  # whether to refuse, not what: not in the id
+            f_id = f"finetune-{node_hash([pre.id, frac, ft_ident])}"
             f_label = _label(point, "finetune") + (f" {label}" if label != task_name(fcfg.task) else "")
             ft = Node(id=f_id, kind="finetune", deps=[pre.id], out=str(_runs(spec) / f_id),
                       config={"finetune": ft_dict, "pretrain_dir": pre.out, "fraction": frac}, label=f_label,
@@ -191,7 +193,7 @@ def _pretrain_node(spec: StudySpec, pcfg: PretrainConfig, data_id: str, label: s
     d = to_dict(pcfg)
     d.pop("out_dir")
     ident = json.loads(json.dumps(d))
-    for how in ("threads", "parallel"):  # how fast, not what
+    for how in ("threads", "parallel", "allow_large_memory"):  # how fast / whether to refuse, not what
         ident["train"].pop(how, None)
     p_id = f"pretrain-{node_hash(ident)}"
     out = str(_runs(spec) / p_id)
@@ -220,7 +222,7 @@ def _pretrain_estimate(pcfg: PretrainConfig) -> tuple[Any, tuple[int, float]]:
 
 def _finetune_estimate(fcfg, model: tuple[Any, Any]) -> tuple[int | None, float | None]:
     """Upper bound: examples x epochs x cutoff_len (examples from task_options.n_train or max_examples)."""
-    n = fcfg.max_examples or (fcfg.task_options or {}).get("n_train")
+    n = fcfg.max_examples or fcfg.options_for_task().get("n_train")
     if not n:
         return None, None
     tokens = int(int(n) * fcfg.train.epochs * fcfg.cutoff_len)
@@ -229,7 +231,7 @@ def _finetune_estimate(fcfg, model: tuple[Any, Any]) -> tuple[int | None, float 
 
 
 def _evaluate_estimate(ev: dict[str, Any], fcfg, model: tuple[Any, Any]) -> tuple[int | None, float | None]:
-    n = ev.get("max_questions") or (fcfg.task_options or {}).get("n_test")
+    n = ev.get("max_questions") or fcfg.options_for_task().get("n_test")
     if not n:
         return None, None
     tokens = int(n) * (int(ev["k"]) + 1) * int(ev["max_new_tokens"])
