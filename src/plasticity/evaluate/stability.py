@@ -59,7 +59,7 @@ def cloze_accuracies(model_dir: Path, tasks: list[str], max_questions: int | Non
 
     device = default_device()
     model = load_model_checked(model_dir, device=device)
-    tok = AutoTokenizer.from_pretrained(str(model_dir))
+    tok = AutoTokenizer.from_pretrained(str(model_dir), revision=None)  # a local checkpoint dir: no Hub revision
     out: dict[str, Any] = {}
     for name in tasks:
         task = get_task(name)
