@@ -236,6 +236,18 @@ def _wd_axis(ax, wds: list[float]) -> None:
     ax.set_xlabel("pretraining weight decay")
 
 
+def _metrics_vs_wd(figs, ds, wds, cols: list[str], ylabel: str, title: str):
+    """One panel: each `<prefix>/<rest>` column of `cols` vs weight decay (labelled by `<rest>`), seed CIs."""
+    fig, ax = figs.new()
+    for i, c in enumerate(cols):
+        _errplot(ax[0][0], _agg(ds, c), label=c.split("/", 1)[1], color=f"C{i % 10}")
+    _wd_axis(ax[0][0], wds)
+    ax[0][0].set_ylabel(ylabel)
+    ax[0][0].set_title(title)
+    ax[0][0].legend(fontsize=7)
+    return fig
+
+
 def _errplot(ax, agg: dict[float, dict[str, Any]], label: str | None = None, **kw) -> None:
     wds = list(agg)
     means = np.array([agg[w]["mean"] for w in wds])
@@ -319,13 +331,8 @@ def build_report(study_dir: Path, out_dir: Path | None = None) -> Path:
     for c in avg_cols:
         fams[c.split("/", 1)[0]].append(c)
     for fam, cols in fams.items():
-        fig, ax = figs.new()
-        for i, c in enumerate(cols):
-            _errplot(ax[0][0], _agg(ds, c), label=c.split("/", 1)[1], color=f"C{i}")
-        _wd_axis(ax[0][0], wds)
-        ax[0][0].set_ylabel("score (mean over tasks)")
-        ax[0][0].set_title(f"{fam}: mean over fine-tuning tasks vs weight decay")
-        ax[0][0].legend(fontsize=7)
+        fig = _metrics_vs_wd(figs, ds, wds, cols, "score (mean over tasks)",
+                             f"{fam}: mean over fine-tuning tasks vs weight decay")
         figs.save(fig, f"fig2_{fam}_metrics_vs_wd", f"Averaged headline {fam}/<metric>: "
                   f"{describe_metric(cols[0], rows).split(': ', 1)[-1]} Error bars: 95% bootstrap CI over seeds."
                   + ds_cap)
@@ -336,13 +343,7 @@ def build_report(study_dir: Path, out_dir: Path | None = None) -> Path:
         tasks[c.split("/", 1)[0]].append(c)
     if tasks:
         for task, cols in tasks.items():
-            fig, ax = figs.new()
-            for i, c in enumerate(cols):
-                _errplot(ax[0][0], _agg(ds, c), label=c.split("/", 1)[1], color=f"C{i % 10}")
-            _wd_axis(ax[0][0], wds)
-            ax[0][0].set_ylabel("score")
-            ax[0][0].set_title(f"{task}: downstream metrics vs weight decay")
-            ax[0][0].legend(fontsize=7)
+            fig = _metrics_vs_wd(figs, ds, wds, cols, "score", f"{task}: downstream metrics vs weight decay")
             safe = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in task)
             figs.save(fig, f"fig2_{safe}_metrics_vs_wd", cap.replace("one panel per task", f"task {task}"))
     else:
