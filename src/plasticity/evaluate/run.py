@@ -156,7 +156,8 @@ def _cot_metrics(qrecs: list[QuestionRecord], args: dict[str, Any], has_reward: 
     return metrics
 
 
-def _eval_cloze(task, rows, model, tok, args, log) -> tuple[dict, list[dict]]:
+def eval_cloze(task, rows, model, tok, args, log) -> tuple[dict, list[dict]]:
+    """Cloze metrics (acc, acc_norm with bootstrap CIs) and per-item records of `rows` (lm-eval semantics)."""
     from plasticity.evaluate.cloze import ClozeItem, cloze_accuracy
 
     items = []
@@ -350,7 +351,7 @@ def run_evaluate(
         if etask.family == "cot":
             metrics, records, qrecs = _eval_cot(etask, rows, model, tok, template, args, reward_model, log)
         elif etask.family == "cloze":
-            metrics, records = _eval_cloze(etask, rows, model, tok, args, log)
+            metrics, records = eval_cloze(etask, rows, model, tok, args, log)
         elif etask.family == "safety":
             metrics, records = _eval_safety(etask, rows, model, tok, template, args, judge, log)
         else:  # pragma: no cover - Task validates its family

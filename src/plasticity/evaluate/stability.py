@@ -55,7 +55,7 @@ def cloze_accuracies(model_dir: Path, tasks: list[str], max_questions: int | Non
 
     from ..tasks.loading import load_rows
     from ..tasks.registry import get_task
-    from .run import _eval_cloze, evaluated_on
+    from .run import eval_cloze, evaluated_on
 
     device = default_device()
     model = load_model_checked(model_dir, device=device)
@@ -66,7 +66,7 @@ def cloze_accuracies(model_dir: Path, tasks: list[str], max_questions: int | Non
         if task.cloze_fn is None:
             raise UserError(f"evaluate.stability_tasks: task {name} has no cloze items (pick cloze tasks)")
         loaded = load_rows(task, "eval", data_root, max_questions, source=data_source)
-        metrics, _ = _eval_cloze(task, list(loaded.rows), model, tok, {"batch_size": batch_size, "seed": 0}, log)
+        metrics, _ = eval_cloze(task, list(loaded.rows), model, tok, {"batch_size": batch_size, "seed": 0}, log)
         out[task.name] = {"acc": metrics["acc"]["value"], "n": metrics["acc"]["n"],
                      "evaluated_on": evaluated_on(name, loaded, len(loaded.rows))}
     del model
