@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from .config import EvaluateConfig
 from .hardware import cpu_flags, cpu_name, default_device, resolve_precision
 
 
@@ -35,7 +36,7 @@ class BenchPlan:
     train_steps: int = 6  # steps per timed segment
     repeats: int = 3  # A/B pairs per comparison
     sampler_prompts: int = 8
-    sampler_k: int = 16
+    sampler_k: int = EvaluateConfig.k  # samples per prompt, as `plasticity evaluate`
     sampler_new: int = 48
     gemm_n: int = 1024
     bf16_gemm_n: int = 256  # bf16 is emulated (slow) without AMX/AVX512-BF16: keep it small there

@@ -187,6 +187,79 @@ class FinetuneConfig:
             raise ConfigError("train.epochs", "set train.epochs or train.max_steps")
 
 
+ANALYSES = ("probes", "rank", "gap", "norms")
+
+
+@dataclass
+class EvaluateConfig:
+    """Evaluation settings: the single source of the defaults and checks of ``plasticity evaluate``, of
+    `plasticity.evaluate.run.run_evaluate` and of a study's ``evaluate`` section."""
+
+    k: int = 16  # samples per question at temperature `temperature` (Maj@k / Pass@k)
+    max_questions: int | None = None
+    max_new_tokens: int = 256
+    temperature: float = 1.0
+    greedy_repetition_penalty: float = 1.0  # the paper's greedy is temperature 0 only; > 1 penalizes repeats
+    seed: int = 0
+    batch_size: int = 16
+    data_root: str | None = None
+    data_source: Literal["local", "hub", "auto"] = "auto"
+    reward_model: str | None = None  # ORM (HF sequence classifier) for RM@k
+    judge: str | None = None  # harmfulness reward model for safety (None: refusal-pattern fallback)
+    template: str | None = None
+    stability_sequences: int = 128  # pretraining validation sequences scored before/after (upstream_loss_change)
+    stability_tasks: list[str] | None = None  # App. D cloze sets; None = the paper's five where local, else demo_choice
+    stability_max_questions: int | None = None  # items per stability cloze set (None = max_questions)
+
+    def validate(self) -> None:
+        _check(self.k >= 1, "k", f"must be >= 1, got {self.k}")
+        _check(self.max_questions is None or self.max_questions >= 1, "max_questions",
+               f"must be >= 1, got {self.max_questions}")
+        _check(self.max_new_tokens >= 1, "max_new_tokens", f"must be >= 1, got {self.max_new_tokens}")
+        _check(self.temperature >= 0, "temperature", f"must be >= 0, got {self.temperature}")
+        _check(self.greedy_repetition_penalty > 0, "greedy_repetition_penalty", "must be > 0")
+        _check(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
+        _check(self.stability_sequences >= 1, "stability_sequences", "must be >= 1")
+        _check(self.stability_max_questions is None or self.stability_max_questions >= 1,
+               "stability_max_questions", "must be >= 1")
+
+
+@dataclass
+class AnalyzeConfig:
+    """Analysis settings: the single source of the defaults and checks of ``plasticity analyze``, of
+    `plasticity.analysis.run.run_analyze` and of a study's ``analyze`` section (a list there means `what`)."""
+
+    LIST_FIELD: typing.ClassVar[str] = "what"  # a bare list given for the section sets this field
+
+    what: list[str] = field(default_factory=lambda: list(ANALYSES))
+    probe_sets: list[str] | None = None  # None: sst2 + ag_news where local, else the offline bbc_topic
+    n_probe: int = 400  # examples per probe set
+    gap_sequences: int = 64  # sequences per set for the loss gaps
+    rank_threshold: float = 0.95  # pseudo-rank energy threshold
+    data_root: str | None = None
+    gap_data: str | None = None  # external checkpoints: text/JSONL held-out data for the gap
+
+    def validate(self) -> None:
+        for w in self.what:
+            _check(w in ANALYSES, "what", f"unknown analysis '{w}' (choose from {', '.join(ANALYSES)})")
+        _check(self.n_probe >= 10, "n_probe", f"must be >= 10, got {self.n_probe}")
+        _check(self.gap_sequences >= 1, "gap_sequences", f"must be >= 1, got {self.gap_sequences}")
+        _check(0.0 < self.rank_threshold <= 1.0, "rank_threshold", f"must be in (0, 1], got {self.rank_threshold}")
+
+
+@dataclass
+class CheckpointConfig:
+    """An existing model a study analyses and fine-tunes instead of pretraining one: a plasticity run dir (its
+    ``final/``; analyses that need the training history use the run), an HF checkpoint dir, or a Hub id
+    ``owner/name`` pinned by `revision` (commit sha, tag or branch: required for Hub ids)."""
+
+    path: str = ""
+    revision: str | None = None
+
+    def validate(self) -> None:
+        _check(bool(self.path), "path", "set a run dir, a checkpoint dir or a Hub id")
+
+
 def _is_task_key(key: str, value: Any) -> bool:
     """A ``task_options`` key that names a task (a registered name or a task YAML path) with a mapping."""
     if not isinstance(value, dict):
@@ -254,6 +327,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         for a in args:
             if a is type(None):
                 continue
+            if dataclasses.is_dataclass(a) and isinstance(value, dict | list):
+                return _coerce(value, a, key)  # an (optional) section: its own error names the bad key
             try:
                 return _coerce(value, a, key)
             except ConfigError as e:
@@ -274,8 +349,13 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             return {}
         if not isinstance(value, dict):
             raise ConfigError(key, f"expected a mapping, got {value!r}")
+        args = get_args(tp)
+        if len(args) == 2 and dataclasses.is_dataclass(args[1]):  # e.g. a study's {name: CheckpointConfig}
+            return {str(k): _coerce(v, args[1], f"{key}.{k}") for k, v in value.items()}
         return dict(value)
     if dataclasses.is_dataclass(tp):
+        if isinstance(value, list) and getattr(tp, "LIST_FIELD", None):
+            value = {tp.LIST_FIELD: value}  # shorthand: `analyze: [probes, rank]`
         return from_dict(tp, value, prefix=key)
     if tp is Any:
         return value

@@ -6,6 +6,9 @@ from pathlib import Path
 
 import typer
 
+from ..config import ANALYSES, AnalyzeConfig
+
+_D = AnalyzeConfig()  # option defaults (the single source: plasticity.config.AnalyzeConfig)
 
 def _fmt(v) -> str:
     if v is None:
@@ -57,18 +60,19 @@ def register(app: typer.Typer) -> None:
     @user_errors
     def analyze(
         targets: list[Path] = typer.Argument(..., help="pretraining run dirs or HF checkpoint dirs"),
-        what: str = typer.Option("probes,rank,gap,norms", "--what", help="comma-separated analyses"),
+        what: str = typer.Option(",".join(ANALYSES), "--what", help="comma-separated analyses"),
         compare: bool = typer.Option(False, "--compare", help="compare already analysed runs; writes --out"),
         finetuned: list[Path] = typer.Option(None, "--finetuned", help="--compare: evaluated fine-tuning runs of "
                                              "those pretraining runs (repeatable); adds their result columns"),
         out: Path = typer.Option(None, "--out", help="--compare: output JSON (default: compare.json)"),
         out_dir: Path = typer.Option(None, "--out-dir", help="where to write (default: <target>/analysis)"),
         data_root: Path = typer.Option(None, "--data-root", help="local data folder (sst2, ag_news probes)"),
-        n_probe: int = typer.Option(400, "--n-probe", help="examples per probe set"),
+        n_probe: int = typer.Option(_D.n_probe, "--n-probe", help="examples per probe set"),
         probe_sets: str = typer.Option(None, "--probe-sets", help="comma-separated: bbc_topic,sst2,ag_news"),
-        gap_sequences: int = typer.Option(64, "--gap-sequences", help="sequences per set for the loss gaps"),
+        gap_sequences: int = typer.Option(_D.gap_sequences, "--gap-sequences",
+                                          help="sequences per set for the loss gaps"),
         gap_data: Path = typer.Option(None, "--gap-data", help="external checkpoints: text/JSONL held-out data"),
-        threshold: float = typer.Option(0.95, "--rank-threshold", help="pseudo-rank energy threshold"),
+        threshold: float = typer.Option(_D.rank_threshold, "--rank-threshold", help="pseudo-rank energy threshold"),
     ) -> None:
         """Probes, attention pseudo-rank, loss gaps and parameter norms of runs or checkpoints."""
         from rich.table import Table
@@ -96,10 +100,13 @@ def register(app: typer.Typer) -> None:
             from ..errors import UserError
 
             raise UserError("--out-dir works with a single target")
-        sets = tuple(s.strip() for s in probe_sets.split(",") if s.strip()) if probe_sets else None
+        sets = [s.strip() for s in probe_sets.split(",") if s.strip()] if probe_sets else None
+        cfg = AnalyzeConfig(probe_sets=sets, n_probe=n_probe, gap_sequences=gap_sequences, rank_threshold=threshold,
+                            data_root=str(data_root) if data_root else None,
+                            gap_data=str(gap_data) if gap_data else None)
         table = Table("target", "total norm", "QK rank", "VP rank", "best probe", "train-val gap", "unseen-seen")
         for t in targets:
-            r = run_analyze(t, what, out_dir, sets, n_probe, gap_sequences, threshold, data_root, gap_data, log=log)
+            r = run_analyze(t, what, out_dir, cfg, log=log)
             norm = (r.get("norms") or {}).get("total_norm")
             cks = (r.get("rank") or {}).get("checkpoints") or []
             mean = cks[-1]["mean"] if cks else {}

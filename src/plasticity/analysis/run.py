@@ -15,11 +15,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..config import ANALYSES, AnalyzeConfig
 from ..errors import CheckpointError, DataError, UserError
 from ..io import read_json, write_json
 from .stats import finite_or_none
 
-ALL_ANALYSES = frozenset({"probes", "rank", "gap", "norms"})
+ALL_ANALYSES = frozenset(ANALYSES)
 PROBE_SETS = ("bbc_topic", "sst2", "ag_news")
 _PROBE_FILES = {"sst2": ("sst2", "train.jsonl", "sentence"), "ag_news": ("ag_news", "train.jsonl", "text")}
 # Hub ids for users without the local copies: same field names as the local JSONL files.
@@ -307,20 +308,33 @@ def _verified_snapshots(ckpt_root: Path, log) -> tuple[list[tuple[int, Path]], l
 # --------------------------------------------------------------------------------------------- main
 
 
+def _config(cfg: AnalyzeConfig | None, options: dict[str, Any]) -> AnalyzeConfig:
+    """`cfg` with keyword overrides applied, validated (one-line ConfigError naming the field)."""
+    import dataclasses
+
+    from ..config import validate
+
+    names = {f.name for f in dataclasses.fields(AnalyzeConfig)}
+    for k in options:
+        if k not in names:
+            raise TypeError(f"run_analyze() got an unexpected keyword argument {k!r}")
+    cfg = dataclasses.replace(cfg or AnalyzeConfig(), **options)
+    validate(cfg)
+    return cfg
+
+
 def run_analyze(
     target: str | Path,
     what: Iterable[str] | str | None = None,
     out_dir: str | Path | None = None,
-    probe_sets: Sequence[str] | None = None,
-    n_probe: int = 400,
-    gap_sequences: int = 64,
-    rank_threshold: float = 0.95,
-    data_root: str | Path | None = None,
-    gap_data: str | Path | None = None,
+    cfg: AnalyzeConfig | None = None,
     log: Callable[[str], Any] = print,
+    **options: Any,
 ) -> dict[str, Any]:
     """Analyse a pretraining run dir (its ``final/`` model; ranks over every checkpoint) or an HF checkpoint.
 
+    Settings come from `cfg` (default: ``AnalyzeConfig()``), overridden by `what` and keyword `options` (any
+    `AnalyzeConfig` field: probe_sets, n_probe, gap_sequences, rank_threshold, data_root, gap_data).
     Returns ``{"target", "kind": "run"|"checkpoint", "out_dir", "files": {name: path}, name: result...}``.
     """
     from ..io import check_output_dir
@@ -328,13 +342,10 @@ def run_analyze(
     from .norms import parameter_norms
     from .rank import ranks_over_checkpoints
 
-    sel = _parse_what(what)
-    if n_probe < 10:
-        raise UserError(f"--n-probe must be >= 10, got {n_probe}")
-    if gap_sequences < 1:
-        raise UserError(f"gap_sequences must be >= 1, got {gap_sequences}")
-    if not 0.0 < rank_threshold <= 1.0:
-        raise UserError(f"rank threshold must be in (0, 1], got {rank_threshold}")
+    cfg = _config(cfg, options)
+    sel = _parse_what(what if what is not None else cfg.what)
+    probe_sets, n_probe, gap_sequences = cfg.probe_sets, cfg.n_probe, cfg.gap_sequences
+    rank_threshold, data_root, gap_data = cfg.rank_threshold, cfg.data_root, cfg.gap_data
     tdir, model_dir, is_run = _resolve_target(target)
     check_model_dir(model_dir)  # manifest, architecture, safetensors: before any work or output
     out = Path(out_dir) if out_dir is not None else (tdir / "analysis" if is_run else tdir / "analysis")

@@ -7,6 +7,10 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
+from plasticity.config import EvaluateConfig
+
+_D = EvaluateConfig()  # option defaults (the single source: plasticity.config.EvaluateConfig)
+
 
 def _fmt(x) -> str:
     return "-" if x is None else f"{x:.4f}"
@@ -21,17 +25,19 @@ def register(app: typer.Typer) -> None:
         target: str = typer.Argument(..., help="fine-tuning run dir, HF checkpoint dir, or Hub id"),
         revision: str = typer.Option(None, "--revision", help="Hub commit sha, tag or branch of a Hub id TARGET"),
         task: str = typer.Option(None, "--task", help="task name (default: the run's task)"),
-        k: int = typer.Option(16, "--k", help="samples per question at temperature 1"),
-        max_questions: int = typer.Option(None, "--max-questions", help="evaluate only the first N questions"),
-        max_new_tokens: int = typer.Option(256, "--max-new-tokens"),
-        seed: int = typer.Option(0, "--seed"),
-        batch_size: int = typer.Option(16, "--batch-size"),
+        k: int = typer.Option(_D.k, "--k", help="samples per question at temperature 1"),
+        max_questions: int = typer.Option(_D.max_questions, "--max-questions",
+                                         help="evaluate only the first N questions"),
+        max_new_tokens: int = typer.Option(_D.max_new_tokens, "--max-new-tokens"),
+        seed: int = typer.Option(_D.seed, "--seed"),
+        batch_size: int = typer.Option(_D.batch_size, "--batch-size"),
         out_dir: Path = typer.Option(None, "--out", help="output folder (default: <run>/eval)"),
-        data_root: str = typer.Option(None, "--data-root"),
-        data_source: str = typer.Option("auto", "--data-source", help="local | hub | auto"),
-        reward_model: str = typer.Option(None, "--reward-model", help="ORM (HF sequence classifier) for RM@k"),
+        data_root: str = typer.Option(_D.data_root, "--data-root"),
+        data_source: str = typer.Option(_D.data_source, "--data-source", help="local | hub | auto"),
+        reward_model: str = typer.Option(_D.reward_model, "--reward-model",
+                                          help="ORM (HF sequence classifier) for RM@k"),
         judge: str = typer.Option(
-            None, "--judge", help="harmfulness reward model for safety (default: refusal-pattern fallback)"
+            _D.judge, "--judge", help="harmfulness reward model for safety (default: refusal-pattern fallback)"
         ),
         stability: bool = typer.Option(
             True, "--stability/--no-stability",
@@ -47,11 +53,13 @@ def register(app: typer.Typer) -> None:
 
         if out_dir is not None:  # before any generation: a bad --out must not waste the whole evaluation
             check_output_dir(out_dir, "--out")
-        results = run_evaluate(
-            target, task, out_dir, k=k, max_questions=max_questions, max_new_tokens=max_new_tokens,
-            seed=seed, batch_size=batch_size, data_root=data_root, data_source=data_source,
-            reward_model=reward_model, judge=judge, log=log, revision=revision,
-        )
+        from plasticity.config import from_dict, validate
+
+        cfg = from_dict(EvaluateConfig, dict(k=k, max_questions=max_questions, max_new_tokens=max_new_tokens,
+                                             seed=seed, batch_size=batch_size, data_root=data_root,
+                                             data_source=data_source, reward_model=reward_model, judge=judge))
+        validate(cfg)  # before any model loads
+        results = run_evaluate(target, task, out_dir, cfg, log=log, revision=revision)
         table = Table(title=f"evaluate {target}")
         for col in ("task", "metric", "value", "95% CI", "n"):
             table.add_column(col)

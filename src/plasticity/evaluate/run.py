@@ -33,6 +33,7 @@ import numpy as np
 import torch
 import yaml
 
+from plasticity.config import EvaluateConfig
 from plasticity.errors import CheckpointError, DataError, UserError
 from plasticity.evaluate.metrics import QuestionRecord, SampleRecord, bootstrap_ci, summarize
 from plasticity.evaluate.sampler import SamplingConfig, generate
@@ -238,28 +239,34 @@ def _eval_safety(task, rows, model, tok, template, args, judge, log) -> tuple[di
     return metrics, records
 
 
+def _config(cfg: EvaluateConfig | None, options: dict[str, Any]) -> EvaluateConfig:
+    """`cfg` (default ``EvaluateConfig()``) with keyword overrides, validated (one-line ConfigError)."""
+    import dataclasses
+
+    from plasticity.config import validate
+
+    names = {f.name for f in dataclasses.fields(EvaluateConfig)}
+    for key in options:
+        if key not in names:
+            raise TypeError(f"run_evaluate() got an unexpected keyword argument {key!r}")
+    cfg = dataclasses.replace(cfg or EvaluateConfig(), **options)
+    validate(cfg)
+    return cfg
+
+
 def run_evaluate(
     target: str,
     task: str | None,
     out_dir: Path | None,
-    k: int = 16,
-    max_questions: int | None = None,
-    max_new_tokens: int = 256,
-    temperature: float = 1.0,
-    greedy_repetition_penalty: float = 1.0,
-    seed: int = 0,
-    batch_size: int = 16,
-    data_root: str | Path | None = None,
-    data_source: str = "auto",
-    reward_model: Any = None,
-    template: str | None = None,
+    cfg: EvaluateConfig | None = None,
     log: Callable[[str], None] = print,
-    judge: Any = None,
     device: str | torch.device | None = None,
     revision: str | None = None,
+    **options: Any,
 ) -> dict[str, Any]:
     """Evaluate `target` (a fine-tuning run dir or an HF checkpoint dir / Hub id); returns {task: result}.
-    `revision` pins a Hub id's download (commit sha, tag or branch).
+    `revision` pins a Hub id's download (commit sha, tag or branch). Settings: `cfg` (default
+    ``EvaluateConfig()``) overridden by keyword `options` (any `EvaluateConfig` field: k, max_questions, ...).
 
     `reward_model` / `judge`: None, a path / Hub id of a sequence-classification model, or a scorer object
     (see `plasticity.evaluate.reward`). For a run dir, task / template / data root / task options default
@@ -276,10 +283,11 @@ def run_evaluate(
     from plasticity.train.checkpoint import load_model_checked
     from plasticity.train.finetune import resolve_model_dir
 
-    if k < 1:
-        raise UserError(f"--k must be >= 1, got {k}")
-    if max_questions is not None and max_questions < 1:
-        raise UserError(f"--max-questions must be >= 1, got {max_questions}")
+    cfg = _config(cfg, options)
+    k, max_questions, max_new_tokens, seed, batch_size = (cfg.k, cfg.max_questions, cfg.max_new_tokens, cfg.seed,
+                                                          cfg.batch_size)
+    temperature, greedy_repetition_penalty, template = cfg.temperature, cfg.greedy_repetition_penalty, cfg.template
+    data_root, data_source, reward_model, judge = cfg.data_root, cfg.data_source, cfg.reward_model, cfg.judge
     target_path = Path(target).expanduser()
     run_cfg = _read_run_config(target_path) if target_path.is_dir() else None
     task_options: dict[str, Any] = {}

@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from transformers import DynamicCache
 
+from plasticity.config import EvaluateConfig
 from plasticity.errors import ConfigError
 
 from . import fast_decode as _fast
@@ -52,7 +53,7 @@ class SamplingConfig:
     `add_special_tokens` is passed to the tokenizer when encoding prompts (e.g. a Llama BOS token).
     """
 
-    max_new_tokens: int = 256
+    max_new_tokens: int = EvaluateConfig.max_new_tokens
     temperature: float = 1.0
     top_p: float = 1.0
     top_k: int = 0

@@ -8,31 +8,17 @@ token caches are shared through the global cache), and a changed key re-runs onl
 from __future__ import annotations
 
 import copy
-import hashlib
 import itertools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..config import PretrainConfig, to_dict
+from ..config import PretrainConfig
 from .spec import StudySpec, all_axes, stage_config, stage_of
+from .stages import KINDS, STAGES, Node, node_hash
 
-KINDS = ("tokenizer", "data", "pretrain", "analyze", "finetune", "evaluate")
-
-
-@dataclass
-class Node:
-    id: str  # "<kind>-<hash>"
-    kind: str
-    deps: list[str]
-    out: str  # output directory
-    config: dict[str, Any]  # everything the node's runner needs (JSON-serialisable)
-    label: str  # the axis values it stands for, e.g. "optim.weight_decay=0.1"
-    est_tokens: int | None = None
-    est_flops: float | None = None
-    gpus: int = 0
-    nproc: int = 1
+__all__ = ["KINDS", "Node", "Plan", "Row", "build_plan", "node_hash", "task_name"]
 
 
 @dataclass
@@ -40,7 +26,7 @@ class Row:
     """One pretrained x fine-tuned model (tasks fine-tuned from the same checkpoint share a row)."""
 
     axes: dict[str, Any]
-    pretrain: str
+    pretrain: str  # the model node: a pretrain node, or a checkpoint node (a study over existing checkpoints)
     analyze: str | None = None
     # (task label, finetune id, eval id); the label is the task name, plus swept task_axes options
     finetunes: list[tuple[str, str, str | None]] = field(default_factory=list)
@@ -65,74 +51,97 @@ class Plan:
         return out
 
 
-def node_hash(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
-
-
 def build_plan(spec: StudySpec) -> Plan:
-    """Expand the axes into nodes and result rows (the spec must be validated)."""
+    """Expand the axes into nodes and result rows (the spec must be validated): every pretraining grid point,
+    then every checkpoint entry crossed with the fine-tuning / evaluation axes."""
     axes = all_axes(spec)
-    keys = list(axes)
     nodes: dict[str, Node] = {}
     rows: dict[tuple, Row] = {}
     fracs = sorted({float(f) for f in axes.get("finetune_from", []) if float(f) < 1})
     estimates: dict[str, tuple[Any, Any]] = {}
-    for values in itertools.product(*(axes[k] for k in keys)) if keys else [()]:
-        point = dict(zip(keys, values, strict=True))
-        per_stage: dict[str, dict[str, Any]] = {"pretrain": {}, "finetune": {}, "evaluate": {}}
-        frac = 1.0
-        for k, v in point.items():
-            stage, sub = stage_of(k)
-            if stage == "finetune_from":
-                frac = float(v)
-            else:
-                per_stage[stage][sub] = v
+    for point in _points(axes, pretraining=True) if spec.has_pretraining() else []:
+        per_stage, frac = _split(point)
         pcfg = stage_config(spec, "pretrain", per_stage["pretrain"])
         if fracs:  # fine-tuning from part-way checkpoints needs those checkpoints kept
             pcfg.train.checkpoint_fractions = sorted(set(pcfg.train.checkpoint_fractions) | set(fracs))
         p_label = _label(point, "pretrain")
-        data_id = _data_nodes(spec, pcfg, nodes)
-        pre = _pretrain_node(spec, pcfg, data_id, p_label, estimates)
+        tok = STAGES["tokenizer"].build(pcfg)
+        nodes.setdefault(tok.id, tok)
+        data = STAGES["data"].build(pcfg, tok.id)
+        nodes.setdefault(data.id, data)
+        res = spec.resources
+        pre = STAGES["pretrain"].build(pcfg, data.id, _runs(spec), p_label, res.pretrain_gpus,
+                                       res.pretrain_nproc or max(1, res.pretrain_gpus))
+        if pre.id not in estimates:
+            estimates[pre.id] = _pretrain_estimate(pcfg)
+        pre.est_tokens, pre.est_flops = estimates[pre.id][1]
         nodes.setdefault(pre.id, pre)
-        ana = None
-        if spec.analyze:
-            ana = Node(id=f"analyze-{node_hash([pre.id, sorted(spec.analyze)])}", kind="analyze", deps=[pre.id],
-                       out=str(Path(pre.out) / "analysis"), config={"run": pre.out, "what": sorted(spec.analyze)},
-                       label=p_label, gpus=spec.resources.gpus)
-            nodes.setdefault(ana.id, ana)
-        row_axes = {k: v for k, v in point.items() if stage_of(k) != ("finetune", "task")}
-        row = rows.setdefault((pre.id, json.dumps(row_axes, sort_keys=True, default=str)),
-                              Row(axes=row_axes, pretrain=pre.id, analyze=ana.id if ana else None))
-        if spec.finetune is None:
-            continue
-        base_fcfg = stage_config(spec, "finetune", per_stage["finetune"])
-        for fcfg, label in _task_variants(spec, base_fcfg):
-            ft_dict = {k: v for k, v in to_dict(fcfg).items() if k not in ("init_from", "out_dir")}
-            ft_ident = json.loads(json.dumps(ft_dict, default=str))
-            ft_ident["train"].pop("allow_large_memory", None)  # whether to refuse, not what: not in the id
-            f_id = f"finetune-{node_hash([pre.id, frac, ft_ident])}"
-            f_label = _label(point, "finetune") + (f" {label}" if label != task_name(fcfg.task) else "")
-            ft = Node(id=f_id, kind="finetune", deps=[pre.id], out=str(_runs(spec) / f_id),
-                      config={"finetune": ft_dict, "pretrain_dir": pre.out, "fraction": frac}, label=f_label,
-                      gpus=spec.resources.gpus)
-            ft.est_tokens, ft.est_flops = _finetune_estimate(fcfg, estimates[pre.id][0])
-            nodes.setdefault(ft.id, ft)
-            ev_id = None
-            if spec.evaluate is not None:
-                ecfg = stage_config(spec, "evaluate", per_stage["evaluate"])
-                ev_dict = to_dict(ecfg)
-                if ev_dict.get("stability_tasks") is None:  # resolved here, so the node id says which sets
-                    from ..evaluate.stability import resolve_cloze_sets
-
-                    ev_dict["stability_tasks"] = resolve_cloze_sets(None, ecfg.data_root or fcfg.data_root)
-                ev_id = f"evaluate-{node_hash([ft.id, ev_dict])}"
-                ev = Node(id=ev_id, kind="evaluate", deps=[ft.id], out=str(_runs(spec) / ev_id),
-                          config={"finetune_dir": ft.out, "evaluate": ev_dict}, label=f_label,
-                          gpus=spec.resources.gpus)
-                ev.est_tokens, ev.est_flops = _evaluate_estimate(ev_dict, fcfg, estimates[pre.id][0])
-                nodes.setdefault(ev.id, ev)
-            row.finetunes.append((label, ft.id, ev_id))
+        _add_row(spec, pre, pre.out, point, per_stage, frac, estimates[pre.id][0], nodes, rows)
+    for name, ccfg in spec.checkpoints.items():
+        ck = STAGES["checkpoint"].build(name, ccfg, _runs(spec), spec.resources.gpus)
+        nodes.setdefault(ck.id, ck)
+        for point in _points(axes, pretraining=False):
+            per_stage, frac = _split(point)
+            _add_row(spec, ck, STAGES["checkpoint"].model_dir(ck), dict(checkpoint=name, **point), per_stage, frac,
+                     None, nodes, rows)
     return Plan(spec=spec, nodes=_ordered(nodes), rows=list(rows.values()))
+
+
+def _points(axes: dict[str, list[Any]], pretraining: bool) -> list[dict[str, Any]]:
+    """Grid points over every axis (`pretraining`), or over the fine-tuning / evaluation axes only (the rows
+    of a checkpoint entry)."""
+    if not pretraining:
+        axes = {k: v for k, v in axes.items() if stage_of(k)[0] != "pretrain"}
+    keys = list(axes)
+    return [dict(zip(keys, values, strict=True)) for values in itertools.product(*(axes[k] for k in keys))]
+
+
+def _split(point: dict[str, Any]) -> tuple[dict[str, dict[str, Any]], float]:
+    """Axis values per stage (``{stage: {key: value}}``) and the fine-tuning start fraction of one grid point."""
+    per_stage: dict[str, dict[str, Any]] = {"pretrain": {}, "finetune": {}, "evaluate": {}}
+    frac = 1.0
+    for k, v in point.items():
+        stage, sub = stage_of(k)
+        if stage == "finetune_from":
+            frac = float(v)
+        elif stage in per_stage:
+            per_stage[stage][sub] = v
+    return per_stage, frac
+
+
+def _add_row(spec: StudySpec, model: Node, model_dir: str, point: dict[str, Any], per_stage: dict[str, dict],
+             frac: float, shape: Any, nodes: dict[str, Node], rows: dict[tuple, Row]) -> None:
+    """The analyze, finetune and evaluate nodes of one model and grid point, and their results row."""
+    label = model.label if model.kind == "checkpoint" else _label(point, "pretrain")
+    ana = None
+    if spec.analyze is not None and spec.analyze.what:
+        ana = STAGES["analyze"].build(model.id, model_dir, spec.analyze, str(Path(model.out) / "analysis"), label,
+                                      spec.resources.gpus)
+        nodes.setdefault(ana.id, ana)
+    row_axes = {k: v for k, v in point.items() if stage_of(k) != ("finetune", "task")}
+    row = rows.setdefault((model.id, json.dumps(row_axes, sort_keys=True, default=str)),
+                          Row(axes=row_axes, pretrain=model.id, analyze=ana.id if ana else None))
+    if spec.finetune is None:
+        return
+    base_fcfg = stage_config(spec, "finetune", per_stage["finetune"])
+    for fcfg, task_label in _task_variants(spec, base_fcfg):
+        f_label = _label(point, "finetune") + (f" {task_label}" if task_label != task_name(fcfg.task) else "")
+        if model.kind == "checkpoint":
+            f_label = f"{model.label} {f_label}" if f_label != "-" else model.label
+        ft = STAGES["finetune"].build(model.id, model_dir, frac, fcfg, _runs(spec), f_label, spec.resources.gpus)
+        if shape is not None:
+            ft.est_tokens, ft.est_flops = _finetune_estimate(fcfg, shape)
+        nodes.setdefault(ft.id, ft)
+        ev_id = None
+        if spec.evaluate is not None:
+            ecfg = stage_config(spec, "evaluate", per_stage["evaluate"])
+            settings = STAGES["evaluate"].resolved(ecfg, fcfg)
+            ev = STAGES["evaluate"].build(ft, settings, _runs(spec), spec.resources.gpus)
+            if shape is not None:
+                ev.est_tokens, ev.est_flops = _evaluate_estimate(settings, fcfg, shape)
+            nodes.setdefault(ev.id, ev)
+            ev_id = ev.id
+        row.finetunes.append((task_label, ft.id, ev_id))
 
 
 def task_name(task: str) -> str:
@@ -170,41 +179,6 @@ def _runs(spec: StudySpec) -> Path:
 def _label(point: dict[str, Any], upto: str) -> str:
     keep = {"pretrain"} if upto == "pretrain" else {"pretrain", "finetune", "finetune_from", "evaluate"}
     return " ".join(f"{k}={v}" for k, v in point.items() if stage_of(k)[0] in keep) or "-"
-
-
-def _data_nodes(spec: StudySpec, pcfg: PretrainConfig, nodes: dict[str, Node]) -> str:
-    """Tokenizer and token-cache nodes of a pretraining config; returns the data node id."""
-    from ..data.packed import source_key, tokenizer_dir
-
-    data, tok = to_dict(pcfg.data), to_dict(pcfg.tokenizer)
-    src = source_key(pcfg.data)
-    tdir = tokenizer_dir(pcfg.data, pcfg.tokenizer)
-    t_id = f"tokenizer-{tdir.name if tdir is not None else node_hash([tok['name'], tok.get('revision')])}"
-    nodes.setdefault(t_id, Node(id=t_id, kind="tokenizer", deps=[], out=str(tdir) if tdir else "",
-                                config={"data": data, "tokenizer": tok}, label=pcfg.data.source))
-    d_id = f"data-{node_hash([src, t_id])}"
-    nodes.setdefault(d_id, Node(id=d_id, kind="data", deps=[t_id], out="", config={"data": data, "tokenizer": tok},
-                                label=pcfg.data.source))
-    return d_id
-
-
-def _pretrain_node(spec: StudySpec, pcfg: PretrainConfig, data_id: str, label: str,
-                   estimates: dict[str, tuple[Any, Any]]) -> Node:
-    d = to_dict(pcfg)
-    d.pop("out_dir")
-    ident = json.loads(json.dumps(d))
-    for how in ("threads", "parallel", "allow_large_memory"):  # how fast / whether to refuse, not what
-        ident["train"].pop(how, None)
-    p_id = f"pretrain-{node_hash(ident)}"
-    out = str(_runs(spec) / p_id)
-    res = spec.resources
-    nproc = res.pretrain_nproc or max(1, res.pretrain_gpus)
-    node = Node(id=p_id, kind="pretrain", deps=[data_id], out=out, config=dict(d, out_dir=out), label=label,
-                gpus=res.pretrain_gpus, nproc=nproc)
-    if p_id not in estimates:
-        estimates[p_id] = _pretrain_estimate(pcfg)
-    node.est_tokens, node.est_flops = estimates[p_id][1]
-    return node
 
 
 def _pretrain_estimate(pcfg: PretrainConfig) -> tuple[Any, tuple[int, float]]:

@@ -4,20 +4,14 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import os
 from pathlib import Path
 from typing import Any
 
 from .plan import Plan, Row
+from .stages import STAGES
+from .stages.evaluate import task_results
 from .state import read_marker
-
-
-def _json(path: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
 
 
 def _row_status(plan: Plan, row: Row, states: dict[str, str]) -> tuple[str, str | None, str | None]:
@@ -32,72 +26,28 @@ def _row_status(plan: Plan, row: Row, states: dict[str, str]) -> tuple[str, str 
 
 
 def collect_row(plan: Plan, row: Row, states: dict[str, str], study_dir: Path) -> dict[str, Any]:
-    pre = plan.nodes[row.pretrain]
-    p = Path(pre.out)
-    out: dict[str, Any] = dict(row.axes, run=os.path.relpath(p, study_dir))
+    """Axis values, status, then what each of the row's nodes contributes (`Stage.metrics`) and the headline."""
+    model = plan.nodes[row.pretrain]
+    out: dict[str, Any] = dict(row.axes, run=os.path.relpath(model.out, study_dir))
     status, node, reason = _row_status(plan, row, states)
     out.update(status=status, failed_node=node, reason=reason)
-    s = _json(p / "summary.json") or {}
-    out.update(val_loss=s.get("final_val_loss"), train_loss=s.get("final_train_loss"), tokens=s.get("tokens_seen"),
-               params=s.get("params_total"))
-    a = p / "analysis"
-    if (norms := _json(a / "norms.json")) is not None:
-        out["weight_norm"] = norms["total_norm"]
-    if (rank := _json(a / "rank.json")) is not None:
-        last = rank["checkpoints"][-1]["mean"]
-        out["qk_rank_frac"], out["vp_rank_frac"] = last["qk"]["fraction"], last["vp"]["fraction"]
-    if (gap := _json(a / "gap.json")) is not None:
-        out["train_val_gap"] = gap["train_val"]["gap"]
-        out["unseen_seen_gap"] = (gap.get("unseen_seen") or {}).get("gap")
-    if (probes := _json(a / "probes.json")) is not None:
-        for name, ps in probes["sets"].items():
-            out[f"probe_{name}"] = ps["best_test_accuracy"]
-        from ..report.build import probe_mean_best
-
-        out["probe_mean_best"] = probe_mean_best(probes)  # paper Fig. 25: sets averaged per layer, best layer
+    out.update(STAGES[model.kind].metrics(model, model.label))
+    if row.analyze:
+        out.update(STAGES["analyze"].metrics(plan.nodes[row.analyze], model.label))
     per_task: dict[str, dict[str, Any]] = {}  # task label -> {family, metrics, stability, ...}
+    runs = []
     for task, f_id, e_id in row.finetunes:
-        out.setdefault("finetune_runs", [])
-        out["finetune_runs"].append(os.path.relpath(plan.nodes[f_id].out, study_dir))
-        if (t_on := (_json(Path(plan.nodes[f_id].out) / "summary.json") or {}).get("trained_on")) is not None:
-            out[f"{task}/trained_on"] = data_note(t_on)
+        runs.append(os.path.relpath(plan.nodes[f_id].out, study_dir))
+        out.update(STAGES["finetune"].metrics(plan.nodes[f_id], task))
         if e_id is not None:
-            per_task[task] = _task_results(task, Path(plan.nodes[e_id].out), out)
-    if "finetune_runs" in out:
-        out["finetune_runs"] = ";".join(out["finetune_runs"])
+            per_task[task] = task_results(task, Path(plan.nodes[e_id].out), out)
+    if runs:
+        out["finetune_runs"] = ";".join(runs)
     out.update(headline(per_task))
     return out
 
 
-def _task_results(task: str, edir: Path, out: dict[str, Any]) -> dict[str, Any]:
-    """Write ``{task}/{eval_set}/{metric}`` columns of one evaluate node into `out`; return what the averages
-    need: the family, one value per metric (the pooled set when the task has several eval sets) and stability."""
-    res: dict[str, Any] = {"family": None, "metrics": {}, "stability": {}}
-    sets: dict[str, dict[str, Any]] = {}
-    for f in sorted(edir.glob("*.json")) if edir.is_dir() else []:
-        d = _json(f)
-        if d is None:
-            continue
-        if f.name == "stability.json":
-            res["stability"] = d
-        elif "metrics" in d:
-            sets[d["task"]] = d
-            for m, v in d["metrics"].items():
-                out[f"{task}/{d['task']}/{m}"] = v["value"]
-            used = d.get("evaluated_on")
-            if isinstance(used, dict):
-                out[f"{task}/{d['task']}/evaluated_on"] = data_note(used)
-    pooled = [d for d in sets.values() if d.get("pooled_from")]
-    main = pooled[0] if pooled else (next(iter(sets.values())) if len(sets) == 1 else None)
-    if sets:
-        res["family"] = next(iter(sets.values())).get("family")
-    if main is not None:
-        res["metrics"] = {m: v["value"] for m, v in main["metrics"].items()}
-    st = res["stability"]
-    if st:
-        out[f"{task}/stability"] = st.get("stability")
-        out[f"{task}/upstream_loss_change"] = st.get("upstream_loss_change")
-    return res
+_task_results = task_results  # the name `plasticity analyze --finetuned` imports
 
 
 def data_note(used: dict[str, Any]) -> str:

@@ -16,6 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from ..config import (
+    ANALYSES,
+    AnalyzeConfig,
+    CheckpointConfig,
+    EvaluateConfig,
     FinetuneConfig,
     PretrainConfig,
     deep_merge,
@@ -23,33 +27,15 @@ from ..config import (
     read_yaml,
     scope_task_options,
     set_dotted,
+    to_dict,
     validate,
 )
 from ..errors import ConfigError
 
-ANALYSES = ("probes", "rank", "gap", "norms")
 EXECUTORS = ("local", "ray")
 
 
-@dataclass
-class EvaluateSpec:
-    """Settings of the evaluate stage (the keyword arguments of `plasticity.evaluate.run.run_evaluate`)."""
-
-    k: int = 16
-    max_questions: int | None = None
-    max_new_tokens: int = 256
-    temperature: float = 1.0
-    greedy_repetition_penalty: float = 1.0  # the paper's greedy is temperature 0 only; > 1 penalizes repeats
-    seed: int = 0
-    batch_size: int = 16
-    data_root: str | None = None
-    data_source: str = "auto"
-    reward_model: str | None = None
-    judge: str | None = None
-    template: str | None = None
-    stability_sequences: int = 128  # pretraining validation sequences scored before/after (upstream_loss_change)
-    stability_tasks: list[str] | None = None  # App. D cloze sets; None = the paper's five where local, else demo_choice
-    stability_max_questions: int | None = None  # items per stability cloze set (None = max_questions)
+EvaluateSpec = EvaluateConfig  # the study's evaluate section is the evaluate command's config
 
 
 @dataclass
@@ -65,19 +51,27 @@ class ResourceSpec:
 class StudySpec:
     name: str = "study"
     out_dir: str = "study_runs"
-    base: dict[str, Any] = field(default_factory=dict)  # a pretraining config mapping
+    base: PretrainConfig | None = None  # what every grid point pretrains (None: defaults, or none, see below)
     base_config: str | None = None  # a pretraining YAML (relative to the study file) that `base` overrides
     axes: dict[str, list[Any]] = field(default_factory=dict)
     seeds: list[int] | None = None  # shorthand for axis train.seed
     tasks: list[str] | None = None  # shorthand for axis finetune.task
     finetune_from: list[float] | None = None  # shorthand for axis finetune_from
     task_axes: dict[str, dict[str, list[Any]]] = field(default_factory=dict)  # per-task options: {safety: {k: [..]}}
-    analyze: list[str] = field(default_factory=list)  # subset of ANALYSES; [] = none
-    finetune: dict[str, Any] | None = None  # a fine-tuning config mapping (init_from / out_dir are filled in)
-    evaluate: dict[str, Any] | None = None  # an EvaluateSpec mapping; needs `finetune`
+    analyze: AnalyzeConfig | None = None  # a list is `what` (a subset of ANALYSES); None or [] = no analysis
+    finetune: FinetuneConfig | None = None  # init_from / out_dir are filled in by the study
+    evaluate: EvaluateConfig | None = None  # needs `finetune`
+    # existing models analysed / fine-tuned like pretrained ones: {entry name: {path, revision}}; with only
+    # checkpoints (no base, base_config or pretraining axis) nothing is pretrained
+    checkpoints: dict[str, CheckpointConfig] = field(default_factory=dict)
     workers: int | None = None
     executor: str = "local"
     resources: ResourceSpec = field(default_factory=ResourceSpec)
+
+    def has_pretraining(self) -> bool:
+        """Whether the study pretrains: always without checkpoints; beside them only when asked for."""
+        return (not self.checkpoints or self.base is not None
+                or any(stage_of(k)[0] == "pretrain" for k in all_axes(self)))
 
 
 def stage_of(axis: str) -> tuple[str, str]:
@@ -110,11 +104,16 @@ def validate_spec(spec: StudySpec) -> None:
     _req(bool(spec.name) and "/" not in spec.name, "name", "must be a non-empty name without '/'")
     _req(spec.executor in EXECUTORS, "executor", f"must be one of {', '.join(EXECUTORS)}")
     _req(spec.workers is None or spec.workers >= 1, "workers", "must be >= 1")
-    for a in spec.analyze:
-        _req(a in ANALYSES, "analyze", f"unknown analysis '{a}' (choose from {', '.join(ANALYSES)})")
+    if spec.analyze is not None:
+        for a in spec.analyze.what:
+            _req(a in ANALYSES, "analyze", f"unknown analysis '{a}' (choose from {', '.join(ANALYSES)})")
+        try:
+            validate(spec.analyze)
+        except ConfigError as e:
+            raise ConfigError(f"analyze.{e.key}", e.problem) from None
     _req(spec.evaluate is None or spec.finetune is not None, "evaluate", "needs a `finetune` section")
     axes = all_axes(spec)
-    tasks = [str(t) for t in axes.get("task", [])] + [str((spec.finetune or {}).get("task"))]
+    tasks = [str(t) for t in axes.get("task", [])] + [str(spec.finetune.task if spec.finetune else None)]
     for task, opts in spec.task_axes.items():
         _req(task in tasks or any(t.endswith((".yaml", ".yml")) for t in tasks), f"task_axes.{task}",
              f"is not one of the study's tasks ({', '.join(t for t in tasks if t != 'None')})")
@@ -146,6 +145,22 @@ def validate_spec(spec: StudySpec) -> None:
             seen[norm] = v
     for stage in ("pretrain", "finetune", "evaluate"):
         stage_config(spec, stage, {})
+    _check_checkpoints(spec, axes)
+
+
+def _check_checkpoints(spec: StudySpec, axes: dict[str, list[Any]]) -> None:
+    """Checkpoint entries: each one's source (plan-time, nothing downloaded), and what they cannot do."""
+    if not spec.checkpoints:
+        return
+    from .stages import STAGES
+
+    for name, cfg in spec.checkpoints.items():
+        STAGES["checkpoint"].check(name, cfg)
+    _req(spec.analyze is not None or spec.finetune is not None, "checkpoints",
+         "a study over checkpoints needs `analyze` or `finetune`")
+    _req(all(float(f) >= 1 for f in axes.get("finetune_from", [1.0])), "finetune_from",
+         "fractions of pretraining need pretraining runs; checkpoint entries are fine-tuned as they are "
+         "(give each intermediate checkpoint its own entry)")
 
 
 def check_memory_fits(spec: StudySpec) -> None:
@@ -155,6 +170,8 @@ def check_memory_fits(spec: StudySpec) -> None:
     from ..hardware import default_device, resolve_precision
     from ..train.pretrain import early_memory_check
 
+    if not spec.has_pretraining():
+        return
     axes = all_axes(spec)
     device = default_device()
     checks: list[tuple[str, dict[str, Any]]] = [("base", {})]
@@ -178,19 +195,17 @@ def stage_config(spec: StudySpec, stage: str, values: dict[str, Any]) -> Any:
         set_dotted(over, k, v)
     try:
         if stage == "pretrain":
-            data = deep_merge(spec.base, over)
+            data = deep_merge(to_dict(spec.base or PretrainConfig()), over)
             data.pop("out_dir", None)
             cfg = from_dict(PretrainConfig, data)
         elif stage == "finetune":
-            data = scope_task_options(spec.finetune or {}, deep_merge(spec.finetune or {}, over))
+            base = to_dict(spec.finetune or FinetuneConfig())
             for k in ("init_from", "out_dir"):
-                _req(k not in data, k, "is set by the study (remove it)")
+                _req(base[k] == getattr(FinetuneConfig, k) and k not in over, k, "is set by the study (remove it)")
+            data = scope_task_options(base, deep_merge(base, over))
             cfg = from_dict(FinetuneConfig, dict(data, init_from="<pretrained>", out_dir="<study>"))
         elif stage == "evaluate":
-            cfg = from_dict(EvaluateSpec, deep_merge(spec.evaluate or {}, over))
-            _req(cfg.k >= 1, "evaluate.k", "must be >= 1")
-            _req(cfg.max_questions is None or cfg.max_questions >= 1, "evaluate.max_questions", "must be >= 1")
-            return cfg
+            cfg = from_dict(EvaluateConfig, deep_merge(to_dict(spec.evaluate or EvaluateConfig()), over))
         else:
             return None
         validate(cfg)
@@ -200,19 +215,18 @@ def stage_config(spec: StudySpec, stage: str, values: dict[str, Any]) -> Any:
 
 
 def load_spec(path: str | Path | None) -> StudySpec:
-    """Read and validate a study YAML (None: the embedded default study)."""
+    """Read and validate a study YAML (None: the default study shipped with the package)."""
     if path is None:
-        from .default import DEFAULT_STUDY
+        from .default import DEFAULT_STUDY_FILE
 
-        spec = DEFAULT_STUDY
-    else:
-        spec = from_dict(StudySpec, read_yaml(path))
-        if spec.base_config:
-            base_file = Path(path).parent / spec.base_config
-            if not base_file.is_file():
-                raise ConfigError("base_config", f"{base_file}: file not found")
-            spec.base = deep_merge(read_yaml(base_file), spec.base)
-            spec.base_config = str(base_file)
+        path = DEFAULT_STUDY_FILE
+    raw = read_yaml(path)
+    if isinstance(raw.get("base_config"), str):  # the base YAML is merged under `base` before typing
+        base_file = Path(path).parent / raw["base_config"]
+        if not base_file.is_file():
+            raise ConfigError("base_config", f"{base_file}: file not found")
+        raw = dict(raw, base=deep_merge(read_yaml(base_file), raw.get("base") or {}), base_config=str(base_file))
+    spec = from_dict(StudySpec, raw)
     validate_spec(spec)
     return spec
 

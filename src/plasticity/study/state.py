@@ -73,17 +73,10 @@ def node_states(plan: Plan) -> dict[str, str]:
 
 
 def outputs_present(node: Node, marker: dict[str, Any]) -> bool:
-    """A done marker counts only while the node's main output is still there."""
-    out = Path(marker.get("out") or node.out)
-    if node.kind == "tokenizer":
-        return out.is_dir()
-    if node.kind == "data":
-        return (out / "meta.json").exists()
-    if node.kind in ("pretrain", "finetune"):
-        return (out / "final" / "manifest.json").exists()
-    if node.kind == "analyze":
-        return all((out / f"{w}.json").exists() for w in node.config["what"])
-    return (out / "stability.json").exists()
+    """A done marker counts only while the node's main output is still there (its stage says which)."""
+    from .stages import STAGES
+
+    return STAGES[node.kind].outputs_present(node, Path(marker.get("out") or node.out))
 
 
 def check_study_dir(study_dir: Path, root: Path) -> None:

@@ -1,0 +1,61 @@
+"""The analyze stage: probes / attention rank / loss gaps / norms of a pretrained model (run or checkpoint)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ...config import AnalyzeConfig, from_dict, to_dict
+from .base import Node, RunContext, Stage, read_json
+
+
+class AnalyzeStage(Stage):
+    kind = "analyze"
+    config_type = AnalyzeConfig
+
+    def identity(self, model_id: str, acfg: AnalyzeConfig) -> list[Any]:
+        """The model and the sorted analyses, plus any option that differs from its default (so studies written
+        before analyze options existed keep their ids)."""
+        opts = _non_default(acfg)
+        return [model_id, sorted(acfg.what)] + ([opts] if opts else [])
+
+    def build(self, model_id: str, target: str, acfg: AnalyzeConfig, out: str, label: str, gpus: int) -> Node:
+        return Node(id=self.node_id(self.identity(model_id, acfg)), kind=self.kind, deps=[model_id], out=out,
+                    config={"run": target, "what": sorted(acfg.what), "options": _non_default(acfg)}, label=label,
+                    gpus=gpus)
+
+    def run(self, node: Node, ctx: RunContext) -> dict[str, Any]:
+        from ...analysis.run import run_analyze
+
+        cfg = from_dict(AnalyzeConfig, dict(node.config.get("options") or {}, what=node.config["what"]))
+        run_analyze(node.config["run"], out_dir=node.out, cfg=cfg, log=ctx.log)
+        metrics = {}
+        if (norms := read_json(Path(node.out) / "norms.json")) is not None:
+            metrics["weight_norm"] = norms.get("total_norm")
+        return {"status": "done", "out": node.out, "metrics": metrics}
+
+    def outputs_present(self, node: Node, out: Path) -> bool:
+        return all((out / f"{w}.json").exists() for w in node.config["what"])
+
+    def metrics(self, node: Node, label: str) -> dict[str, Any]:
+        a, out = Path(node.out), {}
+        if (norms := read_json(a / "norms.json")) is not None:
+            out["weight_norm"] = norms["total_norm"]
+        if (rank := read_json(a / "rank.json")) is not None and rank.get("checkpoints"):
+            last = rank["checkpoints"][-1]["mean"]
+            out["qk_rank_frac"], out["vp_rank_frac"] = last["qk"]["fraction"], last["vp"]["fraction"]
+        if (gap := read_json(a / "gap.json")) is not None:  # a bare checkpoint has no train-val gap: None
+            out["train_val_gap"] = (gap.get("train_val") or {}).get("gap")
+            out["unseen_seen_gap"] = (gap.get("unseen_seen") or {}).get("gap")
+        if (probes := read_json(a / "probes.json")) is not None:
+            for name, ps in probes["sets"].items():
+                out[f"probe_{name}"] = ps["best_test_accuracy"]
+            from ...report.build import probe_mean_best
+
+            out["probe_mean_best"] = probe_mean_best(probes)  # paper Fig. 25: sets averaged per layer, best layer
+        return out
+
+
+def _non_default(acfg: AnalyzeConfig) -> dict[str, Any]:
+    default = AnalyzeConfig()
+    return {k: v for k, v in to_dict(acfg).items() if k != "what" and v != getattr(default, k)}

@@ -1,0 +1,76 @@
+"""What every study stage is: a node kind with its config, identity, run, outputs check and result columns."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+
+@dataclass
+class Node:
+    id: str  # "<kind>-<hash>"
+    kind: str
+    deps: list[str]
+    out: str  # output directory
+    config: dict[str, Any]  # everything the node's stage needs to run it (JSON-serialisable)
+    label: str  # the axis values it stands for, e.g. "optim.weight_decay=0.1"
+    est_tokens: int | None = None
+    est_flops: float | None = None
+    gpus: int = 0
+    nproc: int = 1
+
+
+@dataclass
+class RunContext:
+    """What a worker gives a stage's `run`: the node log, torch threads, the log file (for subprocesses)."""
+
+    log: Callable[[str], None]
+    threads: int
+    log_path: str
+
+
+def node_hash(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+class Stage:
+    """One node kind. Subclasses set `kind` and `config_type` (their `plasticity.config` dataclass) and define
+    `identity` (the JSON value hashed into the node id: the resolved config and the inputs' ids), `run`,
+    `outputs_present` and `metrics` (the columns the node contributes to its results row)."""
+
+    kind: ClassVar[str]
+    config_type: ClassVar[type | None] = None
+
+    def node_id(self, identity: Any) -> str:
+        return f"{self.kind}-{node_hash(identity)}"
+
+    def run(self, node: Node, ctx: RunContext) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def outputs_present(self, node: Node, out: Path) -> bool:
+        """Whether a done node's main output (`out`: the marker's ``out`` or the node's) is still there."""
+        return out.is_dir()
+
+    def metrics(self, node: Node, label: str) -> dict[str, Any]:
+        return {}
+
+
+def run_summary(summary: dict[str, Any], out: str, metric: str) -> dict[str, Any]:
+    """A node result from a training run's summary (completed / interrupted / failed)."""
+    status = summary.get("status")
+    if status == "completed":
+        return {"status": "done", "out": out, "metrics": {metric: summary.get(metric)}}
+    if status == "interrupted":
+        return {"status": "interrupted", "reason": "interrupted by a signal (resumes on the next run)"}
+    return {"status": "failed", "reason": str(summary.get("reason") or status)}

@@ -1,0 +1,109 @@
+"""The checkpoint stage: an existing model (our run, any HF Llama / OLMo-2 dir, or a pinned Hub revision)
+that analyze and finetune consume like a pretraining node. Its output dir holds ``model`` (a link to the run or
+model dir, the Hub snapshot included) and ``checkpoint.json`` (where it came from, what was checked)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from ...config import CheckpointConfig
+from ...errors import CheckpointError, ConfigError
+from .base import Node, RunContext, Stage, read_json
+from .pretrain import PretrainStage
+
+
+class CheckpointStage(Stage):
+    kind = "checkpoint"
+    config_type = CheckpointConfig
+
+    def check(self, name: str, cfg: CheckpointConfig) -> None:
+        """Plan-time checks (nothing downloaded): the source exists, a Hub id has a revision, a local model is
+        Llama / OLMo-2. One-line ConfigError naming the entry."""
+        from ...checkpoints import check_architecture, resolve_model_source
+
+        key = f"checkpoints.{name}"
+        if not name or "/" in name or name.strip() != name:
+            raise ConfigError(key, "entry names must be non-empty, without '/' or surrounding spaces")
+        if not cfg.path:
+            raise ConfigError(f"{key}.path", "set a run dir, a checkpoint dir or a Hub id")
+        try:
+            src = resolve_model_source(cfg.path, cfg.revision)
+            if src.kind == "hub":
+                if not cfg.revision:
+                    raise ConfigError(f"{key}.revision", f"required for the Hub model {cfg.path} (pin a commit "
+                                      "sha, tag or branch, so that the study's cache means one model)")
+            else:
+                if cfg.revision:
+                    raise ConfigError(f"{key}.revision", "only for Hub ids (this is a local directory)")
+                check_architecture(src.path)
+        except CheckpointError as e:
+            raise ConfigError(f"{key}.path", str(e)) from None
+
+    def identity(self, cfg: CheckpointConfig) -> dict[str, Any]:
+        """Hub: id and revision. Local: the resolved path and a fingerprint of the weights (the manifest of our
+        checkpoints, else file sizes and mtimes), so a model rewritten in place is a new node."""
+        from ...checkpoints import resolve_model_source
+
+        src = resolve_model_source(cfg.path, cfg.revision)
+        if src.kind == "hub":
+            return {"hub": src.path, "revision": cfg.revision}
+        model = Path(src.path).resolve()
+        manifest = model / "manifest.json"
+        if manifest.is_file():
+            fp: Any = hashlib.sha256(manifest.read_bytes()).hexdigest()
+        else:
+            fp = [[f.name, f.stat().st_size, f.stat().st_mtime_ns] for f in sorted(model.iterdir())
+                  if f.name == "config.json" or f.suffix == ".safetensors"]
+        return {"path": str(model), "run": str(src.run_dir.resolve()) if src.kind == "run" else None,
+                "fingerprint": fp}
+
+    def build(self, name: str, cfg: CheckpointConfig, runs: Path, gpus: int) -> Node:
+        c_id = self.node_id(self.identity(cfg))
+        return Node(id=c_id, kind=self.kind, deps=[], out=str(runs / c_id), label=f"checkpoint={name}", gpus=gpus,
+                    config={"name": name, "path": cfg.path, "revision": cfg.revision})
+
+    @staticmethod
+    def model_dir(node: Node) -> str:
+        """What analyze and finetune are given: the node's ``model`` link (a run dir or a model dir)."""
+        return str(Path(node.out) / "model")
+
+    def run(self, node: Node, ctx: RunContext) -> dict[str, Any]:
+        from ...checkpoints import check_model_dir, read_manifest, resolve_model_source
+
+        src = resolve_model_source(node.config["path"], node.config["revision"])
+        local = src.local_dir()  # a Hub snapshot is fetched here (the only download)
+        check_model_dir(local)  # manifest sha256 when ours, Llama / OLMo-2, safetensors
+        model_type = json.loads((Path(local) / "config.json").read_text())["model_type"]
+        target = src.run_dir if src.kind == "run" else Path(local)
+        out = Path(node.out)
+        out.mkdir(parents=True, exist_ok=True)
+        link = out / "model"
+        tmp = out / f"model.tmp{os.getpid()}"
+        tmp.unlink(missing_ok=True)
+        tmp.symlink_to(Path(target).resolve(), target_is_directory=True)
+        os.replace(tmp, link)
+        manifest = read_manifest(Path(local))
+        info = {"name": node.config["name"], "source": src.describe(), "kind": src.kind,
+                "revision": node.config["revision"], "model_dir": str(local),
+                "run_dir": str(src.run_dir) if src.run_dir is not None else None, "model_type": model_type,
+                "manifest_verified": manifest is not None}
+        from ...io import write_json
+
+        write_json(out / "checkpoint.json", info)
+        ctx.log(f"{node.config['name']}: {src.describe()} ({model_type}"
+                + (", manifest verified)" if manifest is not None else ")"))
+        return {"status": "done", "out": node.out, "metrics": {"model_type": model_type}}
+
+    def outputs_present(self, node: Node, out: Path) -> bool:
+        return (out / "checkpoint.json").is_file() and (out / "model").exists()
+
+    def metrics(self, node: Node, label: str) -> dict[str, Any]:
+        info = read_json(Path(node.out) / "checkpoint.json") or {}
+        out: dict[str, Any] = {"source": info.get("source") or node.config["path"]}
+        if info.get("kind") == "run":  # one of our runs: its pretraining numbers
+            out.update(PretrainStage().metrics(Node(**dict(vars(node), out=info["run_dir"])), label))
+        return out

@@ -1,0 +1,90 @@
+"""The evaluate stage: downstream metrics of a fine-tuned model plus its App. D stability."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ...config import EvaluateConfig, FinetuneConfig, from_dict, to_dict
+from .base import Node, RunContext, Stage, read_json
+
+
+class EvaluateStage(Stage):
+    kind = "evaluate"
+    config_type = EvaluateConfig
+
+    def resolved(self, ecfg: EvaluateConfig, fcfg: FinetuneConfig) -> dict[str, Any]:
+        """The settings as run; the default stability cloze sets are resolved here, so the node id says which."""
+        ev = to_dict(ecfg)
+        if ev.get("stability_tasks") is None:
+            from ...evaluate import stability
+
+            ev["stability_tasks"] = stability.resolve_cloze_sets(None, ecfg.data_root or fcfg.data_root)
+        return ev
+
+    def identity(self, finetune_id: str, settings: dict[str, Any]) -> list[Any]:
+        return [finetune_id, settings]
+
+    def build(self, ft: Node, settings: dict[str, Any], runs: Path, gpus: int) -> Node:
+        ev_id = self.node_id(self.identity(ft.id, settings))
+        return Node(id=ev_id, kind=self.kind, deps=[ft.id], out=str(runs / ev_id), label=ft.label, gpus=gpus,
+                    config={"finetune_dir": ft.out, "evaluate": settings})
+
+    def run(self, node: Node, ctx: RunContext) -> dict[str, Any]:
+        from ...evaluate.run import run_evaluate
+        from ...evaluate.stability import upstream_stability
+
+        cfg = from_dict(EvaluateConfig, node.config["evaluate"])
+        ft_dir = node.config["finetune_dir"]
+        results = run_evaluate(ft_dir, None, Path(node.out), cfg, log=ctx.log)
+        stab_q = cfg.stability_max_questions if cfg.stability_max_questions is not None else cfg.max_questions
+        stab = upstream_stability(ft_dir, max_sequences=cfg.stability_sequences,
+                                  out_path=Path(node.out) / "stability.json", log=ctx.log,
+                                  cloze_tasks=cfg.stability_tasks, cloze_max_questions=stab_q,
+                                  batch_size=cfg.batch_size, data_root=cfg.data_root,
+                                  data_source=cfg.data_source)  # written last
+        metrics = {f"{task}/{m}": v["value"] for task, r in results.items() for m, v in r.get("metrics", {}).items()}
+        return {"status": "done", "out": node.out,
+                "metrics": dict(metrics, stability=stab["stability"],
+                                upstream_loss_change=stab.get("upstream_loss_change"))}
+
+    def outputs_present(self, node: Node, out: Path) -> bool:
+        return (out / "stability.json").exists()
+
+    def metrics(self, node: Node, label: str) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        task_results(label, Path(node.out), out)
+        return out
+
+
+def task_results(task: str, edir: Path, out: dict[str, Any]) -> dict[str, Any]:
+    """Write ``{task}/{eval_set}/{metric}`` columns of one evaluate node into `out`; return what the averages
+    need: the family, one value per metric (the pooled set when the task has several eval sets) and stability."""
+    from ..results import data_note
+
+    res: dict[str, Any] = {"family": None, "metrics": {}, "stability": {}}
+    sets: dict[str, dict[str, Any]] = {}
+    for f in sorted(edir.glob("*.json")) if edir.is_dir() else []:
+        d = read_json(f)
+        if d is None:
+            continue
+        if f.name == "stability.json":
+            res["stability"] = d
+        elif "metrics" in d:
+            sets[d["task"]] = d
+            for m, v in d["metrics"].items():
+                out[f"{task}/{d['task']}/{m}"] = v["value"]
+            used = d.get("evaluated_on")
+            if isinstance(used, dict):
+                out[f"{task}/{d['task']}/evaluated_on"] = data_note(used)
+    pooled = [d for d in sets.values() if d.get("pooled_from")]
+    main = pooled[0] if pooled else (next(iter(sets.values())) if len(sets) == 1 else None)
+    if sets:
+        res["family"] = next(iter(sets.values())).get("family")
+    if main is not None:
+        res["metrics"] = {m: v["value"] for m, v in main["metrics"].items()}
+    st = res["stability"]
+    if st:
+        out[f"{task}/stability"] = st.get("stability")
+        out[f"{task}/upstream_loss_change"] = st.get("upstream_loss_change")
+    return res

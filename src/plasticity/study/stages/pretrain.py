@@ -1,0 +1,71 @@
+"""The pretraining stage: one `plasticity pretrain` run (in-process, or torchrun for DDP/FSDP)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from ...config import PretrainConfig, from_dict, to_dict, validate
+from .base import Node, RunContext, Stage, read_json, run_summary
+
+NOT_IDENTITY = ("threads", "parallel", "allow_large_memory")  # how fast / whether to refuse, not what
+
+
+class PretrainStage(Stage):
+    kind = "pretrain"
+    config_type = PretrainConfig
+
+    def identity(self, pcfg: PretrainConfig) -> dict[str, Any]:
+        d = to_dict(pcfg)
+        d.pop("out_dir")
+        ident = json.loads(json.dumps(d))
+        for how in NOT_IDENTITY:
+            ident["train"].pop(how, None)
+        return ident
+
+    def build(self, pcfg: PretrainConfig, data_id: str, runs: Path, label: str, gpus: int, nproc: int) -> Node:
+        p_id = self.node_id(self.identity(pcfg))
+        out = str(runs / p_id)
+        d = to_dict(pcfg)
+        d.pop("out_dir")
+        return Node(id=p_id, kind=self.kind, deps=[data_id], out=out, config=dict(d, out_dir=out), label=label,
+                    gpus=gpus, nproc=nproc)
+
+    def run(self, node: Node, ctx: RunContext) -> dict[str, Any]:
+        cfg = from_dict(PretrainConfig, node.config)
+        validate(cfg)
+        resume = (Path(cfg.out_dir) / "config.yaml").exists()
+        if node.nproc > 1:
+            return run_summary(_torchrun(node, resume, ctx), cfg.out_dir, "final_val_loss")
+        from ...train.pretrain import run_pretrain
+
+        return run_summary(run_pretrain(cfg, resume=resume, log=ctx.log), cfg.out_dir, "final_val_loss")
+
+    def outputs_present(self, node: Node, out: Path) -> bool:
+        return (out / "final" / "manifest.json").exists()
+
+    def metrics(self, node: Node, label: str) -> dict[str, Any]:
+        s = read_json(Path(node.out) / "summary.json") or {}
+        return dict(val_loss=s.get("final_val_loss"), train_loss=s.get("final_train_loss"),
+                    tokens=s.get("tokens_seen"), params=s.get("params_total"))
+
+
+def _torchrun(node: Node, resume: bool, ctx: RunContext) -> dict[str, Any]:
+    """Pretrain one node with `nproc` processes (DDP / FSDP2) through torchrun; its output goes to the log."""
+    from ...io import write_yaml
+
+    cfg_path = Path(node.out).parent / f"{node.id}.torchrun.yaml"
+    write_yaml(cfg_path, node.config)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={node.nproc}",
+           "-m", "plasticity.cli", "pretrain", str(cfg_path)] + (["--resume"] if resume else [])
+    with open(ctx.log_path, "a", encoding="utf-8") as f:
+        env = dict(os.environ, OMP_NUM_THREADS=str(ctx.threads))
+        rc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=env).returncode
+    s = Path(node.out) / "summary.json"
+    if s.exists():
+        return json.loads(s.read_text())
+    return {"status": "failed", "reason": f"torchrun exited with code {rc} (see {ctx.log_path})"}
