@@ -275,6 +275,8 @@ def build_report(study_dir: Path, out_dir: Path | None = None) -> Path:
     """
     study_dir = Path(study_dir)
     fields, rows = _read_results(study_dir)
+    if "checkpoint" in fields and not any(f.endswith("weight_decay") for f in fields):
+        return _checkpoints_report(study_dir, fields, rows, out_dir)
     wd_col = _wd_column(fields)
     seed_col = "train.seed" if "train.seed" in fields else None
     out = Path(out_dir) if out_dir is not None else study_dir / "report"
@@ -663,3 +665,18 @@ def _html(study_dir: Path, fields: list[str], rows: list[dict[str, str]], summar
         parts.append("<tr>" + "".join(cells) + "</tr>")
     parts.append("</table></div></body></html>")
     return "\n".join(parts) + "\n"
+
+
+def _checkpoints_report(study_dir: Path, fields: list[str], rows: list[dict[str, str]], out_dir: Path | None) -> Path:
+    """A study over existing checkpoints (no weight-decay grid): the results table, one row per entry (by its
+    name) and fine-tuning setting; the figures over weight decay need a pretraining grid."""
+    out = Path(out_dir) if out_dir is not None else study_dir / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(study_dir / "results.csv", out / "results.csv")
+    names = list(dict.fromkeys(r.get("checkpoint") or "" for r in rows))
+    done = sum((r.get("status") or "") == "completed" for r in rows)
+    summary = [f"Study over {len(names)} existing checkpoints ({', '.join(names)}): {len(rows)} rows, {done} "
+               "completed. Figures over weight decay need a pretraining grid; every number is in the table."]
+    path = out / "index.html"
+    path.write_text(_html(study_dir, fields, rows, summary, []))
+    return path

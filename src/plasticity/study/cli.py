@@ -25,21 +25,28 @@ def register(app: typer.Typer) -> None:
     @app.command("study")
     @user_errors
     def study(
-        spec: Path = typer.Argument(None, help="study YAML; without one the embedded default study runs"),
+        spec: Path = typer.Argument(None, help="study YAML; without one the default study runs (--print-default)"),
         workers: int = typer.Option(None, help="parallel worker processes (default: one 1-thread worker per core)"),
         executor: str = typer.Option(None, help="local (default) or ray (RAY_ADDRESS or a local Ray)"),
         dry_run: bool = typer.Option(False, "--dry-run", help="print the plan (cached / to run, tokens, FLOPs)"),
         retry_failed: bool = typer.Option(False, "--retry-failed", help="re-run nodes that failed before"),
         no_report: bool = typer.Option(False, "--no-report", help="skip the HTML report"),
+        print_default: bool = typer.Option(False, "--print-default",
+                                           help="print the default study's YAML (to copy and edit) and exit"),
     ) -> None:
         """Run a study: tokenizer -> data -> pretrain -> analyze / finetune -> evaluate for every grid point,
         cached per node, resumable; then results.csv and the report."""
         from ..errors import UserError
         from .plan import build_plan
-        from .runner import plan_table, run_study
-        from .spec import all_axes, check_memory_fits, load_spec
+        from .runner import plan_table, row_axes, run_study
+        from .spec import check_memory_fits, load_spec
         from .state import node_states
 
+        if print_default:
+            from .default import DEFAULT_STUDY_FILE
+
+            print(DEFAULT_STUDY_FILE.read_text(), end="")
+            return
         sp = load_spec(spec)
         if executor is not None and executor not in ("local", "ray"):
             raise UserError(f"--executor: {executor!r}: must be local or ray")
@@ -53,7 +60,7 @@ def register(app: typer.Typer) -> None:
 
         check_output_dir(Path(sp.out_dir) / sp.name, "out_dir")
         res = run_study(sp, workers=workers, executor=executor, retry_failed=retry_failed, log=log)
-        axes = list(all_axes(sp))
+        axes = row_axes(sp)
         cols = [c for c in (res.rows[0] if res.rows else {}) if _shown(c, axes)]
         t = Table(title=f"study '{sp.name}' ({len(res.rows)} rows; all columns in results.csv)")
         for c in ["status", *cols]:
@@ -79,7 +86,7 @@ def register(app: typer.Typer) -> None:
     @app.command("status")
     @user_errors
     def status(
-        spec: Path = typer.Argument(None, help="study YAML (default: the embedded default study)"),
+        spec: Path = typer.Argument(None, help="study YAML (default: the default study)"),
         json_out: bool = typer.Option(False, "--json", help="print JSON instead of a table"),
     ) -> None:
         """Show every node of a study: done / running / failed / skipped / pending, with its key metric."""

@@ -45,6 +45,12 @@ def choose_workers(requested: int | None, spec: StudySpec) -> tuple[int, int]:
     return workers, max(1, cpus // workers)
 
 
+def row_axes(spec: StudySpec) -> list[str]:
+    """The axis columns of results.csv: ``checkpoint`` (the entry name) when the study has checkpoints, then
+    the grid's axes."""
+    return (["checkpoint"] if spec.checkpoints else []) + list(all_axes(spec))
+
+
 def study_dir_of(spec: StudySpec) -> Path:
     return Path(spec.out_dir) / spec.name
 
@@ -87,7 +93,7 @@ def run_study(spec: StudySpec, workers: int | None = None, executor: str | None 
             if res["status"] in ("skipped", "interrupted") and states[nid] == "pending":
                 states[nid] = res["status"]
         rows = collect_rows(plan, states, sdir)
-        write_text(sdir / "results.csv", to_csv(rows, list(all_axes(spec))))
+        write_text(sdir / "results.csv", to_csv(rows, row_axes(spec)))
         return StudyOutcome(study_dir=sdir, rows=rows, states=states, ran=ran)
     finally:
         lock.release()
