@@ -15,6 +15,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..checkpoints import (
+    ModelSource,
+    check_model_dir,
+    load_model_checked,
+    read_manifest,
+    resolve_model_source,
+    verify_checkpoint,
+)
 from ..errors import CheckpointError, DataError, UserError
 from ..io import read_json, write_json
 from .stats import finite_or_none
@@ -29,26 +37,17 @@ _PROBE_HUB = {"sst2": ("stanfordnlp/sst2", "train"), "ag_news": ("fancyzhx/ag_ne
 # --------------------------------------------------------------------------------------------- target
 
 
-def is_pretrain_run(path: Path) -> bool:
-    return (path / "config.yaml").is_file() and (path / "final").is_dir()
-
-
-def _resolve_target(target: str | Path) -> tuple[Path, Path, bool]:
-    """(target dir, model dir, is_run)."""
-    p = Path(target).expanduser()
-    if not p.exists():
-        raise CheckpointError(f"{p}: no such run or checkpoint directory")
-    if not p.is_dir():
-        raise CheckpointError(f"{p}: not a directory (give a pretraining run dir or an HF checkpoint dir)")
-    if is_pretrain_run(p):
-        if not (p / "final" / "config.json").is_file():
-            raise CheckpointError(f"{p}/final: no config.json (unfinished run?)")
-        return p, p / "final", True
-    if (p / "config.yaml").is_file() and not (p / "final").exists():
-        raise CheckpointError(f"{p}: pretraining run has no final/ checkpoint (not finished?)")
-    if (p / "config.json").is_file():
-        return p, p, False
-    raise CheckpointError(f"{p}: neither a pretraining run (config.yaml + final/) nor an HF checkpoint (config.json)")
+def _resolve_target(target: str | Path, out_dir: str | Path | None,
+                    revision: str | None) -> tuple[ModelSource, Path, Path]:
+    """(source, model dir, output dir): a run analyses its ``final/`` model into ``<run>/analysis``, a checkpoint
+    dir into ``<dir>/analysis``; a Hub model (fetched here) needs `out_dir`."""
+    source = resolve_model_source(target, revision)
+    if source.kind == "hub" and out_dir is None:
+        raise UserError(f"{source.describe()}: --out-dir is required when TARGET is a Hub model")
+    model_dir = source.local_dir()
+    check_model_dir(model_dir)  # manifest, architecture, safetensors: before any work or output
+    tdir = source.run_dir if source.kind == "run" else model_dir
+    return source, model_dir, Path(out_dir) if out_dir is not None else tdir / "analysis"
 
 
 def _load_run_config(run: Path):
@@ -285,8 +284,6 @@ def _rank_json(entries: list[dict[str, Any]], threshold: float,
 def _verified_snapshots(ckpt_root: Path, log) -> tuple[list[tuple[int, Path]], list[dict[str, Any]]]:
     """(step, dir) of every ``step_*`` checkpoint whose files match their manifest (sha256), and a record
     ``{path, reason}`` of each one that does not (logged): damaged snapshots are skipped, never silently."""
-    from ..train.checkpoint import verify_checkpoint
-
     good, skipped = [], []
     for d in sorted(ckpt_root.glob("step_*")) if ckpt_root.is_dir() else []:
         if not d.is_dir():
@@ -318,13 +315,14 @@ def run_analyze(
     data_root: str | Path | None = None,
     gap_data: str | Path | None = None,
     log: Callable[[str], Any] = print,
+    revision: str | None = None,
 ) -> dict[str, Any]:
-    """Analyse a pretraining run dir (its ``final/`` model; ranks over every checkpoint) or an HF checkpoint.
+    """Analyse a pretraining run dir (its ``final/`` model; ranks over every checkpoint), an HF checkpoint dir or a
+    Hub model (at `revision`; needs `out_dir`).
 
     Returns ``{"target", "kind": "run"|"checkpoint", "out_dir", "files": {name: path}, name: result...}``.
     """
     from ..io import check_output_dir
-    from ..train.checkpoint import check_model_dir, load_model_checked
     from .norms import parameter_norms
     from .rank import ranks_over_checkpoints
 
@@ -335,16 +333,17 @@ def run_analyze(
         raise UserError(f"gap_sequences must be >= 1, got {gap_sequences}")
     if not 0.0 < rank_threshold <= 1.0:
         raise UserError(f"rank threshold must be in (0, 1], got {rank_threshold}")
-    tdir, model_dir, is_run = _resolve_target(target)
-    check_model_dir(model_dir)  # manifest, architecture, safetensors: before any work or output
-    out = Path(out_dir) if out_dir is not None else (tdir / "analysis" if is_run else tdir / "analysis")
+    source, model_dir, out = _resolve_target(target, out_dir, revision)
+    is_run = source.kind == "run"
+    tdir = source.run_dir if is_run else model_dir
     check_output_dir(out, "--out-dir")
     sets = tuple(probe_sets) if probe_sets else default_probe_sets(data_root)
     for s in sets:
         if s not in PROBE_SETS:
             raise UserError(f"unknown probe set {s!r}; choose from {', '.join(PROBE_SETS)}")
 
-    result: dict[str, Any] = {"target": str(tdir), "kind": "run" if is_run else "checkpoint", "out_dir": str(out),
+    result: dict[str, Any] = {"target": source.describe() if source.kind == "hub" else str(tdir),
+                              "kind": "run" if is_run else "checkpoint", "out_dir": str(out),
                               "files": {}}
 
     def save(name: str, obj: dict[str, Any]) -> None:
@@ -362,8 +361,6 @@ def run_analyze(
             summary = read_json(tdir / "summary.json") if (tdir / "summary.json").is_file() else {}
             final_step = summary.get("steps")
             if final_step is None:
-                from ..train.checkpoint import read_manifest
-
                 final_step = (read_manifest(model_dir) or {}).get("step", -1)
             ckpts = [(s, d) for s, d in ckpts if s != final_step] + [(int(final_step), model_dir)]
         else:

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 import yaml
 
-from plasticity.errors import CheckpointError, DataError, UserError
+from plasticity.errors import DataError, UserError
 from plasticity.evaluate.metrics import QuestionRecord, SampleRecord, bootstrap_ci, summarize
 from plasticity.evaluate.sampler import SamplingConfig, generate
 from plasticity.io import atomic_path, write_json
@@ -265,16 +265,13 @@ def run_evaluate(
     (see `plasticity.evaluate.reward`). For a run dir, task / template / data root / task options default
     to its config.yaml and output goes to ``<run>/eval/``; otherwise `task` and `out_dir` are required.
     """
-    from transformers import AutoTokenizer
-
+    from plasticity.checkpoints import load_model_checked, load_tokenizer_of, resolve_model_source
     from plasticity.config import task_options_for
     from plasticity.data.sft import prompt_text
     from plasticity.evaluate.reward import HFRewardModel, describe_scorer
     from plasticity.tasks.base import DEFAULT_TEMPLATE
     from plasticity.tasks.loading import load_rows
     from plasticity.tasks.registry import get_task
-    from plasticity.train.checkpoint import load_model_checked
-    from plasticity.train.finetune import resolve_model_dir
 
     if k < 1:
         raise UserError(f"--k must be >= 1, got {k}")
@@ -291,8 +288,7 @@ def run_evaluate(
         task_options = task_options_for(run_cfg.get("task_options"), task, written_for=run_cfg.get("task"))
         trust_remote_code = bool(run_cfg.get("trust_remote_code", False))
         out_dir = out_dir if out_dir is not None else target_path / "eval"
-    if not target_path.exists() and str(target).startswith((".", "/", "~")):
-        raise CheckpointError(f"{target}: checkpoint directory not found")
+    source = resolve_model_source(target, revision)  # a missing path or an incomplete run: one line, first
     if not task:
         raise UserError("--task is required when TARGET is not a fine-tuning run directory")
     if out_dir is None:
@@ -304,14 +300,12 @@ def run_evaluate(
     base_task = get_task(task, **task_options)
     eval_names = base_task.evaluated_on()
 
-    model_dir = resolve_model_dir(str(target))
+    model_dir = source.path
     dev = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     t0 = time.perf_counter()
-    model = load_model_checked(model_dir, trust_remote_code=trust_remote_code, device=dev, revision=revision)
-    try:
-        tok = AutoTokenizer.from_pretrained(model_dir, revision=revision, trust_remote_code=trust_remote_code)
-    except Exception as e:  # noqa: BLE001
-        raise CheckpointError(f"{model_dir}: cannot load tokenizer: {str(e).strip()[:200]}") from None
+    local = source.local_dir()
+    model = load_model_checked(local, trust_remote_code=trust_remote_code, device=dev)
+    tok = load_tokenizer_of(source, trust_remote_code, local)
     log(f"loaded {model_dir} on {dev} in {time.perf_counter() - t0:.1f}s")
     if isinstance(reward_model, str | Path):
         reward_model = HFRewardModel(reward_model, device=dev)

@@ -16,26 +16,14 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ..checkpoints import load_model_checked, pretrain_run_of, resolve_model_source
 from ..config import FinetuneConfig, PretrainConfig, from_dict, read_yaml
 from ..errors import UserError
 from ..hardware import default_device, resolve_precision
 from ..io import read_json, write_json
-from ..train.checkpoint import load_model_checked
 
 PAPER_CLOZE = ("hellaswag", "piqa", "winogrande", "arc_easy", "arc_challenge")
 OFFLINE_CLOZE = ("demo_choice",)
-
-
-def pretrain_run_of(finetune_run: Path) -> Path | None:
-    """The pretraining run directory a fine-tuning run started from (None for external checkpoints)."""
-    cfg = from_dict(FinetuneConfig, read_yaml(finetune_run / "config.yaml"))
-    p = Path(cfg.init_from)
-    if p.name == "final" or p.parent.name == "checkpoints":
-        p = p.parent if p.name == "final" else p.parent.parent
-    if (p / "config.yaml").exists() and (p / "summary.json").exists():
-        if read_json(p / "summary.json").get("kind") == "pretrain":
-            return p
-    return None
 
 
 def resolve_cloze_sets(tasks: list[str] | None, data_root: str | None = None) -> list[str]:
@@ -114,19 +102,18 @@ def upstream_stability(finetune_run: str | Path, max_sequences: int = 128, out_p
     run = Path(finetune_run)
     base_run = pretrain_run_of(run)
     ft_cfg = from_dict(FinetuneConfig, read_yaml(run / "config.yaml"))
-    init_dir = Path(ft_cfg.init_from)
-    init_dir = init_dir / "final" if (init_dir / "final").is_dir() else init_dir
-    if not init_dir.is_dir():
-        raise UserError(f"{run}: base model {init_dir} is not a local checkpoint; stability needs it")
+    source = resolve_model_source(ft_cfg.init_from, ft_cfg.revision)  # a Hub base model: its snapshot
+    init_dir = source.local_dir()
     data_root = data_root if data_root is not None else ft_cfg.data_root
     tasks = resolve_cloze_sets(cloze_tasks, data_root)
     key = {"tasks": tasks, "max_questions": cloze_max_questions, "batch_size": batch_size,
            "data_root": data_root, "data_source": data_source}
+    base_model = source.describe() if source.kind == "hub" else str(init_dir)
     base = _base_cloze(init_dir, base_run, key, log)
     tuned = cloze_accuracies(run / "final", tasks, cloze_max_questions, batch_size, data_root, data_source, log)
     b, f = _mean_acc(base), _mean_acc(tuned)
     out: dict[str, Any] = {
-        "base_run": None if base_run is None else str(base_run), "base_model": str(init_dir),
+        "base_run": None if base_run is None else str(base_run), "base_model": base_model,
         "finetuned_model": str(run / "final"),
         "stability": None if b is None or f is None else f - b,
         "definition": "mean cloze acc (fine-tuned) - mean cloze acc (pretrained) over cloze_sets (paper App. D)",

@@ -142,18 +142,9 @@ def _analyze(n, log, threads, log_path) -> dict[str, Any]:
 
 def finetune_init(pretrain_dir: str, fraction: float) -> str:
     """The checkpoint fine-tuning starts from: ``final/`` or the snapshot at `fraction` of pretraining."""
-    from ..train.checkpoint import step_dir_name
+    from ..checkpoints import snapshot_at
 
-    p = Path(pretrain_dir)
-    if fraction >= 1:
-        return str(p / "final")
-    total = json.loads((p / "summary.json").read_text())["total_steps"]
-    step = max(1, round(fraction * total))
-    path = p / "checkpoints" / step_dir_name(step)
-    if not (path / "manifest.json").exists():
-        raise UserError(f"{pretrain_dir}: no checkpoint at {fraction:g} of pretraining ({path.name}); "
-                        f"add {fraction} to train.checkpoint_fractions")
-    return str(path)
+    return snapshot_at(pretrain_dir, fraction).path
 
 
 def _finetune(n, log, threads, log_path) -> dict[str, Any]:
