@@ -51,7 +51,7 @@ def add_downstream(res: dict, finetuned: list[Path]) -> None:
 
 def register(app: typer.Typer) -> None:
     """Add the ``analyze`` command to ``app``."""
-    from ..cli import user_errors
+    from ..console import user_errors
 
     @app.command()
     @user_errors
@@ -75,8 +75,8 @@ def register(app: typer.Typer) -> None:
         """Probes, attention pseudo-rank, loss gaps and parameter norms of runs or checkpoints."""
         from rich.table import Table
 
-        from ..cli import log
-        from ..cli import out as console
+        from ..console import log
+        from ..console import out as console
         from .run import compare_runs, run_analyze
 
         if compare:

@@ -13,7 +13,7 @@ def _fmt(x) -> str:
 
 
 def register(app: typer.Typer) -> None:
-    from plasticity.cli import log, out, user_errors
+    from plasticity.console import log, out, user_errors
 
     @app.command()
     @user_errors

@@ -130,7 +130,7 @@ def upstream_stability(finetune_run: str | Path, max_sequences: int = 128, out_p
 def _loss_change(base_run: Path, init_dir: Path, run: Path, max_sequences: int, log) -> dict[str, Any]:
     """Validation loss on the base run's held-out pretraining text, before and after fine-tuning."""
     from ..data.packed import PackedSequences, prepare_data
-    from ..train.pretrain import mean_loss
+    from ..losses import mean_token_loss
 
     pcfg = from_dict(PretrainConfig, read_yaml(base_run / "config.yaml"))
     data = prepare_data(pcfg.data, pcfg.tokenizer, log=log)
@@ -141,7 +141,7 @@ def _loss_change(base_run: Path, init_dir: Path, run: Path, max_sequences: int, 
     out: dict[str, Any] = {"n_sequences": len(val), "seq_len": pcfg.data.seq_len}
     for name, path in (("base", init_dir), ("finetuned", run / "final")):
         model = load_model_checked(path, device=device)
-        out[f"{name}_val_loss"] = mean_loss(model, val, 8, precision)
+        out[f"{name}_val_loss"] = mean_token_loss(model, val, 8, precision)
         del model
     out["upstream_loss_change"] = out["finetuned_val_loss"] - out["base_val_loss"]
     return out

@@ -11,12 +11,12 @@ from typing import Any
 import torch
 
 from .. import checkpoints
-from ..analysis.gap import token_loss_sum
 from ..config import PretrainConfig, to_dict
 from ..data.packed import PackedSequences, PretrainBatches, prepare_data
 from ..errors import CheckpointError, DataError, UserError
 from ..hardware import default_device, resolve_precision
 from ..io import check_output_dir, write_json
+from ..losses import mean_token_loss
 from ..models import DEFAULT_WD_POLICY, build_model, count_params, flops_per_token, get_preset, resolve_shape
 from ..runinfo import run_info
 from . import distributed as pdist
@@ -25,13 +25,6 @@ from .loop import TrainJob
 from .optim import build_optimizer, describe_groups
 from .run import execute, open_run_dir, unlock_run_dir
 from .schedule import lr_at
-
-
-def mean_loss(model: torch.nn.Module, seqs: torch.Tensor, batch_size: int, precision: str = "fp32") -> float:
-    """Mean next-token cross-entropy (nats/token) over fixed-length sequences (validation; never raises on
-    a non-finite value, so a diverging run still records it)."""
-    total, count = token_loss_sum(model, seqs, batch_size, precision)
-    return total / max(count, 1)
 
 
 def resolve_total_steps(cfg: PretrainConfig, params_total: int, params_non_embedding: int) -> tuple[int, int]:
@@ -160,7 +153,7 @@ def _run_pretrain(cfg: PretrainConfig, resume: bool, dist: pdist.Dist, log) -> d
 
     def evaluate(m: torch.nn.Module, full: bool) -> dict[str, float]:
         seqs = val_all if full else val_periodic
-        return {"val_loss": mean_loss(m, seqs, cfg.train.micro_batch_size, precision)}
+        return {"val_loss": mean_token_loss(m, seqs, cfg.train.micro_batch_size, precision)}
 
     if dist.is_main:
         write_json(run_dir / "param_groups.json", groups)
