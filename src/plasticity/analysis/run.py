@@ -7,7 +7,6 @@ analysed runs into one row per run (keyed by weight decay) plus correlations wit
 from __future__ import annotations
 
 import gc
-import json
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ from ..checkpoints import (
     verify_checkpoint,
 )
 from ..errors import CheckpointError, DataError, UserError
-from ..io import read_json, write_json
+from ..io import BadLine, iter_jsonl, read_json, write_json
 from .stats import finite_or_none
 
 ALL_ANALYSES = frozenset({"probes", "rank", "gap", "norms"})
@@ -124,18 +123,14 @@ def load_probe_set(name: str, n: int, data_root: str | Path | None = None, seed:
 
 def _read_probe_jsonl(path: Path, field: str) -> tuple[list[str], list]:
     texts, labels = [], []
-    with open(path, encoding="utf-8") as fh:
-        for ln, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                r = json.loads(line)
-                t, y = r[field], r["label"]
-            except (json.JSONDecodeError, KeyError, TypeError):
-                raise DataError(f"{path}:{ln}: expected JSON with '{field}' and 'label'") from None
-            if isinstance(t, str) and t.strip():
-                texts.append(t)
-                labels.append(y)
+    for ln, r in iter_jsonl(path):
+        try:
+            t, y = r[field], r["label"]
+        except (KeyError, TypeError, IndexError):  # a BadLine, a list, a row without the fields
+            raise DataError(f"{path}:{ln}: expected JSON with '{field}' and 'label'") from None
+        if isinstance(t, str) and t.strip():
+            texts.append(t)
+            labels.append(y)
     return texts, labels
 
 
@@ -226,20 +221,16 @@ def _run_gap(run: Path, model, n_seq: int, log) -> dict[str, Any]:
 def _read_texts(path: Path) -> list[str]:
     if not path.is_file():
         raise DataError(f"{path}: gap data file not found")
-    raw = path.read_text(encoding="utf-8", errors="replace")
     if path.suffix == ".jsonl":
         texts = []
-        for ln, line in enumerate(raw.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                r = json.loads(line)
-            except json.JSONDecodeError:
-                raise DataError(f"{path}:{ln}: not valid JSON") from None
+        for ln, r in iter_jsonl(path, errors="replace"):
+            if isinstance(r, BadLine):
+                raise DataError(f"{path}:{ln}: not valid JSON")
             t = r.get("text") if isinstance(r, dict) else None
             if isinstance(t, str) and t.strip():
                 texts.append(t)
         return texts
+    raw = path.read_text(encoding="utf-8", errors="replace")
     return [t for t in raw.split("\n\n") if t.strip()]
 
 

@@ -158,21 +158,18 @@ def _cot_metrics(qrecs: list[QuestionRecord], args: dict[str, Any], has_reward: 
 
 def eval_cloze(task, rows, model, tok, args, log) -> tuple[dict, list[dict]]:
     """Cloze metrics (acc, acc_norm with bootstrap CIs) and per-item records of `rows` (lm-eval semantics)."""
-    from plasticity.evaluate.cloze import ClozeItem, cloze_accuracy
+    from dataclasses import replace
+
+    from plasticity.evaluate.cloze import cloze_accuracy
 
     items = []
     for r in rows:
         it = task.cloze_item(r)
-        shared_ctx = len(set(it.contexts)) == 1
-        items.append(
-            ClozeItem(
-                contexts=[it.contexts[0]] if shared_ctx else list(it.contexts),
-                continuations=list(it.continuations),
-                gold=it.gold,
-                # lm-eval normalizes acc_norm by the choice text without the " " target delimiter
-                choice_texts=[c[1:] if c.startswith(" ") else c for c in it.continuations] if shared_ctx else None,
-            )
-        )
+        if len(set(it.contexts)) == 1:  # one shared context, scored once; lm-eval normalizes acc_norm by the
+            items.append(replace(it, contexts=[it.contexts[0]],  # choice text without the " " target delimiter
+                                 choice_texts=[c[1:] if c.startswith(" ") else c for c in it.continuations]))
+        else:
+            items.append(it)
     t0 = time.perf_counter()
     res = cloze_accuracy(model, tok, items, batch_size=args["batch_size"])
     log(f"{task.name}: scored {len(items)} cloze items in {time.perf_counter() - t0:.1f}s")

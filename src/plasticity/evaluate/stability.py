@@ -11,8 +11,6 @@ fine-tuned model keeps.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +18,7 @@ from ..checkpoints import load_model_checked, pretrain_run_of, resolve_model_sou
 from ..config import FinetuneConfig, PretrainConfig, from_dict, read_yaml
 from ..errors import UserError
 from ..hardware import default_device, resolve_precision
+from ..hashing import stable_hash
 from ..io import read_json, write_json
 
 PAPER_CLOZE = ("hellaswag", "piqa", "winogrande", "arc_easy", "arc_challenge")
@@ -75,7 +74,7 @@ def _base_cloze(init_dir: Path, base_run: Path | None, key: dict[str, Any], log)
     yaml_tasks = {t: Path(t).read_text() for t in key["tasks"] if t.endswith((".yaml", ".yml")) and Path(t).is_file()}
     ident = dict(key, checkpoint=init_dir.name, manifest=manifest.read_text() if manifest.is_file() else None,
                  task_files=yaml_tasks)  # a changed checkpoint or task file is a new cache entry
-    h = hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    h = stable_hash(ident, 12)
     cache = base_run / "upstream_cloze" / f"{init_dir.name}-{h}.json"
     cache.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(cache) + ".lock"):  # fine-tuning runs of one checkpoint evaluated in parallel compute it once
