@@ -26,12 +26,12 @@ def register(app: Any) -> None:
 
         from .bench import run, set_clock, table
         if clock not in ("wall", "cpu"):
-            from .cli import err
+            from .console import err
 
             err.print(f"error: --clock: must be wall or cpu, got {clock!r}", markup=False)
             raise typer.Exit(2)
         set_clock(clock)
-        from .cli import log
+        from .console import log
 
         if threads:
             import torch

@@ -34,3 +34,11 @@ class DivergenceError(RuntimeError):
         self.what = what
         self.value = value
         super().__init__(f"diverged at step {step}: {what} = {value}")
+
+
+class InterruptedRun(Exception):
+    """A run stopped by a signal (SIGTERM/SIGINT) after saving a checkpoint; it resumes from there."""
+
+    def __init__(self, step: int, signum: int):
+        self.step, self.signum = step, signum
+        super().__init__(f"interrupted by signal {signum} at step {step}")

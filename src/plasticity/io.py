@@ -10,7 +10,7 @@ import socket
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import yaml
 
@@ -134,20 +134,43 @@ def append_jsonl(path: str | Path, record: dict[str, Any]) -> None:
         f.flush()
 
 
+class BadLine(NamedTuple):
+    """What :func:`iter_jsonl` yields for a line that is not UTF-8 (`reason` "not UTF-8") or not JSON ("not JSON")."""
+
+    reason: str
+    error: ValueError
+
+
+def iter_jsonl(path: str | Path, errors: str = "strict") -> Iterator[tuple[int, Any]]:
+    """``(line number, parsed value)`` of every non-blank line of a JSONL file, a :class:`BadLine` in place of a line
+    that is not UTF-8 (`errors="replace"`: decoded with replacement characters instead) or not JSON. The one JSONL
+    reader: each caller decides what a bad line means (skipped and counted, an error, a torn tail)."""
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8", errors=errors)
+            except UnicodeDecodeError as e:
+                yield lineno, BadLine("not UTF-8", e)
+                continue
+            if not line.strip():
+                continue
+            try:
+                yield lineno, json.loads(line)
+            except json.JSONDecodeError as e:
+                yield lineno, BadLine("not JSON", e)
+
+
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
-    """Read a JSONL file, ignoring a torn last line left by a crash."""
-    out = []
-    with open(path, encoding="utf-8") as f:
-        lines = f.read().split("\n")
-    for i, line in enumerate(lines):
-        if not line.strip():
-            continue
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
-            if i >= len(lines) - 2:  # torn tail after a kill
-                break
-            raise
+    """Read a JSONL file, ignoring a torn last line left by a crash (a bad line before it raises)."""
+    out: list[Any] = []
+    torn: BadLine | None = None
+    for _, value in iter_jsonl(path):
+        if torn is not None:
+            raise torn.error
+        if isinstance(value, BadLine):
+            torn = value
+        else:
+            out.append(value)
     return out
 
 

@@ -164,8 +164,11 @@ class ParamCounts:
         return self.non_embedding + (self.lm_head or self.embedding)
 
 
-def count_params(model: torch.nn.Module) -> ParamCounts:
-    """Total / embedding / non-embedding parameter counts of an HF causal LM (tied weights counted once)."""
+def count_params(model: torch.nn.Module | ModelShape) -> ParamCounts:
+    """Total / embedding / non-embedding parameter counts of an HF causal LM (tied weights counted once), or of a
+    `ModelShape` (vocab resolved) without building it: the same numbers, from the Llama-2 / OLMo-2 layout."""
+    if isinstance(model, ModelShape):
+        return _shape_params(model)
     seen: set[int] = set()
     total = 0
     for p in model.parameters():
@@ -178,6 +181,20 @@ def count_params(model: torch.nn.Module) -> ParamCounts:
     embedding = emb.numel()
     lm_head = 0 if head is emb else head.numel()
     return ParamCounts(total=total, embedding=embedding, lm_head=lm_head, non_embedding=total - embedding - lm_head)
+
+
+def _shape_params(s: ModelShape) -> ParamCounts:
+    if s.vocab_size is None:
+        raise ValueError("count_params of a shape needs its vocab_size")
+    kv = s.num_kv_heads * s.head_dim
+    attn = 2 * s.hidden_size * s.hidden_size + 2 * s.hidden_size * kv
+    mlp = 3 * s.hidden_size * s.intermediate_size
+    norms = 2 * s.hidden_size + (s.hidden_size + kv if s.family == "olmo2" else 0)  # OLMo-2: q/k norms too
+    embedding = s.vocab_size * s.hidden_size
+    lm_head = 0 if s.tie_embeddings else embedding
+    non_embedding = s.num_layers * (attn + mlp + norms) + s.hidden_size  # + the final norm
+    return ParamCounts(total=embedding + lm_head + non_embedding, embedding=embedding, lm_head=lm_head,
+                       non_embedding=non_embedding)
 
 
 def flops_per_token(counts: ParamCounts, shape: ModelShape, seq_len: int | None = None) -> float:

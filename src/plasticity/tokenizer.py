@@ -7,7 +7,8 @@ import json
 from collections.abc import Iterable
 from pathlib import Path
 
-from .errors import ConfigError
+from .checkpoints import TOKENIZER_FILES, hub_snapshot
+from .errors import CheckpointError, ConfigError
 
 EOS = "<|endoftext|>"
 PAD = "<|pad|>"
@@ -44,9 +45,10 @@ def load_tokenizer(name_or_path: str | Path, revision: str | None = None, trust_
     if not p.exists() and (str(name_or_path).startswith((".", "/")) or p.suffix):
         raise ConfigError("tokenizer.name", f"tokenizer directory not found: {name_or_path}")
     try:
-        tok = AutoTokenizer.from_pretrained(str(name_or_path), revision=revision,
+        local = str(name_or_path) if p.exists() else hub_snapshot(str(name_or_path), revision, TOKENIZER_FILES)
+        tok = AutoTokenizer.from_pretrained(local, revision=None,  # a local dir: the Hub revision is fetched
                                             trust_remote_code=trust_remote_code)
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, CheckpointError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ConfigError("tokenizer.name", f"cannot load tokenizer '{name_or_path}': {first}") from None
     if tok.eos_token is None:

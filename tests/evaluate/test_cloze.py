@@ -6,14 +6,9 @@ import pytest
 import torch
 
 from plasticity.evaluate import cloze as cloze_mod
-from plasticity.evaluate.cloze import (
-    ClozeItem,
-    choose,
-    cloze_accuracy,
-    encode_request,
-    score_requests,
-    winogrande_item,
-)
+from plasticity.evaluate.cloze import choose, cloze_accuracy, encode_request, score_requests
+from plasticity.tasks.base import ClozeItem
+from plasticity.tasks.cloze import winogrande_partial as winogrande_item
 
 REQUESTS = [
     ("The quick brown fox", " jumps over the lazy dog."),
@@ -115,7 +110,14 @@ def test_winogrande_partial_scoring():
 
 
 def test_item_validation():
-    with pytest.raises(ValueError):
-        ClozeItem(contexts=["a", "b"], continuations=["x", "y", "z"], gold=0).requests()
-    with pytest.raises(ValueError):
-        ClozeItem(contexts=["a"], continuations=["x", "y"], gold=2).requests()
+    """One ClozeItem for tasks and scoring (issue #14): a malformed item is refused when built."""
+    with pytest.raises(ValueError, match="one shared or one per choice"):
+        ClozeItem(contexts=["a", "b"], continuations=["x", "y", "z"], gold=0)
+    with pytest.raises(ValueError, match="out of range"):
+        ClozeItem(contexts=["a"], continuations=["x", "y"], gold=2)
+    with pytest.raises(ValueError, match=">= 2 choices"):
+        ClozeItem(contexts=["a"], continuations=["x"], gold=0)
+    item = ClozeItem(contexts=["q"], continuations=[" x", " yy"], gold=1)
+    assert item.requests() == [("q", " x"), ("q", " yy")] and item.norm_lengths() == [2, 3]
+    with pytest.raises(ValueError, match="choice_texts"):
+        ClozeItem(contexts=["q"], continuations=[" x", " y"], gold=0, choice_texts=["x"]).norm_lengths()

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from plasticity.config import FinetuneConfig, PretrainConfig, from_dict
-from plasticity.errors import CheckpointError, DataError
+from plasticity.errors import CheckpointError, ConfigError, DataError
 
 SRC = Path(__file__).resolve().parents[2] / "src" / "plasticity"
 HUB_CALLS = {"from_pretrained", "load_dataset", "hf_hub_download", "snapshot_download"}
@@ -32,6 +32,7 @@ class Captured(Exception):
 @pytest.fixture
 def calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, dict[str, Any]]]:
     """Fake transformers/datasets loaders: record (what, kwargs) and stop the caller with `Captured`."""
+    import huggingface_hub
     import transformers
 
     seen: list[tuple[str, dict[str, Any]]] = []
@@ -45,6 +46,8 @@ def calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, dict[str, Any]]]:
     monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", fake("model"))
     monkeypatch.setattr(transformers.AutoModelForSequenceClassification, "from_pretrained", fake("reward"))
     monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", fake("tokenizer"))
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake("snapshot"))
+    monkeypatch.delenv("PLASTICITY_HUB_MOCK", raising=False)
     monkeypatch.setitem(sys.modules, "datasets", types.SimpleNamespace(load_dataset=fake("dataset")))
     return seen
 
@@ -55,21 +58,25 @@ def _only(calls: list[tuple[str, dict[str, Any]]], what: str) -> dict[str, Any]:
     return found[0]
 
 
-def test_model_revision_reaches_from_pretrained(calls) -> None:
-    from plasticity.train.checkpoint import load_model_checked
+def test_model_revision_reaches_the_hub_download(calls) -> None:
+    """A Hub model is fetched by `checkpoints.hub_snapshot` at the revision, never as pickled weights; the loader
+    itself only ever sees the local snapshot."""
+    from plasticity.checkpoints import load_model_checked
 
-    with pytest.raises(CheckpointError, match="org/model"):
+    with pytest.raises(CheckpointError, match="org/model@0123abc"):
         load_model_checked("org/model", revision="0123abc")
-    kw = _only(calls, "model")
-    assert kw["revision"] == "0123abc" and kw["use_safetensors"] is True and kw["trust_remote_code"] is False
+    kw = _only(calls, "snapshot")
+    assert kw["_args"] == ("org/model",) and kw["revision"] == "0123abc" and "*.bin" in kw["ignore_patterns"]
+    assert not [w for w, _ in calls if w == "model"]
 
 
 def test_tokenizer_revision(calls) -> None:
     from plasticity.tokenizer import load_tokenizer
 
-    with pytest.raises(Captured):
+    with pytest.raises(ConfigError, match="org/tok"):
         load_tokenizer("org/tok", revision="v1.0")
-    assert _only(calls, "tokenizer")["revision"] == "v1.0"
+    kw = _only(calls, "snapshot")
+    assert kw["revision"] == "v1.0" and "*.safetensors" not in kw["allow_patterns"]  # no weights for a tokenizer
 
 
 def test_pretraining_data_revision(calls) -> None:
@@ -100,41 +107,35 @@ def test_task_dataset_revision(calls, tmp_path: Path, make_task: str) -> None:
     assert get_task("gsm8k").splits["train"].hub.revision is None  # the option does not leak into the registry
 
 
-def test_finetune_config_revision_reaches_the_model_loader(monkeypatch, tmp_path: Path) -> None:
-    from plasticity.train import checkpoint as ckpt
+def test_finetune_config_revision_reaches_the_model_loader(calls, tmp_path: Path) -> None:
     from plasticity.train.finetune import run_finetune
 
-    seen: dict[str, Any] = {}
-
-    def fake_load(path, trust_remote_code=False, device="cpu", revision=None):
-        seen.update(path=path, revision=revision, trust_remote_code=trust_remote_code)
-        raise Captured("model")
-
-    monkeypatch.setattr(ckpt, "load_model_checked", fake_load)
     cfg = from_dict(FinetuneConfig, {"init_from": "org/base", "revision": "r2", "out_dir": str(tmp_path / "ft")})
-    with pytest.raises(Captured):
+    with pytest.raises(CheckpointError, match="org/base@r2"):
         run_finetune(cfg, log=lambda _: None)
-    assert seen == {"path": "org/base", "revision": "r2", "trust_remote_code": False}
+    assert _only(calls, "snapshot")["revision"] == "r2"
 
 
 def test_pretrain_init_from_revision(monkeypatch, tmp_path: Path) -> None:
-    from plasticity.train import checkpoint as ckpt
+    import huggingface_hub
+
     from plasticity.train.pretrain import run_pretrain
 
-    seen: dict[str, Any] = {}
+    seen: list[dict[str, Any]] = []
 
-    def fake_load(path, trust_remote_code=False, device="cpu", revision=None):
-        seen.update(path=path, revision=revision)
-        raise Captured("model")
+    def fake_snapshot(repo_id, **kw):  # only the Hub is faked: the run's own BPE tokenizer loads for real
+        seen.append(dict(kw, repo_id=repo_id))
+        raise Captured("snapshot")
 
-    monkeypatch.setattr(ckpt, "load_model_checked", fake_load)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot)
+    monkeypatch.delenv("PLASTICITY_HUB_MOCK", raising=False)
     cfg = from_dict(PretrainConfig, {
         "out_dir": str(tmp_path / "pt"), "model": {"init_from": "org/base", "revision": "r3"},
         "data": {"source": "packaged:bbc_news", "max_documents": 60, "seq_len": 32},
         "tokenizer": {"vocab_size": 300, "train_documents": 60}, "train": {"max_steps": 1, "threads": 1}})
-    with pytest.raises(Captured):
+    with pytest.raises(CheckpointError, match="org/base@r3"):
         run_pretrain(cfg, log=lambda _: None)
-    assert seen == {"path": "org/base", "revision": "r3"}
+    assert [(k["repo_id"], k["revision"]) for k in seen] == [("org/base", "r3")]
 
 
 def test_evaluate_revision(calls, monkeypatch, tmp_path: Path) -> None:
@@ -142,7 +143,7 @@ def test_evaluate_revision(calls, monkeypatch, tmp_path: Path) -> None:
 
     with pytest.raises(CheckpointError, match="org/model"):
         run_evaluate("org/model", "demo_arith", tmp_path / "eval", revision="r4", log=lambda _: None)
-    assert _only(calls, "model")["revision"] == "r4"
+    assert _only(calls, "snapshot")["revision"] == "r4"
 
 
 # ------------------------------------------------------------------------------------------- static checks

@@ -21,8 +21,8 @@ def _fmt(v) -> str:
 def add_downstream(res: dict, finetuned: list[Path]) -> None:
     """Join evaluated fine-tuning runs onto their pretraining rows of a ``compare_runs`` result: the study's
     ``{task}/{eval_set}/{metric}``, ``avg_<family>/<metric>`` and ``stability`` columns, correlated with val loss."""
+    from ..checkpoints import pretrain_run_of
     from ..errors import UserError
-    from ..evaluate.stability import pretrain_run_of
     from ..io import read_json
     from ..study.results import _task_results, headline
     from .stats import correlation, leave_one_out
@@ -54,18 +54,20 @@ def add_downstream(res: dict, finetuned: list[Path]) -> None:
 
 def register(app: typer.Typer) -> None:
     """Add the ``analyze`` command to ``app``."""
-    from ..cli import user_errors
+    from ..console import user_errors
 
     @app.command()
     @user_errors
     def analyze(
-        targets: list[Path] = typer.Argument(..., help="pretraining run dirs or HF checkpoint dirs"),
+        targets: list[Path] = typer.Argument(..., help="pretraining run dirs, HF checkpoint dirs or a Hub id"),
+        revision: str = typer.Option(None, "--revision", help="Hub commit sha, tag or branch of a Hub id TARGET"),
         what: str = typer.Option(",".join(ANALYSES), "--what", help="comma-separated analyses"),
         compare: bool = typer.Option(False, "--compare", help="compare already analysed runs; writes --out"),
         finetuned: list[Path] = typer.Option(None, "--finetuned", help="--compare: evaluated fine-tuning runs of "
                                              "those pretraining runs (repeatable); adds their result columns"),
         out: Path = typer.Option(None, "--out", help="--compare: output JSON (default: compare.json)"),
-        out_dir: Path = typer.Option(None, "--out-dir", help="where to write (default: <target>/analysis)"),
+        out_dir: Path = typer.Option(None, "--out-dir", help="where to write (default: <target>/analysis; required "
+                                     "for a Hub id)"),
         data_root: Path = typer.Option(None, "--data-root", help="local data folder (sst2, ag_news probes)"),
         n_probe: int = typer.Option(_D.n_probe, "--n-probe", help="examples per probe set"),
         probe_sets: str = typer.Option(None, "--probe-sets", help="comma-separated: bbc_topic,sst2,ag_news"),
@@ -77,8 +79,8 @@ def register(app: typer.Typer) -> None:
         """Probes, attention pseudo-rank, loss gaps and parameter norms of runs or checkpoints."""
         from rich.table import Table
 
-        from ..cli import log
-        from ..cli import out as console
+        from ..console import log
+        from ..console import out as console
         from .run import compare_runs, run_analyze
 
         if compare:
@@ -106,7 +108,7 @@ def register(app: typer.Typer) -> None:
                             gap_data=str(gap_data) if gap_data else None)
         table = Table("target", "total norm", "QK rank", "VP rank", "best probe", "train-val gap", "unseen-seen")
         for t in targets:
-            r = run_analyze(t, what, out_dir, cfg, log=log)
+            r = run_analyze(t, what, out_dir, cfg, log=log, revision=revision)
             norm = (r.get("norms") or {}).get("total_norm")
             cks = (r.get("rank") or {}).get("checkpoints") or []
             mean = cks[-1]["mean"] if cks else {}

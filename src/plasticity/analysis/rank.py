@@ -234,7 +234,7 @@ def ranks_over_checkpoints(
 
     Returns a list (input order) of ``{"step": int, "path": str, **attention_ranks(...)}``.
     """
-    from plasticity.train.checkpoint import load_model_checked
+    from plasticity.checkpoints import load_model_checked
 
     results: list[dict[str, Any]] = []
     for step, path in checkpoint_dirs:

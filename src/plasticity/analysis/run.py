@@ -7,7 +7,6 @@ analysed runs into one row per run (keyed by weight decay) plus correlations wit
 from __future__ import annotations
 
 import gc
-import json
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -15,9 +14,17 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..checkpoints import (
+    ModelSource,
+    check_model_dir,
+    load_model_checked,
+    read_manifest,
+    resolve_model_source,
+    verify_checkpoint,
+)
 from ..config import ANALYSES, AnalyzeConfig
 from ..errors import CheckpointError, DataError, UserError
-from ..io import read_json, write_json
+from ..io import BadLine, iter_jsonl, read_json, write_json
 from .stats import finite_or_none
 
 ALL_ANALYSES = frozenset(ANALYSES)
@@ -30,26 +37,17 @@ _PROBE_HUB = {"sst2": ("stanfordnlp/sst2", "train"), "ag_news": ("fancyzhx/ag_ne
 # --------------------------------------------------------------------------------------------- target
 
 
-def is_pretrain_run(path: Path) -> bool:
-    return (path / "config.yaml").is_file() and (path / "final").is_dir()
-
-
-def _resolve_target(target: str | Path) -> tuple[Path, Path, bool]:
-    """(target dir, model dir, is_run)."""
-    p = Path(target).expanduser()
-    if not p.exists():
-        raise CheckpointError(f"{p}: no such run or checkpoint directory")
-    if not p.is_dir():
-        raise CheckpointError(f"{p}: not a directory (give a pretraining run dir or an HF checkpoint dir)")
-    if is_pretrain_run(p):
-        if not (p / "final" / "config.json").is_file():
-            raise CheckpointError(f"{p}/final: no config.json (unfinished run?)")
-        return p, p / "final", True
-    if (p / "config.yaml").is_file() and not (p / "final").exists():
-        raise CheckpointError(f"{p}: pretraining run has no final/ checkpoint (not finished?)")
-    if (p / "config.json").is_file():
-        return p, p, False
-    raise CheckpointError(f"{p}: neither a pretraining run (config.yaml + final/) nor an HF checkpoint (config.json)")
+def _resolve_target(target: str | Path, out_dir: str | Path | None,
+                    revision: str | None) -> tuple[ModelSource, Path, Path]:
+    """(source, model dir, output dir): a run analyses its ``final/`` model into ``<run>/analysis``, a checkpoint
+    dir into ``<dir>/analysis``; a Hub model (fetched here) needs `out_dir`."""
+    source = resolve_model_source(target, revision)
+    if source.kind == "hub" and out_dir is None:
+        raise UserError(f"{source.describe()}: --out-dir is required when TARGET is a Hub model")
+    model_dir = source.local_dir()
+    check_model_dir(model_dir)  # manifest, architecture, safetensors: before any work or output
+    tdir = source.run_dir if source.kind == "run" else model_dir
+    return source, model_dir, Path(out_dir) if out_dir is not None else tdir / "analysis"
 
 
 def _load_run_config(run: Path):
@@ -126,18 +124,14 @@ def load_probe_set(name: str, n: int, data_root: str | Path | None = None, seed:
 
 def _read_probe_jsonl(path: Path, field: str) -> tuple[list[str], list]:
     texts, labels = [], []
-    with open(path, encoding="utf-8") as fh:
-        for ln, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                r = json.loads(line)
-                t, y = r[field], r["label"]
-            except (json.JSONDecodeError, KeyError, TypeError):
-                raise DataError(f"{path}:{ln}: expected JSON with '{field}' and 'label'") from None
-            if isinstance(t, str) and t.strip():
-                texts.append(t)
-                labels.append(y)
+    for ln, r in iter_jsonl(path):
+        try:
+            t, y = r[field], r["label"]
+        except (KeyError, TypeError, IndexError):  # a BadLine, a list, a row without the fields
+            raise DataError(f"{path}:{ln}: expected JSON with '{field}' and 'label'") from None
+        if isinstance(t, str) and t.strip():
+            texts.append(t)
+            labels.append(y)
     return texts, labels
 
 
@@ -228,20 +222,16 @@ def _run_gap(run: Path, model, n_seq: int, log) -> dict[str, Any]:
 def _read_texts(path: Path) -> list[str]:
     if not path.is_file():
         raise DataError(f"{path}: gap data file not found")
-    raw = path.read_text(encoding="utf-8", errors="replace")
     if path.suffix == ".jsonl":
         texts = []
-        for ln, line in enumerate(raw.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                r = json.loads(line)
-            except json.JSONDecodeError:
-                raise DataError(f"{path}:{ln}: not valid JSON") from None
+        for ln, r in iter_jsonl(path, errors="replace"):
+            if isinstance(r, BadLine):
+                raise DataError(f"{path}:{ln}: not valid JSON")
             t = r.get("text") if isinstance(r, dict) else None
             if isinstance(t, str) and t.strip():
                 texts.append(t)
         return texts
+    raw = path.read_text(encoding="utf-8", errors="replace")
     return [t for t in raw.split("\n\n") if t.strip()]
 
 
@@ -286,8 +276,6 @@ def _rank_json(entries: list[dict[str, Any]], threshold: float,
 def _verified_snapshots(ckpt_root: Path, log) -> tuple[list[tuple[int, Path]], list[dict[str, Any]]]:
     """(step, dir) of every ``step_*`` checkpoint whose files match their manifest (sha256), and a record
     ``{path, reason}`` of each one that does not (logged): damaged snapshots are skipped, never silently."""
-    from ..train.checkpoint import verify_checkpoint
-
     good, skipped = [], []
     for d in sorted(ckpt_root.glob("step_*")) if ckpt_root.is_dir() else []:
         if not d.is_dir():
@@ -329,16 +317,17 @@ def run_analyze(
     out_dir: str | Path | None = None,
     cfg: AnalyzeConfig | None = None,
     log: Callable[[str], Any] = print,
+    revision: str | None = None,
     **options: Any,
 ) -> dict[str, Any]:
-    """Analyse a pretraining run dir (its ``final/`` model; ranks over every checkpoint) or an HF checkpoint.
+    """Analyse a pretraining run dir (its ``final/`` model; ranks over every checkpoint), an HF checkpoint dir or a
+    Hub model (at `revision`; needs `out_dir`).
 
     Settings come from `cfg` (default: ``AnalyzeConfig()``), overridden by `what` and keyword `options` (any
     `AnalyzeConfig` field: probe_sets, n_probe, gap_sequences, rank_threshold, data_root, gap_data).
     Returns ``{"target", "kind": "run"|"checkpoint", "out_dir", "files": {name: path}, name: result...}``.
     """
     from ..io import check_output_dir
-    from ..train.checkpoint import check_model_dir, load_model_checked
     from .norms import parameter_norms
     from .rank import ranks_over_checkpoints
 
@@ -346,16 +335,17 @@ def run_analyze(
     sel = _parse_what(what if what is not None else cfg.what)
     probe_sets, n_probe, gap_sequences = cfg.probe_sets, cfg.n_probe, cfg.gap_sequences
     rank_threshold, data_root, gap_data = cfg.rank_threshold, cfg.data_root, cfg.gap_data
-    tdir, model_dir, is_run = _resolve_target(target)
-    check_model_dir(model_dir)  # manifest, architecture, safetensors: before any work or output
-    out = Path(out_dir) if out_dir is not None else (tdir / "analysis" if is_run else tdir / "analysis")
+    source, model_dir, out = _resolve_target(target, out_dir, revision)
+    is_run = source.kind == "run"
+    tdir = source.run_dir if is_run else model_dir
     check_output_dir(out, "--out-dir")
     sets = tuple(probe_sets) if probe_sets else default_probe_sets(data_root)
     for s in sets:
         if s not in PROBE_SETS:
             raise UserError(f"unknown probe set {s!r}; choose from {', '.join(PROBE_SETS)}")
 
-    result: dict[str, Any] = {"target": str(tdir), "kind": "run" if is_run else "checkpoint", "out_dir": str(out),
+    result: dict[str, Any] = {"target": source.describe() if source.kind == "hub" else str(tdir),
+                              "kind": "run" if is_run else "checkpoint", "out_dir": str(out),
                               "files": {}}
 
     def save(name: str, obj: dict[str, Any]) -> None:
@@ -373,8 +363,6 @@ def run_analyze(
             summary = read_json(tdir / "summary.json") if (tdir / "summary.json").is_file() else {}
             final_step = summary.get("steps")
             if final_step is None:
-                from ..train.checkpoint import read_manifest
-
                 final_step = (read_manifest(model_dir) or {}).get("step", -1)
             ckpts = [(s, d) for s, d in ckpts if s != final_step] + [(int(final_step), model_dir)]
         else:

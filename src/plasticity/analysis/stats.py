@@ -14,6 +14,8 @@ from typing import Any, Literal
 import numpy as np
 from scipy import stats as sps
 
+from ..bootstrap import bootstrap_ci
+
 CorrMethod = Literal["pearson", "spearman"]
 
 
@@ -128,9 +130,7 @@ def bootstrap_ci_over_seeds(
             raise ValueError(f"group {group!r} has no values")
         if not np.all(np.isfinite(v)):
             raise ValueError(f"group {group!r} has non-finite values")
-        idx = _group_seed(seed, group).integers(0, v.size, size=(n_boot, v.size))
-        means = v[idx].mean(axis=1)
-        lo, hi = np.quantile(means, [alpha / 2, 1 - alpha / 2])
+        lo, hi = bootstrap_ci(v, n_boot=n_boot, alpha=alpha, seed=_group_seed(seed, group))
         out[group] = {
             "mean": float(v.mean()),
             "ci_low": float(lo),

@@ -8,7 +8,6 @@ enter ``train.bin``.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -21,6 +20,7 @@ from filelock import FileLock
 
 from ..config import DataConfig, TokenizerConfig
 from ..errors import DataError
+from ..hashing import hash_fraction, stable_hash
 from ..io import atomic_path, write_json
 from ..tokenizer import load_tokenizer, tokenizer_fingerprint, train_bpe
 from .sources import iter_documents, source_fingerprint
@@ -33,13 +33,8 @@ def cache_root(cfg_dir: str | None = None) -> Path:
     return Path(env) if env else Path.home() / ".cache" / "plasticity"
 
 
-def _hash(obj) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
 def _is_val(doc: str, fraction: float) -> bool:
-    h = int(hashlib.sha256(doc[:4096].encode("utf-8", errors="replace")).hexdigest()[:8], 16)
-    return h / 0xFFFFFFFF < fraction
+    return hash_fraction(doc[:4096], bits=32) < fraction
 
 
 def split_documents(data: DataConfig) -> tuple[list[str], list[str]]:
@@ -86,7 +81,7 @@ def tokenizer_dir(data: DataConfig, tok_cfg: TokenizerConfig) -> Path | None:
     directory is named by its fingerprint, known once loaded)."""
     if tok_cfg.name != "bpe":
         return None
-    key = _hash(dict(source_key(data), vocab=tok_cfg.vocab_size, n=tok_cfg.train_documents))
+    key = stable_hash(dict(source_key(data), vocab=tok_cfg.vocab_size, n=tok_cfg.train_documents))
     return cache_root(data.cache_dir) / "tokenizers" / key
 
 
@@ -118,7 +113,7 @@ def prepare_tokenizer(data: DataConfig, tok_cfg: TokenizerConfig, log=print) -> 
 
 def token_cache_dir(data: DataConfig, tok) -> Path:
     """Cache directory of this data tokenized with `tok`."""
-    return cache_root(data.cache_dir) / "tokens" / _hash(dict(source_key(data), tok=tokenizer_fingerprint(tok)))
+    return cache_root(data.cache_dir) / "tokens" / stable_hash(dict(source_key(data), tok=tokenizer_fingerprint(tok)))
 
 
 def prepare_tokens(data: DataConfig, tok_dir: Path, log=print, docs=None) -> PreparedData:

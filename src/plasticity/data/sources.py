@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import json
 import os
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from ..errors import DataError
+from ..hashing import hash_fraction
+from ..io import BadLine, iter_jsonl
 
 PACKAGED = {"bbc_news"}
 BBC_TOPICS = ("business", "entertainment", "politics", "sports", "tech")
@@ -41,8 +42,7 @@ def bbc_news_articles() -> list[tuple[str, str, str]]:
 
 def is_probe_holdout(article_id: str, fraction: float = 0.2) -> bool:
     """Deterministic 20% of BBC articles reserved for the topic probe; never used for pretraining."""
-    h = int(hashlib.sha256(article_id.encode()).hexdigest()[:8], 16)
-    return h / 0xFFFFFFFF < fraction
+    return hash_fraction(article_id, bits=32) < fraction
 
 
 def read_local(path: Path, text_field: str, warn: Callable[[str], None] | None = None) -> Iterator[str]:
@@ -103,29 +103,22 @@ def _read_jsonl_texts(path: Path, text_field: str, warn: Callable[[str], None]) 
     bad = {"not UTF-8": 0, "not JSON": 0, f"without a string '{text_field}'": 0}
     good = lines = 0
     try:
-        with open(path, "rb") as f:
-            for lineno, raw in enumerate(f, 1):
-                try:
-                    line = raw.decode("utf-8")
-                except UnicodeDecodeError:
-                    bad["not UTF-8"] += 1
-                    continue
-                if not line.strip():
-                    continue
-                lines += 1
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError:
-                    bad["not JSON"] += 1
-                    continue
-                if lines == 1 and isinstance(row, dict) and text_field not in row:
-                    raise DataError(f"{path}:{lineno}: missing field '{text_field}' (data.text_field); the row has "
-                                    f"fields: {', '.join(sorted(row)) or '(none)'}")
-                if not isinstance(row, dict) or not isinstance(row.get(text_field), str):
-                    bad[f"without a string '{text_field}'"] += 1
-                    continue
-                good += 1
-                yield row[text_field]
+        for lineno, row in iter_jsonl(path):
+            if isinstance(row, BadLine) and row.reason == "not UTF-8":
+                bad["not UTF-8"] += 1
+                continue
+            lines += 1
+            if isinstance(row, BadLine):
+                bad["not JSON"] += 1
+                continue
+            if lines == 1 and isinstance(row, dict) and text_field not in row:
+                raise DataError(f"{path}:{lineno}: missing field '{text_field}' (data.text_field); the row has "
+                                f"fields: {', '.join(sorted(row)) or '(none)'}")
+            if not isinstance(row, dict) or not isinstance(row.get(text_field), str):
+                bad[f"without a string '{text_field}'"] += 1
+                continue
+            good += 1
+            yield row[text_field]
     finally:
         n_bad = sum(bad.values())
         detail = ", ".join(f"{v} {k}" for k, v in bad.items() if v)

@@ -17,7 +17,7 @@ def _fmt(x) -> str:
 
 
 def register(app: typer.Typer) -> None:
-    from plasticity.cli import log, out, user_errors
+    from plasticity.console import log, out, user_errors
 
     @app.command()
     @user_errors
@@ -68,7 +68,8 @@ def register(app: typer.Typer) -> None:
                 ci = "-" if m["ci_low"] is None else f"[{_fmt(m['ci_low'])}, {_fmt(m['ci_high'])}]"
                 table.add_row(name, metric, _fmt(m["value"]), ci, str(m["n"]))
         out.print(table)
-        from plasticity.evaluate.stability import pretrain_run_of, upstream_stability
+        from plasticity.checkpoints import pretrain_run_of
+        from plasticity.evaluate.stability import upstream_stability
 
         run = Path(target)
         if stability and (run / "config.yaml").exists() and (run / "summary.json").exists():

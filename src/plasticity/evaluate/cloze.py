@@ -12,68 +12,19 @@ character length of the choice string, as lm-eval does (`len(choice)` of `doc_to
 strings, otherwise the continuation strings are used). Ties go to the lowest index (`np.argmax`).
 
 Winogrande uses lm-eval's partial scoring: the *context* varies (the sentence up to the blank with each
-option filled in) and the shared continuation after the blank is scored; see `winogrande_item`.
+option filled in) and the shared continuation after the blank is scored; see `tasks.cloze.winogrande_partial`.
 """
 
 from __future__ import annotations
 
 import inspect
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
-
-@dataclass(frozen=True)
-class ClozeItem:
-    """One multiple-choice question.
-
-    Either one shared context and one continuation per choice (HellaSwag, PIQA, ARC), or one context per
-    choice and one shared continuation (Winogrande partial scoring). `choice_texts`, if given, are the
-    strings whose character lengths normalize `acc_norm` (lm-eval: the choices without the target
-    delimiter); by default the continuations are used.
-    """
-
-    contexts: Sequence[str]
-    continuations: Sequence[str]
-    gold: int
-    choice_texts: Sequence[str] | None = None
-
-    @property
-    def n_choices(self) -> int:
-        return max(len(self.contexts), len(self.continuations))
-
-    def requests(self) -> list[tuple[str, str]]:
-        """The (context, continuation) pair of every choice."""
-        n = self.n_choices
-        if len(self.contexts) not in (1, n) or len(self.continuations) not in (1, n) or n < 1:
-            raise ValueError(
-                f"contexts ({len(self.contexts)}) and continuations ({len(self.continuations)}) must be one "
-                "shared and one per choice, or both one per choice"
-            )
-        if not 0 <= self.gold < n:
-            raise ValueError(f"gold {self.gold} out of range for {n} choices")
-        ctx = list(self.contexts) * n if len(self.contexts) == 1 else list(self.contexts)
-        cont = list(self.continuations) * n if len(self.continuations) == 1 else list(self.continuations)
-        return list(zip(ctx, cont, strict=True))
-
-    def norm_lengths(self) -> list[int]:
-        """Character lengths used by acc_norm."""
-        texts = self.choice_texts if self.choice_texts is not None else [c for _, c in self.requests()]
-        if len(texts) != self.n_choices:
-            raise ValueError(f"{len(texts)} choice_texts for {self.n_choices} choices")
-        return [len(t) for t in texts]
-
-
-def winogrande_item(sentence: str, option1: str, option2: str, answer: int | str) -> ClozeItem:
-    """lm-eval's Winogrande partial scoring: contexts are the sentence up to '_' with each option filled in;
-    the continuation is " " + the stripped rest of the sentence after '_'. `answer` is 1/2 or "1"/"2"."""
-    idx = sentence.index("_")
-    contexts = [sentence[:idx] + option1, sentence[:idx] + option2]
-    continuation = " " + sentence[idx + 1 :].strip()
-    return ClozeItem(contexts=contexts, continuations=[continuation], gold=int(answer) - 1)
+from ..tasks.base import ClozeItem as ClozeItem  # the one cloze item type: tasks build items, this module scores
 
 
 def _encode(tokenizer: Any, text: str, add_special_tokens: bool) -> list[int]:

@@ -16,12 +16,13 @@ Every metric is a mean of per-question values, so `bootstrap_ci` resamples quest
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
+from ..bootstrap import bootstrap_ci as bootstrap_ci  # the one bootstrap (re-exported: the metrics API)
 
 
 @dataclass(frozen=True)
@@ -193,32 +194,6 @@ def pass_at_k(n: int, c: int, k: int) -> float:
 
 # ----------------------------------------------------------------------------------------------------------
 # Confidence intervals and summary
-
-
-def bootstrap_ci(
-    per_question_values: Sequence[float],
-    stat_fn: Callable[[np.ndarray], float] = np.mean,
-    n_boot: int = 1000,
-    alpha: float = 0.05,
-    seed: int = 0,
-) -> tuple[float, float]:
-    """Percentile bootstrap (1 - alpha) interval of `stat_fn` over questions, deterministic given `seed`.
-
-    Each replicate resamples the questions with replacement. Returns (nan, nan) for no values.
-    """
-    values = np.asarray(per_question_values, dtype=float)
-    if values.size == 0:
-        return (math.nan, math.nan)
-    if not 0.0 < alpha < 1.0 or n_boot < 1:
-        raise ValueError(f"need 0 < alpha < 1 and n_boot >= 1, got alpha={alpha}, n_boot={n_boot}")
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, values.size, size=(n_boot, values.size))
-    if stat_fn is np.mean:
-        stats = values[idx].mean(axis=1)
-    else:
-        stats = np.array([stat_fn(values[row]) for row in idx], dtype=float)
-    low, high = np.quantile(stats, [alpha / 2.0, 1.0 - alpha / 2.0])
-    return (float(low), float(high))
 
 
 def summarize(

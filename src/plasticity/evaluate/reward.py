@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 import torch
 
+from plasticity.checkpoints import hub_snapshot
 from plasticity.errors import CheckpointError
 
 
@@ -72,12 +73,11 @@ class HFRewardModel:
         self.device = _device(device)
         if dtype is None:
             dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
-        try:
-            self.tokenizer = AutoTokenizer.from_pretrained(
-                spec, revision=revision, trust_remote_code=trust_remote_code
-            )
+        local = spec if p.exists() else hub_snapshot(spec, revision)  # the one Hub download (one-line errors)
+        try:  # a local dir from here on: no Hub revision
+            self.tokenizer = AutoTokenizer.from_pretrained(local, revision=None, trust_remote_code=trust_remote_code)
             self.model = AutoModelForSequenceClassification.from_pretrained(
-                spec, revision=revision, trust_remote_code=trust_remote_code, dtype=dtype, use_safetensors=True
+                local, revision=None, trust_remote_code=trust_remote_code, dtype=dtype, use_safetensors=True
             )
         except Exception as e:  # noqa: BLE001 - any loading failure is a user-facing checkpoint problem
             msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__

@@ -34,7 +34,7 @@ import torch
 import yaml
 
 from plasticity.config import EvaluateConfig
-from plasticity.errors import CheckpointError, DataError, UserError
+from plasticity.errors import DataError, UserError
 from plasticity.evaluate.metrics import QuestionRecord, SampleRecord, bootstrap_ci, summarize
 from plasticity.evaluate.sampler import SamplingConfig, generate
 from plasticity.io import atomic_path, write_json
@@ -159,21 +159,18 @@ def _cot_metrics(qrecs: list[QuestionRecord], args: dict[str, Any], has_reward: 
 
 def eval_cloze(task, rows, model, tok, args, log) -> tuple[dict, list[dict]]:
     """Cloze metrics (acc, acc_norm with bootstrap CIs) and per-item records of `rows` (lm-eval semantics)."""
-    from plasticity.evaluate.cloze import ClozeItem, cloze_accuracy
+    from dataclasses import replace
+
+    from plasticity.evaluate.cloze import cloze_accuracy
 
     items = []
     for r in rows:
         it = task.cloze_item(r)
-        shared_ctx = len(set(it.contexts)) == 1
-        items.append(
-            ClozeItem(
-                contexts=[it.contexts[0]] if shared_ctx else list(it.contexts),
-                continuations=list(it.continuations),
-                gold=it.gold,
-                # lm-eval normalizes acc_norm by the choice text without the " " target delimiter
-                choice_texts=[c[1:] if c.startswith(" ") else c for c in it.continuations] if shared_ctx else None,
-            )
-        )
+        if len(set(it.contexts)) == 1:  # one shared context, scored once; lm-eval normalizes acc_norm by the
+            items.append(replace(it, contexts=[it.contexts[0]],  # choice text without the " " target delimiter
+                                 choice_texts=[c[1:] if c.startswith(" ") else c for c in it.continuations]))
+        else:
+            items.append(it)
     t0 = time.perf_counter()
     res = cloze_accuracy(model, tok, items, batch_size=args["batch_size"])
     log(f"{task.name}: scored {len(items)} cloze items in {time.perf_counter() - t0:.1f}s")
@@ -272,16 +269,13 @@ def run_evaluate(
     (see `plasticity.evaluate.reward`). For a run dir, task / template / data root / task options default
     to its config.yaml and output goes to ``<run>/eval/``; otherwise `task` and `out_dir` are required.
     """
-    from transformers import AutoTokenizer
-
+    from plasticity.checkpoints import load_model_checked, load_tokenizer_of, resolve_model_source
     from plasticity.config import task_options_for
     from plasticity.data.sft import prompt_text
     from plasticity.evaluate.reward import HFRewardModel, describe_scorer
     from plasticity.tasks.base import DEFAULT_TEMPLATE
     from plasticity.tasks.loading import load_rows
     from plasticity.tasks.registry import get_task
-    from plasticity.train.checkpoint import load_model_checked
-    from plasticity.train.finetune import resolve_model_dir
 
     cfg = _config(cfg, options)
     k, max_questions, max_new_tokens, seed, batch_size = (cfg.k, cfg.max_questions, cfg.max_new_tokens, cfg.seed,
@@ -299,8 +293,7 @@ def run_evaluate(
         task_options = task_options_for(run_cfg.get("task_options"), task, written_for=run_cfg.get("task"))
         trust_remote_code = bool(run_cfg.get("trust_remote_code", False))
         out_dir = out_dir if out_dir is not None else target_path / "eval"
-    if not target_path.exists() and str(target).startswith((".", "/", "~")):
-        raise CheckpointError(f"{target}: checkpoint directory not found")
+    source = resolve_model_source(target, revision)  # a missing path or an incomplete run: one line, first
     if not task:
         raise UserError("--task is required when TARGET is not a fine-tuning run directory")
     if out_dir is None:
@@ -312,14 +305,12 @@ def run_evaluate(
     base_task = get_task(task, **task_options)
     eval_names = base_task.evaluated_on()
 
-    model_dir = resolve_model_dir(str(target))
+    model_dir = source.path
     dev = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     t0 = time.perf_counter()
-    model = load_model_checked(model_dir, trust_remote_code=trust_remote_code, device=dev, revision=revision)
-    try:
-        tok = AutoTokenizer.from_pretrained(model_dir, revision=revision, trust_remote_code=trust_remote_code)
-    except Exception as e:  # noqa: BLE001
-        raise CheckpointError(f"{model_dir}: cannot load tokenizer: {str(e).strip()[:200]}") from None
+    local = source.local_dir()
+    model = load_model_checked(local, trust_remote_code=trust_remote_code, device=dev)
+    tok = load_tokenizer_of(source, trust_remote_code, local)
     log(f"loaded {model_dir} on {dev} in {time.perf_counter() - t0:.1f}s")
     if isinstance(reward_model, str | Path):
         reward_model = HFRewardModel(reward_model, device=dev)

@@ -11,31 +11,18 @@ fine-tuned model keeps.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 from typing import Any
 
+from ..checkpoints import load_model_checked, pretrain_run_of, resolve_model_source
 from ..config import FinetuneConfig, PretrainConfig, from_dict, read_yaml
 from ..errors import UserError
 from ..hardware import default_device, resolve_precision
+from ..hashing import stable_hash
 from ..io import read_json, write_json
-from ..train.checkpoint import load_model_checked
 
 PAPER_CLOZE = ("hellaswag", "piqa", "winogrande", "arc_easy", "arc_challenge")
 OFFLINE_CLOZE = ("demo_choice",)
-
-
-def pretrain_run_of(finetune_run: Path) -> Path | None:
-    """The pretraining run directory a fine-tuning run started from (None for external checkpoints)."""
-    cfg = from_dict(FinetuneConfig, read_yaml(finetune_run / "config.yaml"))
-    p = Path(cfg.init_from)
-    if p.name == "final" or p.parent.name == "checkpoints":
-        p = p.parent if p.name == "final" else p.parent.parent
-    if (p / "config.yaml").exists() and (p / "summary.json").exists():
-        if read_json(p / "summary.json").get("kind") == "pretrain":
-            return p
-    return None
 
 
 def resolve_cloze_sets(tasks: list[str] | None, data_root: str | None = None) -> list[str]:
@@ -87,7 +74,7 @@ def _base_cloze(init_dir: Path, base_run: Path | None, key: dict[str, Any], log)
     yaml_tasks = {t: Path(t).read_text() for t in key["tasks"] if t.endswith((".yaml", ".yml")) and Path(t).is_file()}
     ident = dict(key, checkpoint=init_dir.name, manifest=manifest.read_text() if manifest.is_file() else None,
                  task_files=yaml_tasks)  # a changed checkpoint or task file is a new cache entry
-    h = hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    h = stable_hash(ident, 12)
     cache = base_run / "upstream_cloze" / f"{init_dir.name}-{h}.json"
     cache.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(cache) + ".lock"):  # fine-tuning runs of one checkpoint evaluated in parallel compute it once
@@ -114,19 +101,18 @@ def upstream_stability(finetune_run: str | Path, max_sequences: int = 128, out_p
     run = Path(finetune_run)
     base_run = pretrain_run_of(run)
     ft_cfg = from_dict(FinetuneConfig, read_yaml(run / "config.yaml"))
-    init_dir = Path(ft_cfg.init_from)
-    init_dir = init_dir / "final" if (init_dir / "final").is_dir() else init_dir
-    if not init_dir.is_dir():
-        raise UserError(f"{run}: base model {init_dir} is not a local checkpoint; stability needs it")
+    source = resolve_model_source(ft_cfg.init_from, ft_cfg.revision)  # a Hub base model: its snapshot
+    init_dir = source.local_dir()
     data_root = data_root if data_root is not None else ft_cfg.data_root
     tasks = resolve_cloze_sets(cloze_tasks, data_root)
     key = {"tasks": tasks, "max_questions": cloze_max_questions, "batch_size": batch_size,
            "data_root": data_root, "data_source": data_source}
+    base_model = source.describe() if source.kind == "hub" else str(init_dir)
     base = _base_cloze(init_dir, base_run, key, log)
     tuned = cloze_accuracies(run / "final", tasks, cloze_max_questions, batch_size, data_root, data_source, log)
     b, f = _mean_acc(base), _mean_acc(tuned)
     out: dict[str, Any] = {
-        "base_run": None if base_run is None else str(base_run), "base_model": str(init_dir),
+        "base_run": None if base_run is None else str(base_run), "base_model": base_model,
         "finetuned_model": str(run / "final"),
         "stability": None if b is None or f is None else f - b,
         "definition": "mean cloze acc (fine-tuned) - mean cloze acc (pretrained) over cloze_sets (paper App. D)",
@@ -143,7 +129,7 @@ def upstream_stability(finetune_run: str | Path, max_sequences: int = 128, out_p
 def _loss_change(base_run: Path, init_dir: Path, run: Path, max_sequences: int, log) -> dict[str, Any]:
     """Validation loss on the base run's held-out pretraining text, before and after fine-tuning."""
     from ..data.packed import PackedSequences, prepare_data
-    from ..train.pretrain import mean_loss
+    from ..losses import mean_token_loss
 
     pcfg = from_dict(PretrainConfig, read_yaml(base_run / "config.yaml"))
     data = prepare_data(pcfg.data, pcfg.tokenizer, log=log)
@@ -154,7 +140,7 @@ def _loss_change(base_run: Path, init_dir: Path, run: Path, max_sequences: int, 
     out: dict[str, Any] = {"n_sequences": len(val), "seq_len": pcfg.data.seq_len}
     for name, path in (("base", init_dir), ("finetuned", run / "final")):
         model = load_model_checked(path, device=device)
-        out[f"{name}_val_loss"] = mean_loss(model, val, 8, precision)
+        out[f"{name}_val_loss"] = mean_token_loss(model, val, 8, precision)
         del model
     out["upstream_loss_change"] = out["finetuned_val_loss"] - out["base_val_loss"]
     return out

@@ -9,7 +9,7 @@ import typer
 
 def register(app: typer.Typer) -> None:
     """Add the ``report`` command to ``app``."""
-    from ..cli import user_errors
+    from ..console import user_errors
 
     @app.command("report")
     @user_errors

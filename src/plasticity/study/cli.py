@@ -20,7 +20,7 @@ def _shown(c: str, axes: list[str]) -> bool:
 
 def register(app: typer.Typer) -> None:
     """Add the ``study`` and ``status`` commands to ``app``."""
-    from ..cli import log, out, user_errors
+    from ..console import log, out, user_errors
 
     @app.command("study")
     @user_errors

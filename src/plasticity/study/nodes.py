@@ -50,7 +50,7 @@ def run_node(node: dict[str, Any], root: str, threads: int, log_path: str) -> di
             f.write(msg + "\n")
             f.flush()
 
-        from ..train.loop import InterruptedRun
+        from ..errors import InterruptedRun
 
         try:
             result = STAGES[n.kind].run(n, RunContext(log, threads, log_path))

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 from plasticity.errors import DataError
+from plasticity.hashing import hash_fraction
+from plasticity.io import iter_jsonl
 from plasticity.tasks import answers
 from plasticity.tasks.data_root import resolve_data_root
 
@@ -32,24 +32,47 @@ def render(template: str, question: str, response: str) -> str:
 
 @dataclass(frozen=True)
 class ClozeItem:
-    """One cloze (log-likelihood) question: score ``contexts[i] + continuations[i]`` for every choice i.
+    """One cloze (log-likelihood, lm-evaluation-harness style) multiple-choice question.
 
-    Either all contexts are equal (ordinary multiple choice) or all continuations are (Winogrande partial
-    scoring). Continuations include their leading delimiter (a space), as in lm-evaluation-harness.
+    Either one shared context and one continuation per choice (HellaSwag, PIQA, ARC), one context per choice and
+    one shared continuation (Winogrande partial scoring), or one of each per choice. Continuations include their
+    leading delimiter (a space), as in lm-eval. `choice_texts`, if given, are the strings whose character lengths
+    normalize `acc_norm` (lm-eval: the choices without the target delimiter); by default the continuations.
+    A malformed item (fewer than 2 choices, misaligned lists, gold out of range) raises ValueError when built.
     """
 
-    contexts: list[str]
-    continuations: list[str]
+    contexts: Sequence[str]
+    continuations: Sequence[str]
     gold: int
+    choice_texts: Sequence[str] | None = None
 
     def __post_init__(self) -> None:
-        n = len(self.contexts)
-        if n < 2 or len(self.continuations) != n:
+        n = self.n_choices
+        if len(self.contexts) not in (1, n) or len(self.continuations) not in (1, n) or n < 2:
             raise ValueError(
-                f"cloze item needs >= 2 aligned choices, got {n} contexts / {len(self.continuations)}"
+                f"cloze item needs >= 2 choices: one shared or one per choice of contexts ({len(self.contexts)}) "
+                f"and of continuations ({len(self.continuations)})"
             )
         if not 0 <= self.gold < n:
             raise ValueError(f"cloze gold index {self.gold} out of range for {n} choices")
+
+    @property
+    def n_choices(self) -> int:
+        return max(len(self.contexts), len(self.continuations))
+
+    def requests(self) -> list[tuple[str, str]]:
+        """The (context, continuation) pair of every choice."""
+        n = self.n_choices
+        ctx = list(self.contexts) * n if len(self.contexts) == 1 else list(self.contexts)
+        cont = list(self.continuations) * n if len(self.continuations) == 1 else list(self.continuations)
+        return list(zip(ctx, cont, strict=True))
+
+    def norm_lengths(self) -> list[int]:
+        """Character lengths used by acc_norm."""
+        texts = self.choice_texts if self.choice_texts is not None else [c for _, c in self.requests()]
+        if len(texts) != self.n_choices:
+            raise ValueError(f"{len(texts)} choice_texts for {self.n_choices} choices")
+        return [len(t) for t in texts]
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -64,17 +87,11 @@ class RowFilter(Protocol):
     def describe(self) -> str: ...
 
 
-def hash_fraction(seed: int, key: str) -> float:
-    """A deterministic number in [0, 1) for `key` under `seed` (stable across runs and platforms)."""
-    digest = hashlib.sha256(f"{seed}\0{key}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64
-
-
 @dataclass(frozen=True)
 class Partition:
     """Seeded split of one file into a train part and a held-out eval part, by a content key.
 
-    A row goes to the eval part iff ``hash_fraction(seed, key(row)) < eval_fraction``. Rows with equal keys
+    A row goes to the eval part iff ``hashing.hash_fraction(key(row), seed) < eval_fraction``. Rows with equal keys
     (duplicates, twin questions, several questions about one article) always land on the same side, so the
     parts never overlap, whatever the file order or `limit`.
     """
@@ -92,7 +109,7 @@ class Partition:
             raise DataError(f"eval_fraction must be strictly between 0 and 1, got {self.eval_fraction}")
 
     def in_eval(self, row: Row) -> bool:
-        return hash_fraction(self.seed, " ".join(str(self.key(row)).split()).lower()) < self.eval_fraction
+        return hash_fraction(" ".join(str(self.key(row)).split()).lower(), self.seed) < self.eval_fraction
 
     def bind(self, data_root: Path | None) -> Callable[[Row], bool]:
         want_eval = self.part == "eval"
@@ -123,16 +140,11 @@ class Membership:
         if not path.is_file():
             raise DataError(f"{path}: id list file is missing")
         ids = set()
-        with open(path, encoding="utf-8") as f:
-            for lineno, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    ids.add(_id_key(json.loads(line)[self.id_field]))
-                except (json.JSONDecodeError, KeyError, TypeError) as e:
-                    raise DataError(
-                        f"{path}: line {lineno}: expected a JSON object with '{self.id_field}'"
-                    ) from e
+        for lineno, value in iter_jsonl(path):
+            try:
+                ids.add(_id_key(value[self.id_field]))
+            except (KeyError, TypeError, IndexError) as e:  # a BadLine, a list, a row without the id field
+                raise DataError(f"{path}: line {lineno}: expected a JSON object with '{self.id_field}'") from e
         if not ids:
             raise DataError(f"{path}: id list file is empty")
         return lambda row: (_id_key(row.get(self.id_field)) in ids) == self.keep

@@ -53,15 +53,20 @@ def hellaswag_item(row: Row) -> ClozeItem:
     return ClozeItem([query] * len(endings), [" " + e for e in endings], int(field_value(row, "label")))
 
 
-def winogrande_item(row: Row) -> ClozeItem:
-    sentence = str(field_value(row, "sentence"))
+def winogrande_partial(sentence: str, option1: str, option2: str, answer: int | str) -> ClozeItem:
+    """lm-eval's Winogrande partial scoring: contexts are the sentence up to '_' with each option filled in;
+    the continuation is " " + the stripped rest of the sentence after '_'. `answer` is 1/2 or "1"/"2"."""
     blank = sentence.index("_")
-    options = [str(field_value(row, "option1")), str(field_value(row, "option2"))]
     target = " " + sentence[blank + 1 :].strip()
-    answer = str(field_value(row, "answer")).strip()
+    answer = str(answer).strip()
     if answer not in ("1", "2"):
         raise ValueError(f"winogrande answer must be '1' or '2', got {answer!r}")
-    return ClozeItem([sentence[:blank] + opt for opt in options], [target, target], int(answer) - 1)
+    return ClozeItem([sentence[:blank] + opt for opt in (option1, option2)], [target, target], int(answer) - 1)
+
+
+def winogrande_item(row: Row) -> ClozeItem:
+    return winogrande_partial(str(field_value(row, "sentence")), str(field_value(row, "option1")),
+                              str(field_value(row, "option2")), field_value(row, "answer"))
 
 
 def piqa_item(row: Row) -> ClozeItem:

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 from plasticity.errors import DataError
+from plasticity.hashing import hash_fraction
 from plasticity.tasks.base import (
     ClozeItem,
     SplitSpec,
@@ -29,7 +30,6 @@ from plasticity.tasks.base import (
     answer_line,
     check_int,
     field_value,
-    hash_fraction,
     letter,
     multiple_choice,
 )
@@ -178,7 +178,7 @@ TEMPLATES: tuple[Callable[[random.Random], Problem], ...] = (
 
 def split_of(task: str, signature: tuple[Any, ...]) -> str:
     """``test`` or ``train``: the fixed pool a problem signature belongs to (independent of seeds)."""
-    return "test" if hash_fraction(0, f"{task}:{signature!r}") < TEST_SHARE else "train"
+    return "test" if hash_fraction(f"{task}:{signature!r}", 0) < TEST_SHARE else "train"
 
 
 def _draw(

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from plasticity.errors import DataError
+from plasticity.io import iter_jsonl
 from plasticity.tasks.base import (
     SPLIT_ALIASES,
     HubSource,
@@ -107,7 +108,7 @@ def iter_file(
             raise DataError(f"{path}: expected a JSON array of objects (use .jsonl for one object per line)")
         numbered = enumerate(data, 1)
     else:
-        numbered = _jsonl_lines(path, counts)
+        numbered = iter_jsonl(path)  # a bad line (io.BadLine) is no dict: counted as bad_json
     first = True
     n_read = 0
     for lineno, record in numbered:
@@ -129,26 +130,6 @@ def iter_file(
         yield record
     if n_read == 0:
         raise DataError(f"{path}: file is empty ({context})")
-
-
-_BAD = object()
-
-
-def _jsonl_lines(path: Path, counts: Counter[str]) -> Iterator[tuple[int, Any]]:
-    """(line number, parsed JSON) of every non-blank line; a line that is not UTF-8 or not JSON is `_BAD`."""
-    with open(path, "rb") as f:
-        for lineno, raw in enumerate(f, 1):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError:
-                yield lineno, _BAD
-                continue
-            if not line.strip():
-                continue
-            try:
-                yield lineno, json.loads(line)
-            except json.JSONDecodeError:
-                yield lineno, _BAD
 
 
 def _iter_hub(src: HubSource) -> Iterator[dict[str, Any]]:

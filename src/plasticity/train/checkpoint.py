@@ -1,4 +1,5 @@
-"""Crash-safe checkpoints in plain HF format plus the loop state needed to resume.
+"""Writing crash-safe checkpoints in plain HF format, plus the loop state needed to resume (reading and
+verifying them: ``plasticity.checkpoints``).
 
 A checkpoint directory is written under a temporary name, every file fsynced, ``manifest.json`` (sha256 and
 size of every file) written last, then renamed into place. A directory without a manifest, or whose files do
@@ -9,7 +10,6 @@ arbitrary unpickling.
 from __future__ import annotations
 
 import errno
-import hashlib
 import json
 import os
 import random
@@ -21,24 +21,11 @@ from typing import Any
 
 import torch
 
+from ..checkpoints import FORMAT_VERSION, MANIFEST, TRAINER_STATE, read_manifest, sha256_file, verify_checkpoint
+from ..checkpoints import list_checkpoints as list_checkpoints  # re-exported: the training loop's view of a run
+from ..checkpoints import step_dir_name as step_dir_name
 from ..errors import CheckpointError
 from ..io import current_umask, fsync_dir, write_json
-
-FORMAT_VERSION = 1
-MANIFEST = "manifest.json"
-TRAINER_STATE = "trainer_state.pt"
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def step_dir_name(step: int) -> str:
-    return f"step_{step:07d}"
 
 
 def rng_state(all_cuda: bool = True) -> dict[str, Any]:
@@ -125,46 +112,6 @@ def _torch_save(obj: Any, path: Path) -> None:
                       "No space left on device" if full else f"torch.save failed: {first}") from None
 
 
-def read_manifest(path: Path) -> dict[str, Any] | None:
-    m = Path(path) / MANIFEST
-    if not m.is_file():
-        return None
-    try:
-        return json.loads(m.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return None
-
-
-def verify_checkpoint(path: Path, hashes: bool = True) -> str | None:
-    """None if `path` is a complete checkpoint matching its manifest, else the reason it is not."""
-    path = Path(path)
-    manifest = read_manifest(path)
-    if manifest is None:
-        return "no valid manifest.json (incomplete or not written by plasticity)"
-    if manifest.get("format_version") != FORMAT_VERSION:
-        return f"checkpoint format {manifest.get('format_version')} is not supported (expected {FORMAT_VERSION})"
-    for name, info in manifest.get("files", {}).items():
-        f = path / name
-        if not f.is_file():
-            return f"{name} is missing"
-        if f.stat().st_size != info["bytes"]:
-            return f"{name} has {f.stat().st_size} bytes, manifest says {info['bytes']} (truncated?)"
-        if hashes and sha256_file(f) != info["sha256"]:
-            return f"{name} does not match its sha256 in the manifest (modified or corrupt)"
-    return None
-
-
-def list_checkpoints(ckpt_root: Path) -> list[tuple[int, Path]]:
-    """(step, dir) of every complete checkpoint under `ckpt_root`, oldest first (size check only)."""
-    out = []
-    if not Path(ckpt_root).is_dir():
-        return out
-    for d in sorted(Path(ckpt_root).glob("step_*")):
-        if d.is_dir() and verify_checkpoint(d, hashes=False) is None:
-            out.append((int(d.name.split("_")[1]), d))
-    return out
-
-
 def latest_resumable(ckpt_root: Path, log=print) -> tuple[int, Path] | None:
     """Newest checkpoint that verifies fully and carries trainer state (listed in its manifest: a trainer state
     the manifest does not cover, e.g. left by an interrupted `strip_trainer_state`, is never read)."""
@@ -246,46 +193,3 @@ def strip_trainer_state(path: Path) -> None:
     del manifest["files"][TRAINER_STATE]
     write_json(path / MANIFEST, manifest)
     (path / TRAINER_STATE).unlink(missing_ok=True)
-
-
-def load_model_checked(path: str | Path, trust_remote_code: bool = False, device: str | torch.device = "cpu",
-                       revision: str | None = None):
-    """Load an HF causal LM from a checkpoint dir (verifying our manifest when present) or a Hub id (at
-    `revision`: a commit sha, tag or branch; None = the default branch). Only safetensors weights are accepted."""
-    from transformers import AutoModelForCausalLM
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
-    if Path(path).exists():
-        check_model_dir(Path(path))
-    try:
-        model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32, use_safetensors=True,
-                                                     trust_remote_code=trust_remote_code, revision=revision)
-    except Exception as e:
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"{path}: cannot load model: {msg}") from None
-    if model.config.model_type not in ("llama", "olmo2"):
-        raise CheckpointError(f"{path}: model type '{model.config.model_type}' is not Llama or OLMo-2")
-    return model.to(device)
-
-
-def check_model_dir(p: Path) -> None:
-    """The checks made before any weights load: manifest (sha256 + size of every file) when present, config.json,
-    a Llama / OLMo-2 model type, safetensors weights. Raises a one-line CheckpointError."""
-    if not p.is_dir():
-        raise CheckpointError(f"{p}: not a checkpoint directory")
-    if (p / MANIFEST).exists():
-        reason = verify_checkpoint(p, hashes=True)
-        if reason:
-            raise CheckpointError(f"{p}: invalid checkpoint: {reason}")
-    if not (p / "config.json").is_file():
-        raise CheckpointError(f"{p}: no config.json (not an HF model directory)")
-    try:
-        conf = json.loads((p / "config.json").read_text())
-        model_type = conf.get("model_type")
-    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
-        raise CheckpointError(f"{p}/config.json: not valid JSON") from None
-    if model_type not in ("llama", "olmo2"):
-        raise CheckpointError(f"{p}: model type '{model_type}' is not Llama or OLMo-2")
-    if not any(p.glob("*.safetensors")):
-        raise CheckpointError(f"{p}: no .safetensors weights (only safetensors checkpoints are loaded)")

@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from .. import checkpoints
 from ..config import FinetuneConfig, to_dict
 from ..data.sft import SFTBatches, encode_all
 from ..errors import CheckpointError, UserError
@@ -19,27 +20,12 @@ from ..hardware import default_device, resolve_precision
 from ..io import check_output_dir, write_json
 from ..models import count_params
 from ..runinfo import run_info
-from . import checkpoint as ckpt
 from . import memory as mem
 from .distributed import world_size_from_env
 from .loop import TrainJob
 from .optim import build_optimizer, describe_groups
 from .run import execute, open_run_dir, unlock_run_dir
 from .schedule import lr_at
-
-
-def resolve_model_dir(spec: str) -> str:
-    """A run directory means its ``final/`` model; a checkpoint or HF dir is used as is; else a Hub id."""
-    p = Path(spec)
-    if p.is_dir() and (p / "summary.json").exists() and not (p / "config.json").exists():
-        if not (p / "final").is_dir():
-            raise CheckpointError(f"{p}: run has no final/ model (not completed? resume it first)")
-        return str(p / "final")
-    if p.exists() and not p.is_dir():
-        raise CheckpointError(f"{p}: not a checkpoint directory")
-    if not p.exists() and (spec.startswith((".", "/", "~")) or spec.count("/") != 1):
-        raise CheckpointError(f"{spec}: checkpoint directory not found")
-    return spec
 
 
 def load_pairs(cfg: FinetuneConfig) -> tuple[list[tuple[str, str]], dict[str, Any]]:
@@ -89,8 +75,6 @@ def _check_memory(cfg: FinetuneConfig, hf_config: dict[str, Any], device, precis
 
 
 def _run_finetune(cfg: FinetuneConfig, resume: bool, run_dir: Path, log) -> dict[str, Any]:
-    from transformers import AutoTokenizer
-
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     device = default_device()
@@ -102,20 +86,18 @@ def _run_finetune(cfg: FinetuneConfig, resume: bool, run_dir: Path, log) -> dict
         if done is not None:
             return done
 
-    model_dir = resolve_model_dir(cfg.init_from)
-    conf = Path(model_dir) / "config.json"
-    if conf.is_file():  # a local model: refuse an impossible size before its weights load
+    source = checkpoints.resolve_model_source(cfg.init_from, cfg.revision)
+    model_dir, local = source.path, source.local_dir()  # a Hub model is fetched here, once
+    conf = local / "config.json"
+    if conf.is_file():  # refuse an impossible size before the weights load
         try:
             hf = json.loads(conf.read_text())
         except (ValueError, UnicodeDecodeError):
             hf = None
         if isinstance(hf, dict):
             _check_memory(cfg, hf, device, precision, log)
-    model = ckpt.load_model_checked(model_dir, cfg.trust_remote_code, device, revision=cfg.revision)
-    try:
-        tok = AutoTokenizer.from_pretrained(model_dir, revision=cfg.revision, trust_remote_code=cfg.trust_remote_code)
-    except (OSError, ValueError) as e:
-        raise CheckpointError(f"{model_dir}: cannot load its tokenizer ({str(e).splitlines()[0]})") from None
+    model = checkpoints.load_model_checked(local, cfg.trust_remote_code, device)
+    tok = checkpoints.load_tokenizer_of(source, cfg.trust_remote_code, local)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     if len(tok) > model.config.vocab_size:

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from ..config import TrainConfig
-from ..errors import DivergenceError
+from ..errors import DivergenceError, InterruptedRun
 from ..hardware import autocast
 from ..io import append_jsonl, read_jsonl, write_text
 from . import checkpoint as ckpt
@@ -300,12 +300,6 @@ def train(job: TrainJob, state: LoopState) -> LoopState:
     if job.write_final:
         save_final(job, state)
     return state
-
-
-class InterruptedRun(Exception):
-    def __init__(self, step: int, signum: int):
-        self.step, self.signum = step, signum
-        super().__init__(f"interrupted by signal {signum} at step {step}")
 
 
 def save_resume_checkpoint(job: TrainJob, state: LoopState, snapshot: bool) -> Path:

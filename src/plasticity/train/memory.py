@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
+from ..models import ModelShape, count_params
 
 
 @dataclass
@@ -43,24 +44,10 @@ class Estimate:
         return self.state + self.activations + self.logits
 
 
-def count_params(family: str, hidden: int, ffn: int, layers: int, heads: int, kv_heads: int, vocab: int,
-                 tied: bool = False) -> int:
-    """Parameters of a Llama-2 / OLMo-2 decoder without building it (matches `plasticity.models.count_params`)."""
-    head_dim = hidden // heads
-    kv = kv_heads * head_dim
-    attn = 2 * hidden * hidden + 2 * hidden * kv
-    mlp = 3 * hidden * ffn
-    norms = 2 * hidden + (hidden + kv if family == "olmo2" else 0)
-    emb = vocab * hidden
-    return emb * (1 if tied else 2) + layers * (attn + mlp + norms) + hidden
-
-
-def shape_of(model_shape: Any) -> Shape:
+def shape_of(model_shape: ModelShape) -> Shape:
     """`Shape` of a `plasticity.models.ModelShape` (vocab resolved)."""
     s = model_shape
-    return Shape(count_params(s.family, s.hidden_size, s.intermediate_size, s.num_layers, s.num_heads,
-                              s.num_kv_heads, s.vocab_size, s.tie_embeddings),
-                 s.hidden_size, s.intermediate_size, s.num_layers, s.num_kv_heads * (s.hidden_size // s.num_heads),
+    return Shape(count_params(s).total, s.hidden_size, s.intermediate_size, s.num_layers, s.num_kv_heads * s.head_dim,
                  s.vocab_size)
 
 
@@ -68,10 +55,10 @@ def shape_of_hf_config(cfg: dict[str, Any]) -> Shape:
     """`Shape` of an HF Llama / OLMo-2 ``config.json`` mapping."""
     h, heads = int(cfg["hidden_size"]), int(cfg["num_attention_heads"])
     kv_heads = int(cfg.get("num_key_value_heads") or heads)
-    ffn, layers, vocab = int(cfg["intermediate_size"]), int(cfg["num_hidden_layers"]), int(cfg["vocab_size"])
     family = "olmo2" if cfg.get("model_type") == "olmo2" else "llama2"
-    return Shape(count_params(family, h, ffn, layers, heads, kv_heads, vocab, bool(cfg.get("tie_word_embeddings"))),
-                 h, ffn, layers, kv_heads * (h // heads), vocab)
+    return shape_of(ModelShape(family, h, int(cfg["intermediate_size"]), int(cfg["num_hidden_layers"]), heads,
+                               kv_heads, int(cfg["vocab_size"]), int(cfg.get("max_position_embeddings") or 0),
+                               tie_embeddings=bool(cfg.get("tie_word_embeddings"))))
 
 
 def estimate(shape: Shape, micro_batch: int, seq_len: int, precision: str = "fp32") -> Estimate:

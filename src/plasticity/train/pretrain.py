@@ -10,28 +10,21 @@ from typing import Any
 
 import torch
 
-from ..analysis.gap import token_loss_sum
+from .. import checkpoints
 from ..config import PretrainConfig, to_dict
 from ..data.packed import PackedSequences, PretrainBatches, prepare_data
-from ..errors import DataError, UserError
+from ..errors import CheckpointError, DataError, UserError
 from ..hardware import default_device, resolve_precision
 from ..io import check_output_dir, write_json
+from ..losses import mean_token_loss
 from ..models import DEFAULT_WD_POLICY, build_model, count_params, flops_per_token, get_preset, resolve_shape
 from ..runinfo import run_info
-from . import checkpoint as ckpt
 from . import distributed as pdist
 from . import memory as mem
 from .loop import TrainJob
 from .optim import build_optimizer, describe_groups
 from .run import execute, open_run_dir, unlock_run_dir
 from .schedule import lr_at
-
-
-def mean_loss(model: torch.nn.Module, seqs: torch.Tensor, batch_size: int, precision: str = "fp32") -> float:
-    """Mean next-token cross-entropy (nats/token) over fixed-length sequences (validation; never raises on
-    a non-finite value, so a diverging run still records it)."""
-    total, count = token_loss_sum(model, seqs, batch_size, precision)
-    return total / max(count, 1)
 
 
 def resolve_total_steps(cfg: PretrainConfig, params_total: int, params_non_embedding: int) -> tuple[int, int]:
@@ -68,8 +61,12 @@ def early_memory_check(cfg: PretrainConfig, device, precision: str, log=print) -
     """The memory check before any data is read, when the vocabulary is known from the config alone (model.vocab_size
     or a BPE of tokenizer.vocab_size): an absurd size is refused in seconds."""
     if cfg.model.init_from:
-        conf = Path(cfg.model.init_from) / "config.json"
-        if conf.is_file():  # a local model: its size is known before its weights load
+        try:
+            src = checkpoints.resolve_model_source(cfg.model.init_from, cfg.model.revision)
+        except CheckpointError:
+            return  # load_model_checked gives the one-line error
+        conf = Path(src.path) / "config.json"
+        if src.kind != "hub" and conf.is_file():  # a local model: its size is known before its weights load
             try:
                 hf = json.loads(conf.read_text())
                 shape = mem.shape_of_hf_config(hf)
@@ -123,8 +120,8 @@ def _run_pretrain(cfg: PretrainConfig, resume: bool, dist: pdist.Dist, log) -> d
                         f"{str(e).rsplit(': ', 1)[-1]}") from None
 
     if cfg.model.init_from:
-        model = ckpt.load_model_checked(cfg.model.init_from, cfg.model.trust_remote_code, device,
-                                        revision=cfg.model.revision)
+        model = checkpoints.load_model_checked(cfg.model.init_from, cfg.model.trust_remote_code, device,
+                                               revision=cfg.model.revision)
         if len(tok) > model.config.vocab_size:  # token ids past the embedding table: IndexError mid-step
             raise UserError(f"config error: model.init_from: {cfg.model.init_from} has a vocabulary of "
                             f"{model.config.vocab_size} but the tokenizer has {len(tok)} tokens (vocab mismatch)")
@@ -156,7 +153,7 @@ def _run_pretrain(cfg: PretrainConfig, resume: bool, dist: pdist.Dist, log) -> d
 
     def evaluate(m: torch.nn.Module, full: bool) -> dict[str, float]:
         seqs = val_all if full else val_periodic
-        return {"val_loss": mean_loss(m, seqs, cfg.train.micro_batch_size, precision)}
+        return {"val_loss": mean_token_loss(m, seqs, cfg.train.micro_batch_size, precision)}
 
     if dist.is_main:
         write_json(run_dir / "param_groups.json", groups)

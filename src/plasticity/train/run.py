@@ -8,11 +8,11 @@ from pathlib import Path
 from typing import Any
 
 from ..config import read_yaml
-from ..errors import DivergenceError, UserError
+from ..errors import DivergenceError, InterruptedRun, UserError
 from ..io import read_json, write_json, write_yaml
 from . import checkpoint as ckpt
 from . import distributed as pdist
-from .loop import InterruptedRun, LoopState, TrainJob, restore, train, truncate_metrics
+from .loop import LoopState, TrainJob, restore, train, truncate_metrics
 
 IGNORED_ON_RESUME = {("out_dir",), ("train", "threads"), ("train", "parallel"),  # how fast, not what
                      ("train", "allow_large_memory")}

@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 from ...config import FinetuneConfig, from_dict, to_dict, validate
-from ...errors import UserError
 from .base import Node, RunContext, Stage, read_json, run_summary
 
 
@@ -52,15 +51,6 @@ def _config_dict(fcfg: FinetuneConfig) -> dict[str, Any]:
 def finetune_init(model_dir: str, fraction: float) -> str:
     """The model fine-tuning starts from: a run's ``final/`` or its snapshot at `fraction` of pretraining; a
     checkpoint node's model (a run dir or a model dir) as is at fraction 1."""
-    from ...train.checkpoint import step_dir_name
+    from ...checkpoints import snapshot_at
 
-    p = Path(model_dir)
-    if fraction >= 1:
-        return str(p / "final") if (p / "final").is_dir() else str(p)
-    total = json.loads((p / "summary.json").read_text())["total_steps"]
-    step = max(1, round(fraction * total))
-    path = p / "checkpoints" / step_dir_name(step)
-    if not (path / "manifest.json").exists():
-        raise UserError(f"{model_dir}: no checkpoint at {fraction:g} of pretraining ({path.name}); "
-                        f"add {fraction} to train.checkpoint_fractions")
-    return str(path)
+    return snapshot_at(model_dir, fraction).path
