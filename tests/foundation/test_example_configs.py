@@ -10,6 +10,7 @@ from plasticity.config import FinetuneConfig, PretrainConfig, load_config, read_
 from plasticity.study.default import DEFAULT_STUDY_FILE
 from plasticity.study.plan import build_plan
 from plasticity.study.spec import load_spec
+from tests.conftest import run_cli
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
@@ -26,8 +27,6 @@ def test_example_config_is_valid(path):
 
 def test_default_study_exists_once_as_the_package_file():
     """`plasticity study` without arguments loads the package file; no copy of it is shipped under configs/."""
-    from conftest import run_cli
-
     assert list(build_plan(load_spec(None)).nodes) == list(build_plan(load_spec(DEFAULT_STUDY_FILE)).nodes)
     assert not any(read_yaml(p).get("name") == "default" for p in CONFIGS.rglob("*.yaml"))
     r = run_cli("study", "--print-default")
