@@ -1,4 +1,5 @@
-"""Plan a study as a DAG of nodes: tokenizer -> data -> pretrain -> {analyze, finetune -> evaluate}.
+"""Plan a study as a DAG of nodes: tokenizer -> data -> pretrain (or an existing checkpoint) -> {analyze,
+finetune -> evaluate}. Each kind is a `Stage` (``plasticity.study.stages``): its identity, run, outputs, columns.
 
 A node's identity is a hash of its resolved config and its inputs' identities, and its output directory is
 named by it, so identical work is never done twice (across studies sharing an ``out_dir``; tokenizers and
