@@ -7,6 +7,8 @@
 # tests (`-m slow`: the full kill harness of tests/reliability) with the same pytest args.
 # PLASTICITY_SLOW=1: one run with the slow tests included, whatever the time; PLASTICITY_SLOW=0: never slow.
 # Exit code 5 (no tests collected) counts as success in every phase; any failure exits non-zero.
+# `run_cli` runs each CLI call in a process forked from a server with torch/transformers imported
+# (tests/cli_fork.py; saves 5-10 s of imports per call); PLASTICITY_TEST_FORK=0: a new interpreter per call.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh || exit 1

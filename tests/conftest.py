@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests import cli_fork
+
 REPO = Path(__file__).resolve().parents[1]
 DATA_ROOT = Path(os.environ.get("PLASTICITY_DATA_ROOT", REPO.parent / "shared" / "data"))
 
@@ -63,8 +65,11 @@ def tiny_overrides(out_dir: Path, **extra) -> list[str]:
 
 
 def run_cli(*args: str, timeout: float = 600, env: dict | None = None) -> subprocess.CompletedProcess:
-    """Run the real ``plasticity`` CLI in a subprocess."""
+    """Run the real ``plasticity`` CLI in its own process: forked from a server with torch and transformers
+    already imported (tests/cli_fork.py) when the environment allows, else a new interpreter."""
     e = dict(os.environ, **(env or {}))
+    if cli_fork.usable(e):
+        return cli_fork.run(list(args), e, timeout)
     return subprocess.run([sys.executable, "-m", "plasticity.cli", *args], capture_output=True, text=True,
                           timeout=timeout, env=e)
 

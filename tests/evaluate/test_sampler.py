@@ -188,3 +188,30 @@ def test_sampler_prints_no_deprecation_warnings(llama, tokenizer, prompts, recwa
     generate(llama, tokenizer, prompts[:2], 2, SamplingConfig(max_new_tokens=4, stop_strings=()))
     assert not [w for w in recwarn if issubclass(w.category, (FutureWarning, DeprecationWarning))], \
         [str(w.message) for w in recwarn]
+
+
+@pytest.mark.slow
+def test_compiled_decode_equals_eager(llama, tokenizer, prompts, monkeypatch):
+    """The compiled static-shape decode step (large generations) gives the eager step's samples, with rows
+    finishing at different steps (EOS) while the batch stays static, and rebuilds after a weight change."""
+    from plasticity.evaluate import fast_decode
+
+    cfg = SamplingConfig(max_new_tokens=12, temperature=0.0, stop_strings=(), add_special_tokens=False,
+                         batch_size=4, eos_token_ids=())
+    base = generate(llama, tokenizer, prompts, 1, cfg)
+    eos = base[0][0].token_ids[4]  # an EOS that ends some rows early and not others
+    cfg = SamplingConfig(**{**cfg.__dict__, "eos_token_ids": (eos,)})
+    eager = generate(llama, tokenizer, prompts, 1, cfg)
+    monkeypatch.setattr(sampler_mod, "_COMPILE_MIN_STEPS", 0)
+    built = []
+    real = fast_decode.compiled_step
+    monkeypatch.setattr(fast_decode, "compiled_step", lambda m: built.append(m) or real(m))
+    compiled = generate(llama, tokenizer, prompts, 1, cfg)
+    assert built, "the compiled step was not used"
+    assert [s[0].token_ids for s in compiled] == [s[0].token_ids for s in eager]
+    assert len({s[0].finished_by for s in eager}) > 1 or len({s[0].num_tokens for s in eager}) > 1
+    first = fast_decode._COMPILED[llama][1]
+    with torch.no_grad():
+        llama.lm_head.weight.mul_(1.0)  # an in-place update: a frozen compiled step must not be reused
+    fast_decode.compiled_step(llama)
+    assert fast_decode._COMPILED[llama][1] is not first

@@ -37,6 +37,9 @@ from plasticity.errors import ConfigError
 from . import fast_decode as _fast
 
 _FAST_DECODE = True  # the static-cache Llama decode step (fast_decode); False: always the HF forward
+# Compile the fast decode step when a call runs at least this many decode steps (batches x max_new_tokens):
+# on a loaded 2-core AVX2 CPU it saved ~1 ms per 16-row step and cost ~25 s to compile (BENCHMARKS.md).
+_COMPILE_MIN_STEPS = 32768
 
 FinishReason = Literal["eos", "stop", "length"]
 
@@ -276,8 +279,13 @@ def _decode_chunk(
     eos: set[int],
     stopper: _StopChecker | None,
     device: torch.device,
+    capacity: int | None = None,
+    compiled: bool = False,
 ) -> list[Sample]:
-    """Decode one batch of (prompt index, sample index) rows from their shared prefilled prefixes."""
+    """Decode one batch of (prompt index, sample index) rows from their shared prefilled prefixes.
+
+    `compiled` (fast Llama path only) runs the compiled decode step over a KV buffer of `capacity` positions;
+    finished rows then stay in the batch (static shapes) until half of it has finished."""
     uniq = list(dict.fromkeys(i for i, _ in rows))
     width = max(prefixes[i].length for i in uniq)
     row_to_uniq = torch.tensor([uniq.index(i) for i, _ in rows], device=device)
@@ -290,12 +298,13 @@ def _decode_chunk(
             ]
             padded.append(torch.cat(parts).index_select(0, row_to_uniq))
         layers.append((padded[0], padded[1]))
-    fast = _fast.LlamaDecoder(model, layers, cfg.max_new_tokens) if _FAST_DECODE and _fast.supports(model) else None
-    cache = DynamicCache(ddp_cache_data=layers) if fast is None else None
-    cache_kw = _cache_kwarg(model)
-
     lens = torch.tensor([prefixes[i].length for i, _ in rows], device=device)
     mask = (torch.arange(width, device=device)[None, :] >= (width - lens)[:, None]).long()
+    fast = None
+    if _FAST_DECODE and _fast.supports(model):
+        fast = _fast.LlamaDecoder(model, layers, mask, cfg.max_new_tokens, capacity, compiled)
+    cache = DynamicCache(ddp_cache_data=layers) if fast is None else None
+    cache_kw = _cache_kwarg(model)
     positions = lens.clone()
     logits = torch.stack([prefixes[i].logits for i, _ in rows])
     seen = None
@@ -307,7 +316,8 @@ def _decode_chunk(
     if not cfg.greedy:
         generators = [torch.Generator(device=device).manual_seed(seed) for seed in seeds]
 
-    alive = list(range(len(rows)))
+    alive = list(range(len(rows)))  # the result row of each batch row
+    done = [False] * len(rows)  # batch rows that finished but stay in a static (compiled) batch
     tokens: list[list[int]] = [[] for _ in rows]
     reasons: list[FinishReason | None] = [None] * len(rows)
     for _ in range(cfg.max_new_tokens):
@@ -318,6 +328,8 @@ def _decode_chunk(
             seen[torch.arange(len(alive), device=device), nxt] = True
         keep = []
         for b, (r, tok) in enumerate(zip(alive, nxt.tolist(), strict=True)):
+            if done[b]:
+                continue
             tokens[r].append(tok)
             if tok in eos:
                 reasons[r] = "eos"
@@ -329,7 +341,12 @@ def _decode_chunk(
                 keep.append(b)
         if not keep:
             break
-        if len(keep) < len(alive):
+        static = fast is not None and fast.compiled is not None
+        if static and 2 * len(keep) > len(alive):
+            kept = set(keep)
+            done = [b not in kept for b in range(len(alive))]  # keep computing them; results are dropped
+        elif len(keep) < len(alive):
+            done = [False] * len(keep)
             idx = torch.tensor(keep, device=device)
             if fast is not None:
                 fast.select(idx)
@@ -339,10 +356,10 @@ def _decode_chunk(
             seen = seen[idx] if seen is not None else None
             generators = [generators[b] for b in keep] if generators else generators
             alive = [alive[b] for b in keep]
-        mask = torch.cat([mask, mask.new_ones((len(alive), 1))], dim=1)
         if fast is not None:
-            logits = fast.step(nxt, positions, mask)
+            logits = fast.step(nxt, positions)
         else:
+            mask = torch.cat([mask, mask.new_ones((len(alive), 1))], dim=1)
             out = model(
                 input_ids=nxt[:, None],
                 attention_mask=mask,
@@ -400,6 +417,9 @@ def generate(
     k_run = 1 if cfg.greedy else k
     order = sorted(range(len(prompts)), key=lambda i: -len(ids[i]))  # longest first, stable
     work = [(i, j) for i in order for j in range(k_run)]
+    steps = -(-len(work) // cfg.batch_size) * cfg.max_new_tokens
+    compiled = _FAST_DECODE and steps >= _COMPILE_MIN_STEPS and _fast.supports(model)
+    capacity = -(-(max(map(len, ids)) + cfg.max_new_tokens) // 64) * 64  # one compiled shape per call
     last_use = {i: pos for pos, (i, _) in enumerate(work)}
     results: list[list[Sample | None]] = [[None] * k_run for _ in prompts]
     prefixes: dict[int, _Prefix] = {}
@@ -417,7 +437,8 @@ def generate(
                     zip(batch, _prefill(model, [ids[i] for i in batch], pad_id, device), strict=True)
                 )
             seeds = [sample_seed(cfg.seed, keys[i], j) for i, j in rows]
-            samples = _decode_chunk(model, tokenizer, rows, prefixes, ids, seeds, cfg, eos, stopper, device)
+            samples = _decode_chunk(model, tokenizer, rows, prefixes, ids, seeds, cfg, eos, stopper, device,
+                                    capacity, compiled and len(rows) == cfg.batch_size)
             for (i, j), sample in zip(rows, samples, strict=True):
                 results[i][j] = sample
             end = start + len(rows)
