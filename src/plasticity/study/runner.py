@@ -40,7 +40,7 @@ def choose_workers(requested: int | None, spec: StudySpec) -> tuple[int, int]:
     1-thread processes gave 1.16-1.26x the study throughput of one 2-thread process (benchmarks/bench_workers.py).
     Threads depend only on the worker count, never on how many nodes are left, so results do not depend on
     where a study was interrupted."""
-    cpus = os.cpu_count() or 1
+    cpus = usable_cpus()
     workers = max(1, requested or spec.workers or cpus)
     return workers, max(1, cpus // workers)
 
@@ -49,6 +49,14 @@ def row_axes(spec: StudySpec) -> list[str]:
     """The axis columns of results.csv: ``checkpoint`` (the entry name) when the study has checkpoints, then
     the grid's axes."""
     return (["checkpoint"] if spec.checkpoints else []) + list(all_axes(spec))
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask, e.g. under ``taskset``), else ``os.cpu_count()``."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # not on Linux
+        return os.cpu_count() or 1
 
 
 def study_dir_of(spec: StudySpec) -> Path:
