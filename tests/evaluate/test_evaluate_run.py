@@ -56,11 +56,12 @@ def test_cot_files_metrics_and_determinism(ckpt, tmp_path):
     assert data == json.loads(json.dumps(res))
     assert {"task", "target", "config", "metrics", "n_questions", "samples_path", "versions"} <= set(data)
     assert data["n_questions"] == 6 and data["config"]["k"] == 4
-    assert set(data["metrics"]) == {"greedy", "maj@4", "pass@4", "correct_ratio"}
+    assert set(data["metrics"]) == {"greedy", "maj@4", "pass@4", "correct_ratio", "heldout_loss"}
+    assert data["metrics"]["heldout_loss"]["value"] > 0  # nats per response token of an untrained model
     for name, m in data["metrics"].items():
         if name != "correct_ratio":
             assert m["n"] == 6
-        if m["value"] is not None:
+        if m["value"] is not None and name != "heldout_loss":
             assert 0.0 <= m["value"] <= 1.0 and m["ci_low"] <= m["value"] <= m["ci_high"]
     lines = [json.loads(x) for x in jl.read_text().splitlines()]
     assert len(lines) == 6 * (1 + 4)
@@ -91,7 +92,8 @@ def test_cot_with_reward_model(ckpt, rm_dir, tmp_path):
 def test_cloze(ckpt, tmp_path):
     res = run_evaluate(str(ckpt), "arc_easy", tmp_path, max_questions=10, data_root=DATA, data_source="local",
                        log=_quiet)["arc_easy"]
-    assert set(res["metrics"]) == {"acc", "acc_norm"}
+    assert set(res["metrics"]) == {"acc", "acc_norm", "heldout_loss"}
+    assert res["metrics"].pop("heldout_loss")["n"] == 10
     for m in res["metrics"].values():
         assert m["n"] == 10 and 0.0 <= m["value"] <= 1.0
     assert len((tmp_path / "arc_easy.samples.jsonl").read_text().splitlines()) == 10

@@ -13,6 +13,8 @@ hold no timestamps, so the same arguments and seed give byte-identical files; wa
   recomputed over the union of the sets' per-question records (the paper's pooled math number, Table 7).
 * Cloze tasks: lm-eval style log-likelihood acc / acc_norm of the task's cloze items (no template, as
   lm-evaluation-harness scores them) with bootstrap intervals over items.
+* CoT and cloze tasks also get ``heldout_loss``: the fine-tuning loss (mean NLL per response token under the
+  fine-tuning template, `evaluate.heldout`) of each eval example, averaged over examples, with a bootstrap CI.
 * Safety: greedy responses to the eval prompts, scored by a judge (`reward.HFRewardModel` ->
   ``harmfulness_mean``; without one the `reward.RefusalPatternJudge` fallback -> ``refusal_rate (pattern
   fallback)``).
@@ -155,6 +157,16 @@ def _cot_metrics(qrecs: list[QuestionRecord], args: dict[str, Any], has_reward: 
     if not has_reward:
         metrics = {n: m for n, m in metrics.items() if n not in (f"rm@{args['k']}", "orm_score")}
     return metrics
+
+
+def _heldout_loss(task, rows, model, tok, template, args, log) -> dict[str, Any]:
+    """The fine-tuning loss on the eval rows (`plasticity.evaluate.heldout`), mean over examples with a CI."""
+    from plasticity.evaluate.heldout import example_losses
+
+    t0 = time.perf_counter()
+    losses = example_losses(model, tok, template, [task.format_example(r) for r in rows], args["batch_size"])
+    log(f"{task.name}: held-out fine-tuning loss of {len(rows)} examples in {time.perf_counter() - t0:.1f}s")
+    return _metric([v for v in losses if np.isfinite(v)], args["seed"])
 
 
 def eval_cloze(task, rows, model, tok, args, log) -> tuple[dict, list[dict]]:
@@ -355,6 +367,8 @@ def run_evaluate(
             metrics, records = _eval_safety(etask, rows, model, tok, template, args, judge, log)
         else:  # pragma: no cover - Task validates its family
             raise DataError(f"task {name}: unknown family {etask.family!r}")
+        if etask.family in ("cot", "cloze") and "{response}" in template:
+            metrics["heldout_loss"] = _heldout_loss(etask, rows, model, tok, template, args, log)
         samples_path = out_dir / f"{name}.samples.jsonl"
         _write_jsonl(samples_path, records)
         used = evaluated_on(name, loaded, len(rows))

@@ -206,3 +206,49 @@ def arc_easy(eval_fraction: float = 0.5, split_seed: int = 0) -> Task:
 @register("arc_challenge")
 def arc_challenge(eval_fraction: float = 0.5, split_seed: int = 0) -> Task:
     return _arc("arc_challenge", "ARC-Challenge", "train n=1,119; test n=1,172", eval_fraction, split_seed)
+
+
+SST2_LABELS = ("negative", "positive")
+
+
+def sst2_item(row: Row) -> ClozeItem:
+    """lm-evaluation-harness ``sst2``: ``{sentence}\\nQuestion: Is this sentence positive or negative?\\nAnswer:``
+    -> `` negative`` / `` positive``."""
+    label = int(field_value(row, "label"))
+    if label not in (0, 1):
+        raise ValueError(f"sst2 label must be 0 or 1, got {label}")
+    context = f"{str(field_value(row, 'sentence')).strip()}\nQuestion: Is this sentence positive or negative?\nAnswer:"
+    return ClozeItem([context, context], [" " + lab for lab in SST2_LABELS], label)
+
+
+@register("sst2")
+def sst2(n_train: int | None = None, sample_seed: int = 0) -> Task:
+    """Binary sentiment (SST-2 / GLUE) as a cloze task; SFT on the train split (``n_train``: a seeded sample),
+    evaluation on the validation split (872 sentences)."""
+    if n_train is not None:
+        n_train = check_int("n_train", n_train, 1)
+    sample_seed = check_int("sample_seed", sample_seed)
+    fields = ("sentence", "label")
+
+    def response(row: Row) -> str:
+        return SST2_LABELS[sst2_item(row).gold]
+
+    return Task(
+        name="sst2",
+        family="cloze",
+        answer_type="cloze",
+        splits={
+            "train": SplitSpec(
+                local=(LocalSource("sst2/train.jsonl", fields, sample=n_train, sample_seed=sample_seed),),
+                hub=HubSource("stanfordnlp/sst2", None, "train", fields),
+            ),
+            "eval": SplitSpec(local=(LocalSource("sst2/validation.jsonl", fields),),
+                              hub=HubSource("stanfordnlp/sst2", None, "validation", fields)),
+        },
+        question_fn=lambda row: sst2_item(row).contexts[0],
+        response_fn=response,
+        cloze_fn=sst2_item,
+        description="Movie-review sentiment (SST-2), two-way cloze as in lm-evaluation-harness (local train file: "
+        "a 20k sample of the Hub train split).",
+        paper="not in the paper's fine-tuning tasks (its probes use SST-2 sentiment)",
+    )

@@ -181,9 +181,11 @@ def split_of(task: str, signature: tuple[Any, ...]) -> str:
     return "test" if hash_fraction(f"{task}:{signature!r}", 0) < TEST_SHARE else "train"
 
 
-def _draw(
+def draw_rows(
     task: str, split: str, n: int, seed: int, make: Callable[[random.Random], tuple[Any, ...]]
 ) -> list[Row]:
+    """`n` distinct rows of `split` from `make(rng) -> (signature, row)`; train and test pools never share a
+    signature (see the module docstring). Rows get ``id`` and ``signature`` fields."""
     if split not in ("train", "test"):
         raise ValueError(f"split must be train or test, got {split!r}")
     rng = random.Random(f"{task}:{split}:{seed}")
@@ -211,7 +213,7 @@ def generate_arith(split: str, n: int, seed: int = 0) -> list[Row]:
         signature, question, steps, answer = template(rng)
         return signature, {"question": question, "answer": "\n".join(steps) + f"\n#### {answer}"}
 
-    return _draw("demo_arith", split, n, seed, make)
+    return draw_rows("demo_arith", split, n, seed, make)
 
 
 def generate_choice(split: str, n: int, seed: int = 0) -> list[Row]:
@@ -238,7 +240,7 @@ def generate_choice(split: str, n: int, seed: int = 0) -> list[Row]:
             "solution": f"{a} {shown} {b} = {result}.",
         }
 
-    return _draw("demo_choice", split, n, seed, make)
+    return draw_rows("demo_choice", split, n, seed, make)
 
 
 @register("demo_arith")

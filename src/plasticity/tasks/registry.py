@@ -14,7 +14,7 @@ from plasticity.tasks.base import Task
 
 TaskFactory = Callable[..., Task]
 
-BUILTIN_MODULES = ("cot", "cloze", "safety", "demo")
+BUILTIN_MODULES = ("cot", "cloze", "safety", "demo", "arithmetic")
 COMMON_OPTIONS = ("answer_fallback", "revision")
 """Options every task accepts: ``answer_fallback`` (bool) overrides the task's last-number fallback;
 ``revision`` (a commit sha, tag or branch) pins the Hub dataset version of every split (source='hub')."""

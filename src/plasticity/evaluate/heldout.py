@@ -1,0 +1,52 @@
+"""Held-out fine-tuning loss: the SFT loss (mean negative log-likelihood per response token, prompt masked, as
+the fine-tuning loop computes it) on a task's evaluation examples, which fine-tuning never saw.
+
+A continuous companion to accuracy: it moves before greedy answers flip, so it separates models whose
+accuracies sit within noise of each other.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from plasticity.data.sft import encode_example
+
+
+@torch.no_grad()
+def example_losses(model, tok, template: str, pairs: Sequence[tuple[str, str]], batch_size: int = 16,
+                   cutoff_len: int | None = None) -> list[float]:
+    """Per example, the mean NLL (nats) of its response tokens (and the closing EOS) given the rendered prompt.
+
+    Examples are encoded exactly as fine-tuning encodes them (`encode_example`); ``cutoff_len`` truncates
+    like fine-tuning does (keeping the start). Examples are batched by length, right-padded.
+    """
+    encoded = [encode_example(tok, template, q, r) for q, r in pairs]
+    if cutoff_len is not None:
+        for ex in encoded:
+            del ex.input_ids[cutoff_len:], ex.labels[cutoff_len:]
+    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i].input_ids))
+    device = next(model.parameters()).device
+    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    out = [float("nan")] * len(encoded)
+    for start in range(0, len(order), max(1, batch_size)):
+        idx = order[start:start + batch_size]
+        width = max(len(encoded[i].input_ids) for i in idx)
+        ids = torch.full((len(idx), width), pad, dtype=torch.long)
+        labels = torch.full((len(idx), width), -100, dtype=torch.long)
+        mask = torch.zeros((len(idx), width), dtype=torch.long)
+        for row, i in enumerate(idx):
+            n = len(encoded[i].input_ids)
+            ids[row, :n] = torch.tensor(encoded[i].input_ids)
+            labels[row, :n] = torch.tensor(encoded[i].labels)
+            mask[row, :n] = 1
+        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()
+        target = labels[:, 1:].to(device)
+        nll = F.cross_entropy(logits[:, :-1].transpose(1, 2), target, ignore_index=-100, reduction="none")
+        counts = (target != -100).sum(dim=1)
+        per = (nll.sum(dim=1) / counts.clamp(min=1)).tolist()
+        for row, i in enumerate(idx):
+            out[i] = per[row] if int(counts[row]) > 0 else float("nan")
+    return out
