@@ -127,6 +127,15 @@ def read_json(path: str | Path) -> Any:
         return json.load(f)
 
 
+def read_json_or_none(path: str | Path) -> dict[str, Any] | None:
+    """A JSON object from `path`, or None when the file is missing, unreadable, not JSON or not an object."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
 def append_jsonl(path: str | Path, record: dict[str, Any]) -> None:
     """Append one JSON line and flush it (metrics logs)."""
     with open(path, "a", encoding="utf-8") as f:

@@ -76,3 +76,23 @@ def test_task_axes_fractions_and_stage_options_node_ids():
     s = from_dict(StudySpec, CUSTOM)
     validate_spec(s)
     assert digest(build_plan(s).nodes) == (54, "11c666427e3f787c")
+
+
+REPRODUCTION = Path(__file__).resolve().parents[2] / "configs" / "reproduction" / "wd-sweep-20tpp.yaml"
+# The reproduction study (docs/reproduction.md) is computed across sessions from its cache: its pretraining
+# runs must keep these ids (seed 0 then 1; wd 0.1, 0.0, 0.3, 1.0, 3.0).
+REPRODUCTION_PRETRAIN_IDS = [
+    "pretrain-dbfc6c544550", "pretrain-5571ea33a0a8", "pretrain-21b975865d57", "pretrain-f424f3dabaa5",
+    "pretrain-b4cac0dad3ca", "pretrain-71b8c8188125", "pretrain-ad158d21ab20", "pretrain-3b09f0ee7724",
+    "pretrain-c2679361769e", "pretrain-389701a51aff",
+]
+
+
+@pytest.mark.skipif(not (REPRODUCTION.parents[2].parent / "shared" / "data" / "wikipedia").is_dir(),
+                    reason="../shared/data/wikipedia (the reproduction's text) is absent")
+def test_reproduction_pretraining_ids(monkeypatch):
+    monkeypatch.chdir(REPRODUCTION.parents[2])  # its data paths are relative to the checkout
+    spec = load_spec(REPRODUCTION)
+    plan = build_plan(spec)
+    assert [i for i in plan.nodes if i.startswith("pretrain-")] == REPRODUCTION_PRETRAIN_IDS
+    assert sum(n.kind == "finetune" for n in plan.nodes.values()) == 40

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import csv
 import html
-import json
 import shutil
 from collections import defaultdict
 from pathlib import Path
@@ -19,6 +18,7 @@ import numpy as np
 from ..analysis.stats import bootstrap_ci_over_seeds, correlation, leave_one_out
 from ..analysis.stats import finite_or_none as _num
 from ..errors import UserError
+from ..io import read_json_or_none as _load_json
 from . import slices
 
 _METRIC_PREFERENCE = ("pass@", "correct_ratio", "acc", "maj@", "greedy")
@@ -83,12 +83,6 @@ def _fmt(v: float | None, digits: int = 4) -> str:
     return f"{v:.{digits}g}"
 
 
-def _load_json(path: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
 
 
 def _read_results(study_dir: Path) -> tuple[list[str], list[dict[str, str]]]:

@@ -10,7 +10,8 @@ Quick use::
 
 Built-in tasks: metamathqa, gsm8k, math, medmcqa, pubmedqa, mmlu_pro_cot, race, simplescaling (CoT);
 hellaswag, winogrande, piqa, arc_easy, arc_challenge, sst2 (cloze); safety; demo_arith, demo_choice (offline,
-no data); addition (generated, with a difficulty knob). A path to a YAML file is also a task name (see `plasticity.tasks.custom`).
+no data); addition (generated, with a difficulty knob). A path to a YAML file is also a task name (see
+`plasticity.tasks.custom`).
 """
 
 from __future__ import annotations

@@ -37,13 +37,6 @@ def node_hash(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
-def read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
 class Stage:
     """One node kind. Subclasses set `kind` and `config_type` (their `plasticity.config` dataclass) and define
     `identity` (the JSON value hashed into the node id: the resolved config and the inputs' ids), `run`,

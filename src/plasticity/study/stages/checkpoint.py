@@ -12,7 +12,8 @@ from typing import Any
 
 from ...config import CheckpointConfig
 from ...errors import CheckpointError, ConfigError
-from .base import Node, RunContext, Stage, read_json
+from ...io import read_json_or_none as read_json
+from .base import Node, RunContext, Stage
 from .pretrain import PretrainStage
 
 

@@ -6,7 +6,8 @@ from pathlib import Path
 from typing import Any
 
 from ...config import EvaluateConfig, FinetuneConfig, from_dict, to_dict
-from .base import Node, RunContext, Stage, read_json
+from ...io import read_json_or_none as read_json
+from .base import Node, RunContext, Stage
 
 
 class EvaluateStage(Stage):

@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from ...config import FinetuneConfig, from_dict, to_dict, validate
-from .base import Node, RunContext, Stage, read_json, run_summary
+from ...io import read_json_or_none as read_json
+from .base import Node, RunContext, Stage, run_summary
 
 
 class FinetuneStage(Stage):
