@@ -128,7 +128,8 @@ def test_evaluate_finetuned_model_on_gsm8k(pretrained, tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     res = json.loads((out / "eval" / "gsm8k.json").read_text())
     assert res["n_questions"] == 5
-    assert {"greedy", "maj@3", "pass@3", "correct_ratio"} <= set(res["metrics"])
+    assert {"greedy", "maj@3", "pass@3", "correct_ratio", "heldout_loss"} <= set(res["metrics"])
+    assert res["metrics"].pop("heldout_loss")["value"] > 0  # nats per response token
     for m in res["metrics"].values():
         assert m["value"] is None or 0.0 <= m["value"] <= 1.0
     samples = [json.loads(x) for x in (out / "eval" / "gsm8k.samples.jsonl").open()]
