@@ -545,6 +545,18 @@ def validate_train(t: TrainConfig, p: str = "train") -> None:
     _check(t.seed >= 0, f"{p}.seed", f"must be >= 0, got {t.seed}")
 
 
+def with_overrides(cls: type[Any], cfg: Any, options: dict[str, Any], caller: str) -> Any:
+    """`cfg` (default ``cls()``) with keyword overrides applied and validated (one-line ConfigError naming the
+    field); an unknown keyword is a TypeError naming `caller`, as for a Python function."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    for key in options:
+        if key not in names:
+            raise TypeError(f"{caller}() got an unexpected keyword argument {key!r}")
+    cfg = dataclasses.replace(cfg or cls(), **options)
+    validate(cfg)
+    return cfg
+
+
 def validate(cfg: Any) -> None:
     """Validate any top-level config (dispatch on its sections)."""
     if isinstance(cfg, PretrainConfig):

@@ -298,17 +298,9 @@ def _verified_snapshots(ckpt_root: Path, log) -> tuple[list[tuple[int, Path]], l
 
 def _config(cfg: AnalyzeConfig | None, options: dict[str, Any]) -> AnalyzeConfig:
     """`cfg` with keyword overrides applied, validated (one-line ConfigError naming the field)."""
-    import dataclasses
+    from plasticity.config import with_overrides
 
-    from ..config import validate
-
-    names = {f.name for f in dataclasses.fields(AnalyzeConfig)}
-    for k in options:
-        if k not in names:
-            raise TypeError(f"run_analyze() got an unexpected keyword argument {k!r}")
-    cfg = dataclasses.replace(cfg or AnalyzeConfig(), **options)
-    validate(cfg)
-    return cfg
+    return with_overrides(AnalyzeConfig, cfg, options, "run_analyze")
 
 
 def run_analyze(

@@ -250,17 +250,9 @@ def _eval_safety(task, rows, model, tok, template, args, judge, log) -> tuple[di
 
 def _config(cfg: EvaluateConfig | None, options: dict[str, Any]) -> EvaluateConfig:
     """`cfg` (default ``EvaluateConfig()``) with keyword overrides, validated (one-line ConfigError)."""
-    import dataclasses
+    from plasticity.config import with_overrides
 
-    from plasticity.config import validate
-
-    names = {f.name for f in dataclasses.fields(EvaluateConfig)}
-    for key in options:
-        if key not in names:
-            raise TypeError(f"run_evaluate() got an unexpected keyword argument {key!r}")
-    cfg = dataclasses.replace(cfg or EvaluateConfig(), **options)
-    validate(cfg)
-    return cfg
+    return with_overrides(EvaluateConfig, cfg, options, "run_evaluate")
 
 
 def run_evaluate(
