@@ -17,6 +17,9 @@ DATA_ROOT = Path(os.environ.get("PLASTICITY_DATA_ROOT", REPO.parent / "shared" /
 
 torch.set_num_threads(1)
 
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (benchmarks/gpu_check.sh runs these)")
+DEVICES = ["cpu", pytest.param("cuda", marks=CUDA)]  # parametrize a test over both paths; cuda skips on CPU CI
+
 
 def data_path(*parts: str) -> Path:
     return DATA_ROOT.joinpath(*parts)

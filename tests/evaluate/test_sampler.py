@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
 from plasticity.errors import ConfigError
 from plasticity.evaluate import sampler as sampler_mod
 from plasticity.evaluate.sampler import SamplingConfig, cut_at_stop, generate
+from tests.conftest import DEVICES
 
 
 def _greedy(**kw) -> SamplingConfig:
@@ -17,7 +20,7 @@ def _greedy(**kw) -> SamplingConfig:
 
 
 def _hf_greedy(model, tokenizer, prompts, max_new_tokens, repetition_penalty=1.0) -> list[list[int]]:
-    enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+    enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
     assert tokenizer.padding_side == "left"
     with torch.no_grad():
         out = model.generate(
@@ -35,8 +38,11 @@ def _hf_greedy(model, tokenizer, prompts, max_new_tokens, repetition_penalty=1.0
     return rows
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("penalty", [1.0, 1.1])
-def test_greedy_matches_hf_generate(model, tokenizer, prompts, penalty):
+def test_greedy_matches_hf_generate(model, tokenizer, prompts, penalty, device):
+    if device != "cpu":
+        model = copy.deepcopy(model).to(device)  # the session fixture stays on the CPU
     ref = _hf_greedy(model, tokenizer, prompts, 24, penalty)
     out = generate(model, tokenizer, prompts, 1, _greedy(repetition_penalty=penalty))
     assert [s[0].token_ids for s in out] == ref

@@ -15,6 +15,7 @@ from plasticity.models import PRESETS, build_model
 from plasticity.train.fused_ce import linear_cross_entropy
 from plasticity.train.loop import PLAIN, FastPath, LoopState, TrainJob, train
 from plasticity.train.optim import build_optimizer
+from tests.conftest import DEVICES
 
 
 def _batches(vocab: int, bs: int = 4, seq: int = 32, ignore_tail: bool = True):
@@ -33,14 +34,14 @@ def _batches(vocab: int, bs: int = 4, seq: int = 32, ignore_tail: bool = True):
 
 
 def _curve(tmp_path, fast: FastPath, fused_adamw: bool | None, precision: str = "fp32", steps: int = 8,
-           preset: str = "llama2-tiny", logs: list[str] | None = None) -> list[float]:
+           preset: str = "llama2-tiny", logs: list[str] | None = None, device: str = "cpu") -> list[float]:
     tmp_path.mkdir(parents=True, exist_ok=True)
     shape = replace(PRESETS[preset], vocab_size=256)
-    model = build_model(shape, seed=0)
+    model = build_model(shape, seed=0, device=torch.device(device))
     cfg = TrainConfig(log_every=1, checkpoint_fractions=[], precision=precision)  # type: ignore[arg-type]
     opt = build_optimizer(model, OptimizerConfig(lr=3e-3), "all", fused=fused_adamw)
     job = TrainJob(model=model, optimizer=opt, batches=_batches(256), total_steps=steps, lr_fn=lambda s: 3e-3,
-                   run_dir=tmp_path, cfg=cfg, device=torch.device("cpu"), precision=precision, grad_clip=1.0,
+                   run_dir=tmp_path, cfg=cfg, device=torch.device(device), precision=precision, grad_clip=1.0,
                    log=(logs.append if logs is not None else lambda m: None), fast=fast, write_final=False)
     losses: list[float] = []
     import json
@@ -68,9 +69,10 @@ def test_fused_ce_equals_plain_loss_and_grads(n, vocab, chunk):
     assert torch.allclose(fh, gh, rtol=1e-10, atol=1e-12) and torch.allclose(fw, gw, rtol=1e-10, atol=1e-12)
 
 
-def test_optimized_loop_matches_plain_loop_fp32(tmp_path):
-    plain = _curve(tmp_path / "plain", PLAIN, fused_adamw=False)
-    fast = _curve(tmp_path / "fast", FastPath(), fused_adamw=True)  # fused AdamW kernel forced on (CUDA default)
+@pytest.mark.parametrize("device", DEVICES)
+def test_optimized_loop_matches_plain_loop_fp32(tmp_path, device):
+    plain = _curve(tmp_path / "plain", PLAIN, fused_adamw=False, device=device)
+    fast = _curve(tmp_path / "fast", FastPath(fused_ce=True), fused_adamw=True, device=device)  # fused CE forced on
     assert len(plain) == len(fast) == 8
     assert plain[-1] < plain[0]  # it learns
     # same math, different summation order: fp32 rounding only
@@ -78,12 +80,14 @@ def test_optimized_loop_matches_plain_loop_fp32(tmp_path):
         assert math.isclose(a, b, rel_tol=2e-5), (plain, fast)
 
 
-def test_optimized_loop_matches_plain_loop_bf16(tmp_path):
+@pytest.mark.parametrize("device", DEVICES)
+def test_optimized_loop_matches_plain_loop_bf16(tmp_path, device):
     """bf16 autocast (the AMX path): each matmul rounds its inputs to bf16 (8 mantissa bits, relative error
     2^-9 per operand), so logits differ by ~2^-8 relative between the two orders of operations; over a few
     steps the loss curves agree to a few bf16 ulps of the loss, not to fp32 precision."""
-    plain = _curve(tmp_path / "plain", PLAIN, fused_adamw=False, precision="bf16", steps=3)
-    fast = _curve(tmp_path / "fast", FastPath(), fused_adamw=True, precision="bf16", steps=3)
+    plain = _curve(tmp_path / "plain", PLAIN, fused_adamw=False, precision="bf16", steps=3, device=device)
+    fast = _curve(tmp_path / "fast", FastPath(fused_ce=True), fused_adamw=True, precision="bf16", steps=3,
+                  device=device)
     eps_bf16 = 2.0**-8
     for a, b in zip(plain, fast, strict=True):
         assert abs(a - b) <= 4 * eps_bf16 * abs(a), (plain, fast)
