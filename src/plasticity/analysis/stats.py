@@ -141,3 +141,65 @@ def bootstrap_ci_over_seeds(
             "alpha": float(alpha),
         }
     return out
+
+
+def _resample(groups: Mapping[float, Sequence[float]], rng: np.random.Generator) -> dict[float, np.ndarray]:
+    """Each group's values resampled with replacement (seeds within a weight decay)."""
+    return {g: np.asarray(v, dtype=np.float64)[rng.integers(0, len(v), len(v))] for g, v in groups.items()}
+
+
+def optimum_bootstrap(
+    groups: Mapping[float, Sequence[float]], lower_is_better: bool, n_boot: int = 2000, seed: int = 0
+) -> dict[str, Any]:
+    """Which group (weight decay) has the best mean, and how often each group wins when every group's values
+    (seeds) are resampled with replacement: ``{"best", "p_best": {group: fraction of resamples it wins}}``."""
+    keys = sorted(groups)
+    means = [float(np.mean(groups[k])) for k in keys]
+    pick = np.argmin if lower_is_better else np.argmax
+    rng = np.random.default_rng(seed)
+    wins = dict.fromkeys(keys, 0)
+    for _ in range(n_boot):
+        r = _resample(groups, rng)
+        wins[keys[int(pick([r[k].mean() for k in keys]))]] += 1
+    return {"best": keys[int(pick(means))], "p_best": {k: wins[k] / n_boot for k in keys}, "n_boot": n_boot}
+
+
+def optimum_order_bootstrap(
+    a: Mapping[float, Sequence[float]], a_lower_is_better: bool,
+    b: Mapping[float, Sequence[float]], b_lower_is_better: bool, n_boot: int = 2000, seed: int = 0,
+) -> dict[str, float]:
+    """Fractions of joint resamples (seeds within each group, the same draw for `a` and `b` when both hold a
+    group's values from the same runs) in which the best group of `b` is larger than, equal to, or smaller
+    than the best group of `a` (paper claim 1: downstream-optimal wd > val-loss-optimal wd)."""
+    keys = sorted(set(a) & set(b))
+    rng = np.random.default_rng(seed)
+    counts = {"greater": 0, "equal": 0, "smaller": 0}
+    for _ in range(n_boot):
+        idx = {k: rng.integers(0, len(a[k]), len(a[k])) for k in keys}
+        ma = [np.asarray(a[k], dtype=np.float64)[idx[k] % len(a[k])].mean() for k in keys]
+        mb = [np.asarray(b[k], dtype=np.float64)[idx[k] % len(b[k])].mean() for k in keys]
+        ka = keys[int((np.argmin if a_lower_is_better else np.argmax)(ma))]
+        kb = keys[int((np.argmin if b_lower_is_better else np.argmax)(mb))]
+        counts["greater" if kb > ka else "equal" if kb == ka else "smaller"] += 1
+    return {k: v / n_boot for k, v in counts.items()}
+
+
+def trend_bootstrap(
+    groups: Mapping[float, Sequence[float]], n_boot: int = 2000, seed: int = 0, alpha: float = 0.05
+) -> dict[str, Any]:
+    """Spearman rho between the group key (weight decay) and the values over all points, with a percentile
+    bootstrap CI resampling each group's values (seeds) with replacement. ``rho`` None for constant input."""
+    xs = np.concatenate([np.full(len(v), k, dtype=np.float64) for k, v in sorted(groups.items())])
+    ys = np.concatenate([np.asarray(v, dtype=np.float64) for _, v in sorted(groups.items())])
+    rho, p = _corr(xs, ys, "spearman")
+    rng = np.random.default_rng(seed)
+    rx = sps.rankdata(xs)
+    boots = []
+    for _ in range(n_boot):  # rho = Pearson r of the (tie-averaged) ranks, as scipy's spearmanr
+        r = _resample(groups, rng)
+        ry = sps.rankdata(np.concatenate([r[k] for k in sorted(groups)]))
+        if ry.std() > 0 and rx.std() > 0:
+            boots.append(float(np.corrcoef(rx, ry)[0, 1]))
+    lo, hi = (float(np.quantile(boots, alpha / 2)), float(np.quantile(boots, 1 - alpha / 2))) if boots else (None,
+                                                                                                              None)
+    return {"spearman_rho": rho, "p": p, "ci_low": lo, "ci_high": hi, "n": int(xs.size), "n_boot": n_boot}

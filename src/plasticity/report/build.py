@@ -19,7 +19,9 @@ from ..analysis.stats import bootstrap_ci_over_seeds, correlation, leave_one_out
 from ..analysis.stats import finite_or_none as _num
 from ..errors import UserError
 from ..io import read_json_or_none as _load_json
-from . import slices
+from ..io import write_json
+from . import selection, slices
+from .numbers import summary_numbers
 
 _METRIC_PREFERENCE = ("pass@", "correct_ratio", "acc", "maj@", "greedy")
 _FAMILY_PREFERENCE = ("avg_cot", "avg_cloze", "avg_safety")
@@ -101,6 +103,22 @@ def _read_results(study_dir: Path) -> tuple[list[str], list[dict[str, str]]]:
     if not rows:
         raise UserError(f"{path} has no rows")
     return fields, rows
+
+
+def _headline_spec(study_dir: Path) -> dict[str, str]:
+    """The study's ``report.headline`` ({task: metric}) from its study.json; {} when absent."""
+    spec = (_load_json(study_dir / "study.json") or {}).get("spec") or {}
+    headline = (spec.get("report") or {}).get("headline") or {}
+    return {str(k): str(v) for k, v in headline.items()} if isinstance(headline, dict) else {}
+
+
+def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    """`rows` as CSV, columns in first-seen order."""
+    cols = list(dict.fromkeys(k for r in rows for k in r))
+    with path.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=cols, lineterminator="\n")
+        w.writeheader()
+        w.writerows(rows)
 
 
 def _wd_column(fields: list[str]) -> str:
@@ -234,7 +252,7 @@ def _metrics_vs_wd(figs, ds, wds, cols: list[str], ylabel: str, title: str):
     """One panel: each `<prefix>/<rest>` column of `cols` vs weight decay (labelled by `<rest>`), seed CIs."""
     fig, ax = figs.new()
     for i, c in enumerate(cols):
-        _errplot(ax[0][0], _agg(ds, c), label=c.split("/", 1)[1], color=f"C{i % 10}")
+        _errplot(ax[0][0], _agg(ds, c), label=c.split("/", 1)[-1], color=f"C{i % 10}")
     _wd_axis(ax[0][0], wds)
     ax[0][0].set_ylabel(ylabel)
     ax[0][0].set_title(title)
@@ -294,10 +312,18 @@ def build_report(study_dir: Path, out_dir: Path | None = None) -> Path:
     n_seeds = len({p.seed for p in points}) if seed_col else 1
     metric_cols = [c for c in fields if _is_task_metric(c) and any(p.get(c) is not None for p in completed)]
     avg_cols = [c for c in fields if c.startswith("avg_") and "/" in c and any(p.get(c) is not None for p in completed)]
-    main_metric = headline_metric(avg_cols, metric_cols)
-    what = describe_metric(main_metric, rows) if main_metric else ""
-    ds_rows, ds_note = slices.downstream([p.row for p in completed], fields, main_metric)
-    ds = [p for p in completed if any(p.row is r for r in ds_rows)]  # downstream figures
+    headline_spec = _headline_spec(study_dir)
+    if headline_spec:  # report.headline: each task at its own best fine-tuning setting, averaged
+        ds_rows, ds_note = slices.downstream([p.row for p in completed], fields, None, headline_spec)
+        ds = [_Point(r, _num(r.get(wd_col)) or 0.0, r.get(seed_col) if seed_col else None,
+                     _run_dir(study_dir, r.get("run", ""))) for r in ds_rows]
+        main_metric, what = selection.HEADLINE, ds_note + "."
+        _write_csv(out / "downstream.csv", ds_rows)
+    else:
+        main_metric = headline_metric(avg_cols, metric_cols)
+        what = describe_metric(main_metric, rows) if main_metric else ""
+        ds_rows, ds_note = slices.downstream([p.row for p in completed], fields, main_metric)
+        ds = [p for p in completed if any(p.row is r for r in ds_rows)]  # downstream figures
     ds_cap = f" Rows: {ds_note}." if ds_note else ""
 
     figs = _Figures(out)
@@ -322,7 +348,13 @@ def build_report(study_dir: Path, out_dir: Path | None = None) -> Path:
     else:
         figs.skip("fig1", cap, "no val_loss values in results.csv")
 
-    # (2) the averaged headline per family (paper Figs 2, 9g), then downstream metrics per fine-tuning task
+    # (2) the study's headline with its tasks (report.headline), the averaged headline per family (paper Figs
+    # 2, 9g), then downstream metrics per fine-tuning task
+    if headline_spec:
+        cols = [selection.HEADLINE] + [selection.task_column(fields, t, m) for t, m in headline_spec.items()]
+        fig = _metrics_vs_wd(figs, ds, wds, cols, "score", "Headline and its tasks vs weight decay")
+        figs.save(fig, "fig2_headline_vs_wd", f"The headline ({what[:-1]}) and each of its tasks' metric vs "
+                  "pretraining weight decay (legend: eval set / metric). Error bars: 95% bootstrap CI over seeds.")
     fams: dict[str, list[str]] = defaultdict(list)
     for c in avg_cols:
         fams[c.split("/", 1)[0]].append(c)
@@ -586,6 +618,11 @@ def build_report(study_dir: Path, out_dir: Path | None = None) -> Path:
         + "."
     )
 
+    ds_cols = [c for c in dict.fromkeys(k for p in ds for k in p.row)
+               if (_is_task_metric(c) or c.startswith("avg_") or c in ("stability", "upstream_loss_change"))
+               and not c.endswith(("/tasks", "/chosen", "/evaluated_on", "/trained_on"))]
+    write_json(out / "summary.json", dict(summary_numbers(points, ds, main_metric, ds_cols), summary=summary,
+                                          downstream_rows=ds_note or "all completed rows"))
     path = out / "index.html"
     path.write_text(_html(study_dir, fields, rows, summary, figs.entries))
     return path

@@ -9,7 +9,10 @@ the caption); ``finetune_from`` itself gets its own figure (plasticity over pret
 
 from __future__ import annotations
 
+from typing import Any
+
 from ..analysis.stats import finite_or_none as _num
+from .selection import best_per_task
 
 FROM = "finetune_from"
 
@@ -31,8 +34,11 @@ def finetune_axes(fields: list[str]) -> list[str]:
     return [f for f in fields if f.startswith(("finetune.", "evaluate."))]
 
 
-def downstream(rows: list[dict[str, str]], fields: list[str], metric: str | None) -> tuple[list[dict[str, str]], str]:
-    """Rows for the downstream figures and a note saying which were chosen ('' when all are used)."""
+def downstream(rows: list[dict[str, str]], fields: list[str], metric: str | None,
+               headline: dict[str, str] | None = None) -> tuple[list[dict[str, Any]], str]:
+    """Rows for the downstream figures and a note saying which were chosen ('' when all are used). With a
+    ``headline`` ({task: metric}, the study's ``report.headline``): one merged row per run, each task at its own
+    best fine-tuning setting, with a ``headline`` column (`selection.best_per_task`)."""
     notes = []
     if FROM in fields:
         fracs = [f for f in (_num(r.get(FROM)) for r in rows) if f is not None]
@@ -42,6 +48,9 @@ def downstream(rows: list[dict[str, str]], fields: list[str], metric: str | None
             if len(set(fracs)) > 1:
                 notes.append(f"fine-tuned from {last:g} of pretraining")
     ft_axes = finetune_axes(fields)
+    if headline:
+        merged, note = best_per_task(rows, fields, headline, ft_axes)
+        return merged, "; ".join(notes + [note])
     if ft_axes and metric is not None:
         best: dict[str, dict[str, str]] = {}
         for r in rows:

@@ -48,6 +48,15 @@ class ResourceSpec:
 
 
 @dataclass
+class ReportSpec:
+    """What `plasticity report` leads with. ``headline: {task: metric}`` (e.g. ``{addition: greedy, sst2: acc}``):
+    the headline is the mean over these tasks of each task's metric, each task at its best swept fine-tuning
+    setting per pretraining run (paper App. E); empty: the averaged CoT metric (Pass@k first), else cloze acc."""
+
+    headline: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
 class StudySpec:
     name: str = "study"
     out_dir: str = "study_runs"
@@ -67,6 +76,7 @@ class StudySpec:
     workers: int | None = None
     executor: str = "local"
     resources: ResourceSpec = field(default_factory=ResourceSpec)
+    report: ReportSpec = field(default_factory=ReportSpec)
 
     def has_pretraining(self) -> bool:
         """Whether the study pretrains: always without checkpoints; beside them only when asked for."""
@@ -121,6 +131,7 @@ def validate_spec(spec: StudySpec) -> None:
         for opt, values in opts.items():
             _req(isinstance(values, list) and len(values) > 0, f"task_axes.{task}.{opt}", "must be a non-empty list")
             _req(len(values) == len({repr(v) for v in values}), f"task_axes.{task}.{opt}", "has repeated values")
+    _check_report(spec, tasks)
     for key, values in axes.items():
         _req(isinstance(values, list) and len(values) > 0, f"axes.{key}", "must be a non-empty list")
         stage, sub = stage_of(key)
@@ -146,6 +157,19 @@ def validate_spec(spec: StudySpec) -> None:
     for stage in ("pretrain", "finetune", "evaluate"):
         stage_config(spec, stage, {})
     _check_checkpoints(spec, axes)
+
+
+def _check_report(spec: StudySpec, tasks: list[str]) -> None:
+    """``report.headline``: the study's own tasks, each with a metric name (``greedy``, ``pass@16``, ``acc``, ...)."""
+    from ..report.selection import METRIC_NAME
+
+    _req(isinstance(spec.report.headline, dict), "report.headline", "must map tasks to metrics")
+    for task, metric in spec.report.headline.items():
+        _req(task in tasks, f"report.headline.{task}",
+             f"is not one of the study's tasks ({', '.join(t for t in tasks if t != 'None')})")
+        _req(isinstance(metric, str) and METRIC_NAME.fullmatch(metric) is not None, f"report.headline.{task}",
+             f"{metric!r}: not a metric name (greedy, maj@k, pass@k, rm@k, correct_ratio, orm_score, acc, acc_norm, "
+             "heldout_loss, harmfulness_mean)")
 
 
 def _check_checkpoints(spec: StudySpec, axes: dict[str, list[Any]]) -> None:
