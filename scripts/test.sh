@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Set up (if needed), lint (`ruff check src tests benchmarks`) and run the test suite:
+# Set up (if needed), lint (`ruff check src tests benchmarks scripts`) and run the test suite:
 # `bash scripts/test.sh [pytest args]`. A lint error fails the run before any test starts.
 #
 # Phase 1 runs the default tests (not marked slow). When it passes and less than PLASTICITY_SLOW_BUDGET_MIN
@@ -13,8 +13,8 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh || exit 1
 source scripts/env.sh
-echo "== lint: ruff check src tests benchmarks"
-.venv/bin/ruff check -q src tests benchmarks || exit 1
+echo "== lint: ruff check src tests benchmarks scripts"
+.venv/bin/ruff check -q src tests benchmarks scripts || exit 1
 
 run_phase() {  # run_phase NAME MARK [pytest args]: pytest's exit code, 5 (nothing collected) mapped to 0
   local name="$1" mark="$2"
