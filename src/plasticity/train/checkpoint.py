@@ -16,6 +16,7 @@ import random
 import re
 import shutil
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -128,7 +129,9 @@ def latest_resumable(ckpt_root: Path, log=print) -> tuple[int, Path] | None:
 def load_trainer_state(path: Path, mmap: bool = False) -> dict[str, Any]:
     """``mmap``: tensors are read from the file only when touched (large optimizer states, many processes)."""
     try:
-        return torch.load(Path(path) / TRAINER_STATE, map_location="cpu", weights_only=True, mmap=mmap)
+        with warnings.catch_warnings():  # a foreign pickle (protocol != 2) is refused below; torch's aside is noise
+            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+            return torch.load(Path(path) / TRAINER_STATE, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as e:
         raise CheckpointError(f"{path}/{TRAINER_STATE}: cannot load trainer state ({_load_reason(e)})") from None
 
