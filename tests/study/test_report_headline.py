@@ -128,6 +128,8 @@ def test_export_keeps_only_small_files_and_rebuilds_the_same_numbers(tmp_path: P
     assert (exp / "report" / "fig2_headline_vs_wd.png").is_file()
     bad = run_cli("report", str(study), "--export", str(study.parent / "runs" / "x"))
     assert bad.returncode == 2 and "outside the study's out_dir" in bad.stderr
+    both = run_cli("report", str(study), "--export", str(tmp_path / "e2"), "--out", str(tmp_path / "r"))
+    assert both.returncode == 2 and "give one" in both.stderr and not (tmp_path / "e2").exists()
 
 
 @pytest.mark.parametrize("headline,needle", [({"nope": "greedy"}, "report.headline.nope"),

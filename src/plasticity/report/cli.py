@@ -25,7 +25,11 @@ def register(app: typer.Typer) -> None:
         from .build import build_report
 
         if export is not None:
+            from ..errors import UserError
             from .export import export_study
+
+            if out is not None:
+                raise UserError("--out and --export: give one (--export builds the report in DIR/<name>/report)")
 
             study_dir, n, size = export_study(study_dir, export)
             typer.echo(f"exported {n} files ({size / 1e6:.2f} MB) to {study_dir}", err=True)
