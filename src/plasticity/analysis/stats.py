@@ -148,38 +148,43 @@ def _resample(groups: Mapping[float, Sequence[float]], rng: np.random.Generator)
     return {g: np.asarray(v, dtype=np.float64)[rng.integers(0, len(v), len(v))] for g, v in groups.items()}
 
 
+def _argbest(keys: list[float], means: Sequence[float], lower_is_better: bool) -> float:
+    return keys[int((np.argmin if lower_is_better else np.argmax)(means))]
+
+
 def optimum_bootstrap(
     groups: Mapping[float, Sequence[float]], lower_is_better: bool, n_boot: int = 2000, seed: int = 0
 ) -> dict[str, Any]:
     """Which group (weight decay) has the best mean, and how often each group wins when every group's values
     (seeds) are resampled with replacement: ``{"best", "p_best": {group: fraction of resamples it wins}}``."""
     keys = sorted(groups)
-    means = [float(np.mean(groups[k])) for k in keys]
-    pick = np.argmin if lower_is_better else np.argmax
     rng = np.random.default_rng(seed)
     wins = dict.fromkeys(keys, 0)
     for _ in range(n_boot):
         r = _resample(groups, rng)
-        wins[keys[int(pick([r[k].mean() for k in keys]))]] += 1
-    return {"best": keys[int(pick(means))], "p_best": {k: wins[k] / n_boot for k in keys}, "n_boot": n_boot}
+        wins[_argbest(keys, [r[k].mean() for k in keys], lower_is_better)] += 1
+    best = _argbest(keys, [float(np.mean(groups[k])) for k in keys], lower_is_better)
+    return {"best": best, "p_best": {k: wins[k] / n_boot for k in keys}, "n_boot": n_boot}
 
 
 def optimum_order_bootstrap(
     a: Mapping[float, Sequence[float]], a_lower_is_better: bool,
     b: Mapping[float, Sequence[float]], b_lower_is_better: bool, n_boot: int = 2000, seed: int = 0,
 ) -> dict[str, float]:
-    """Fractions of joint resamples (seeds within each group, the same draw for `a` and `b` when both hold a
-    group's values from the same runs) in which the best group of `b` is larger than, equal to, or smaller
-    than the best group of `a` (paper claim 1: downstream-optimal wd > val-loss-optimal wd)."""
+    """Fractions of joint resamples in which the best group of `b` is larger than, equal to, or smaller than
+    the best group of `a` (paper claim 1: downstream-optimal wd > val-loss-optimal wd). `a` and `b` hold the
+    same runs per group, in the same order: one draw of seeds resamples both."""
     keys = sorted(set(a) & set(b))
+    if any(len(a[k]) != len(b[k]) for k in keys):
+        raise ValueError("a and b must hold the same runs per group")
+    av = {k: np.asarray(a[k], dtype=np.float64) for k in keys}
+    bv = {k: np.asarray(b[k], dtype=np.float64) for k in keys}
     rng = np.random.default_rng(seed)
     counts = {"greater": 0, "equal": 0, "smaller": 0}
     for _ in range(n_boot):
-        idx = {k: rng.integers(0, len(a[k]), len(a[k])) for k in keys}
-        ma = [np.asarray(a[k], dtype=np.float64)[idx[k] % len(a[k])].mean() for k in keys]
-        mb = [np.asarray(b[k], dtype=np.float64)[idx[k] % len(b[k])].mean() for k in keys]
-        ka = keys[int((np.argmin if a_lower_is_better else np.argmax)(ma))]
-        kb = keys[int((np.argmin if b_lower_is_better else np.argmax)(mb))]
+        idx = {k: rng.integers(0, len(av[k]), len(av[k])) for k in keys}
+        ka = _argbest(keys, [av[k][idx[k]].mean() for k in keys], a_lower_is_better)
+        kb = _argbest(keys, [bv[k][idx[k]].mean() for k in keys], b_lower_is_better)
         counts["greater" if kb > ka else "equal" if kb == ka else "smaller"] += 1
     return {k: v / n_boot for k, v in counts.items()}
 

@@ -21,7 +21,7 @@ from ..errors import UserError
 from ..io import read_json_or_none as _load_json
 from ..io import write_json
 from . import selection, slices
-from .numbers import summary_numbers
+from .numbers import by_wd, summary_numbers
 
 _METRIC_PREFERENCE = ("pass@", "correct_ratio", "acc", "maj@", "greedy")
 _FAMILY_PREFERENCE = ("avg_cot", "avg_cloze", "avg_safety")
@@ -168,18 +168,9 @@ class _Point:
 # ----------------------------------------------------------------------------------------------- stats
 
 
-def _by_wd(points: list[_Point], col: str) -> dict[float, list[float]]:
-    out: dict[float, list[float]] = defaultdict(list)
-    for p in points:
-        v = p.get(col)
-        if v is not None:
-            out[p.wd].append(v)
-    return dict(sorted(out.items()))
-
-
 def _agg(points: list[_Point], col: str) -> dict[float, dict[str, Any]]:
     """Per weight decay: mean, CI (bootstrap over seeds when >= 2 values, else degenerate), n."""
-    groups = _by_wd(points, col)
+    groups = by_wd(points, col)
     if not groups:
         return {}
     return dict(sorted(bootstrap_ci_over_seeds(groups, n_boot=1000, seed=0).items()))

@@ -28,7 +28,7 @@ class Point(Protocol):
     def get(self, col: str) -> float | None: ...
 
 
-def _groups(points: list[Point], col: str, also: str | None = None) -> dict[float, list[float]]:
+def by_wd(points: list[Point], col: str, also: str | None = None) -> dict[float, list[float]]:
     """Values of `col` per weight decay, in point order (only points that also have `also`, when given)."""
     out: dict[float, list[float]] = defaultdict(list)
     for p in points:
@@ -59,16 +59,16 @@ def summary_numbers(points: list[Point], ds: list[Point], main_metric: str | Non
     out: dict[str, Any] = {"headline": main_metric, "n_runs": len(points),
                            "weight_decays": sorted({p.wd for p in points}), "n_boot": N_BOOT, "columns": {}}
     for col, lower in PRETRAIN_COLS.items():
-        g = _groups(points, col)
+        g = by_wd(points, col)
         if g:
             out["columns"][col] = _describe(g, lower)
     for col in ([main_metric] if main_metric else []) + [c for c in downstream_cols if c != main_metric]:
-        g = _groups(ds, col)
+        g = by_wd(ds, col)
         if g:
-            lower = any(col.endswith(m) for m in LOWER_IS_BETTER) or col.endswith(("stability", "loss_change"))
-            out["columns"][col] = _describe(g, None if col.endswith(("stability", "loss_change")) else lower)
+            no_optimum = col.endswith(("stability", "loss_change"))  # a change, not a score
+            out["columns"][col] = _describe(g, None if no_optimum else col.endswith(LOWER_IS_BETTER))
     if main_metric:
-        val, head = _groups(ds, "val_loss", also=main_metric), _groups(ds, main_metric, also="val_loss")
+        val, head = by_wd(ds, "val_loss", also=main_metric), by_wd(ds, main_metric, also="val_loss")
         if len(val) >= 2:
             out["optimum_order"] = dict(optimum_order_bootstrap(val, True, head, False, n_boot=N_BOOT, seed=0),
                                         meaning=f"fraction of seed resamples in which the wd with the best "
