@@ -7,6 +7,9 @@
 # tests (`-m slow`: the full kill harness of tests/reliability) with the same pytest args.
 # PLASTICITY_SLOW=1: one run with the slow tests included, whatever the time; PLASTICITY_SLOW=0: never slow.
 # Exit code 5 (no tests collected) counts as success in every phase; any failure exits non-zero.
+# Each phase runs on pytest-xdist workers, one per CPU (PLASTICITY_TEST_WORKERS=N to choose, 0 = no xdist),
+# each test file on one worker (--dist loadfile: a file's module fixtures are built once); the session's
+# shared runs and token cache are built once for all workers (tests/conftest.py::build_once).
 # `run_cli` runs each CLI call in a process forked from a server with torch/transformers imported
 # (tests/cli_fork.py; saves 5-10 s of imports per call); PLASTICITY_TEST_FORK=0: a new interpreter per call.
 set -uo pipefail
@@ -16,11 +19,19 @@ source scripts/env.sh
 echo "== lint: ruff check src tests benchmarks scripts"
 .venv/bin/ruff check -q src tests benchmarks scripts || exit 1
 
+workers="${PLASTICITY_TEST_WORKERS:-auto}"
+if ! [[ "$workers" =~ ^([0-9]+|auto)$ ]]; then
+  echo "PLASTICITY_TEST_WORKERS must be a whole number or auto, got '$workers'" >&2
+  exit 2
+fi
+xdist=(-n "$workers" --dist loadfile)
+[ "$workers" = "0" ] && xdist=(-p no:xdist)
+
 run_phase() {  # run_phase NAME MARK [pytest args]: pytest's exit code, 5 (nothing collected) mapped to 0
   local name="$1" mark="$2"
   shift 2
-  echo "== test phase: $name (-m \"$mark\"), $((SECONDS / 60)) min since start"
-  .venv/bin/python -m pytest -q -m "$mark" "$@"
+  echo "== test phase: $name (-m \"$mark\", ${workers} xdist workers), $((SECONDS / 60)) min since start"
+  .venv/bin/python -m pytest -q "${xdist[@]}" -m "$mark" "$@"
   local rc=$?
   if [ "$rc" -eq 5 ]; then echo "no tests collected ($name)"; return 0; fi
   return "$rc"

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
+from filelock import FileLock
 
 from tests import cli_fork
 
@@ -16,6 +21,11 @@ REPO = Path(__file__).resolve().parents[1]
 DATA_ROOT = Path(os.environ.get("PLASTICITY_DATA_ROOT", REPO.parent / "shared" / "data"))
 
 torch.set_num_threads(1)
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # scripts/test.sh runs one xdist worker per CPU: the CLI processes a test starts (forked from a server that
+    # imports torch with this environment, or new interpreters) take one thread too. Two-thread OpenMP regions
+    # on an oversubscribed CPU wait for each other's descheduled thread (a tiny `evaluate`: 28 s -> 11 s).
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (benchmarks/gpu_check.sh runs these)")
 DEVICES = ["cpu", pytest.param("cuda", marks=CUDA)]  # parametrize a test over both paths; cuda skips on CPU CI
@@ -31,6 +41,20 @@ def needs_data(*parts: str) -> pytest.MarkDecorator:
     return pytest.mark.needs_data(*parts)
 
 
+# The longest files (measured, 2 cores) run first: pytest-xdist (--dist loadfile, scripts/test.sh) hands out one
+# file at a time, and a long file started last keeps one worker busy while the others have nothing left.
+LONG_FILES_FIRST = ("tests/reliability/test_kill_harness.py", "tests/study/test_study_e2e.py",
+                    "tests/distributed/test_torchrun.py", "tests/study/test_executors.py",
+                    "tests/study/test_study_fidelity.py", "tests/study/test_checkpoints_study.py",
+                    "tests/reliability/test_runtime_defects.py", "tests/study/test_report.py",
+                    "tests/finetune/test_finetune_e2e.py", "tests/foundation/test_pretrain_e2e.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {f: i for i, f in enumerate(LONG_FILES_FIRST)}
+    items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0], len(rank)))  # stable within a file
+
+
 def pytest_runtest_setup(item: pytest.Item) -> None:
     for mark in item.iter_markers("needs_data"):
         p = data_path(*mark.args)
@@ -38,9 +62,31 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
             pytest.skip(f"local dataset not found: {p} (needs ../shared/data)")
 
 
+def session_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A directory of this test session that every pytest-xdist worker sees (its parent basetemp; without
+    xdist, the session's own basetemp)."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+def build_once(tmp_path_factory: pytest.TempPathFactory, name: str, build: Callable[[Path], None]) -> Path:
+    """``session_dir/name``, built by ``build(dir)`` in whichever worker asks first (the others wait on a file
+    lock and reuse it): an expensive session fixture is built once per test session, not once per worker."""
+    root = session_dir(tmp_path_factory) / name
+    with FileLock(f"{root}.lock"):
+        if not (root / ".built").exists():
+            shutil.rmtree(root, ignore_errors=True)
+            root.mkdir(parents=True)
+            build(root)
+            (root / ".built").touch()
+    return root
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _cache_dir(tmp_path_factory):
-    d = tmp_path_factory.mktemp("plasticity_cache")
+    """One token/tokenizer cache for the session, shared by the xdist workers (its writes hold file locks)."""
+    d = session_dir(tmp_path_factory) / "plasticity_cache"
+    d.mkdir(exist_ok=True)
     os.environ["PLASTICITY_CACHE"] = str(d)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     return d
@@ -87,20 +133,56 @@ WD_RUN = {"data.max_documents": 200, "tokenizer.train_documents": 200, "train.ma
 WDS = (0.0, 3.0)
 
 
-def _pretrained(out: Path, **extra) -> Path:
+def _pretrain(out: Path, **extra) -> None:
     r = run_cli("pretrain", *tiny_overrides(out, **extra))
     assert r.returncode == 0, r.stderr[-3000:]
-    return out
 
 
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory) -> Path:
     """A completed 20-step llama2-tiny run (tiny_overrides + TINY_RUN): checkpoints at steps 5, 10, 15."""
-    return _pretrained(tmp_path_factory.mktemp("tiny_run") / "run", **TINY_RUN)
+    return build_once(tmp_path_factory, "tiny_run", lambda root: _pretrain(root / "run", **TINY_RUN)) / "run"
 
 
 @pytest.fixture(scope="session")
 def wd_runs(tmp_path_factory) -> dict[float, Path]:
     """Two completed 30-step runs (tiny_overrides + WD_RUN) with weight decay 0 and 3, lr 0.01."""
-    root = tmp_path_factory.mktemp("wd_runs")
-    return {wd: _pretrained(root / f"wd{wd}", **WD_RUN, **{"optim.weight_decay": wd}) for wd in WDS}
+    def build(root: Path) -> None:
+        for wd in WDS:
+            _pretrain(root / f"wd{wd}", **WD_RUN, **{"optim.weight_decay": wd})
+
+    root = build_once(tmp_path_factory, "wd_runs", build)
+    return {wd: root / f"wd{wd}" for wd in WDS}
+
+
+# ------------------------------------------------------------------------------------------ kill-harness tally
+# Here, not in tests/reliability/conftest.py: the pytest-xdist controller loads only this conftest, and sees the
+# kill points' records only on the reports its workers send (tests/reliability/conftest.py::kill_records).
+
+_KILL_RECORDS: list[dict[str, Any]] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.when == "teardown":
+        _KILL_RECORDS.extend(v for k, v in report.user_properties if k == "killpoint")
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config) -> None:
+    records = _KILL_RECORDS
+    if not records:
+        return
+    by_kind: dict[str, list[dict[str, Any]]] = {}
+    for r in records:
+        by_kind.setdefault(r["kind"], []).append(r)
+    identical = sum(r["identical"] for r in records)
+    parts = ", ".join(f"{k} {sum(r['identical'] for r in v)}/{len(v)}" for k, v in sorted(by_kind.items()))
+    no_progress = sum(r["kills"][0]["no_progress"] for r in records)
+    kills = sum(len(r["kills"]) for r in records)
+    terminalreporter.write_line(
+        f"kill harness: {len(records)} kill points ({kills} SIGKILLs, {no_progress} before anything was written), "
+        f"{identical} identical to the uninterrupted run ({parts})")
+    landed: dict[str, int] = {}
+    for r in records:
+        for k in r["kills"]:
+            landed[k["landed"]] = landed.get(k["landed"], 0) + 1
+    terminalreporter.write_line(f"kill harness: kills landed in {json.dumps(landed, sort_keys=True)}")

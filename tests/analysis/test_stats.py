@@ -79,3 +79,64 @@ def test_bootstrap_known_distribution():
     assert narrow["ci_low"] < wide["ci_low"] < 4.5 < wide["ci_high"] < narrow["ci_high"]
     with pytest.raises(ValueError):
         bootstrap_ci_over_seeds({"g": []})
+
+
+# --------------------------------------------------------------------- seed bootstraps: vectorized == the loop
+def _loop_resample(groups, rng):
+    return {g: np.asarray(v, dtype=np.float64)[rng.integers(0, len(v), len(v))] for g, v in groups.items()}
+
+
+def _loop_optimum(groups, lower, n_boot, seed):
+    keys, rng = sorted(groups), np.random.default_rng(seed)
+    pick = np.argmin if lower else np.argmax
+    wins = dict.fromkeys(keys, 0)
+    for _ in range(n_boot):
+        r = _loop_resample(groups, rng)
+        wins[keys[int(pick([r[k].mean() for k in keys]))]] += 1
+    return {k: w / n_boot for k, w in wins.items()}
+
+
+def _loop_trend(groups, n_boot, seed):
+    keys, rng = sorted(groups), np.random.default_rng(seed)
+    rx = sps.rankdata(np.concatenate([np.full(len(groups[k]), k) for k in keys]))
+    boots = []
+    for _ in range(n_boot):
+        r = _loop_resample(groups, rng)
+        ry = sps.rankdata(np.concatenate([r[k] for k in keys]))
+        if ry.std() > 0 and rx.std() > 0:
+            boots.append(float(np.corrcoef(rx, ry)[0, 1]))
+    return (float(np.quantile(boots, 0.025)), float(np.quantile(boots, 0.975))) if boots else (None, None)
+
+
+@pytest.mark.parametrize("case", range(24))
+def test_vectorized_bootstraps_equal_the_per_resample_loop(case: int) -> None:
+    """The seed bootstraps draw every resample's indices in the loop's order and compute all resamples at once:
+    the same p_best, order fractions and trend CI as resampling one at a time (ties, unequal groups, constants,
+    groups given out of order)."""
+    from plasticity.analysis.stats import optimum_bootstrap, optimum_order_bootstrap, trend_bootstrap
+
+    rng = np.random.default_rng(case)
+    keys = [float(k) for k in rng.permutation([0.0, 0.1, 0.3, 1.0, 3.0])[: rng.integers(2, 6)]]
+    groups = {k: list(np.round(rng.normal(size=rng.integers(1, 4)), 1 if case % 2 else 6)) for k in keys}
+    if case % 6 == 0:
+        groups = {k: [1.0] * len(v) for k, v in groups.items()}
+    n_boot, seed = int(rng.integers(1, 80)), case
+    for lower in (True, False):
+        assert optimum_bootstrap(groups, lower, n_boot, seed)["p_best"] == _loop_optimum(groups, lower, n_boot, seed)
+    other = {k: list(rng.normal(size=len(v))) for k, v in groups.items()}
+    got = optimum_order_bootstrap(groups, True, other, False, n_boot, seed)
+    keys_s, r = sorted(keys), np.random.default_rng(seed)
+    want = {"greater": 0, "equal": 0, "smaller": 0}
+    for _ in range(n_boot):
+        idx = {k: r.integers(0, len(groups[k]), len(groups[k])) for k in keys_s}
+        ka = keys_s[int(np.argmin([np.asarray(groups[k])[idx[k]].mean() for k in keys_s]))]
+        kb = keys_s[int(np.argmax([np.asarray(other[k])[idx[k]].mean() for k in keys_s]))]
+        want["greater" if kb > ka else "equal" if kb == ka else "smaller"] += 1
+    assert got == {k: v / n_boot for k, v in want.items()}
+    t = trend_bootstrap(groups, n_boot, seed)
+    lo, hi = _loop_trend(groups, n_boot, seed)
+    if lo is None:
+        assert t["ci_low"] is None and t["ci_high"] is None
+    else:
+        assert t["ci_low"] == pytest.approx(lo, rel=1e-12, abs=1e-12)
+        assert t["ci_high"] == pytest.approx(hi, rel=1e-12, abs=1e-12)

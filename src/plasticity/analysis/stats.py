@@ -5,6 +5,7 @@ Undefined statistics (constant input, too few points) are returned as ``None`` (
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 import zlib
@@ -143,9 +144,30 @@ def bootstrap_ci_over_seeds(
     return out
 
 
-def _resample(groups: Mapping[float, Sequence[float]], rng: np.random.Generator) -> dict[float, np.ndarray]:
-    """Each group's values resampled with replacement (seeds within a weight decay)."""
-    return {g: np.asarray(v, dtype=np.float64)[rng.integers(0, len(v), len(v))] for g, v in groups.items()}
+def _resample_indices(sizes: Mapping[float, int], n_boot: int, seed: int) -> dict[float, np.ndarray]:
+    """Per group, ``[n_boot, n]`` indices drawn with replacement (seeds within a weight decay). Drawn resample by
+    resample and, within one, group by group in mapping order: the same draws as one ``rng.integers`` call per
+    group per resample, so the statistics are computed on all resamples at once. Memoised (read-only arrays):
+    a report draws the same indices for every measure."""
+    return _indices(tuple(sizes.items()), n_boot, seed)
+
+
+@functools.lru_cache(maxsize=64)
+def _indices(sizes: tuple[tuple[float, int], ...], n_boot: int, seed: int) -> dict[float, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    out = {g: np.empty((n_boot, n), dtype=np.int64) for g, n in sizes}
+    for b in range(n_boot):
+        for g, n in sizes:
+            out[g][b] = rng.integers(0, n, n)
+    for a in out.values():
+        a.flags.writeable = False
+    return out
+
+
+def _resampled_means(values: Mapping[float, np.ndarray], idx: Mapping[float, np.ndarray], keys: list[float]
+                     ) -> np.ndarray:
+    """``[n_boot, len(keys)]``: each resample's mean per group."""
+    return np.stack([values[k][idx[k]].mean(axis=1) for k in keys], axis=1)
 
 
 def _argbest(keys: list[float], means: Sequence[float], lower_is_better: bool) -> float:
@@ -158,13 +180,12 @@ def optimum_bootstrap(
     """Which group (weight decay) has the best mean, and how often each group wins when every group's values
     (seeds) are resampled with replacement: ``{"best", "p_best": {group: fraction of resamples it wins}}``."""
     keys = sorted(groups)
-    rng = np.random.default_rng(seed)
-    wins = dict.fromkeys(keys, 0)
-    for _ in range(n_boot):
-        r = _resample(groups, rng)
-        wins[_argbest(keys, [r[k].mean() for k in keys], lower_is_better)] += 1
+    values = {k: np.asarray(v, dtype=np.float64) for k, v in groups.items()}
+    idx = _resample_indices({k: len(v) for k, v in values.items()}, n_boot, seed)
+    winners = (np.argmin if lower_is_better else np.argmax)(_resampled_means(values, idx, keys), axis=1)
+    wins = np.bincount(winners, minlength=len(keys))
     best = _argbest(keys, [float(np.mean(groups[k])) for k in keys], lower_is_better)
-    return {"best": best, "p_best": {k: wins[k] / n_boot for k in keys}, "n_boot": n_boot}
+    return {"best": best, "p_best": {k: int(w) / n_boot for k, w in zip(keys, wins, strict=True)}, "n_boot": n_boot}
 
 
 def optimum_order_bootstrap(
@@ -179,14 +200,11 @@ def optimum_order_bootstrap(
         raise ValueError("a and b must hold the same runs per group")
     av = {k: np.asarray(a[k], dtype=np.float64) for k in keys}
     bv = {k: np.asarray(b[k], dtype=np.float64) for k in keys}
-    rng = np.random.default_rng(seed)
-    counts = {"greater": 0, "equal": 0, "smaller": 0}
-    for _ in range(n_boot):
-        idx = {k: rng.integers(0, len(av[k]), len(av[k])) for k in keys}
-        ka = _argbest(keys, [av[k][idx[k]].mean() for k in keys], a_lower_is_better)
-        kb = _argbest(keys, [bv[k][idx[k]].mean() for k in keys], b_lower_is_better)
-        counts["greater" if kb > ka else "equal" if kb == ka else "smaller"] += 1
-    return {k: v / n_boot for k, v in counts.items()}
+    idx = _resample_indices({k: len(av[k]) for k in keys}, n_boot, seed)
+    ka = (np.argmin if a_lower_is_better else np.argmax)(_resampled_means(av, idx, keys), axis=1)
+    kb = (np.argmin if b_lower_is_better else np.argmax)(_resampled_means(bv, idx, keys), axis=1)
+    counts = {"greater": int((kb > ka).sum()), "equal": int((kb == ka).sum()), "smaller": int((kb < ka).sum())}
+    return {k: v / n_boot for k, v in counts.items()}  # keys are sorted: a larger index is a larger group
 
 
 def trend_bootstrap(
@@ -194,17 +212,26 @@ def trend_bootstrap(
 ) -> dict[str, Any]:
     """Spearman rho between the group key (weight decay) and the values over all points, with a percentile
     bootstrap CI resampling each group's values (seeds) with replacement. ``rho`` None for constant input."""
-    xs = np.concatenate([np.full(len(v), k, dtype=np.float64) for k, v in sorted(groups.items())])
-    ys = np.concatenate([np.asarray(v, dtype=np.float64) for _, v in sorted(groups.items())])
+    keys = sorted(groups)
+    xs = np.concatenate([np.full(len(groups[k]), k, dtype=np.float64) for k in keys])
+    ys = np.concatenate([np.asarray(groups[k], dtype=np.float64) for k in keys])
     rho, p = _corr(xs, ys, "spearman")
-    rng = np.random.default_rng(seed)
+    values = {k: np.asarray(v, dtype=np.float64) for k, v in groups.items()}
+    idx = _resample_indices({k: len(v) for k, v in values.items()}, n_boot, seed)
     rx = sps.rankdata(xs)
-    boots = []
-    for _ in range(n_boot):  # rho = Pearson r of the (tie-averaged) ranks, as scipy's spearmanr
-        r = _resample(groups, rng)
-        ry = sps.rankdata(np.concatenate([r[k] for k in sorted(groups)]))
-        if ry.std() > 0 and rx.std() > 0:
-            boots.append(float(np.corrcoef(rx, ry)[0, 1]))
-    lo, hi = (float(np.quantile(boots, alpha / 2)), float(np.quantile(boots, 1 - alpha / 2))) if boots else (None,
-                                                                                                              None)
+    ry = sps.rankdata(np.concatenate([values[k][idx[k]] for k in keys], axis=1), axis=1)
+    ry = ry[ry.std(axis=1) > 0] if rx.std() > 0 else ry[:0]
+    boots = _pearson_rows(rx, ry)  # rho = Pearson r of the (tie-averaged) ranks, as scipy's spearmanr
+    lo, hi = (float(np.quantile(boots, alpha / 2)), float(np.quantile(boots, 1 - alpha / 2))) if boots.size else (
+        None, None)
     return {"spearman_rho": rho, "p": p, "ci_low": lo, "ci_high": hi, "n": int(xs.size), "n_boot": n_boot}
+
+
+def _pearson_rows(x: np.ndarray, ys: np.ndarray) -> np.ndarray:
+    """Pearson r of `x` with each row of `ys` (rows with zero variance excluded by the caller), computed as
+    ``np.corrcoef`` does (covariance scaled by 1/(n-1), divided by each standard deviation in turn, clipped)."""
+    scale = 1.0 / (x.size - 1)
+    xc = x - x.mean()
+    yc = ys - ys.mean(axis=1, keepdims=True)
+    r = (yc @ xc) * scale / np.sqrt((xc @ xc) * scale) / np.sqrt((yc * yc).sum(axis=1) * scale)
+    return np.clip(r, -1.0, 1.0)
