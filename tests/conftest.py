@@ -55,6 +55,19 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0], len(rank)))  # stable within a file
 
 
+@pytest.fixture(autouse=True)
+def _restore_environ():
+    """Every test leaves os.environ as it found it: a variable a library sets in-process (Ray's init sets
+    RAY_CLIENT_MODE) made every later `run_cli` fall back to a new interpreter (tests/cli_fork.py::usable)."""
+    saved = dict(os.environ)
+    yield
+    for k in set(os.environ) - set(saved) - {"PYTEST_CURRENT_TEST"}:  # pytest's own, set per phase
+        del os.environ[k]
+    for k, v in saved.items():
+        if k != "PYTEST_CURRENT_TEST" and os.environ.get(k) != v:
+            os.environ[k] = v
+
+
 def pytest_runtest_setup(item: pytest.Item) -> None:
     for mark in item.iter_markers("needs_data"):
         p = data_path(*mark.args)
