@@ -268,6 +268,17 @@ def _colors(plt, wds: list[float]) -> dict[float, Any]:
     return {w: cmap(0.9 * i / n) for i, w in enumerate(wds)}
 
 
+LINESTYLES = ("-", "--", ":", "-.")
+
+
+def _run_style(points: list[_Point], color: dict[float, Any]) -> dict[int, dict[str, Any]]:
+    """Line style per run (figures with one line per run): colour by weight decay, dash pattern by seed, so
+    the seeds of one weight decay stay apart."""
+    seeds = sorted({p.seed for p in points if p.seed is not None}, key=lambda s: (_num(s) is None, _num(s) or 0, s))
+    dash = {s: LINESTYLES[i % len(LINESTYLES)] for i, s in enumerate(seeds)}
+    return {id(p): {"color": color[p.wd], "linestyle": dash.get(p.seed, "-"), "label": p.label} for p in points}
+
+
 # ----------------------------------------------------------------------------------------------- main
 
 
@@ -320,6 +331,7 @@ def build_report(study_dir: Path, out_dir: Path | None = None) -> Path:
     figs = _Figures(out)
     plt = figs.plt
     color = _colors(plt, wds)
+    style = _run_style(points, color)
     summary: list[str] = []
 
     # (1) val loss vs weight decay
@@ -427,7 +439,7 @@ def build_report(study_dir: Path, out_dir: Path | None = None) -> Path:
                        f"{_fmt(c['pearson_r'], 3)} (n = {len(pp)}; paper Fig. 25).")
 
     # (4) probe accuracy per layer, per probe set
-    cap = "Linear-probe test accuracy per layer, one line per run, probe set {}."
+    cap = "Linear-probe test accuracy per layer, one line per run (colour: weight decay; dash: seed), probe set {}."
     sets: dict[str, list[tuple[_Point, list[int], list[float]]]] = defaultdict(list)
     for p in points:
         for name, s in ((p.analysis("probes") or {}).get("sets") or {}).items():
@@ -438,7 +450,7 @@ def build_report(study_dir: Path, out_dir: Path | None = None) -> Path:
         for name, lines in sets.items():
             fig, ax = figs.new()
             for p, ls, accs in sorted(lines, key=lambda t: t[0].wd):
-                ax[0][0].plot(ls, accs, marker="o", color=color[p.wd], label=p.label)
+                ax[0][0].plot(ls, accs, marker="o", **style[id(p)])
             ax[0][0].set_xlabel("layer")
             ax[0][0].set_ylabel("probe test accuracy")
             ax[0][0].set_title(f"Probe accuracy per layer: {name}")
@@ -449,7 +461,8 @@ def build_report(study_dir: Path, out_dir: Path | None = None) -> Path:
         figs.skip("fig4", cap.format("(any)"), "no analysis/probes.json in the run directories")
 
     # (5) QK / VP pseudo-rank fraction over training
-    cap = "Mean QK and VP pseudo-rank fraction (over layers and heads) during training, one line per run."
+    cap = ("Mean QK and VP pseudo-rank fraction (over layers and heads) during training, one line per run "
+           "(colour: weight decay; dash: seed).")
     rank_lines = []
     for p in points:
         cps = (p.analysis("rank") or {}).get("checkpoints") or []
@@ -464,8 +477,8 @@ def build_report(study_dir: Path, out_dir: Path | None = None) -> Path:
         fig, ax = figs.new(2)
         for p, pts in sorted(rank_lines, key=lambda t: t[0].wd):
             steps = [s for s, _, _ in pts]
-            ax[0][0].plot(steps, [q for _, q, _ in pts], marker=".", color=color[p.wd], label=p.label)
-            ax[0][1].plot(steps, [v for _, _, v in pts], marker=".", color=color[p.wd], label=p.label)
+            ax[0][0].plot(steps, [q for _, q, _ in pts], marker=".", **style[id(p)])
+            ax[0][1].plot(steps, [v for _, _, v in pts], marker=".", **style[id(p)])
         for a, k in ((ax[0][0], "QK"), (ax[0][1], "VP")):
             a.set_xlabel("step")
             a.set_ylabel(f"{k} pseudo-rank fraction")
@@ -493,7 +506,8 @@ def build_report(study_dir: Path, out_dir: Path | None = None) -> Path:
         figs.skip("fig6", cap, "no train_val_gap / unseen_seen_gap values in results.csv")
 
     # (7) norm fraction per layer group
-    cap = "Fraction of the total parameter norm per layer group (final model), one line per run."
+    cap = ("Fraction of the total parameter norm per layer group (final model), one line per run "
+           "(colour: weight decay; dash: seed).")
     norm_lines = []
     for p in points:
         groups = [
@@ -511,7 +525,7 @@ def build_report(study_dir: Path, out_dir: Path | None = None) -> Path:
         for p, groups in sorted(norm_lines, key=lambda t: t[0].wd):
             d = dict(groups)
             ax[0][0].plot(
-                range(len(order)), [d.get(n, np.nan) for n in order], marker="o", color=color[p.wd], label=p.label
+                range(len(order)), [d.get(n, np.nan) for n in order], marker="o", **style[id(p)]
             )
         ax[0][0].set_xticks(range(len(order)))
         ax[0][0].set_xticklabels(order, rotation=45, ha="right", fontsize=7)

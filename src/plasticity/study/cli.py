@@ -60,15 +60,8 @@ def register(app: typer.Typer) -> None:
 
         check_output_dir(Path(sp.out_dir) / sp.name, "out_dir")
         res = run_study(sp, workers=workers, executor=executor, retry_failed=retry_failed, log=log)
-        axes = row_axes(sp)
-        cols = [c for c in (res.rows[0] if res.rows else {}) if _shown(c, axes)]
-        t = Table(title=f"study '{sp.name}' ({len(res.rows)} rows; all columns in results.csv)")
-        for c in ["status", *cols]:
-            t.add_column(c.replace("optim.", "").replace("_frac", "").replace("probe_", "probe "),
-                         justify="right")
-        for r in res.rows:
-            t.add_row(*[_cell(r.get(c)) for c in ["status", *cols]])
-        out.print(t)
+        print_results(out, f"study '{sp.name}' ({len(res.rows)} rows; all columns in results.csv)", res.rows,
+                      row_axes(sp))
         out.print(f"results: {res.study_dir / 'results.csv'}")
         if not no_report and any(r.get("status") == "completed" for r in res.rows):
             from ..report.build import build_report
@@ -104,6 +97,37 @@ def register(app: typer.Typer) -> None:
             print(json.dumps(rows, indent=2))
             return
         _print_nodes(out, rows, f"study '{sp.name}' ({Path(sp.out_dir) / sp.name})")
+
+
+def column_header(col: str) -> str:
+    """A results.csv column as a short table header whose words can wrap: ``optim.weight_decay`` -> ``wd``,
+    ``finetune.optim.lr`` -> ``ft lr``, ``avg_cot/pass@4`` -> ``avg cot pass@4``."""
+    h = col.replace("finetune.", "ft.").replace("optim.", "").replace("train.", "").replace("weight_decay", "wd")
+    h = h.replace("_frac", "")
+    for sep in "._/":
+        h = h.replace(sep, " ")
+    return h
+
+
+def print_results(out, title: str, rows: list[dict[str, Any]], axes: list[str]) -> None:
+    """The study's closing table: status, the axes, pretraining-level numbers and the averaged headline.
+    Nothing is cut: on a terminal long headers wrap at their words; in a log or pipe the table takes the width
+    it needs."""
+    cols = ["status", *(c for c in (rows[0] if rows else {}) if _shown(c, axes))]
+    t = Table(title=title)
+    for c in cols:
+        t.add_column(column_header(c), justify="right", overflow="fold")
+    for r in rows:
+        t.add_row(*[_cell(r.get(c)) for c in cols])
+    if out.is_terminal:
+        out.print(t)
+        return
+    width = out.width
+    out.width = max(width, out.measure(t, options=out.options.update(max_width=100_000)).maximum)
+    try:
+        out.print(t)
+    finally:
+        out.width = width
 
 
 def _print_nodes(out, rows: list[dict[str, Any]], title: str, totals: bool = False) -> None:
