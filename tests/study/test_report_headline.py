@@ -108,6 +108,9 @@ def test_each_task_takes_its_own_best_lr_and_the_headline_averages_them(tmp_path
     html = (study / "report" / "index.html").read_text()
     assert "headline = mean over addition (greedy), sst2 (acc), each task at its best finetune.optim.lr per " \
            "pretraining run" in html
+    # captions name it once, as a phrase ("vs the headline (mean over ...)"), never "headline headline (headline = "
+    assert "Final val loss vs the headline (mean over addition (greedy), sst2 (acc)," in html
+    assert "headline headline" not in html and "(headline = " not in html
 
 
 def test_export_keeps_only_small_files_and_rebuilds_the_same_numbers(tmp_path: Path) -> None:

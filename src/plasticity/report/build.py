@@ -64,6 +64,20 @@ def describe_metric(col: str, rows: list[dict[str, str]]) -> str:
             "is on its eval set, pooled over the questions of all its eval sets when it has several.")
 
 
+def metric_phrase(main_metric: str, what: str) -> str:
+    """How captions name the headline: ``the headline (mean over ...)`` / ``the headline avg_cot/greedy (mean of
+    greedy over ...)``, from ``what`` (the summary's sentence defining it, which starts with the column name)."""
+    name = "the headline" if main_metric == selection.HEADLINE else f"the headline {main_metric}"
+    defn = what.rstrip(".")
+    for sep in (" = ", ": ", " "):
+        if defn.startswith(main_metric + sep):
+            defn = defn[len(main_metric + sep):].strip()
+            break
+    if defn.startswith("(") and defn.endswith(")"):
+        defn = defn[1:-1]
+    return f"{name} ({defn})" if defn else name
+
+
 def probe_mean_best(probes: dict[str, Any] | None) -> float | None:
     """Paper Fig. 25: test accuracy averaged over the probe sets per layer, then the best layer."""
     sets = list(((probes or {}).get("sets") or {}).values())
@@ -327,6 +341,8 @@ def build_report(study_dir: Path, out_dir: Path | None = None) -> Path:
         ds_rows, ds_note = slices.downstream([p.row for p in completed], fields, main_metric)
         ds = [p for p in completed if any(p.row is r for r in ds_rows)]  # downstream figures
     ds_cap = f" Rows: {ds_note}." if ds_note else ""
+    phrase = metric_phrase(main_metric, what) if main_metric else ""
+    rows_cap = "" if headline_spec else ds_cap  # a report.headline's phrase already says which rows it takes
 
     figs = _Figures(out)
     plt = figs.plt
@@ -356,7 +372,7 @@ def build_report(study_dir: Path, out_dir: Path | None = None) -> Path:
     if headline_spec:
         cols = [selection.HEADLINE] + [selection.task_column(fields, t, m) for t, m in headline_spec.items()]
         fig = _metrics_vs_wd(figs, ds, wds, cols, "score", "Headline and its tasks vs weight decay")
-        figs.save(fig, "fig2_headline_vs_wd", f"The headline ({what[:-1]}) and each of its tasks' metric vs "
+        figs.save(fig, "fig2_headline_vs_wd", f"{phrase[0].upper()}{phrase[1:]} and each of its tasks' metric vs "
                   "pretraining weight decay (legend: eval set / metric). Error bars: 95% bootstrap CI over seeds.")
     fams: dict[str, list[str]] = defaultdict(list)
     for c in avg_cols:
@@ -389,8 +405,8 @@ def build_report(study_dir: Path, out_dir: Path | None = None) -> Path:
             )
 
     # (3) val loss vs main metric scatter with Pearson r and leave-one-out
-    cap = (f"Final val loss vs the headline downstream metric {main_metric} ({what}), one point per run; right: "
-           "Pearson r without each point (paper Figs 9g, 10)." + ds_cap)
+    cap = (f"Final val loss vs {phrase}, one point per run; right: Pearson r without each point (paper Figs 9g, "
+           "10)." + rows_cap)
     pairs = [(p, p.get("val_loss"), p.get(main_metric)) for p in ds] if main_metric else []
     pairs = [(p, x, y) for p, x, y in pairs if x is not None and y is not None]
     if len(pairs) >= 2:
@@ -538,7 +554,7 @@ def build_report(study_dir: Path, out_dir: Path | None = None) -> Path:
 
     # (8) stability-plasticity
     cap = ("Stability vs plasticity (paper App. D, Fig. 18): stability = mean cloze accuracy of the fine-tuned minus "
-           f"the pretrained model (x) vs the headline {main_metric} (y), one point per run." + ds_cap)
+           f"the pretrained model (x) vs {phrase.split(' (')[0]} (y), one point per run." + rows_cap)
     x_col = "stability" if "stability" in fields else "forgetting"  # forgetting: results.csv of older versions
     sp = [(p, p.get(x_col), p.get(main_metric)) for p in ds] if main_metric else []
     sp = [(p, x, y) for p, x, y in sp if x is not None and y is not None]
@@ -558,7 +574,7 @@ def build_report(study_dir: Path, out_dir: Path | None = None) -> Path:
         figs.skip("fig8", cap, "no stability / downstream metric values in results.csv")
 
     # (9) plasticity over pretraining time: fine-tuned from several fractions of pretraining
-    cap = (f"The headline {main_metric} ({what}) after fine-tuning from a fraction of pretraining, one line per "
+    cap = (f"{phrase[0].upper()}{phrase[1:]} after fine-tuning from a fraction of pretraining, one line per "
            "weight decay (bands: 95% bootstrap CI over seeds).")
     if fracs and main_metric:
         fig, ax = figs.new()
