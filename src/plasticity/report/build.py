@@ -224,6 +224,7 @@ class _Figures:
                 "legend.frameon": False,
                 "figure.dpi": 100,
                 "savefig.dpi": 150,
+                "axes.formatter.useoffset": False,  # an offset label ("1e-14+2.5e-2") collides with the x label
             }
         )
 
@@ -232,6 +233,8 @@ class _Figures:
 
     def save(self, fig, name: str, caption: str) -> None:
         wide = fig.get_size_inches()[0] > 6  # multi-panel: full row in the HTML grid
+        for ax in fig.axes:
+            _widen_degenerate(ax)
         fig.tight_layout()
         fig.savefig(self.out_dir / f"{name}.png")
         fig.savefig(self.out_dir / f"{name}.svg")
@@ -240,6 +243,18 @@ class _Figures:
 
     def skip(self, name: str, caption: str, note: str) -> None:
         self.entries.append({"name": None, "caption": caption, "note": note, "wide": True})
+
+
+def _widen_degenerate(ax) -> None:
+    """Values equal up to rounding (0.025 vs 0.025000000000000001) make an axis span ~1e-17, whose tick labels
+    are unreadable: give such an axis +-5% around its centre instead."""
+    for get, set_, scale in ((ax.get_xlim, ax.set_xlim, ax.get_xscale), (ax.get_ylim, ax.set_ylim, ax.get_yscale)):
+        lo, hi = get()
+        mag = max(abs(lo), abs(hi))
+        if scale() == "linear" and mag > 0 and hi - lo < 1e-9 * mag:
+            c = (lo + hi) / 2
+            d = max(0.05 * abs(c), 1e-3)
+            set_(c - d, c + d)
 
 
 def _wd_axis(ax, wds: list[float]) -> None:
@@ -254,14 +269,21 @@ def _wd_axis(ax, wds: list[float]) -> None:
 
 
 def _metrics_vs_wd(figs, ds, wds, cols: list[str], ylabel: str, title: str):
-    """One panel: each `<prefix>/<rest>` column of `cols` vs weight decay (labelled by `<rest>`), seed CIs."""
-    fig, ax = figs.new()
-    for i, c in enumerate(cols):
-        _errplot(ax[0][0], _agg(ds, c), label=c.split("/", 1)[-1], color=f"C{i % 10}")
-    _wd_axis(ax[0][0], wds)
-    ax[0][0].set_ylabel(ylabel)
-    ax[0][0].set_title(title)
-    ax[0][0].legend(fontsize=7)
+    """Each `<prefix>/<rest>` column of `cols` vs weight decay (labelled by `<rest>`), seed CIs: scores in one
+    panel, losses (``*_loss``, another scale, lower is better) in a second one when there are any."""
+    panels = [([c for c in cols if not c.endswith("_loss")], ylabel, title),
+              ([c for c in cols if c.endswith("_loss")], "loss (lower is better)", "held-out loss")]
+    panels = [pn for pn in panels if pn[0]]
+    fig, ax = figs.new(len(panels))
+    i = 0
+    for a, (pcols, label, ptitle) in zip(ax[0], panels, strict=True):
+        for c in pcols:
+            _errplot(a, _agg(ds, c), label=c.split("/", 1)[-1], color=f"C{i % 10}")
+            i += 1
+        _wd_axis(a, wds)
+        a.set_ylabel(label)
+        a.set_title(ptitle)
+        a.legend(fontsize=7)
     return fig
 
 
