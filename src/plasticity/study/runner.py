@@ -7,6 +7,7 @@ the same ``out_dir``), ``<out_dir>/nodes/<id>.json|.lock`` node state, ``<out_di
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Callable
@@ -107,6 +108,38 @@ def run_study(spec: StudySpec, workers: int | None = None, executor: str | None 
         lock.release()
 
 
+def training_progress(run_dir: Path, running: bool) -> str | None:
+    """Where a training node's run stands, from its ``run_info.json`` (total steps) and the last logged step of
+    ``metrics.jsonl``: ``step 1800/2413 (75%), ~24 min left`` while it runs (from the last logged tok/s),
+    ``stopped at step 1800/2413`` for an interrupted one (it resumes from its newest checkpoint). None before
+    its first logged step."""
+    try:
+        total = int(json.loads((run_dir / "run_info.json").read_text())["total_steps"])
+        with (run_dir / "metrics.jsonl").open("rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 8192))
+            tail = f.read().decode("utf-8", "replace").splitlines()
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    last = None
+    for line in reversed(tail):
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue  # a partial line (the start of the tail, or one being written)
+        if isinstance(rec, dict) and "tok_per_s" in rec and "step" in rec:
+            last = rec
+            break
+    if last is None or total <= 0:
+        return None
+    step = int(last["step"])
+    where = f"step {step:,}/{total:,} ({100 * step / total:.0f}%)"
+    if not running:
+        return f"stopped at {where}"
+    rate = float(last["tok_per_s"]) / max(1.0, float(last["tokens"]) / max(step, 1))  # steps per second
+    return where + (f", ~{(total - step) / rate / 60:.0f} min left" if rate > 0 else "")
+
+
 def plan_table(plan: Plan, states: dict[str, str]) -> list[dict[str, Any]]:
     """One record per node for `status` / `--dry-run`: state, key metric, estimated tokens/FLOPs."""
     from .state import read_marker
@@ -116,6 +149,8 @@ def plan_table(plan: Plan, states: dict[str, str]) -> list[dict[str, Any]]:
         m = read_marker(plan.root, n.id) or {}
         metric = m.get("reason") if states[n.id] == "failed" else next(
             (f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in (m.get("metrics") or {}).items()), "")
+        if states[n.id] in ("running", "pending") and n.kind in ("pretrain", "finetune"):
+            metric = training_progress(Path(n.out), running=states[n.id] == "running") or metric
         out.append(dict(node=n.id, kind=n.kind, state=states[n.id], label=n.label, metric=metric or "",
                         est_tokens=n.est_tokens, est_flops=n.est_flops, out=m.get("out") or n.out))
     return out
