@@ -40,3 +40,10 @@ def test_partial_last_line_and_long_logs(tmp_path: Path) -> None:
 def test_nothing_to_say_before_the_first_step_or_without_run_info(tmp_path: Path) -> None:
     assert training_progress(_run(tmp_path, []), running=True) is None
     assert training_progress(tmp_path / "missing", running=True) is None
+
+
+def test_study_log_durations_read_as_a_person_reads_them() -> None:
+    from plasticity.study.executor import duration
+
+    assert [duration(s) for s in (0.4, 42, 89.4, 90, 1025, 3599, 3600, 16046)] == [
+        "0s", "42s", "89s", "1m30s", "17m05s", "59m59s", "1h00m", "4h27m"]

@@ -394,7 +394,7 @@ def build_report(study_dir: Path, out_dir: Path | None = None) -> Path:
     if headline_spec:
         cols = [selection.HEADLINE] + [selection.task_column(fields, t, m) for t, m in headline_spec.items()]
         fig = _metrics_vs_wd(figs, ds, wds, cols, "score", "Headline and its tasks vs weight decay")
-        figs.save(fig, "fig2_headline_vs_wd", f"{phrase[0].upper()}{phrase[1:]} and each of its tasks' metric vs "
+        figs.save(fig, "fig2_headline_vs_wd", f"{phrase[:1].upper()}{phrase[1:]} and each of its tasks' metric vs "
                   "pretraining weight decay (legend: eval set / metric). Error bars: 95% bootstrap CI over seeds.")
     fams: dict[str, list[str]] = defaultdict(list)
     for c in avg_cols:
@@ -596,7 +596,7 @@ def build_report(study_dir: Path, out_dir: Path | None = None) -> Path:
         figs.skip("fig8", cap, "no stability / downstream metric values in results.csv")
 
     # (9) plasticity over pretraining time: fine-tuned from several fractions of pretraining
-    cap = (f"{phrase[0].upper()}{phrase[1:]} after fine-tuning from a fraction of pretraining, one line per "
+    cap = (f"{phrase[:1].upper()}{phrase[1:]} after fine-tuning from a fraction of pretraining, one line per "
            "weight decay (bands: 95% bootstrap CI over seeds).")
     if fracs and main_metric:
         fig, ax = figs.new()

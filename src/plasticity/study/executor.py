@@ -20,6 +20,16 @@ from .plan import Node, Plan
 HEARTBEAT_S = 30.0
 
 
+def duration(seconds: float) -> str:
+    """Seconds as a person reads them: ``42s``, ``17m05s``, ``4h27m``."""
+    s = int(round(seconds))
+    if s < 90:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m"
+
+
 class LocalEngine:
     """`workers` spawn processes with `threads` torch threads each."""
 
@@ -162,15 +172,16 @@ class _Progress:
         metric = ", ".join(f"{k} {_fmt(v)}" for k, v in list((res.get("metrics") or {}).items())[:3])
         what = res.get("status") if res.get("status") != "done" else "done "
         extra = f": {res.get('reason')}" if res.get("status") != "done" else (f" {metric}" if metric else "")
-        self.log(f"  {what} {node.id} in {res.get('seconds', 0):.1f}s{extra}   "
+        took = res.get("seconds", 0)
+        self.log(f"  {what} {node.id} in {took:.1f}s" + (f" ({duration(took)})" if took >= 90 else "") + f"{extra}   "
                  f"[{self.n_done}/{self.total} nodes, {self.eta()}]")
 
     def eta(self) -> str:
         left = sum(self.work.values()) - self.done_work
         elapsed = time.time() - self.t0
         if self.done_work <= 0 or left <= 0:
-            return f"elapsed {elapsed:.0f}s"
-        return f"elapsed {elapsed:.0f}s, ETA ~{left * elapsed / self.done_work:.0f}s"
+            return f"elapsed {duration(elapsed)}"
+        return f"elapsed {duration(elapsed)}, ETA ~{duration(left * elapsed / self.done_work)}"
 
     def heartbeat(self, running: list[str]) -> None:
         for nid in running:
