@@ -186,7 +186,7 @@ class _Progress:
     def heartbeat(self, running: list[str]) -> None:
         for nid in running:
             last = _last_line(Path(_log_path(self.plan, nid)))
-            self.log(f"  ..... {nid}: {last}")
+            self.log(f"  ..... {nid}: {last.removeprefix(f'[{nid}] ')}")  # the run's own lines start with its name
 
 
 def _last_line(path: Path) -> str:
