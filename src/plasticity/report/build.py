@@ -576,7 +576,7 @@ def build_report(study_dir: Path, out_dir: Path | None = None) -> Path:
 
     # (8) stability-plasticity
     cap = ("Stability vs plasticity (paper App. D, Fig. 18): stability = mean cloze accuracy of the fine-tuned minus "
-           f"the pretrained model (x) vs {phrase.split(' (')[0]} (y), one point per run." + rows_cap)
+           f"the pretrained model (x) vs {phrase.split(' (')[0] or 'the headline'} (y), one point per run." + rows_cap)
     x_col = "stability" if "stability" in fields else "forgetting"  # forgetting: results.csv of older versions
     sp = [(p, p.get(x_col), p.get(main_metric)) for p in ds] if main_metric else []
     sp = [(p, x, y) for p, x, y in sp if x is not None and y is not None]
