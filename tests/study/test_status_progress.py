@@ -47,3 +47,22 @@ def test_study_log_durations_read_as_a_person_reads_them() -> None:
 
     assert [duration(s) for s in (0.4, 42, 89.4, 90, 1025, 3599, 3600, 16046)] == [
         "0s", "42s", "89s", "1m30s", "17m05s", "59m59s", "1h00m", "4h27m"]
+
+
+def test_results_csv_is_refreshed_while_the_study_runs_at_most_every_interval() -> None:
+    from plasticity.study.runner import ResultsRefresh
+
+    now, writes, logs = [100.0], [], []
+    refresh = ResultsRefresh(lambda: writes.append(now[0]), logs.append, interval=30.0, clock=lambda: now[0])
+    for t in (100.0, 110.0, 129.9, 130.0, 131.0, 200.0):
+        now[0] = t
+        refresh()
+    assert writes == [100.0, 130.0, 200.0]  # the first finished node at once, then at most every 30 s
+
+    def broken() -> None:
+        raise OSError("results.csv.tmp: no space left")
+
+    bad = ResultsRefresh(broken, logs.append, interval=0.0)
+    bad()
+    bad()  # never raises into the study; says so once
+    assert len(logs) == 1 and "not refreshed mid-study" in logs[0] and "written at the end" in logs[0]

@@ -117,6 +117,9 @@ def test_study_killed_midway_resumes_to_identical_results(reference, tmp_path):
     proc.wait()
     partial = run_cli("status", str(spec))
     assert "pending" in partial.stdout or "running" in partial.stdout
+    # results.csv was written mid-study (after the first finished node), unfinished rows marked pending
+    with open(tmp_path / "studies" / "tiny" / "results.csv") as f:
+        assert {r["status"] for r in csv.DictReader(f)} <= {"pending", "completed"}
     r = run_cli("study", str(spec), "--workers", "2", "--no-report")
     assert r.returncode == 0, r.stderr[-3000:]
     assert "cached" in r.stderr

@@ -102,10 +102,11 @@ def make_engine(kind: str, workers: int, threads: int):
     return RayEngine(workers, threads) if kind == "ray" else LocalEngine(workers, threads)
 
 
-def execute_plan(plan: Plan, todo: list[str], done: set[str], engine, log: Callable[[str], None] = print
-                 ) -> dict[str, dict[str, Any]]:
+def execute_plan(plan: Plan, todo: list[str], done: set[str], engine, log: Callable[[str], None] = print,
+                 on_finished: Callable[[], None] | None = None) -> dict[str, dict[str, Any]]:
     """Run the `todo` nodes (inputs in `done` or run here). Returns {node id: result} for every todo node,
-    with status done / failed / skipped / interrupted."""
+    with status done / failed / skipped / interrupted. `on_finished` is called after each batch of nodes that
+    finished (the study refreshes results.csv with it)."""
     root = str(plan.root)
     pending = list(todo)
     running: dict[Any, str] = {}
@@ -132,6 +133,7 @@ def execute_plan(plan: Plan, todo: list[str], done: set[str], engine, log: Calla
             if not running:
                 time.sleep(0.5)  # only nodes waiting for another process remain
                 continue
+            finished = False
             for h in engine.finished(list(running), timeout=1.0):
                 nid = running.pop(h)
                 res = engine.result(h)
@@ -141,6 +143,9 @@ def execute_plan(plan: Plan, todo: list[str], done: set[str], engine, log: Calla
                     continue
                 results[nid] = res
                 progress.finished(plan.nodes[nid], res)
+                finished = True
+            if finished and on_finished is not None:
+                on_finished()
             if time.time() - last_beat > HEARTBEAT_S:
                 last_beat = time.time()
                 progress.heartbeat([running[h] for h in running])

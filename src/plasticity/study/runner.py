@@ -64,6 +64,31 @@ def study_dir_of(spec: StudySpec) -> Path:
     return Path(spec.out_dir) / spec.name
 
 
+class ResultsRefresh:
+    """Rewrites results.csv while a study runs (after the first finished node, then at most every
+    `interval` seconds), so `plasticity report` can show a long study's finished rows before it ends; the
+    unfinished rows say `pending`. A failed refresh is logged once and never stops the study."""
+
+    def __init__(self, write: Callable[[], None], log: Callable[[str], None], interval: float = 30.0,
+                 clock: Callable[[], float] = time.monotonic):
+        self.write, self.log, self.interval, self.clock = write, log, interval, clock
+        self.last: float | None = None
+        self.warned = False
+
+    def __call__(self) -> None:
+        now = self.clock()
+        if self.last is not None and now - self.last < self.interval:
+            return
+        self.last = now
+        try:
+            self.write()
+        except (OSError, ValueError, KeyError) as e:  # a file being replaced under us: the next refresh retries
+            if not self.warned:
+                self.log(f"  note: results.csv not refreshed mid-study ({type(e).__name__}: {e}); it is written "
+                         "at the end")
+                self.warned = True
+
+
 def run_study(spec: StudySpec, workers: int | None = None, executor: str | None = None, retry_failed: bool = False,
               log: Callable[[str], None] = print) -> StudyOutcome:
     """Run every node that is not done (failed nodes only with `retry_failed`); write results.csv."""
@@ -96,7 +121,9 @@ def run_study(spec: StudySpec, workers: int | None = None, executor: str | None 
         log(f"study '{spec.name}': {len(plan.nodes)} nodes ({len(plan.rows)} result rows): {len(done)} cached, "
             f"{n_failed} failed before and {n_skip} skipped (--retry-failed to re-run), {len(todo)} to run "
             f"({kind} executor, {w} workers x {threads} threads)")
-        ran = execute_plan(plan, todo, done, make_engine(kind, w, threads), log) if todo else {}
+        refresh = ResultsRefresh(lambda: write_text(sdir / "results.csv", to_csv(
+            collect_rows(plan, node_states(plan), sdir), row_axes(spec))), log)
+        ran = execute_plan(plan, todo, done, make_engine(kind, w, threads), log, refresh) if todo else {}
         states = node_states(plan)
         for nid, res in ran.items():  # nodes this run skipped or that were interrupted keep that state
             if res["status"] in ("skipped", "interrupted") and states[nid] == "pending":
