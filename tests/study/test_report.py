@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import html
+import json
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -174,3 +175,52 @@ def test_scores_and_losses_get_their_own_panels_and_degenerate_axes_are_widened(
     _widen_degenerate(ax)
     assert ax.get_ylim() == (1.0, 3.0)  # a real span is left alone
     plt.close(fig)
+
+
+def test_a_running_study_reports_its_finished_pretraining_before_any_downstream_row(
+    tmp_path: Path, fake_study: FakeStudy
+) -> None:
+    """results.csv of a study still running: no row completed yet, every pretraining (and analysis) done. The
+    pretraining figures and numbers are built from those runs; the downstream ones wait for completed rows."""
+    study = fake_study(tmp_path)
+    with (study / "results.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    for r, status in zip(rows, ("pending", "running", "pending"), strict=True):
+        r.update({"status": status, "demo_arith/greedy": "", "demo_arith/pass@4": "", "forgetting": ""})
+    rows.append(dict(rows[0], **{"optim.weight_decay": "3.0", "run": "runs/demo/pretrain-x", "status": "pending",
+                                 "val_loss": "", "weight_norm": ""}))  # still pretraining: in no figure
+    with (study / "results.csv").open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    text = build_report(study).read_text()
+    figs = {p.stem for p in (study / "report").glob("*.png")}
+    assert {"fig1_val_loss_vs_wd", "fig5_rank_over_training", "fig6_gaps_vs_wd", "fig7_norm_fraction"} <= figs
+    assert not any(f.startswith(("fig2", "fig3", "fig8")) for f in figs)
+    summary = _summary(text)
+    assert "Lowest val loss at wd = 0.1" in summary and "Weight norm falls monotonically from 40 to 34" in summary
+    assert "n = 3 pretraining runs (0 completed rows)" in summary
+    assert "3 rows are still pending on fine-tuning or evaluation" in summary
+    s = json.loads((study / "report" / "summary.json").read_text())
+    assert s["weight_decays"] == [0.0, 0.1, 1.0] and "val_loss" in s["columns"] and "optimum_order" not in s
+
+    for r in rows[:3]:  # every row but the one still pretraining completes: downstream figures appear
+        r.update({"status": "completed", "demo_arith/greedy": "0.1", "demo_arith/pass@4": "0.3"})
+    with (study / "results.csv").open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    build_report(study)
+    assert (study / "report" / "fig2_demo_arith_metrics_vs_wd.png").is_file()
+
+
+def test_a_study_without_a_finished_pretraining_run_is_refused(tmp_path: Path, fake_study: FakeStudy) -> None:
+    study = fake_study(tmp_path)
+    with (study / "results.csv").open() as f:
+        rows = [dict(r, status="running", val_loss="") for r in csv.DictReader(f)]
+    with (study / "results.csv").open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    with pytest.raises(UserError, match="no rows with a weight decay whose pretraining finished"):
+        build_report(study)

@@ -143,3 +143,22 @@ def test_bad_headline_is_one_line(tmp_path: Path, headline: dict, needle: str) -
     (tmp_path / "s.yaml").write_text(yaml.safe_dump(spec))
     r = run_cli("study", str(tmp_path / "s.yaml"), "--dry-run")
     assert r.returncode == 2 and needle in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_headline_study_before_its_first_evaluation_reports_the_pretraining(tmp_path: Path) -> None:
+    """A running study with `report.headline` whose evaluations have not started: results.csv has no task
+    columns yet. The report shows the pretraining side and says the headline has no value yet."""
+    study = make_study(tmp_path)
+    rows = _csv(study / "results.csv")
+    keep = [c for c in rows[0] if "/" not in c and c != "finetune_runs"]
+    with (study / "results.csv").open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=keep, extrasaction="ignore", lineterminator="\n")
+        w.writeheader()
+        w.writerows(dict(r, status="pending") for r in rows)
+    r = run_cli("report", str(study))
+    assert r.returncode == 0, r.stderr[-3000:]
+    s = json.loads((study / "report" / "summary.json").read_text())
+    assert s["n_runs"] == 4 and "val_loss" in s["columns"] and "headline" not in s["columns"]
+    assert "headline = mean over addition (greedy), sst2 (acc); no completed row yet." in s["summary"][1]
+    assert not (study / "report" / "fig2_headline_vs_wd.png").exists()
+    assert (study / "report" / "fig5_rank_over_training.png").is_file()

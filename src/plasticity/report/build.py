@@ -333,25 +333,33 @@ def build_report(study_dir: Path, out_dir: Path | None = None) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(study_dir / "results.csv", out / "results.csv")
 
-    points: list[_Point] = []
+    # Pretraining-level figures use every row whose pretraining finished (completed rows, and rows of a running
+    # study still pending on fine-tuning or evaluation); downstream figures use completed rows only.
+    upstream: list[_Point] = []
     for row in rows:
         wd = _num(row.get(wd_col))
-        if wd is None or (row.get("status") or "completed") != "completed":  # failed, skipped, pending, running
-            continue
+        status = row.get("status") or "completed"
+        pretrained = status in ("pending", "running") and _num(row.get("val_loss")) is not None
+        if wd is None or not (status == "completed" or pretrained):
+            continue  # failed, skipped, or pretraining not finished
         seed = row.get(seed_col) if seed_col else None
-        points.append(_Point(row, wd, seed, _run_dir(study_dir, row.get("run", ""))))
-    if not points:
-        raise UserError(f"{study_dir / 'results.csv'} has no completed rows with a weight decay")
-    completed = points
+        upstream.append(_Point(row, wd, seed, _run_dir(study_dir, row.get("run", ""))))
+    if not upstream:
+        raise UserError(f"{study_dir / 'results.csv'} has no rows with a weight decay whose pretraining finished")
+    completed = [p for p in upstream if (p.row.get("status") or "completed") == "completed"]
     fracs = slices.over_pretraining([p.row for p in completed], fields)
-    pre_rows = {id(r) for r in slices.per_run([p.row for p in completed])}
-    points = [p for p in completed if id(p.row) in pre_rows]  # pretraining-level figures: one point per run
+    pre_rows = {id(r) for r in slices.per_run([p.row for p in upstream])}
+    points = [p for p in upstream if id(p.row) in pre_rows]  # pretraining-level figures: one point per run
     wds = sorted({p.wd for p in points})
     n_seeds = len({p.seed for p in points}) if seed_col else 1
     metric_cols = [c for c in fields if _is_task_metric(c) and any(p.get(c) is not None for p in completed)]
     avg_cols = [c for c in fields if c.startswith("avg_") and "/" in c and any(p.get(c) is not None for p in completed)]
     headline_spec = _headline_spec(study_dir)
-    if headline_spec:  # report.headline: each task at its own best fine-tuning setting, averaged
+    if headline_spec and not completed:  # a running study before its first evaluation
+        ds_rows, ds_note, ds = [], "", []
+        names = ", ".join(f"{t} ({m})" for t, m in headline_spec.items())
+        main_metric, what = selection.HEADLINE, f"headline = mean over {names}; no completed row yet."
+    elif headline_spec:  # report.headline: each task at its own best fine-tuning setting, averaged
         ds_rows, ds_note = slices.downstream([p.row for p in completed], fields, None, headline_spec)
         ds = [_Point(r, _num(r.get(wd_col)) or 0.0, r.get(seed_col) if seed_col else None,
                      _run_dir(study_dir, r.get("run", ""))) for r in ds_rows]
@@ -391,7 +399,10 @@ def build_report(study_dir: Path, out_dir: Path | None = None) -> Path:
 
     # (2) the study's headline with its tasks (report.headline), the averaged headline per family (paper Figs
     # 2, 9g), then downstream metrics per fine-tuning task
-    if headline_spec:
+    if headline_spec and not ds:
+        figs.skip("fig2_headline_vs_wd", "The headline and each of its tasks' metric vs pretraining weight decay.",
+                  "no completed rows yet (fine-tuning or evaluation still pending)")
+    elif headline_spec:
         cols = [selection.HEADLINE] + [selection.task_column(fields, t, m) for t, m in headline_spec.items()]
         fig = _metrics_vs_wd(figs, ds, wds, cols, "score", "Headline and its tasks vs weight decay")
         figs.save(fig, "fig2_headline_vs_wd", f"{phrase[:1].upper()}{phrase[1:]} and each of its tasks' metric vs "
@@ -660,6 +671,9 @@ def build_report(study_dir: Path, out_dir: Path | None = None) -> Path:
            "decay" if len(rows) > len(completed) else "")
         + "."
     )
+    if len(upstream) > len(completed):
+        summary.append(f"{len(upstream) - len(completed)} rows are still pending on fine-tuning or evaluation: "
+                       "the pretraining figures include their runs, the downstream figures and numbers do not.")
 
     ds_cols = [c for c in dict.fromkeys(k for p in ds for k in p.row)
                if (_is_task_metric(c) or c.startswith("avg_") or c in ("stability", "upstream_loss_change"))
