@@ -77,11 +77,13 @@ def destroy(d: Dist) -> None:
         dist.destroy_process_group()
 
 
-def check_batch(sequences_per_step: int, d: Dist) -> None:
-    """Every rank takes an equal share of each step's global batch."""
-    if sequences_per_step % d.world_size:
+def check_batch(sequences_per_step: int, world_size: int) -> None:
+    """Every rank takes an equal share of each step's global batch. Checked before the process group forms, so
+    every rank reports the config error itself (a rank that failed after joining would leave the others with a
+    broken connection instead)."""
+    if sequences_per_step % world_size:
         raise ConfigError("train.micro_batch_size", f"micro_batch_size x grad_accum = {sequences_per_step} sequences "
-                          f"per step must be divisible by the {d.world_size} processes")
+                          f"per step must be divisible by the {world_size} processes")
 
 
 # --------------------------------------------------------------------------------------------- wrapping

@@ -44,6 +44,7 @@ def resolve_total_steps(cfg: PretrainConfig, params_total: int, params_non_embed
 def run_pretrain(cfg: PretrainConfig, resume: bool = False, log=print) -> dict[str, Any]:
     """Pretrain one model; returns the summary (also written to ``summary.json``). Launched by torchrun, every
     process trains its share of each step's batch (``train.parallel``) and rank 0 writes the run directory."""
+    pdist.check_batch(cfg.train.micro_batch_size * cfg.train.grad_accum, pdist.world_size_from_env())
     dist = pdist.init_distributed()
     try:
         return _run_pretrain(cfg, resume, dist, log if dist.is_main else _quiet)
@@ -93,7 +94,6 @@ def _run_pretrain(cfg: PretrainConfig, resume: bool, dist: pdist.Dist, log) -> d
     touched; the run lock is taken before anything is written there."""
     run_dir = Path(cfg.out_dir)
     check_output_dir(run_dir, "out_dir")
-    pdist.check_batch(cfg.train.micro_batch_size * cfg.train.grad_accum, dist)
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     device = dist.device() if dist.enabled else default_device()
