@@ -169,6 +169,15 @@ def iter_jsonl(path: str | Path, errors: str = "strict") -> Iterator[tuple[int, 
                 yield lineno, BadLine("not JSON", e)
 
 
+def tail_text(path: str | Path, max_bytes: int) -> str:
+    """The last `max_bytes` of a file that may still be growing (a log), decoded leniently: its first line may
+    be partial. Raises OSError when the file cannot be read."""
+    with open(path, "rb") as f:
+        f.seek(0, os.SEEK_END)
+        f.seek(max(0, f.tell() - max_bytes))
+        return f.read().decode("utf-8", "replace")
+
+
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
     """Read a JSONL file, ignoring a torn last line left by a crash (a bad line before it raises)."""
     out: list[Any] = []

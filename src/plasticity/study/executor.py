@@ -14,6 +14,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from ..io import tail_text
 from .nodes import die_with_parent, run_node
 from .plan import Node, Plan
 
@@ -196,12 +197,10 @@ class _Progress:
 
 def _last_line(path: Path) -> str:
     try:
-        with open(path, "rb") as f:
-            f.seek(max(0, path.stat().st_size - 400))
-            lines = f.read().decode("utf-8", "replace").strip().splitlines()
-        return lines[-1][:160] if lines else "(starting)"
+        lines = tail_text(path, 400).strip().splitlines()
     except OSError:
         return "(starting)"
+    return lines[-1][:160] if lines else "(starting)"
 
 
 def _fmt(v: Any) -> str:

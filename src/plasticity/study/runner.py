@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
-from ..io import write_json, write_text
+from ..io import tail_text, write_json, write_text
 from .executor import execute_plan, make_engine
 from .plan import Plan, build_plan
 from .results import collect_rows, to_csv
@@ -121,16 +121,18 @@ def run_study(spec: StudySpec, workers: int | None = None, executor: str | None 
         log(f"study '{spec.name}': {len(plan.nodes)} nodes ({len(plan.rows)} result rows): {len(done)} cached, "
             f"{n_failed} failed before and {n_skip} skipped (--retry-failed to re-run), {len(todo)} to run "
             f"({kind} executor, {w} workers x {threads} threads)")
-        refresh = ResultsRefresh(lambda: write_text(sdir / "results.csv", to_csv(
-            collect_rows(plan, node_states(plan), sdir), row_axes(spec))), log)
+        def write_results(states: dict[str, str]) -> list[dict[str, Any]]:
+            rows = collect_rows(plan, states, sdir)
+            write_text(sdir / "results.csv", to_csv(rows, row_axes(spec)))
+            return rows
+
+        refresh = ResultsRefresh(lambda: write_results(node_states(plan)), log)
         ran = execute_plan(plan, todo, done, make_engine(kind, w, threads), log, refresh) if todo else {}
         states = node_states(plan)
         for nid, res in ran.items():  # nodes this run skipped or that were interrupted keep that state
             if res["status"] in ("skipped", "interrupted") and states[nid] == "pending":
                 states[nid] = res["status"]
-        rows = collect_rows(plan, states, sdir)
-        write_text(sdir / "results.csv", to_csv(rows, row_axes(spec)))
-        return StudyOutcome(study_dir=sdir, rows=rows, states=states, ran=ran)
+        return StudyOutcome(study_dir=sdir, rows=write_results(states), states=states, ran=ran)
     finally:
         lock.release()
 
@@ -142,10 +144,7 @@ def training_progress(run_dir: Path, running: bool) -> str | None:
     its first logged step."""
     try:
         total = int(json.loads((run_dir / "run_info.json").read_text())["total_steps"])
-        with (run_dir / "metrics.jsonl").open("rb") as f:
-            f.seek(0, os.SEEK_END)
-            f.seek(max(0, f.tell() - 8192))
-            tail = f.read().decode("utf-8", "replace").splitlines()
+        tail = tail_text(run_dir / "metrics.jsonl", 8192).splitlines()
     except (OSError, ValueError, KeyError, TypeError):
         return None
     last = None
@@ -154,7 +153,7 @@ def training_progress(run_dir: Path, running: bool) -> str | None:
             rec = json.loads(line)
         except ValueError:
             continue  # a partial line (the start of the tail, or one being written)
-        if isinstance(rec, dict) and "tok_per_s" in rec and "step" in rec:
+        if isinstance(rec, dict) and {"tok_per_s", "step", "tokens"} <= rec.keys():
             last = rec
             break
     if last is None or total <= 0:
