@@ -83,11 +83,23 @@ def verdict_table(s: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def correlation_line(s: dict[str, Any]) -> str:
+    """Pearson r between final val loss and the headline over all runs, with its leave-one-out range (Fig 3)."""
+    c = s.get("val_loss_vs_headline")
+    if not c or c["pearson_r"] is None:
+        return "val loss vs headline: too few runs with both"
+    return (f"val loss vs headline over {c['n']} runs: Pearson r = {c['pearson_r']:+.2f} (p = {c['pearson_p']:.2g}), "
+            f"Spearman rho = {c['spearman_rho']:+.2f}; leaving one run out, r ranges over "
+            f"[{c['loo_min_r']:+.2f}, {c['loo_max_r']:+.2f}] ({c['loo_sign_changes']} sign changes)")
+
+
 def main(path: str) -> None:
     s = json.loads(Path(path).read_text())
     print(per_wd_table(s))
     print()
     print(verdict_table(s))
+    print()
+    print(correlation_line(s))
 
 
 if __name__ == "__main__":

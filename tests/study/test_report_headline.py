@@ -105,6 +105,8 @@ def test_each_task_takes_its_own_best_lr_and_the_headline_averages_them(tmp_path
                         "3. larger wd, lower attention pseudo-rank (VP)": "inconclusive",  # constant: no trend
                         "4. larger wd, smaller train-val gap": "reproduced"}
     assert "| headline | 0.590 [0.590, 0.590] | 0.715 [0.715, 0.715] |" in tables
+    c = s["val_loss_vs_headline"]
+    assert c["n"] == 4 and f"val loss vs headline over 4 runs: Pearson r = {c['pearson_r']:+.2f}" in tables
     html = (study / "report" / "index.html").read_text()
     assert "headline = mean over addition (greedy), sst2 (acc), each task at its best finetune.optim.lr per " \
            "pretraining run" in html
