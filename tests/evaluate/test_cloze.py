@@ -121,3 +121,27 @@ def test_item_validation():
     assert item.requests() == [("q", " x"), ("q", " yy")] and item.norm_lengths() == [2, 3]
     with pytest.raises(ValueError, match="choice_texts"):
         ClozeItem(contexts=["q"], continuations=[" x", " y"], gold=0, choice_texts=["x"]).norm_lengths()
+
+
+def test_continuation_longer_than_the_window_is_scored_in_overlapping_pieces(model, tokenizer):
+    """lm-eval refuses a continuation longer than the window; here it is scored in pieces of half a window, each
+    token given the window of tokens before its piece's end (a brute-force loop over unpadded windows agrees),
+    and with a window that holds everything the pieces add up to the one-forward score (chain rule)."""
+    ctx, cont = encode_request(tokenizer, "The quick brown fox", " jumps over the lazy dog, and the dog sleeps on.")
+    window, stride = 8, 4
+    assert len(cont) > window
+    got = cloze_mod.score_token_requests(model, [(ctx, cont)], max_length=window)[0]
+    want = 0.0
+    for start in range(0, len(cont), stride):
+        end = min(start + stride, len(cont))
+        ids = (ctx + cont[:end])[-(window + 1) :][:-1]
+        with torch.no_grad():
+            logprobs = torch.log_softmax(model(input_ids=torch.tensor([ids])).logits[0].double(), dim=-1)
+        for k in range(start, end):  # cont[k] is predicted at the position of the token just before it
+            want += float(logprobs[len(ids) - (end - k), cont[k]])
+    assert got == pytest.approx(want, abs=1e-4)
+    whole = cloze_mod.score_token_requests(model, [(ctx, cont)], max_length=len(ctx + cont))[0]
+    pieces = cloze_mod.score_token_requests(
+        model, [(ctx + cont[:i], cont[i : i + stride]) for i in range(0, len(cont), stride)], max_length=None
+    )
+    assert sum(pieces) == pytest.approx(whole, abs=1e-4)

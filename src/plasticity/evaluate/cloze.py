@@ -4,7 +4,8 @@ A request (context, continuation) is scored by the sum of the log-probabilities 
 given the context. Tokenization follows lm-eval's HF model: trailing whitespace of the context is moved to
 the front of the continuation, context + continuation is encoded as a whole and split at the length of the
 encoded context; an empty context becomes the BOS token (EOS if the tokenizer has no BOS). Inputs longer
-than the model's window are truncated on the left, as lm-eval does.
+than the model's window are truncated on the left, as lm-eval does. A continuation longer than the window
+(lm-eval raises) is scored in pieces of half a window, each given the window's preceding tokens.
 
 `acc` picks the choice with the highest log-likelihood; `acc_norm` divides each log-likelihood by the
 character length of the choice string, as lm-eval does (`len(choice)` of `doc_to_choice`, i.e. without the
@@ -78,22 +79,22 @@ def score_token_requests(
     """
     max_length = max_length or _max_length(model)
     device = _model_device(model)
+    # (request index, (context, continuation)): one piece per request unless its continuation outgrows the window
+    pieces = [(r, piece) for r, (ctx, cont) in enumerate(requests) for piece in _window_pieces(ctx, cont, max_length)]
     inputs: list[list[int]] = []
     cont_lens: list[int] = []
     targets: list[list[int]] = []
-    for ctx, cont in requests:
+    for _, (ctx, cont) in pieces:
         full = list(ctx) + list(cont)
         if max_length is not None:
-            if len(cont) > max_length:
-                raise ValueError(f"continuation of {len(cont)} tokens exceeds the window of {max_length}")
             full = full[-(max_length + 1) :]
         if len(full) - 1 < len(cont):
             raise ValueError("a request needs at least one context token")
         inputs.append(full[:-1])
         cont_lens.append(len(cont))
         targets.append(list(cont))
-    scores = [0.0] * len(requests)
-    todo = sorted((i for i in range(len(requests)) if cont_lens[i] > 0), key=lambda i: -len(inputs[i]))
+    piece_scores = [0.0] * len(pieces)
+    todo = sorted((i for i in range(len(pieces)) if cont_lens[i] > 0), key=lambda i: -len(inputs[i]))
     try:
         keep_kw = "logits_to_keep" in inspect.signature(model.forward).parameters
     except (TypeError, ValueError):
@@ -127,10 +128,26 @@ def score_token_requests(
             picked = logprobs.gather(-1, tgt.to(device)[..., None]).squeeze(-1)
             sums = (picked * tgt_mask.to(device)).sum(dim=-1).tolist()
             for i, s in zip(batch, sums, strict=True):
-                scores[i] = float(s)
+                piece_scores[i] = float(s)
     finally:
         model.train(was_training)
+    scores = [0.0] * len(requests)
+    for (r, _), s in zip(pieces, piece_scores, strict=True):
+        scores[r] += s
     return scores
+
+
+def _window_pieces(
+    ctx: Sequence[int], cont: Sequence[int], max_length: int | None
+) -> list[tuple[list[int], list[int]]]:
+    """A request whose continuation fits the window, unchanged; a longer one (lm-eval refuses it) as pieces of
+    half a window, each conditioned on everything before it, so that every continuation token is scored given at
+    least half a window of preceding tokens (a rolling window with overlap). The pieces' log-probs add up."""
+    ctx, cont = list(ctx), list(cont)
+    if max_length is None or len(cont) <= max_length:
+        return [(ctx, cont)]
+    stride = max(1, max_length // 2)
+    return [(ctx + cont[:i], cont[i : i + stride]) for i in range(0, len(cont), stride)]
 
 
 def score_requests(
