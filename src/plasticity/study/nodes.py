@@ -6,6 +6,7 @@ its newest checkpoint."""
 from __future__ import annotations
 
 import time
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +60,7 @@ def run_node(node: dict[str, Any], root: str, threads: int, log_path: str) -> di
         except (UserError, DivergenceError) as e:
             result = {"status": "failed", "reason": str(e)}
         except Exception as e:  # noqa: BLE001 - a failed node is recorded; the other nodes go on
+            log(traceback.format_exc().rstrip())  # a crash (not a user error): its traceback goes to the node's log
             result = {"status": "failed", "reason": f"{type(e).__name__}: {e}"}
         result["seconds"] = round(time.time() - t0, 2)
         if result["status"] == "done":
