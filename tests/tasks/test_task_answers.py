@@ -95,6 +95,10 @@ def test_numeric_fallback_only_when_allowed() -> None:
         (None, "1", False),
         ("1", None, False),
         ("", "", False),
+        ("1" * 400, "8571", False),  # a runaway answer with more digits than a float holds: no OverflowError
+        ("1" * 400, "1" * 400, True),
+        ("1" * 399 + "2", "1" * 400, True),  # within the 1e-6 relative tolerance
+        ("0.0000000000001", "0", True),  # 1e-13: within the 1e-12 absolute tolerance
     ],
 )
 def test_numeric_equivalence(pred: str | None, gold: str | None, ok: bool) -> None:

@@ -20,7 +20,6 @@ strings.
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Hashable
 from fractions import Fraction
@@ -326,6 +325,13 @@ def answer_key(answer_type: str, answer: str | None) -> Hashable | None:
     return word if word in YESNO else None
 
 
+def numbers_close(p: Fraction, g: Fraction) -> bool:
+    """Equal within `REL_TOL` relative (or 1e-12 absolute), as ``math.isclose``, in exact arithmetic: a model's
+    answer may have hundreds of digits, past what a float holds."""
+    diff = abs(p - g)
+    return diff <= Fraction(str(REL_TOL)) * max(abs(p), abs(g)) or diff <= Fraction(1, 10**12)
+
+
 def is_correct(answer_type: str, predicted: str | None, gold: str | None) -> bool:
     """Whether an extracted `predicted` answer matches the `gold` answer (either may be None)."""
     _check_type(answer_type)
@@ -334,7 +340,7 @@ def is_correct(answer_type: str, predicted: str | None, gold: str | None) -> boo
     if answer_type == "numeric":
         p, g = parse_number(predicted), parse_number(gold)
         if p is not None and g is not None:
-            return p == g or math.isclose(float(p), float(g), rel_tol=REL_TOL, abs_tol=1e-12)
+            return numbers_close(p, g)
         pn, gn = normalize_answer(predicted), normalize_answer(gold)
         return bool(pn) and pn == gn
     if answer_type == "math":
@@ -370,7 +376,7 @@ def math_equal(predicted: str, gold: str) -> bool:
     normalized strings."""
     p, g = parse_number(predicted), parse_number(gold)
     if p is not None and g is not None:
-        return p == g or math.isclose(float(p), float(g), rel_tol=REL_TOL, abs_tol=1e-12)
+        return numbers_close(p, g)
     pn, gn = normalize_answer(predicted), normalize_answer(gold)
     if pn and pn == gn:
         return True
