@@ -145,3 +145,24 @@ def test_continuation_longer_than_the_window_is_scored_in_overlapping_pieces(mod
         model, [(ctx + cont[:i], cont[i : i + stride]) for i in range(0, len(cont), stride)], max_length=None
     )
     assert sum(pieces) == pytest.approx(whole, abs=1e-4)
+
+
+def test_template_scoring_is_the_fine_tuning_loss_of_each_choice(model, tokenizer):
+    """With the fine-tuning template each choice is scored as the response fine-tuning would train on: its
+    log-likelihood equals minus the held-out SFT loss of (context, choice) times its response tokens (an
+    independent, right-padded path), and the prediction is the choice with the highest one."""
+    from plasticity.data.sft import encode_example
+    from plasticity.evaluate.heldout import example_losses
+
+    template = "Human: {question}\nAssistant: {response}"
+    items = [ClozeItem(["Paris is the capital of"], [" France", " Italy", " the moon"], 0),
+             ClozeItem(["The cat", "The dogs"], [" sleeps."], 1)]
+    res = cloze_accuracy(model, tokenizer, items, batch_size=2, template=template)
+    for item, per in zip(items, res["per_item"], strict=True):
+        pairs = [(c, x.lstrip(" ")) for c, x in item.requests()]
+        n_resp = [sum(label != -100 for label in encode_example(tokenizer, template, q, r).labels) for q, r in pairs]
+        want = [-loss * n for loss, n in zip(example_losses(model, tokenizer, template, pairs), n_resp, strict=True)]
+        assert per["logprobs"] == pytest.approx(want, abs=1e-4)
+        assert per["pred"] == int(torch.tensor(want).argmax())
+    raw = cloze_accuracy(model, tokenizer, items, batch_size=2)
+    assert [p["logprobs"] for p in raw["per_item"]] != [p["logprobs"] for p in res["per_item"]]

@@ -92,11 +92,14 @@ def test_cot_with_reward_model(ckpt, rm_dir, tmp_path):
 def test_cloze(ckpt, tmp_path):
     res = run_evaluate(str(ckpt), "arc_easy", tmp_path, max_questions=10, data_root=DATA, data_source="local",
                        log=_quiet)["arc_easy"]
-    assert set(res["metrics"]) == {"acc", "acc_norm", "heldout_loss"}
+    assert set(res["metrics"]) == {"acc", "acc_norm", "acc_template", "acc_norm_template", "heldout_loss"}
     assert res["metrics"].pop("heldout_loss")["n"] == 10
     for m in res["metrics"].values():
         assert m["n"] == 10 and 0.0 <= m["value"] <= 1.0
-    assert len((tmp_path / "arc_easy.samples.jsonl").read_text().splitlines()) == 10
+    lines = [json.loads(x) for x in (tmp_path / "arc_easy.samples.jsonl").read_text().splitlines()]
+    assert len(lines) == 10
+    assert sum(x["correct_template"] for x in lines) / 10 == res["metrics"]["acc_template"]["value"]
+    assert all(len(x["logprobs_template"]) == len(x["logprobs"]) for x in lines)
 
 
 @needs_data("safety", "eval")

@@ -171,14 +171,31 @@ def choose(logprobs: Sequence[float], norm_lengths: Sequence[int]) -> tuple[int,
     return int(np.argmax(lls)), int(np.argmax(lls / lengths))
 
 
+def template_request(tokenizer: Any, template: str, context: str, continuation: str) -> tuple[list[int], list[int]]:
+    """Token ids (prompt, response) of one choice exactly as fine-tuning encodes an example of a cloze task
+    (`data.sft.encode_example`): question = the choice's context, response = its continuation without the
+    leading space, followed by EOS."""
+    from ..data.sft import encode_example
+
+    ex = encode_example(tokenizer, template, context, continuation.lstrip(" "))
+    n_prompt = sum(1 for label in ex.labels if label == -100)
+    return ex.input_ids[:n_prompt], ex.input_ids[n_prompt:]
+
+
 def cloze_accuracy(
     model: Any,
     tokenizer: Any,
     items: Sequence[ClozeItem],
     batch_size: int = 16,
     add_special_tokens: bool = False,
+    template: str | None = None,
 ) -> dict[str, Any]:
     """acc / acc_norm over `items`, scoring all their requests in shared batches.
+
+    Without `template`, each choice is scored as lm-evaluation-harness scores it (the raw prompt). With a
+    fine-tuning `template` (``...{question}...{response}``), each choice is scored in the format the model was
+    fine-tuned on (`template_request`): the log-likelihood of the choice as the whole response, EOS included,
+    as lm-eval's ``--apply_chat_template`` wraps contexts in a chat format.
 
     Returns {"acc", "acc_norm", "n", "per_item"}; each per-item entry holds "logprobs", "pred",
     "pred_norm", "correct", "correct_norm". acc/acc_norm are None when there are no items.
@@ -189,9 +206,12 @@ def cloze_accuracy(
         reqs = item.requests()
         spans.append((len(flat), len(flat) + len(reqs)))
         flat.extend(reqs)
-    scores = score_requests(
-        model, tokenizer, flat, batch_size=batch_size, add_special_tokens=add_special_tokens
-    )
+    if template is None:
+        scores = score_requests(model, tokenizer, flat, batch_size=batch_size, add_special_tokens=add_special_tokens)
+    else:
+        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        encoded = [template_request(tokenizer, template, c, x) for c, x in flat]
+        scores = score_token_requests(model, encoded, batch_size=batch_size, pad_id=pad_id)
     per_item = []
     for item, (a, b) in zip(items, spans, strict=True):
         lls = scores[a:b]

@@ -12,7 +12,9 @@ hold no timestamps, so the same arguments and seed give byte-identical files; wa
   several CoT eval sets (metamathqa, simplescaling: gsm8k + math) also gets ``<a>+<b>.json``: the metrics
   recomputed over the union of the sets' per-question records (the paper's pooled math number, Table 7).
 * Cloze tasks: lm-eval style log-likelihood acc / acc_norm of the task's cloze items (no template, as
-  lm-evaluation-harness scores them) with bootstrap intervals over items.
+  lm-evaluation-harness scores them) with bootstrap intervals over items; and ``acc_template`` /
+  ``acc_norm_template``: each choice scored in the fine-tuning template, as the response fine-tuning trained on
+  (prompt ``prompt_text(template, context)``, response = the choice + EOS; cf. lm-eval's --apply_chat_template).
 * CoT and cloze tasks also get ``heldout_loss``: the fine-tuning loss (mean NLL per response token under the
   fine-tuning template, `evaluate.heldout`) of each eval example, averaged over examples, with a bootstrap CI.
 * Safety: greedy responses to the eval prompts, scored by a judge (`reward.HFRewardModel` ->
@@ -169,8 +171,10 @@ def _heldout_loss(task, rows, model, tok, template, args, log) -> dict[str, Any]
     return _metric([v for v in losses if np.isfinite(v)], args["seed"])
 
 
-def eval_cloze(task, rows, model, tok, args, log) -> tuple[dict, list[dict]]:
-    """Cloze metrics (acc, acc_norm with bootstrap CIs) and per-item records of `rows` (lm-eval semantics)."""
+def eval_cloze(task, rows, model, tok, args, log, template: str | None = None) -> tuple[dict, list[dict]]:
+    """Cloze metrics (acc, acc_norm with bootstrap CIs) and per-item records of `rows` (lm-eval semantics); with
+    the fine-tuning `template` also ``acc_template`` / ``acc_norm_template``, each choice scored in the format the
+    model was fine-tuned on (`cloze.cloze_accuracy`)."""
     from dataclasses import replace
 
     from plasticity.evaluate.cloze import cloze_accuracy
@@ -204,6 +208,16 @@ def eval_cloze(task, rows, model, tok, args, log) -> tuple[dict, list[dict]]:
         }
         for i, (p, it) in enumerate(zip(per, items, strict=True))
     ]
+    if template is not None:
+        t0 = time.perf_counter()
+        per_t = cloze_accuracy(model, tok, items, batch_size=args["batch_size"], template=template)["per_item"]
+        log(f"{task.name}: scored {len(items)} cloze items in the fine-tuning template in "
+            f"{time.perf_counter() - t0:.1f}s")
+        metrics["acc_template"] = _metric([float(p["correct"]) for p in per_t], args["seed"])
+        metrics["acc_norm_template"] = _metric([float(p["correct_norm"]) for p in per_t], args["seed"])
+        for rec, p in zip(records, per_t, strict=True):
+            rec.update(logprobs_template=p["logprobs"], pred_template=p["pred"], pred_norm_template=p["pred_norm"],
+                       correct_template=bool(p["correct"]), correct_norm_template=bool(p["correct_norm"]))
     return metrics, records
 
 
@@ -354,7 +368,8 @@ def run_evaluate(
         if etask.family == "cot":
             metrics, records, qrecs = _eval_cot(etask, rows, model, tok, template, args, reward_model, log)
         elif etask.family == "cloze":
-            metrics, records = eval_cloze(etask, rows, model, tok, args, log)
+            metrics, records = eval_cloze(etask, rows, model, tok, args, log,
+                                          template=template if "{response}" in template else None)
         elif etask.family == "safety":
             metrics, records = _eval_safety(etask, rows, model, tok, template, args, judge, log)
         else:  # pragma: no cover - Task validates its family
