@@ -164,3 +164,23 @@ def test_headline_study_before_its_first_evaluation_reports_the_pretraining(tmp_
     assert "headline = mean over addition (greedy), sst2 (acc); no completed row yet." in s["summary"][1]
     assert not (study / "report" / "fig2_headline_vs_wd.png").exists()
     assert (study / "report" / "fig5_rank_over_training.png").is_file()
+
+
+def test_another_headline_goes_to_its_own_report(tmp_path: Path) -> None:
+    """`plasticity report --headline TASK=METRIC,... --out DIR`: the same study under another headline (a
+    post-hoc view), written beside the study's own report, which keeps its report.headline."""
+    study = make_study(tmp_path)
+    alt = tmp_path / "alt"
+    r = run_cli("report", str(study), "--headline", "sst2=acc", "--out", str(alt))
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.strip() == str(alt / "index.html") and not (study / "report").exists()
+    s = json.loads((alt / "summary.json").read_text())
+    want = {wd: sum(_sst2(wd, k, 0.001) for k in SEEDS) / 2 for wd in WDS}  # sst2 alone, at its best lr (1e-3)
+    assert {w: d["mean"] for w, d in s["columns"]["headline"]["per_wd"].items()} == pytest.approx(
+        {f"{wd:g}": v for wd, v in want.items()})
+    assert "headline = mean over sst2 (acc)" in (alt / "index.html").read_text()
+    for args, needle in [(["--headline", "sst2=acc"], "--headline needs --out"),
+                         (["--headline", "sst2", "--out", str(alt)], "give TASK=METRIC pairs"),
+                         (["--headline", "sst2=acc_template", "--out", str(alt)], "no column for task 'sst2'")]:
+        bad = run_cli("report", str(study), *args)
+        assert bad.returncode == 2 and needle in bad.stderr and len(bad.stderr.strip().splitlines()) == 1, bad.stderr

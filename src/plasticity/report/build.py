@@ -318,14 +318,17 @@ def _run_style(points: list[_Point], color: dict[float, Any]) -> dict[int, dict[
 # ----------------------------------------------------------------------------------------------- main
 
 
-def build_report(study_dir: Path, out_dir: Path | None = None) -> Path:
+def build_report(study_dir: Path, out_dir: Path | None = None, headline: dict[str, str] | None = None) -> Path:
     """Write ``index.html``, figures (PNG + SVG) and a copy of ``results.csv``; return the HTML path.
 
-    ``out_dir`` defaults to ``<study_dir>/report``. Raises :class:`UserError` for a missing or invalid study.
+    ``out_dir`` defaults to ``<study_dir>/report``; ``headline`` ({task: metric}) replaces the study's
+    ``report.headline``. Raises :class:`UserError` for a missing or invalid study.
     """
     study_dir = Path(study_dir)
     fields, rows = _read_results(study_dir)
     if "checkpoint" in fields and not any(f.endswith("weight_decay") for f in fields):
+        if headline is not None:
+            raise UserError("--headline: a checkpoints study has no weight-decay headline")
         return _checkpoints_report(study_dir, fields, rows, out_dir)
     wd_col = _wd_column(fields)
     seed_col = "train.seed" if "train.seed" in fields else None
@@ -354,7 +357,7 @@ def build_report(study_dir: Path, out_dir: Path | None = None) -> Path:
     n_seeds = len({p.seed for p in points}) if seed_col else 1
     metric_cols = [c for c in fields if _is_task_metric(c) and any(p.get(c) is not None for p in completed)]
     avg_cols = [c for c in fields if c.startswith("avg_") and "/" in c and any(p.get(c) is not None for p in completed)]
-    headline_spec = _headline_spec(study_dir)
+    headline_spec = headline if headline is not None else _headline_spec(study_dir)
     if headline_spec and not completed:  # a running study before its first evaluation
         ds_rows, ds_note, ds = [], "", []
         names = ", ".join(f"{t} ({m})" for t, m in headline_spec.items())

@@ -20,12 +20,18 @@ def register(app: typer.Typer) -> None:
                                     help="copy results.csv, study.json and each run's small files (configs, "
                                          "summaries, metrics, analyses, eval results; no weights or samples) "
                                          "to DIR, then build the report from that copy (DIR/<name>/report)"),
+        headline: str = typer.Option(None, "--headline", metavar="TASK=METRIC,...",
+                                     help="report this headline instead of the study's report.headline (e.g. "
+                                          "addition=greedy,sst2=acc_template); needs --out, so the study's own "
+                                          "report stays as it was"),
     ) -> None:
         """Write figures, a results table and a summary of a study as STUDY_DIR/report/index.html."""
+        from ..errors import UserError
         from .build import build_report
 
+        if headline is not None and out is None:
+            raise UserError("--headline needs --out DIR (the study's own report keeps its report.headline)")
         if export is not None:
-            from ..errors import UserError
             from .export import export_study
 
             if out is not None:
@@ -33,5 +39,17 @@ def register(app: typer.Typer) -> None:
 
             study_dir, n, size = export_study(study_dir, export)
             typer.echo(f"exported {n} files ({size / 1e6:.2f} MB) to {study_dir}", err=True)
-        path = build_report(study_dir, None if export is not None else out)
+        path = build_report(study_dir, None if export is not None else out,
+                            headline=None if headline is None else parse_headline(headline))
         typer.echo(str(path))
+
+
+def parse_headline(text: str) -> dict[str, str]:
+    """``"addition=greedy,sst2=acc"`` -> ``{"addition": "greedy", "sst2": "acc"}``."""
+    from ..errors import UserError
+
+    pairs = [p.strip().split("=") for p in text.split(",") if p.strip()]
+    if not pairs or any(len(p) != 2 or not p[0].strip() or not p[1].strip() for p in pairs):
+        raise UserError(f"--headline {text!r}: give TASK=METRIC pairs separated by commas, "
+                        "e.g. addition=greedy,sst2=acc")
+    return {t.strip(): m.strip() for t, m in pairs}
