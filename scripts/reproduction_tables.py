@@ -16,7 +16,8 @@ LEVEL = 0.95  # a claim is supported when >= 95% of seed resamples (or the 95% C
 PER_WD = [("val_loss", "val loss"), ("headline", "headline"), ("addition/addition/greedy", "addition greedy"),
           ("addition/addition/pass@16", "addition pass@16"),
           ("addition/addition/heldout_loss", "addition held-out loss"),
-          ("sst2/sst2/acc", "sst2 acc"), ("sst2/sst2/heldout_loss", "sst2 held-out loss"),
+          ("sst2/sst2/acc", "sst2 acc"), ("sst2/sst2/acc_template", "sst2 acc (template)"),
+          ("sst2/sst2/heldout_loss", "sst2 held-out loss"),
           ("probe_mean_best", "probe acc (best layer)"), ("qk_rank_frac", "QK rank frac"),
           ("vp_rank_frac", "VP rank frac"), ("train_val_gap", "train-val gap"), ("weight_norm", "weight norm")]
 

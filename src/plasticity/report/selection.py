@@ -61,7 +61,8 @@ def best_per_task(rows: list[dict[str, str]], fields: list[str], headline: dict[
     by_run: dict[str, list[dict[str, str]]] = {}
     for r in rows:
         by_run.setdefault(r.get("run", ""), []).append(r)
-    all_tasks = {f.split("/", 1)[0] for f in fields if f.count("/") >= 1 and not f.startswith("avg_")}
+    # in the order of results.csv's columns (a set would order downstream.csv's columns by the hash seed)
+    all_tasks = list(dict.fromkeys(f.split("/", 1)[0] for f in fields if "/" in f and not f.startswith("avg_")))
     out = []
     for run_rows in by_run.values():
         merged: dict[str, Any] = {k: v for k, v in run_rows[0].items() if k.split("/", 1)[0] not in all_tasks
