@@ -59,6 +59,10 @@ def _max_length(model: Any) -> int | None:
     return getattr(getattr(model, "config", None), "max_position_embeddings", None)
 
 
+def _pad_id(tokenizer: Any) -> int:
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+
+
 def _model_device(model: Any) -> torch.device:
     device = getattr(model, "device", None)
     return device if isinstance(device, torch.device) else next(model.parameters()).device
@@ -159,8 +163,7 @@ def score_requests(
 ) -> list[float]:
     """Sum of continuation log-probs for each (context, continuation) string pair (lm-eval tokenization)."""
     encoded = [encode_request(tokenizer, c, x, add_special_tokens) for c, x in requests]
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    return score_token_requests(model, encoded, batch_size=batch_size, pad_id=pad_id)
+    return score_token_requests(model, encoded, batch_size=batch_size, pad_id=_pad_id(tokenizer))
 
 
 def choose(logprobs: Sequence[float], norm_lengths: Sequence[int]) -> tuple[int, int]:
@@ -209,9 +212,8 @@ def cloze_accuracy(
     if template is None:
         scores = score_requests(model, tokenizer, flat, batch_size=batch_size, add_special_tokens=add_special_tokens)
     else:
-        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         encoded = [template_request(tokenizer, template, c, x) for c, x in flat]
-        scores = score_token_requests(model, encoded, batch_size=batch_size, pad_id=pad_id)
+        scores = score_token_requests(model, encoded, batch_size=batch_size, pad_id=_pad_id(tokenizer))
     per_item = []
     for item, (a, b) in zip(items, spans, strict=True):
         lls = scores[a:b]

@@ -187,37 +187,22 @@ def eval_cloze(task, rows, model, tok, args, log, template: str | None = None) -
                                  choice_texts=[c[1:] if c.startswith(" ") else c for c in it.continuations]))
         else:
             items.append(it)
-    t0 = time.perf_counter()
-    res = cloze_accuracy(model, tok, items, batch_size=args["batch_size"])
-    log(f"{task.name}: scored {len(items)} cloze items in {time.perf_counter() - t0:.1f}s")
-    per = res["per_item"]
-    metrics = {
-        "acc": _metric([float(p["correct"]) for p in per], args["seed"]),
-        "acc_norm": _metric([float(p["correct_norm"]) for p in per], args["seed"]),
-    }
-    records = [
-        {
-            "prompt_id": i,
-            "sample_index": -1,
-            "logprobs": p["logprobs"],
-            "pred": p["pred"],
-            "pred_norm": p["pred_norm"],
-            "gold": it.gold,
-            "correct": bool(p["correct"]),
-            "correct_norm": bool(p["correct_norm"]),
-        }
-        for i, (p, it) in enumerate(zip(per, items, strict=True))
-    ]
+    metrics: dict[str, Any] = {}
+    records: list[dict[str, Any]] = [{"prompt_id": i, "sample_index": -1, "gold": it.gold}
+                                     for i, it in enumerate(items)]
+    scorings = [("", None, "")]
     if template is not None:
+        scorings.append(("_template", template, " in the fine-tuning template"))
+    for suffix, tmpl, where in scorings:
         t0 = time.perf_counter()
-        per_t = cloze_accuracy(model, tok, items, batch_size=args["batch_size"], template=template)["per_item"]
-        log(f"{task.name}: scored {len(items)} cloze items in the fine-tuning template in "
-            f"{time.perf_counter() - t0:.1f}s")
-        metrics["acc_template"] = _metric([float(p["correct"]) for p in per_t], args["seed"])
-        metrics["acc_norm_template"] = _metric([float(p["correct_norm"]) for p in per_t], args["seed"])
-        for rec, p in zip(records, per_t, strict=True):
-            rec.update(logprobs_template=p["logprobs"], pred_template=p["pred"], pred_norm_template=p["pred_norm"],
-                       correct_template=bool(p["correct"]), correct_norm_template=bool(p["correct_norm"]))
+        per = cloze_accuracy(model, tok, items, batch_size=args["batch_size"], template=tmpl)["per_item"]
+        log(f"{task.name}: scored {len(items)} cloze items{where} in {time.perf_counter() - t0:.1f}s")
+        metrics[f"acc{suffix}"] = _metric([float(p["correct"]) for p in per], args["seed"])
+        metrics[f"acc_norm{suffix}"] = _metric([float(p["correct_norm"]) for p in per], args["seed"])
+        for rec, p in zip(records, per, strict=True):
+            rec.update({f"logprobs{suffix}": p["logprobs"], f"pred{suffix}": p["pred"],
+                        f"pred_norm{suffix}": p["pred_norm"], f"correct{suffix}": bool(p["correct"]),
+                        f"correct_norm{suffix}": bool(p["correct_norm"])})
     return metrics, records
 
 
