@@ -1,62 +1,121 @@
 #!/usr/bin/env bash
-# The GPU check, in one go on a CUDA machine (BENCHMARKS.md "GPU (CUDA)"):
-#   1. the CUDA tests: tests/gpu (pretrain bf16 + compile -> finetune -> evaluate -> analyze with the real CLI)
-#      and the [cuda] cases of the device-parametrized tests (optimized vs plain loop, sampler vs `generate`);
-#   2. llama2-0.5b pretraining (seq 2048, micro-batch 8, bf16), eager and compiled: tok/s and MFU;
-#   3. `plasticity bench --quick` (GEMM peaks, HF eager vs our loop, sampler vs `generate`, cloze, analysis).
-# Usage, from the repository root: bash benchmarks/gpu_check.sh [OUT_DIR]   (Python with torch+CUDA on PATH as
-# python3, or PYTHON=...; a ./.whl folder of wheels is installed first, a ./.gpu_cache folder is the data cache).
+# The GPU check, in one go on a CUDA machine (BENCHMARKS.md "GPU (CUDA)"), sized for < 8 minutes on one H200:
+#   tests    the CUDA tests: tests/gpu (pretrain bf16 -> finetune -> evaluate -> analyze with the real CLI) and the
+#            [cuda] cases of the device-parametrized tests (optimized vs plain loop, sampler vs `generate`);
+#   mfu      `plasticity pretrain model.preset=llama2-0.5b data.seq_len=2048` with the SHIPPED defaults
+#            (micro-batch 16, precision auto = bf16, compile auto), killed after MFU_SECONDS; tok/s and MFU read
+#            from the run's own metrics.jsonl after warm-up; MFU_ARMS adds arms with overrides, e.g.
+#            MFU_ARMS="default mb8:train.micro_batch_size=8 eager:train.compile=false sdpa=cudnn";
+#   profile  benchmarks/gpu_profile.py: eager step per attention backend, kernel time by category;
+#   engine   benchmarks/bench_engine.py: the sampler vs `model.generate`, 512 prompts x k=16, <= 512 new tokens;
+#   bench    `plasticity bench --quick`.
+# Usage, from the repository root: bash benchmarks/gpu_check.sh [OUT_DIR]   (GPU_CHECK_PARTS="mfu engine" to run
+# some parts; Python with torch+CUDA on PATH as python3, or PYTHON=...; a ./.whl folder of wheels is installed
+# first). Writes OUT_DIR/summary.json (every part's numbers) and one log per part.
 set -uo pipefail
 OUT=${1:-${OUT:-/tmp/gpu_check}}
 mkdir -p "$OUT"
 PY=${PYTHON:-python3}
+PARTS=" ${GPU_CHECK_PARTS:-tests mfu engine bench} "
 export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false PLASTICITY_TEST_FORK=0
 if [ -d .whl ]; then
   "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
     && export PYTHONPATH=/tmp/site || exit 1
 fi
 export PYTHONPATH="$PWD/src:$PWD${PYTHONPATH:+:$PYTHONPATH}"
-[ -d .gpu_cache ] && export PLASTICITY_CACHE="$PWD/.gpu_cache"
+export PLASTICITY_CACHE=${PLASTICITY_CACHE:-/tmp/plasticity-cache}
+START=$SECONDS
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
 "$PY" -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__,
       torch.cuda.get_device_name(), 'bf16', torch.cuda.is_bf16_supported())" | tee -a "$OUT/gpu.txt"
+git log -1 --format='commit %H %cd' 2>/dev/null | tee -a "$OUT/gpu.txt"
 
-echo "== 1. CUDA tests"
-timeout 150 "$PY" -m pytest -q -p no:cacheprovider -m "" -k cuda -rs \
-  tests/gpu tests/foundation/test_fast_path.py tests/evaluate/test_sampler.py 2>&1 | tee "$OUT/tests.log" | tail -15
+if [[ $PARTS == *" tests "* ]]; then
+  echo "== tests: CUDA ($((SECONDS - START)) s)"
+  timeout 150 "$PY" -m pytest -q -p no:cacheprovider -m "" -k cuda -rs \
+    tests/gpu tests/foundation/test_fast_path.py tests/evaluate/test_sampler.py tests/evaluate/test_engine.py \
+    > "$OUT/tests.log" 2>&1
+  tail -5 "$OUT/tests.log"
+fi
 
-echo "== 2. ${MFU_PRESET:-llama2-0.5b} pretraining, bf16, eager vs compiled"
-STEPS=${MFU_STEPS:-30} PRESET=${MFU_PRESET:-llama2-0.5b} SEQ=${MFU_SEQ:-2048}  # (smaller ones to try the script on a CPU)
-for compile in false true; do
-  timeout 140 "$PY" -m plasticity.cli pretrain model.preset="$PRESET" data.source=packaged:bbc_news \
-    tokenizer.vocab_size=32000 data.seq_len="$SEQ" train.micro_batch_size=8 train.precision=bf16 \
-    train.compile=$compile train.max_steps="$STEPS" train.log_every=5 train.eval_sequences=8 \
-    train.eval_max_sequences=8 train.checkpoint_fractions=[] out_dir="/tmp/mfu-$compile" \
-    > "$OUT/mfu-$compile.log" 2>&1 || { echo "pretrain compile=$compile failed:"; tail -20 "$OUT/mfu-$compile.log"; }
-  cp "/tmp/mfu-$compile/metrics.jsonl" "$OUT/mfu-$compile.metrics.jsonl" 2>/dev/null
-  cp "/tmp/mfu-$compile/summary.json" "$OUT/mfu-$compile.summary.json" 2>/dev/null
-done
-"$PY" - "$OUT" <<'EOF'
-import json, statistics, sys
+if [[ $PARTS == *" mfu "* ]]; then
+  for arm in ${MFU_ARMS:-default}; do
+    name=${arm%%:*}
+    overrides=()
+    [[ $arm == *:* ]] && IFS=',' read -r -a overrides <<< "${arm#*:}"
+    envs=()
+    [[ $name == sdpa=* ]] && envs=(PLASTICITY_SDPA_BACKEND="${name#sdpa=}")
+    echo "== mfu: $name ${overrides[*]:-} ($((SECONDS - START)) s)"
+    rm -rf "/tmp/mfu-$name"
+    env "${envs[@]}" timeout -s KILL "${MFU_SECONDS:-150}" "$PY" -m plasticity.cli pretrain \
+      model.preset="${MFU_PRESET:-llama2-0.5b}" data.source=packaged:bbc_news tokenizer.vocab_size=32000 \
+      data.seq_len="${MFU_SEQ:-2048}" "${overrides[@]}" out_dir="/tmp/mfu-$name" > "$OUT/mfu-$name.log" 2>&1
+    cp "/tmp/mfu-$name/metrics.jsonl" "$OUT/mfu-$name.metrics.jsonl" 2>/dev/null
+    cp "/tmp/mfu-$name/run_info.json" "$OUT/mfu-$name.run_info.json" 2>/dev/null
+    grep -E "torch.compile|params|Error|error" "$OUT/mfu-$name.log" | head -5
+  done
+  "$PY" - "$OUT" <<'EOF'
+import json, os, statistics, sys
 from pathlib import Path
+from plasticity.models import ModelShape, build_model, count_params, flops_per_token
 out = Path(sys.argv[1])
-rows, fpt = {}, None
-for c in ("false", "true"):
-    p, s = out / f"mfu-{c}.metrics.jsonl", out / f"mfu-{c}.summary.json"
-    if not s.exists():
-        continue
-    fpt = json.loads(s.read_text())["flops_per_token"]  # 6N + 12 L d T (PaLM appendix B), T = seq_len
-    recs = [json.loads(x) for x in p.read_text().splitlines()] if p.exists() else []
-    tps = [r["tok_per_s"] for r in recs if "tok_per_s" in r and r["step"] > 10]  # after warm-up / compilation
+rows = {}
+for m in sorted(out.glob("mfu-*.metrics.jsonl")):
+    name = m.name[len("mfu-"):-len(".metrics.jsonl")]
+    info = json.loads((out / f"mfu-{name}.run_info.json").read_text())
+    shape = info["shape"]
+    sh = ModelShape(**shape)
+    fpt = flops_per_token(count_params(build_model(sh, device="meta")), sh, int(os.environ.get("MFU_SEQ", 2048)))
+    recs = [json.loads(x) for x in m.read_text().splitlines() if x.strip()]
+    recs = [r for r in recs if "tok_per_s" in r]
+    tps = [r["tok_per_s"] for r in recs[2:]]  # after warm-up / compilation: the first two log windows dropped
     if tps:
         t = statistics.median(tps)
-        rows[f"compile={c}"] = {"tok_per_s": t, "tflops": t * fpt / 1e12, "mfu_vs_989": t * fpt / 989e12}
+        rows[name] = {"tok_per_s": t, "tflops": round(t * fpt / 1e12, 1), "mfu": round(t * fpt / 989e12, 4),
+                      "steps_logged": recs[-1]["step"], "tokens_per_step": info["tokens_per_step"],
+                      "flops_per_token": fpt}
 for k, v in rows.items():
-    print(f"{k:14s} {v['tok_per_s']:>10,.0f} tok/s {v['tflops']:7.1f} TFLOP/s  MFU {100 * v['mfu_vs_989']:.1f}% "
-          "(of 989 TFLOP/s dense bf16)")
-(out / "mfu.json").write_text(json.dumps({"flops_per_token": fpt, **rows}, indent=1))
+    print(f"{k:16s} {v['tok_per_s']:>10,.0f} tok/s {v['tflops']:7.1f} TFLOP/s  MFU {100 * v['mfu']:.1f}% "
+          f"(of 989 TFLOP/s dense bf16; {v['steps_logged']} steps x {v['tokens_per_step']:,} tokens)")
+(out / "mfu.json").write_text(json.dumps(rows, indent=1))
 EOF
+fi
 
-echo "== 3. plasticity bench --quick"
-timeout 120 "$PY" -m plasticity.cli bench ${BENCH_FLAGS:---quick} --json "$OUT/bench.json" > "$OUT/bench.log" 2>&1
-tail -30 "$OUT/bench.log"
+if [[ $PARTS == *" profile "* ]]; then
+  echo "== profile ($((SECONDS - START)) s)"
+  timeout 150 "$PY" benchmarks/gpu_profile.py --json "$OUT/profile.json" > "$OUT/profile.log" 2>&1
+  grep -v '^{' "$OUT/profile.log" | tail -16
+fi
+
+if [[ $PARTS == *" engine "* ]]; then
+  echo "== engine: sampler vs generate ($((SECONDS - START)) s)"
+  timeout "${ENGINE_SECONDS:-200}" "$PY" benchmarks/bench_engine.py ${ENGINE_FLAGS:-} --json "$OUT/engine.json" \
+    > "$OUT/engine.log" 2>&1
+  grep -v '^{' "$OUT/engine.log" | tail -6
+fi
+
+if [[ $PARTS == *" bench "* ]]; then
+  echo "== plasticity bench --quick ($((SECONDS - START)) s)"
+  timeout 120 "$PY" -m plasticity.cli bench ${BENCH_FLAGS:---quick} --json "$OUT/bench.json" > "$OUT/bench.log" 2>&1
+  tail -14 "$OUT/bench.log"
+fi
+
+"$PY" - "$OUT" <<'EOF'
+import json, sys
+from pathlib import Path
+out = Path(sys.argv[1])
+summary = {"gpu": (out / "gpu.txt").read_text().strip().splitlines()}
+for part in ("mfu", "profile", "engine", "bench"):
+    p = out / f"{part}.json"
+    if p.exists():
+        try:
+            summary[part] = json.loads(p.read_text())
+        except ValueError:
+            summary[part] = p.read_text()[-2000:]
+t = out / "tests.log"
+if t.exists():
+    summary["tests"] = t.read_text().strip().splitlines()[-1:]
+(out / "summary.json").write_text(json.dumps(summary, indent=1))
+print("summary:", out / "summary.json")
+EOF
+echo "== done in $((SECONDS - START)) s"

@@ -106,7 +106,9 @@ class TrainConfig:
     max_steps: int | None = None
     epochs: float | None = None  # fine-tuning: passes over the training examples
     precision: Precision = "auto"
-    compile: bool = False
+    # torch.compile the model: true / false, or auto = on where it repays its compile time (CUDA, or a CPU with
+    # fast bf16, and a run of at least `train.loop.COMPILE_AUTO_FLOPS` training FLOPs); not part of node ids
+    compile: bool | Literal["auto"] = "auto"
     seed: int = 0
     threads: int | None = None  # torch intra-op threads; None: leave torch's default
     parallel: Parallel = "auto"  # under torchrun: ddp, fsdp (FSDP2), or auto (fsdp for > 2B params on GPUs)
@@ -120,6 +122,16 @@ class TrainConfig:
     nan_policy: Literal["stop", "skip_batch"] = "stop"
     max_skipped_batches: int = 10
     allow_large_memory: bool = False  # go on although the memory estimate exceeds the available memory
+
+
+def train_identity(train: dict[str, Any], not_identity: tuple[str, ...]) -> dict[str, Any]:
+    """The `train` section as hashed into a node id: the `not_identity` keys (how fast / whether to refuse, not
+    what) dropped; `compile` hashed as the boolean it was before `auto` existed (auto and false both as false),
+    so the ids of existing studies do not move."""
+    ident = {k: v for k, v in train.items() if k not in not_identity}
+    if "compile" in ident:
+        ident["compile"] = ident["compile"] is True
+    return ident
 
 
 @dataclass

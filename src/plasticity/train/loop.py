@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from ..config import TrainConfig
 from ..errors import DivergenceError, InterruptedRun
-from ..hardware import autocast
+from ..hardware import autocast, cpu_has_fast_bf16
 from ..io import append_jsonl, read_jsonl, write_text
 from . import checkpoint as ckpt
 from . import distributed as pdist
@@ -65,6 +65,45 @@ class FastPath:
 
 PLAIN = FastPath(fused_ce=False, compile=False)
 
+# `train.compile: auto` compiles a run whose remaining training FLOPs reach this: about 5 minutes of a
+# 0.5B model at 300-400 TFLOP/s on an H100/H200 (compiling it took ~45-60 s and gave +25% tok/s,
+# BENCHMARKS.md), about 8 minutes on a 2-core AMX CPU at ~1 TFLOP/s (1-2 min of compile for +24%).
+COMPILE_AUTO_FLOPS = {"cuda": 1e17, "cpu": 5e14}
+
+
+def resolve_compile(setting: bool | str, device: torch.device, precision: str, run_flops: float) -> tuple[bool, str]:
+    """Whether to torch.compile, and why. `auto` is on for CUDA, and for CPUs with fast bf16 running bf16, when
+    the run's remaining FLOPs (`run_flops`; 0 = unknown, e.g. fine-tuning's variable-length batches, whose
+    every new shape would recompile) repay the compilation."""
+    if isinstance(setting, bool):
+        return setting, f"train.compile={str(setting).lower()}"
+    fast_cpu = device.type == "cpu" and precision == "bf16" and cpu_has_fast_bf16()
+    threshold = COMPILE_AUTO_FLOPS.get(device.type) if device.type == "cuda" or fast_cpu else None
+    if threshold is None:
+        return False, f"auto: off on {device.type} with {precision}"
+    if run_flops < threshold:
+        return False, f"auto: off, the run ({run_flops:.2g} FLOPs) is below {threshold:.0e}"
+    return True, f"auto: on, the run ({run_flops:.2g} FLOPs) repays compiling"
+
+
+def sdpa_backends(device: torch.device):
+    """The attention-kernel preference for training steps: PLASTICITY_SDPA_BACKEND=cudnn|flash|efficient|math
+    puts that backend first (the others stay as fallbacks); unset: torch's own order."""
+    import contextlib
+    import os
+
+    name = os.environ.get("PLASTICITY_SDPA_BACKEND", "")
+    if device.type != "cuda" or not name:
+        return contextlib.nullcontext()
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    order = {"cudnn": SDPBackend.CUDNN_ATTENTION, "flash": SDPBackend.FLASH_ATTENTION,
+             "efficient": SDPBackend.EFFICIENT_ATTENTION, "math": SDPBackend.MATH}
+    if name not in order:
+        raise ValueError(f"PLASTICITY_SDPA_BACKEND must be one of {', '.join(order)}, got {name!r}")
+    first = order.pop(name)
+    return sdpa_kernel([first, *order.values()], set_priority=True)
+
 
 @dataclass
 class TrainJob:
@@ -91,6 +130,7 @@ class TrainJob:
     parallel: str = "none"  # resolved strategy: none / ddp / fsdp
     wrapped: torch.nn.Module | None = None
     fast: FastPath = FastPath()
+    flops_per_step: float = 0.0  # training FLOPs of one optimizer step (0 = unknown): sizes `compile: auto`
     write_final: bool = True  # False: no final/ at the end (benchmarks drive the loop in segments)
 
 
@@ -222,7 +262,11 @@ def train(job: TrainJob, state: LoopState) -> LoopState:
     model.train()
     net = job.wrapped if job.wrapped is not None else model
     ddp = job.wrapped if job.parallel == "ddp" else None
-    use_compile = cfg.compile if job.fast.compile is None else job.fast.compile
+    run_flops = (job.total_steps - state.step) * job.flops_per_step / dist.world_size  # this rank's share
+    use_compile, why = resolve_compile(cfg.compile if job.fast.compile is None else job.fast.compile, job.device,
+                                       job.precision, run_flops)
+    if cfg.compile == "auto" and job.fast.compile is None and (use_compile or job.device.type == "cuda"):
+        job.log(f"torch.compile {'on' if use_compile else 'off'} ({why})")
     single = job.parallel == "none" and job.wrapped is None  # DDP/FSDP2 hooks run in the root module's forward
     fused_ce = job.device.type == "cpu" if job.fast.fused_ce is None else job.fast.fused_ce
     parts = _hidden_and_head(model) if fused_ce and single else None
@@ -236,7 +280,7 @@ def train(job: TrainJob, state: LoopState) -> LoopState:
     t_seg = time.perf_counter()
     elapsed0 = state.elapsed
     window_tokens, window_t = 0, time.perf_counter()
-    with _StopFlag() as stop, prog:
+    with _StopFlag() as stop, prog, sdpa_backends(job.device):
         while state.step < job.total_steps:
             s = state.step
             lr = job.lr_fn(s)

@@ -175,7 +175,8 @@ def _run_pretrain(cfg: PretrainConfig, resume: bool, dist: pdist.Dist, log) -> d
                    run_dir=run_dir, cfg=cfg.train, device=device, precision=precision,
                    grad_clip=cfg.optim.grad_clip, tokenizer_dir=data.tokenizer_dir, evaluate=evaluate,
                    checkpoint_steps=ckpt_steps, checkpoint_meta={"kind": "pretrain"}, label=run_dir.name, log=log,
-                   dist=dist, parallel=parallel, wrapped=net if net is not model else None)
+                   dist=dist, parallel=parallel, wrapped=net if net is not model else None,
+                   flops_per_step=flops_per_token(counts, shape, cfg.data.seq_len) * batches.tokens_per_step())
     base = dict(kind="pretrain", params_total=counts.total, params_non_embedding=counts.non_embedding,
                 flops_per_token=flops_per_token(counts, shape, cfg.data.seq_len), total_steps=total_steps,
                 token_budget=budget, weight_decay=cfg.optim.weight_decay, wd_policy=policy, precision=precision,

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ...config import FinetuneConfig, from_dict, to_dict, validate
+from ...config import FinetuneConfig, from_dict, to_dict, train_identity, validate
 from ...io import read_json_or_none as read_json
 from .base import Node, RunContext, Stage, run_summary
 
@@ -17,7 +17,7 @@ class FinetuneStage(Stage):
 
     def identity(self, model_id: str, fraction: float, fcfg: FinetuneConfig) -> list[Any]:
         ident = json.loads(json.dumps(_config_dict(fcfg), default=str))
-        ident["train"].pop("allow_large_memory", None)  # whether to refuse, not what: not in the id
+        ident["train"] = train_identity(ident["train"], ("allow_large_memory",))  # whether to refuse: not in the id
         return [model_id, fraction, ident]
 
     def build(self, model_id: str, model_dir: str, fraction: float, fcfg: FinetuneConfig, runs: Path, label: str,

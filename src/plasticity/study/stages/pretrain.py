@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ...config import PretrainConfig, from_dict, to_dict, validate
+from ...config import PretrainConfig, from_dict, to_dict, train_identity, validate
 from ...io import read_json_or_none as read_json
 from .base import Node, RunContext, Stage, run_summary
 
@@ -24,8 +24,7 @@ class PretrainStage(Stage):
         d = to_dict(pcfg)
         d.pop("out_dir")
         ident = json.loads(json.dumps(d))
-        for how in NOT_IDENTITY:
-            ident["train"].pop(how, None)
+        ident["train"] = train_identity(ident["train"], NOT_IDENTITY)
         return ident
 
     def build(self, pcfg: PretrainConfig, data_id: str, runs: Path, label: str, gpus: int, nproc: int) -> Node:
