@@ -127,3 +127,42 @@ def test_nonfinite_loss_still_detected(tmp_path):
                 train(job, LoopState())
         else:
             assert train(job, LoopState()).skipped_batches == 2
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("device", DEVICES)
+def test_compiled_model_and_loss_match_plain_loop_fp32(tmp_path, device):
+    """`train.compile` without the fused CE (the CUDA default) compiles the model and its loss as one graph;
+    the loss curve is the plain loop's up to fp32 rounding (inductor fuses and reorders reductions)."""
+    plain = _curve(tmp_path / "plain", PLAIN, fused_adamw=False, steps=4, device=device)
+    logs: list[str] = []
+    got = _curve(tmp_path / "c", FastPath(fused_ce=False, compile=True), fused_adamw=False, steps=4, logs=logs,
+                 device=device)
+    assert not [m for m in logs if "warning" in m], logs  # it compiled, no eager fallback
+    for a, b in zip(plain, got, strict=True):
+        assert math.isclose(a, b, rel_tol=1e-4), (plain, got)
+
+
+def test_compile_auto_is_on_only_where_it_repays(monkeypatch):
+    from plasticity.train import loop
+
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    assert loop.resolve_compile(True, cpu, "fp32", 0)[0] is True  # an explicit setting wins
+    assert loop.resolve_compile(False, cuda, "bf16", 1e30)[0] is False
+    assert loop.resolve_compile("auto", cuda, "bf16", loop.COMPILE_AUTO_FLOPS["cuda"])[0] is True
+    on, why = loop.resolve_compile("auto", cuda, "bf16", 1e12)  # a short run: compiling would not pay
+    assert on is False and "below" in why
+    assert loop.resolve_compile("auto", cpu, "fp32", 1e30)[0] is False  # fp32 CPUs: measured not to pay
+    monkeypatch.setattr(loop, "cpu_has_fast_bf16", lambda: True)
+    assert loop.resolve_compile("auto", cpu, "bf16", loop.COMPILE_AUTO_FLOPS["cpu"])[0] is True
+    monkeypatch.setattr(loop, "cpu_has_fast_bf16", lambda: False)
+    assert loop.resolve_compile("auto", cpu, "bf16", 1e30)[0] is False
+
+
+def test_pretrain_compile_auto_is_off_for_a_tiny_run(tmp_path):
+    """The auto rule reaches the loop: a tiny run's log says compile is off (or nothing, on fp32 CPUs) and
+    TrainConfig's default is auto."""
+    assert TrainConfig().compile == "auto"
+    logs: list[str] = []
+    _curve(tmp_path / "a", FastPath(), fused_adamw=False, steps=2, logs=logs, precision="bf16")
+    assert not [m for m in logs if "torch.compile on" in m], logs

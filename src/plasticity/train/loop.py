@@ -10,6 +10,7 @@ writes metrics and checkpoints, in the single-process format.
 
 from __future__ import annotations
 
+import functools
 import math
 import signal
 import sys
@@ -142,16 +143,29 @@ def _hidden_and_head(model: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.
     return None
 
 
+def causal_lm_loss(model: Callable[..., Any], input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
+                   labels: torch.Tensor) -> torch.Tensor:
+    """Summed next-token cross-entropy (fp32) over the targets (labels != -100) of a causal LM's batch. The
+    labels are shifted, not the logits, so the [tokens, vocab] logits are never sliced into a copy; compiled
+    together with the model (`train.compile`), the cast and the loss fuse into the logits' consumers."""
+    logits = model(input_ids=input_ids, attention_mask=attention_mask).logits
+    targets = F.pad(labels[:, 1:], (0, 1), value=-100)
+    return F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-100,
+                           reduction="sum")
+
+
 def step_loss(model: torch.nn.Module, micro: list[dict[str, torch.Tensor]], device: torch.device,
               precision: str, dist: Dist = SINGLE, ddp: torch.nn.Module | None = None,
-              body: torch.nn.Module | None = None) -> tuple[torch.Tensor, int, int]:
+              body: torch.nn.Module | None = None,
+              loss_fn: Callable[..., torch.Tensor] | None = None) -> tuple[torch.Tensor, int, int]:
     """Forward+backward over a step's micro-batches. The loss is the mean next-token cross-entropy over all
     target tokens (labels != -100) of the whole step, so grad accumulation equals one big batch.
     With several processes this rank runs only its share of the rows, still divided by the whole step's
     target count and scaled by the world size, so the gradient average of DDP/FSDP is exactly the
     single-process gradient (also for unequal target counts per rank); the returned loss is then this rank's
     share, to be summed over ranks. With `body` (the decoder body of `model`, possibly compiled) the loss is
-    computed by `fused_ce.linear_cross_entropy` on its hidden states instead of from full logits.
+    computed by `fused_ce.linear_cross_entropy` on its hidden states instead of from full logits; else by
+    `loss_fn(ids, mask, labels)` (default: `causal_lm_loss` of `model`; the loop passes it compiled).
     Returns (loss as a 0-d tensor on `device`, target tokens, input tokens), the counts of the whole step;
     the counts come from the (host) label tensors, so nothing here waits for the device."""
     n_targets = sum(int((b["labels"][:, 1:] != -100).sum()) for b in micro)
@@ -173,12 +187,10 @@ def step_loss(model: torch.nn.Module, micro: list[dict[str, torch.Tensor]], devi
                     head = _hidden_and_head(model)[1]  # type: ignore[index]
                     loss = linear_cross_entropy(hidden.reshape(-1, hidden.size(-1)), head.weight,
                                                 targets.reshape(-1), scale=1.0 / max(n_targets, 1))
+                elif loss_fn is not None:
+                    loss = loss_fn(ids, mask, labels) / max(n_targets, 1)
                 else:
-                    logits = model(input_ids=ids, attention_mask=mask).logits
-            if body is None:
-                loss = F.cross_entropy(logits[:, :-1].float().reshape(-1, logits.size(-1)),
-                                       labels[:, 1:].reshape(-1), ignore_index=-100,
-                                       reduction="sum") / max(n_targets, 1)
+                    loss = causal_lm_loss(model, ids, mask, labels) / max(n_targets, 1)
             (loss * dist.world_size if dist.enabled else loss).backward()
         total += loss.detach()
     return total, n_targets, n_inputs
@@ -191,8 +203,9 @@ def _clip_grad_norm(params: Any, max_norm: float) -> torch.Tensor:
     return norm.full_tensor() if hasattr(norm, "full_tensor") else norm
 
 
-def _compile_once(module: torch.nn.Module, log: Callable[[str], None]) -> Callable[..., Any]:
-    """torch.compile `module`; if compiling or the first compiled call fails, warn once and run eagerly."""
+def _compile_once(module: Callable[..., Any], log: Callable[[str], None]) -> Callable[..., Any]:
+    """torch.compile `module` (a module or function); if compiling or the first compiled call fails, warn once
+    and run eagerly."""
     try:
         compiled = torch.compile(module, dynamic=False)
     except Exception as e:  # noqa: BLE001 - any backend failure: fall back to eager
@@ -272,10 +285,13 @@ def train(job: TrainJob, state: LoopState) -> LoopState:
     parts = _hidden_and_head(model) if fused_ce and single else None
     body: Any = None
     fwd: Any = net
+    loss_fn: Any = None
     if parts is not None:
         body = _compile_once(parts[0], job.log) if use_compile else parts[0]
-    elif use_compile:
-        fwd = _compile_once(net, job.log)  # shares parameters with `model`
+    elif use_compile and single:  # the model and its loss in one graph (shares parameters with `model`)
+        loss_fn = _compile_once(functools.partial(causal_lm_loss, net), job.log)
+    elif use_compile:  # DDP / FSDP2: the wrapper itself is compiled (its hooks stay in its own forward)
+        fwd = _compile_once(net, job.log)
     prog, task = _progress(job.label, job.total_steps, state.step, show=dist.is_main)
     t_seg = time.perf_counter()
     elapsed0 = state.elapsed
@@ -288,7 +304,7 @@ def train(job: TrainJob, state: LoopState) -> LoopState:
                 g["lr"] = lr
             opt.zero_grad(set_to_none=True)
             loss_t, _, n_in = step_loss(fwd, job.batches.step_batches(s), job.device, job.precision, dist, ddp,
-                                        body)
+                                        body, loss_fn)
             gnorm_t = _clip_grad_norm(model.parameters(),
                                       job.grad_clip if job.grad_clip > 0 else float("inf"))
             # one host sync per step: loss and grad norm come back together
