@@ -38,7 +38,6 @@ class BenchPlan:
     sampler_prompts: int = 8
     sampler_k: int = EvaluateConfig.k  # samples per prompt, as `plasticity evaluate`
     sampler_new: int = 48
-    sampler_compiled: tuple[int, ...] = (16,)  # batch sizes that also time the compiled decode step
     gemm_n: int = 1024
     bf16_gemm_n: int = 256  # bf16 is emulated (slow) without AMX/AVX512-BF16: keep it small there
     cloze_items: int = 64
@@ -46,11 +45,11 @@ class BenchPlan:
 
 
 PLANS = {
-    "full": BenchPlan(repeats=5, train_steps=10, sampler_new=64, sampler_compiled=(16, 128)),
+    "full": BenchPlan(repeats=5, train_steps=10, sampler_new=64),
     "quick": BenchPlan(train_steps=4, sampler_new=32),
     # seconds, for the test suite: exercises every section on a toy model
     "tiny": BenchPlan(train_presets=("llama2-tiny",), batch=2, seq=32, vocab=512, train_steps=2, repeats=1,
-                      sampler_prompts=2, sampler_k=2, sampler_new=4, sampler_compiled=(), gemm_n=128, bf16_gemm_n=64,
+                      sampler_prompts=2, sampler_k=2, sampler_new=4, gemm_n=128, bf16_gemm_n=64,
                       cloze_items=4),
 }
 
@@ -276,23 +275,17 @@ def toy_lm(device: torch.device, hidden: int = 256, layers: int = 4, vocab: int 
     return model, tokenizer
 
 
-def _ours_sampler(model: Any, tokenizer: Any, prompts: list[str], k: int, new: int, batch_size: int,
-                  compiled: bool = False) -> float:
+def _ours_sampler(model: Any, tokenizer: Any, prompts: list[str], k: int, new: int, batch_size: int) -> float:
     from .evaluate import sampler
 
     cfg = sampler.SamplingConfig(max_new_tokens=new, temperature=1.0, stop_strings=(), batch_size=batch_size,
                                  add_special_tokens=False, eos_token_ids=())
     dev = next(model.parameters()).device
-    threshold = sampler._COMPILE_MIN_STEPS
-    sampler._COMPILE_MIN_STEPS = 0 if compiled else 1 << 62
-    try:
-        _sync(dev)
-        t = _now()
-        sampler.generate(model, tokenizer, prompts, k, cfg)
-        _sync(dev)
-        return _now() - t
-    finally:
-        sampler._COMPILE_MIN_STEPS = threshold
+    _sync(dev)
+    t = _now()
+    sampler.generate(model, tokenizer, prompts, k, cfg)
+    _sync(dev)
+    return _now() - t
 
 
 @torch.inference_mode()
@@ -321,23 +314,11 @@ def bench_sampler(plan: BenchPlan, device: torch.device) -> dict[str, Any]:
     for label, bs in (("bs16", 16), (f"bs{total}", total)):
         fns = {"generate": lambda bs=bs: _hf_generate(model, tokenizer, prompts, k, new, bs),
                "ours": lambda bs=bs: _ours_sampler(model, tokenizer, prompts, k, new, bs)}
-        warm = {}
-        if bs in plan.sampler_compiled:
-            fns["ours_compiled"] = lambda bs=bs: _ours_sampler(model, tokenizer, prompts, k, new, bs, compiled=True)
-        for name, f in fns.items():
-            t = time.perf_counter()
-            f()  # warm-up (compiles the compiled arm)
-            warm[name] = time.perf_counter() - t
+        for f in fns.values():
+            f()  # warm-up (kernels, CUDA graphs)
         med = ab(fns, plan.repeats)
         out[label] = {n: round(tokens / s, 1) for n, s in med.items()}
         out[label]["speedup"] = round(med["generate"] / med["ours"], 3)
-        if "ours_compiled" in med:
-            # compile seconds (wall: inductor compiles in subprocesses) and the decode tokens it takes to pay off
-            compile_s = max(0.0, warm["ours_compiled"] - med["ours_compiled"])
-            gain = med["ours"] / tokens - med["ours_compiled"] / tokens
-            out[label].update(compiled_speedup=round(med["generate"] / med["ours_compiled"], 3),
-                              compile_s=round(compile_s, 1),
-                              breakeven_tokens=round(compile_s / gain) if gain > 0 else None)
     return out
 
 
@@ -425,10 +406,6 @@ def table(rec: dict[str, Any]) -> str:
         if isinstance(v, dict):
             lines.append(f"{'sampler tok/s, k=' + str(s['k']) + ', ' + key:<44}{v['generate']:>14,.0f}"
                          f"{v['ours']:>14,.0f}{v['speedup']:>7.2f}x")
-            if "ours_compiled" in v:
-                lines.append(f"{'  compiled step (' + str(v['compile_s']) + ' s compile, pays after':<44}"
-                             f"{str(v['breakeven_tokens']) + ' tok)':>14}{v['ours_compiled']:>14,.0f}"
-                             f"{v['compiled_speedup']:>7.2f}x")
     lines.append(f"{'cloze requests/s':<44}{'':>14}{rec['cloze']['requests_per_s']:>14,.1f}")
     lines.append(f"{'analysis pass (ranks + norms), s':<44}{'':>14}{rec['analysis']['seconds']:>14.3f}")
     lines.append(f"GEMM peak fp32 {rec['gemm_gflops']['fp32']} / bf16 {rec['gemm_gflops']['bf16']} GFLOP/s; "

@@ -135,7 +135,11 @@ def test_top_k_1_and_tiny_top_p_equal_greedy(llama, tokenizer, prompts):
         assert all(s.token_ids == g[0].token_ids for g, row in zip(greedy, sampled, strict=True) for s in row)
 
 
-def test_prefill_once_per_prompt(llama, tokenizer, prompts, monkeypatch):
+@pytest.mark.parametrize("engine", [True, False])
+def test_prefill_once_per_prompt(llama, tokenizer, prompts, monkeypatch, engine):
+    """Each prompt is prefilled once for its k samples: all but its last token in the engine (whose first decode
+    step feeds the last one), the whole prompt on the Hugging Face path."""
+    monkeypatch.setattr(sampler_mod, "_FAST_DECODE", engine)
     seen: list[list[int]] = []
     real = sampler_mod._prefill
 
@@ -147,19 +151,35 @@ def test_prefill_once_per_prompt(llama, tokenizer, prompts, monkeypatch):
     cfg = SamplingConfig(max_new_tokens=4, stop_strings=(), add_special_tokens=False, batch_size=3)
     out = generate(llama, tokenizer, prompts, 4, cfg)
     assert len(out) == len(prompts) and all(len(row) == 4 for row in out)
-    assert sorted(map(tuple, seen)) == sorted(
-        tuple(tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts
-    )
+    ids = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    assert sorted(map(tuple, seen)) == sorted(tuple(x[:-1] if engine else x) for x in ids)
 
 
-def test_exponential_race_is_categorical():
+def test_inverse_cdf_draw_is_categorical():
+    """Draws with 4,000 seeds follow the softmax; a zero-probability token is never drawn; the same (seed,
+    counter) gives the same draw in any batch, and counters move the draws."""
     probs = torch.tensor([0.5, 0.3, 0.2, 0.0])
-    cfg = SamplingConfig(temperature=1.0)
-    gens = [torch.Generator().manual_seed(i) for i in range(4000)]
-    draws = sampler_mod._next_tokens(probs.log().expand(4000, 4), cfg, gens)
+    seeds = torch.tensor([sampler_mod.sample_seed(0, "q", j) for j in range(4000)])
+    draws = sampler_mod._next_tokens(probs.log().expand(4000, 4), SamplingConfig(temperature=1.0), seeds, 0)
     freq = torch.bincount(draws, minlength=4).float() / 4000
     assert torch.allclose(freq, probs, atol=0.03)
     assert freq[3] == 0
+    again = sampler_mod._next_tokens(probs.log().expand(7, 4), SamplingConfig(temperature=1.0), seeds[100:107], 0)
+    assert again.tolist() == draws[100:107].tolist()
+    later = sampler_mod._next_tokens(probs.log().expand(4000, 4), SamplingConfig(temperature=1.0), seeds, 1)
+    assert (later != draws).float().mean() > 0.3
+
+
+def test_uniform_is_uniform_and_pure():
+    from plasticity.evaluate.engine import uniform
+
+    seeds = torch.tensor([sampler_mod.sample_seed(1, i, 0) for i in range(20000)])
+    u = uniform(seeds, torch.zeros_like(seeds))
+    assert 0 <= float(u.min()) and float(u.max()) < 1
+    hist = torch.histc(u.float(), bins=10, min=0, max=1) / len(u)
+    assert torch.allclose(hist, torch.full((10,), 0.1), atol=0.01)
+    assert uniform(seeds[5:6], torch.tensor([3])).item() == uniform(seeds, torch.full_like(seeds, 3))[5].item()
+    assert len(set(uniform(seeds[:1].expand(1000), torch.arange(1000)).tolist())) == 1000
 
 
 def test_config_validation():
@@ -171,18 +191,53 @@ def test_config_validation():
         SamplingConfig(stop_strings=("",))
 
 
-def test_fast_llama_decode_equals_hf_forward(llama, tokenizer, prompts, monkeypatch):
-    """The static-cache Llama decode step gives the same samples as the Hugging Face forward with a dynamic
-    cache (sampling, repetition penalty, rows leaving the batch at different steps)."""
-    from plasticity.evaluate import fast_decode
+@pytest.mark.parametrize("arch", ["llama", "olmo2"])
+def test_engine_equals_hf_forward_path(arch, tokenizer, prompts, monkeypatch, request):
+    """The engine (slots, static cache, refills as rows finish) gives the same samples as the Hugging Face
+    forward with a dynamic cache, in batches that shrink: sampling, top-k, repetition penalty, EOS ending rows
+    at different steps, fewer slots than rows."""
+    from plasticity.evaluate import engine
 
-    assert fast_decode.supports(llama)
+    model = request.getfixturevalue(arch)
+    assert engine.supports(model)
+    base = SamplingConfig(max_new_tokens=12, temperature=0.0, stop_strings=(), add_special_tokens=False,
+                          eos_token_ids=())
+    eos = generate(model, tokenizer, prompts, 1, base)[0][0].token_ids[3]  # ends some rows early, not others
     cfg = SamplingConfig(max_new_tokens=20, temperature=0.9, top_k=50, repetition_penalty=1.1, stop_strings=(),
-                         add_special_tokens=False, batch_size=4, seed=3)
-    fast = generate(llama, tokenizer, prompts, 3, cfg)
+                         add_special_tokens=False, batch_size=4, seed=3, eos_token_ids=(eos,))
+    fast = generate(model, tokenizer, prompts, 3, cfg)
     monkeypatch.setattr(sampler_mod, "_FAST_DECODE", False)
-    slow = generate(llama, tokenizer, prompts, 3, cfg)
+    slow = generate(model, tokenizer, prompts, 3, cfg)
     assert [[s.token_ids for s in row] for row in fast] == [[s.token_ids for s in row] for row in slow]
+    assert [[s.finished_by for s in row] for row in fast] == [[s.finished_by for s in row] for row in slow]
+    greedy = SamplingConfig(**{**base.__dict__, "eos_token_ids": (eos,), "batch_size": 2})
+    monkeypatch.setattr(sampler_mod, "_FAST_DECODE", True)
+    fast_g = generate(model, tokenizer, prompts, 1, greedy)
+    assert len({s[0].num_tokens for s in fast_g}) > 1  # rows did finish at different steps
+    monkeypatch.setattr(sampler_mod, "_FAST_DECODE", False)
+    assert [s[0].token_ids for s in fast_g] == [s[0].token_ids for s in generate(model, tokenizer, prompts, 1,
+                                                                                  greedy)]
+
+
+def test_engine_samples_do_not_depend_on_slots(llama, tokenizer, prompts):
+    """A sample is a function of its seed and the model: 1 slot, 5 slots and all rows at once agree."""
+    cfg = dict(max_new_tokens=10, temperature=1.0, stop_strings=(), add_special_tokens=False, seed=7)
+    runs = [generate(llama, tokenizer, prompts, 4, SamplingConfig(batch_size=b, **cfg)) for b in (1, 5, 64)]
+    tokens = [[[s.token_ids for s in row] for row in run] for run in runs]
+    assert tokens[0] == tokens[1] == tokens[2]
+
+
+def test_engine_stop_strings(llama, tokenizer, prompts):
+    """A stop string found mid-decode ends the row (finished_by "stop", text cut before it) in the engine as on
+    the Hugging Face path."""
+    base = SamplingConfig(max_new_tokens=16, temperature=0.0, stop_strings=(), add_special_tokens=False,
+                          eos_token_ids=())
+    texts = [s[0].text for s in generate(llama, tokenizer, prompts, 1, base)]
+    stop = next(t[len(t) // 2:len(t) // 2 + 2] for t in texts if len(t.strip()) > 6)
+    cfg = SamplingConfig(**{**base.__dict__, "stop_strings": (stop,)})
+    out = generate(llama, tokenizer, prompts, 1, cfg)
+    assert any(s[0].finished_by == "stop" for s in out)
+    assert all(stop not in s[0].text for s in out)
 
 
 def test_sampler_prints_no_deprecation_warnings(llama, tokenizer, prompts, recwarn, monkeypatch):
@@ -194,30 +249,3 @@ def test_sampler_prints_no_deprecation_warnings(llama, tokenizer, prompts, recwa
     generate(llama, tokenizer, prompts[:2], 2, SamplingConfig(max_new_tokens=4, stop_strings=()))
     assert not [w for w in recwarn if issubclass(w.category, (FutureWarning, DeprecationWarning))], \
         [str(w.message) for w in recwarn]
-
-
-@pytest.mark.slow
-def test_compiled_decode_equals_eager(llama, tokenizer, prompts, monkeypatch):
-    """The compiled static-shape decode step (large generations) gives the eager step's samples, with rows
-    finishing at different steps (EOS) while the batch stays static, and rebuilds after a weight change."""
-    from plasticity.evaluate import fast_decode
-
-    cfg = SamplingConfig(max_new_tokens=12, temperature=0.0, stop_strings=(), add_special_tokens=False,
-                         batch_size=4, eos_token_ids=())
-    base = generate(llama, tokenizer, prompts, 1, cfg)
-    eos = base[0][0].token_ids[4]  # an EOS that ends some rows early and not others
-    cfg = SamplingConfig(**{**cfg.__dict__, "eos_token_ids": (eos,)})
-    eager = generate(llama, tokenizer, prompts, 1, cfg)
-    monkeypatch.setattr(sampler_mod, "_COMPILE_MIN_STEPS", 0)
-    built = []
-    real = fast_decode.compiled_step
-    monkeypatch.setattr(fast_decode, "compiled_step", lambda m: built.append(m) or real(m))
-    compiled = generate(llama, tokenizer, prompts, 1, cfg)
-    assert built, "the compiled step was not used"
-    assert [s[0].token_ids for s in compiled] == [s[0].token_ids for s in eager]
-    assert len({s[0].finished_by for s in eager}) > 1 or len({s[0].num_tokens for s in eager}) > 1
-    first = fast_decode._COMPILED[llama][1]
-    with torch.no_grad():
-        llama.lm_head.weight.mul_(1.0)  # an in-place update: a frozen compiled step must not be reused
-    fast_decode.compiled_step(llama)
-    assert fast_decode._COMPILED[llama][1] is not first

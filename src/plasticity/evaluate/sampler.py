@@ -8,9 +8,13 @@
 * decode batches hold `batch_size` sequences (the samples of a prompt are grouped); they are left padded
   with an attention mask and explicit position ids, so padding never shifts positions;
 * a finished sequence (EOS, stop string, or length) is dropped from the batch and its cache rows freed;
-* sample j of prompt i draws its randomness from its own `torch.Generator`, seeded from
-  (cfg.seed, prompt key, j), so a sample does not depend on the batch size or on which other sequences
-  share its batch (up to float rounding of the logits, which can differ with batch shape);
+* Llama and OLMo-2 models decode in the continuous-batching engine (`engine`): slots over a static KV cache,
+  refilled as samples finish, one CUDA graph per step on GPUs; other models through their own forward, in
+  batches of `batch_size` with finished rows dropped;
+* the t-th token of sample j of prompt i is drawn by inverse CDF at u(seed, t), a counter-based uniform of the
+  sample's seed (from (cfg.seed, prompt key, j)) and t (`engine.uniform`), so a sample does not depend on the
+  batch size, on which other sequences share its batch, or on the decode path or device (up to float rounding
+  of the logits, which can differ with batch shape);
 * logits are processed in float32 in Hugging Face order: repetition penalty, then temperature, top-k,
   top-p (the last three only when sampling). Greedy decoding (temperature 0) matches
   `model.generate(do_sample=False)` token for token. One documented difference: Hugging Face applies the
@@ -34,12 +38,9 @@ from transformers import DynamicCache
 from plasticity.config import EvaluateConfig
 from plasticity.errors import ConfigError
 
-from . import fast_decode as _fast
+from . import engine as _engine
 
-_FAST_DECODE = True  # the static-cache Llama decode step (fast_decode); False: always the HF forward
-# Compile the fast decode step when a call runs at least this many decode steps (batches x max_new_tokens):
-# on a loaded 2-core AVX2 CPU it saved ~1 ms per 16-row step and cost ~25 s to compile (BENCHMARKS.md).
-_COMPILE_MIN_STEPS = 32768
+_FAST_DECODE = True  # the engine for the models it supports; False: always the Hugging Face forward
 
 FinishReason = Literal["eos", "stop", "length"]
 
@@ -62,7 +63,7 @@ class SamplingConfig:
     top_k: int = 0
     repetition_penalty: float = 1.0
     stop_strings: tuple[str, ...] = ("Human:", "Assistant:")
-    batch_size: int = 16
+    batch_size: int = 16  # rows decoded at once (the engine's slots: on a GPU at least this, sized from memory)
     seed: int = 0
     add_special_tokens: bool = True
     eos_token_ids: tuple[int, ...] | None = None
@@ -243,29 +244,18 @@ def _apply_repetition_penalty(logits: torch.Tensor, seen: torch.Tensor, penalty:
     return torch.where(seen, penalized, logits)
 
 
-def _next_tokens(
-    logits: torch.Tensor, cfg: SamplingConfig, generators: list[torch.Generator]
-) -> torch.Tensor:
-    """Pick one token per row: argmax when greedy, else a per-row-seeded categorical draw."""
-    if cfg.greedy:
-        return logits.argmax(dim=-1)
-    logits = logits / cfg.temperature
-    vocab = logits.shape[-1]
-    if 0 < cfg.top_k < vocab:
-        kth = torch.topk(logits, cfg.top_k, dim=-1).values[:, -1:]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    if cfg.top_p < 1.0:
-        sorted_logits, sorted_idx = torch.sort(logits, descending=False)
-        remove = sorted_logits.softmax(dim=-1).cumsum(dim=-1) <= (1.0 - cfg.top_p)
-        remove[:, -1:] = False
-        logits = logits.masked_fill(remove.scatter(1, sorted_idx, remove), float("-inf"))
-    probs = logits.softmax(dim=-1)
-    # Exponential race: argmax_i p_i / E_i with E_i ~ Exp(1) iid is a draw from Categorical(p); each row
-    # consumes exactly `vocab` draws of its own generator per step.
-    noise = torch.stack(
-        [torch.empty(vocab, device=logits.device).exponential_(generator=g) for g in generators]
-    ).clamp_(min=torch.finfo(torch.float32).tiny)  # a 0 draw would make 0/0 = NaN win the argmax
-    return (probs / noise).argmax(dim=-1)
+def _next_tokens(logits: torch.Tensor, cfg: SamplingConfig, seeds: torch.Tensor, step: int) -> torch.Tensor:
+    """Pick one token per row: argmax when greedy, else the row's draw number `step` (`engine.sample_tokens`)."""
+    counters = torch.full_like(seeds, step)
+    return _engine.sample_tokens(logits, 0.0 if cfg.greedy else cfg.temperature, cfg.top_k, cfg.top_p, seeds,
+                                 counters)
+
+
+def _to_sample(tokenizer: Any, tokens: list[int], reason: FinishReason | None, cfg: SamplingConfig) -> Sample:
+    text, found = cut_at_stop(tokenizer.decode(tokens, skip_special_tokens=True), cfg.stop_strings)
+    final = "stop" if found else reason
+    assert final is not None
+    return Sample(text=text, token_ids=tokens, num_tokens=len(tokens), finished_by=final)
 
 
 def _decode_chunk(
@@ -279,13 +269,9 @@ def _decode_chunk(
     eos: set[int],
     stopper: _StopChecker | None,
     device: torch.device,
-    capacity: int | None = None,
-    compiled: bool = False,
 ) -> list[Sample]:
-    """Decode one batch of (prompt index, sample index) rows from their shared prefilled prefixes.
-
-    `compiled` (fast Llama path only) runs the compiled decode step over a KV buffer of `capacity` positions;
-    finished rows then stay in the batch (static shapes) until half of it has finished."""
+    """Decode one batch of (prompt index, sample index) rows from their shared prefilled prefixes through the
+    model's own forward and a dynamic cache (models the engine does not support); finished rows leave."""
     uniq = list(dict.fromkeys(i for i, _ in rows))
     width = max(prefixes[i].length for i in uniq)
     row_to_uniq = torch.tensor([uniq.index(i) for i, _ in rows], device=device)
@@ -300,10 +286,7 @@ def _decode_chunk(
         layers.append((padded[0], padded[1]))
     lens = torch.tensor([prefixes[i].length for i, _ in rows], device=device)
     mask = (torch.arange(width, device=device)[None, :] >= (width - lens)[:, None]).long()
-    fast = None
-    if _FAST_DECODE and _fast.supports(model):
-        fast = _fast.LlamaDecoder(model, layers, mask, cfg.max_new_tokens, capacity, compiled)
-    cache = DynamicCache(ddp_cache_data=layers) if fast is None else None
+    cache = DynamicCache(ddp_cache_data=layers)
     cache_kw = _cache_kwarg(model)
     positions = lens.clone()
     logits = torch.stack([prefixes[i].logits for i, _ in rows])
@@ -312,24 +295,19 @@ def _decode_chunk(
         seen = torch.zeros(logits.shape, dtype=torch.bool, device=device)
         for r, (i, _) in enumerate(rows):
             seen[r, torch.tensor(prompt_ids[i], device=device)] = True
-    generators = []
-    if not cfg.greedy:
-        generators = [torch.Generator(device=device).manual_seed(seed) for seed in seeds]
+    seed_t = torch.tensor(seeds, dtype=torch.long, device=device)
 
     alive = list(range(len(rows)))  # the result row of each batch row
-    done = [False] * len(rows)  # batch rows that finished but stay in a static (compiled) batch
     tokens: list[list[int]] = [[] for _ in rows]
     reasons: list[FinishReason | None] = [None] * len(rows)
-    for _ in range(cfg.max_new_tokens):
+    for step in range(cfg.max_new_tokens):
         if seen is not None:
             logits = _apply_repetition_penalty(logits, seen, cfg.repetition_penalty)
-        nxt = _next_tokens(logits, cfg, generators)
+        nxt = _next_tokens(logits, cfg, seed_t, step)
         if seen is not None:
             seen[torch.arange(len(alive), device=device), nxt] = True
         keep = []
         for b, (r, tok) in enumerate(zip(alive, nxt.tolist(), strict=True)):
-            if done[b]:
-                continue
             tokens[r].append(tok)
             if tok in eos:
                 reasons[r] = "eos"
@@ -341,42 +319,20 @@ def _decode_chunk(
                 keep.append(b)
         if not keep:
             break
-        static = fast is not None and fast.compiled is not None
-        if static and 2 * len(keep) > len(alive):
-            kept = set(keep)
-            done = [b not in kept for b in range(len(alive))]  # keep computing them; results are dropped
-        elif len(keep) < len(alive):
-            done = [False] * len(keep)
+        if len(keep) < len(alive):
             idx = torch.tensor(keep, device=device)
-            if fast is not None:
-                fast.select(idx)
-            else:
-                cache.batch_select_indices(idx)
+            cache.batch_select_indices(idx)
             mask, positions, nxt = mask[idx], positions[idx], nxt[idx]
             seen = seen[idx] if seen is not None else None
-            generators = [generators[b] for b in keep] if generators else generators
+            seed_t = seed_t[idx]
             alive = [alive[b] for b in keep]
-        if fast is not None:
-            logits = fast.step(nxt, positions)
-        else:
-            mask = torch.cat([mask, mask.new_ones((len(alive), 1))], dim=1)
-            out = model(
-                input_ids=nxt[:, None],
-                attention_mask=mask,
-                position_ids=positions[:, None],
-                use_cache=True,
-                **{cache_kw: cache},
-            )
-            logits = out.logits[:, -1, :].float()
+        mask = torch.cat([mask, mask.new_ones((len(alive), 1))], dim=1)
+        out = model(input_ids=nxt[:, None], attention_mask=mask, position_ids=positions[:, None], use_cache=True,
+                    **{cache_kw: cache})
+        logits = out.logits[:, -1, :].float()
         positions = positions + 1
 
-    samples = []
-    for r in range(len(rows)):
-        text, found = cut_at_stop(tokenizer.decode(tokens[r], skip_special_tokens=True), cfg.stop_strings)
-        reason = "stop" if found else reasons[r]
-        assert reason is not None
-        samples.append(Sample(text=text, token_ids=tokens[r], num_tokens=len(tokens[r]), finished_by=reason))
-    return samples
+    return [_to_sample(tokenizer, tokens[r], reasons[r], cfg) for r in range(len(rows))]
 
 
 @torch.inference_mode()
@@ -417,9 +373,6 @@ def generate(
     k_run = 1 if cfg.greedy else k
     order = sorted(range(len(prompts)), key=lambda i: -len(ids[i]))  # longest first, stable
     work = [(i, j) for i in order for j in range(k_run)]
-    steps = -(-len(work) // cfg.batch_size) * cfg.max_new_tokens
-    compiled = _FAST_DECODE and steps >= _COMPILE_MIN_STEPS and _fast.supports(model)
-    capacity = -(-(max(map(len, ids)) + cfg.max_new_tokens) // 64) * 64  # one compiled shape per call
     last_use = {i: pos for pos, (i, _) in enumerate(work)}
     results: list[list[Sample | None]] = [[None] * k_run for _ in prompts]
     prefixes: dict[int, _Prefix] = {}
@@ -428,6 +381,9 @@ def generate(
     was_training = model.training
     model.eval()
     try:
+        if _FAST_DECODE and _engine.supports(model):
+            _run_engine(model, tokenizer, ids, keys, work, cfg, eos, stopper, pad_id, device, results)
+            work = []  # done
         for start in range(0, len(work), cfg.batch_size):
             rows = work[start : start + cfg.batch_size]
             while any(i not in prefixes for i, _ in rows):
@@ -437,8 +393,7 @@ def generate(
                     zip(batch, _prefill(model, [ids[i] for i in batch], pad_id, device), strict=True)
                 )
             seeds = [sample_seed(cfg.seed, keys[i], j) for i, j in rows]
-            samples = _decode_chunk(model, tokenizer, rows, prefixes, ids, seeds, cfg, eos, stopper, device,
-                                    capacity, compiled and len(rows) == cfg.batch_size)
+            samples = _decode_chunk(model, tokenizer, rows, prefixes, ids, seeds, cfg, eos, stopper, device)
             for (i, j), sample in zip(rows, samples, strict=True):
                 results[i][j] = sample
             end = start + len(rows)
@@ -457,3 +412,48 @@ def generate(
             ]
         out.append(done)
     return out
+
+
+def engine_slots(model: Any, cfg: SamplingConfig, capacity: int, work: int, device: torch.device) -> int:
+    """Rows the engine decodes at once: `cfg.batch_size` on CPUs; on a GPU as many as half its free memory
+    holds (KV cache and per-row logits work), at least `cfg.batch_size`, at most 1,024 (past a few hundred rows
+    a small model's step is compute-bound), never more than the work."""
+    slots = cfg.batch_size
+    if device.type == "cuda":
+        conf = model.config
+        head_dim = getattr(conf, "head_dim", None) or conf.hidden_size // conf.num_attention_heads
+        elem = model.model.embed_tokens.weight.element_size()
+        kv = 2 * conf.num_hidden_layers * conf.num_key_value_heads * head_dim * capacity * elem
+        per_row = kv + 32 * conf.vocab_size + 8 * cfg.max_new_tokens  # logits, softmax/cumsum/sort, seen, out
+        free = torch.cuda.mem_get_info(device)[0]
+        slots = max(cfg.batch_size, min(1024, int(0.5 * free) // per_row))
+    return max(1, min(slots, work))
+
+
+def _run_engine(model: Any, tokenizer: Any, ids: list[list[int]], keys: list[Hashable],
+                work: list[tuple[int, int]], cfg: SamplingConfig, eos: set[int], stopper: _StopChecker | None,
+                pad_id: int, device: torch.device, results: list[list[Sample | None]]) -> None:
+    """Decode `work` in the continuous-batching engine; fill `results[i][j]`."""
+    seeds = [sample_seed(cfg.seed, keys[i], j) for i, j in work]
+    dec = _engine.Decoding(cfg.max_new_tokens, 0.0 if cfg.greedy else cfg.temperature, cfg.top_k, cfg.top_p,
+                           cfg.repetition_penalty)
+    capacity = max(len(ids[i]) for i, _ in work) + cfg.max_new_tokens
+    slots = engine_slots(model, cfg, capacity, len(work), device)
+    budget = 32768 if device.type == "cuda" else 4096  # prompt tokens per prefill forward
+
+    def prefill(prompts: list[list[int]]) -> list[list[tuple[torch.Tensor, torch.Tensor]]]:
+        kv, chunk, size = [], [], 0
+        for p in prompts + [None]:  # type: ignore[list-item]
+            if p is None or (chunk and (size + len(p) > budget or len(chunk) >= cfg.batch_size * 8)):
+                kv += [x.kv for x in _prefill(model, chunk, pad_id, device)] if chunk else []
+                chunk, size = [], 0
+            if p is not None:
+                chunk.append(p)
+                size += len(p)
+        return kv
+
+    done = _engine.run(model, ids, work, seeds, dec, eos, stopper.trigger if stopper else None,
+                       stopper.hit if stopper else None, prefill, slots)
+    for f in done:
+        i, j = f.work
+        results[i][j] = _to_sample(tokenizer, f.tokens, f.reason, cfg)  # type: ignore[arg-type]
