@@ -4,9 +4,9 @@ the prompt fine-tuning trained on; lm-evaluation-harness scores such a checkpoin
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -96,11 +96,10 @@ def test_saved_fine_tune_applies_its_template(finetuned: tuple[Path, str]) -> No
 def test_lm_eval_scores_a_fine_tuned_checkpoint_with_its_chat_template(finetuned: tuple[Path, str],
                                                                        tmp_path: Path) -> None:
     """The README's lm-evaluation-harness command, on a local two-question task (offline)."""
-    if shutil.which("lm_eval") is None:
-        try:
-            import lm_eval  # noqa: F401
-        except ImportError:
-            pytest.skip("lm-evaluation-harness is not installed (pip install lm-eval)")
+    for module in ("lm_eval", "accelerate"):  # lm-eval's `hf` model needs accelerate (its [hf] extra)
+        if importlib.util.find_spec(module) is None:
+            pytest.skip(f"lm-evaluation-harness with its hf backend is not installed ({module}: pip install "
+                        "'lm-eval[hf]')")
     run, _ = finetuned
     data = tmp_path / "arith.jsonl"
     data.write_text("".join(json.dumps({"question": f"What is {a} + {a}?", "answer": str(2 * a)}) + "\n"
