@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -95,7 +96,7 @@ def test_saved_fine_tune_applies_its_template(finetuned: tuple[Path, str]) -> No
 @pytest.mark.slow
 def test_lm_eval_scores_a_fine_tuned_checkpoint_with_its_chat_template(finetuned: tuple[Path, str],
                                                                        tmp_path: Path) -> None:
-    """The README's lm-evaluation-harness command, on a local two-question task (offline)."""
+    """The README's lm-evaluation-harness command, on a local two-question task instead of gsm8k (offline)."""
     for module in ("lm_eval", "accelerate"):  # lm-eval's `hf` model needs accelerate (its [hf] extra)
         if importlib.util.find_spec(module) is None:
             pytest.skip(f"lm-evaluation-harness with its hf backend is not installed ({module}: pip install "
@@ -113,9 +114,14 @@ def test_lm_eval_scores_a_fine_tuned_checkpoint_with_its_chat_template(finetuned
         "generation_kwargs:\n  until: ['\\n']\n  max_gen_toks: 8\n  do_sample: false\n"
         "metric_list:\n  - metric: exact_match\n")
     out = tmp_path / "lm_eval_out"
-    cmd = [sys.executable, "-m", "lm_eval", "--model", "hf",
-           "--model_args", f"pretrained={run / 'final'},dtype=float32", "--tasks", "arith_local",
-           "--include_path", str(tasks), "--apply_chat_template", "--batch_size", "2", "--device", "cpu",
+    from tests.foundation.test_readme import readme_commands
+
+    argv = next(a for a in readme_commands() if a[0] == "lm_eval")  # the README's command, pointed at this run
+    argv[argv.index("--model_args") + 1] = re.sub(r"pretrained=[^,]+", f"pretrained={run / 'final'}",
+                                                  argv[argv.index("--model_args") + 1])
+    argv[argv.index("--tasks") + 1] = "arith_local"
+    argv[argv.index("--batch_size") + 1] = "2"
+    cmd = [sys.executable, "-m", "lm_eval", *argv[1:], "--include_path", str(tasks), "--device", "cpu",
            "--log_samples", "--output_path", str(out)]
     env = dict(os.environ, HF_DATASETS_OFFLINE="1", HF_HUB_OFFLINE="1")
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
