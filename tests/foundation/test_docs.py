@@ -128,3 +128,12 @@ def test_the_path_scan_itself() -> None:
     assert _exists("tests/foundation/test_docs.py::test_the_path_scan_itself") and _exists("tests/conftest.py::REPO")
     assert not _exists("tests/foundation/test_docs.py::test_no_such_test")
     assert not _exists("configs/no-such-file.yaml")
+
+
+def test_readme_lists_every_registered_task() -> None:
+    from plasticity.tasks.registry import list_tasks
+
+    table = (REPO / "README.md").read_text().split("### Tasks", 1)[1].split("\n#", 1)[0]
+    listed = set(re.findall(r"^\| `(\w+)`(?:, `(\w+)`)?", table, re.M))
+    names = {n for pair in listed for n in pair if n}
+    assert names == {t.name for t in list_tasks()}
