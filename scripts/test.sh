@@ -16,6 +16,13 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh || exit 1
 source scripts/env.sh
+# The extra (needs_data) tests read real datasets from $PLASTICITY_DATA_ROOT: ../shared/data beside the checkout
+# when it exists and the variable is unset (they skip, with the reason, without it). plasticity itself never
+# looks there: its default is ~/.cache/plasticity/data.
+if [ -z "${PLASTICITY_DATA_ROOT:-}" ] && [ -d ../shared/data ]; then
+  PLASTICITY_DATA_ROOT="$(cd ../shared/data && pwd)"
+  export PLASTICITY_DATA_ROOT
+fi
 echo "== lint: ruff check src tests benchmarks scripts"
 .venv/bin/ruff check -q src tests benchmarks scripts || exit 1
 

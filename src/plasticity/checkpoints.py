@@ -30,7 +30,7 @@ HUB_MOCK_ENV = "PLASTICITY_HUB_MOCK"
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 # never fetched: pickled weight formats (only safetensors are loaded) and other frameworks' weights
 _HUB_IGNORE = ["*.bin", "*.pt", "*.pth", "*.ckpt", "*.h5", "*.msgpack", "*.onnx", "*.gguf", "*.ot"]
-TOKENIZER_FILES = ["*.json", "*.model", "*.txt", "*.tiktoken", "*.py"]  # allow_patterns of a tokenizer-only fetch
+TOKENIZER_FILES = ["*.json", "*.jinja", "*.model", "*.txt", "*.tiktoken", "*.py"]  # a tokenizer-only fetch
 
 
 # --------------------------------------------------------------------------------------------- manifests

@@ -8,10 +8,33 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from .console import log, out, user_errors
+from .console import data_root_option, log, out, user_errors
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False,
+                  context_settings={"help_option_names": ["-h", "--help"]},
                   help="Pretrain, fine-tune, evaluate and analyze language models to study plasticity.")
+
+# `plasticity --help` lists the commands in this order (a study first: it runs every other step); commands not
+# named here (added by other modules) follow in the order they were registered.
+COMMAND_ORDER = ("study", "status", "report", "pretrain", "finetune", "evaluate", "analyze", "tasks", "models")
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from . import __version__
+
+        print(f"plasticity {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", "-V", is_eager=True, callback=_print_version,
+                                 help="print the version and exit"),
+) -> None:
+    """Pretrain, fine-tune, evaluate and analyze language models to study plasticity."""
+
+
 @app.command()
 @user_errors
 def pretrain(
@@ -48,8 +71,7 @@ def finetune(
 
 @app.command()
 @user_errors
-def tasks(data_root: Path = typer.Option(None, help="local data folder (default: $PLASTICITY_DATA_ROOT or "
-                                                   "../shared/data)")) -> None:
+def tasks(data_root: Path = data_root_option()) -> None:
     """List the registered fine-tuning/evaluation tasks and where their data comes from."""
     from .tasks.registry import describe_tasks
 
@@ -119,6 +141,8 @@ def _register_stage_commands() -> None:
 
 
 _register_stage_commands()
+_rank = {name: i for i, name in enumerate(COMMAND_ORDER)}
+app.registered_commands.sort(key=lambda c: _rank.get(c.name or c.callback.__name__, len(_rank)))  # stable
 
 
 def main() -> None:

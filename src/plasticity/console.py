@@ -16,6 +16,13 @@ err = Console(stderr=True, highlight=False, soft_wrap=True)
 out = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
 
 
+def data_root_option():
+    """``--data-root DIR``, one type and help in every command that has it (`plasticity.tasks.data_root`)."""
+    return typer.Option(None, "--data-root", metavar="DIR", file_okay=False,
+                        help="local dataset folder (default: $PLASTICITY_DATA_ROOT, else $PLASTICITY_CACHE/data "
+                             "= ~/.cache/plasticity/data; layout in the README)")
+
+
 def log(msg: str) -> None:
     err.print(msg, markup=False)
 

@@ -98,7 +98,7 @@ def test_external_checkpoint_and_cli(analysed, tmp_path):
         pass
 
     runner = CliRunner()
-    r = runner.invoke(app, ["analyze", str(run), "--what", "norms", "--out-dir", str(tmp_path / "cli")])
+    r = runner.invoke(app, ["analyze", str(run), "--what", "norms", "--out", str(tmp_path / "cli")])
     assert r.exit_code == 0, r.output
     assert (tmp_path / "cli" / "norms.json").is_file()
     r = runner.invoke(app, ["analyze", str(tmp_path / "missing")])

@@ -129,8 +129,8 @@ def test_finetune_evaluate_analyze_a_hub_model(mock_hub, tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     assert json.loads((tmp_path / "ev" / "demo_arith.json").read_text())["config"]["model_dir"] == "org/tiny"
     r = run_cli("analyze", "org/tiny", "--revision", "r1", "--what", "norms", timeout=300, env=env)
-    _one_line_exit_2(r, "--out-dir is required")
-    r = run_cli("analyze", "org/tiny", "--revision", "r1", "--what", "norms", "--out-dir", str(tmp_path / "an"),
+    _one_line_exit_2(r, "--out is required")
+    r = run_cli("analyze", "org/tiny", "--revision", "r1", "--what", "norms", "--out", str(tmp_path / "an"),
                 timeout=300, env=env)
     assert r.returncode == 0 and (tmp_path / "an" / "norms.json").is_file(), r.stderr[-3000:]
 
@@ -141,5 +141,5 @@ def test_analyze_a_hub_model(mock_hub, tmp_path):
     res = run_analyze("org/tiny", what="norms", out_dir=tmp_path / "an", revision="r1", log=lambda _: None)
     assert res["target"] == "org/tiny@r1" and res["kind"] == "checkpoint"
     assert (tmp_path / "an" / "norms.json").is_file()
-    with pytest.raises(UserError, match="--out-dir is required"):
+    with pytest.raises(UserError, match="--out is required"):
         run_analyze("org/tiny", what="norms", revision="r1")

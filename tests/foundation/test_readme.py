@@ -9,6 +9,9 @@ Each command line of each ```bash block is handled explicitly:
 - every other ``plasticity`` line runs for real, in order, in a scratch directory (``configs/`` linked in), with
   speed-only overrides appended (`FAST`: fewer steps, questions and probe examples; same commands and files);
 - any other line fails the test until it is handled here.
+- `pip install ...` lines name extras that pyproject.toml defines (`python -m build` runs in
+  tests/foundation/test_packaging.py);
+- the `lm_eval` line is run by tests/finetune/test_chat_template.py (slow; skipped without lm-eval).
 The README's `finetune ... init_from=RUN task=gsm8k` is run in tests/reliability/test_runtime_defects.py (it needs
 the local GSM8K) and its config resolution in `test_task_options_belong_to_their_task` (no data).
 """
@@ -58,8 +61,21 @@ def test_readme_has_the_commands_this_test_knows() -> None:
     kinds = [("setup" if tuple(a) in SETUP else "synopsis" if is_synopsis(a) else a[0]) for a in readme_commands()]
     assert kinds.count("setup") == 2 and "synopsis" in kinds and "plasticity" in kinds
     unknown = [a for a, k in zip(readme_commands(), kinds, strict=True)
-               if k not in ("setup", "synopsis", "plasticity", "torchrun")]
+               if k not in ("setup", "synopsis", "plasticity", "torchrun", "lm_eval")
+               and a[:2] not in (["pip", "install"], ["python", "-m"])]
+    assert ["python", "-m", "build"] in [a[:3] for a in readme_commands() if a[0] == "python"]
+    assert "lm_eval" in kinds
     assert not unknown, f"README commands this test does not handle: {unknown}"
+
+
+def test_readme_pip_extras_exist() -> None:
+    tomllib = pytest.importorskip("tomllib", reason="tomllib is in the standard library from Python 3.11 on")
+    extras = set(tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"])
+    lines = [a for a in readme_commands() if a[:2] == ["pip", "install"]]
+    assert lines
+    for argv in lines:
+        named = {e.strip() for t in argv for group in re.findall(r"\[([a-z,\s-]+)\]", t) for e in group.split(",")}
+        assert named and named <= extras, (argv, extras)
 
 
 def test_readme_synopsis_options_exist() -> None:
@@ -68,6 +84,8 @@ def test_readme_synopsis_options_exist() -> None:
     from plasticity.cli import app
 
     for argv in filter(is_synopsis, readme_commands()):
+        if argv[:2] == ["pip", "install"]:
+            continue  # test_readme_pip_extras_exist
         assert argv[0] == "plasticity", argv
         r = CliRunner().invoke(app, [argv[1], "--help"], env={"COLUMNS": "200"})
         assert r.exit_code == 0, (argv, r.output[-2000:])

@@ -12,7 +12,7 @@ from tests.conftest import run_cli
 
 
 def test_ray_executor_runs_the_study_and_matches_local(tmp_path):
-    pytest.importorskip("ray", reason="Ray is not installed (pip install 'plasticity[ray]')")
+    pytest.importorskip("ray", reason="Ray is not installed (pip install 'lm-plasticity[ray]')")
     spec = {
         "name": "ray", "axes": {"optim.weight_decay": [0.0, 1.0]}, "analyze": ["norms"],
         "base": {"model": {"preset": "llama2-tiny"}, "tokenizer": {"vocab_size": 512, "train_documents": 150},

@@ -22,7 +22,6 @@ from plasticity.tasks import (
     task_names,
     task_options,
 )
-from plasticity.tasks import data_root as data_root_module
 from plasticity.tasks.cloze import arc_item, hellaswag_item, hellaswag_preprocess, piqa_item, winogrande_item
 
 PAPER_TASKS = {
@@ -247,6 +246,8 @@ def test_cot_formats_on_hand_written_rows() -> None:
 
 
 def test_resolve_data_root_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--data-root / data_root, else $PLASTICITY_DATA_ROOT, else $PLASTICITY_CACHE/data (~/.cache/plasticity/data);
+    never a folder guessed from the working directory or the checkout (no ../shared/data)."""
     monkeypatch.setenv("PLASTICITY_DATA_ROOT", str(tmp_path / "env"))
     assert resolve_data_root(tmp_path / "explicit") == tmp_path / "explicit"
     assert resolve_data_root() == tmp_path / "env"
@@ -254,17 +255,20 @@ def test_resolve_data_root_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     (tmp_path / "shared" / "data").mkdir(parents=True)
     (tmp_path / "repo").mkdir()
     monkeypatch.chdir(tmp_path / "repo")
-    assert resolve_data_root() == (tmp_path / "shared" / "data").resolve()
-    (tmp_path / "elsewhere" / "deeper").mkdir(parents=True)
-    monkeypatch.chdir(tmp_path / "elsewhere" / "deeper")
-    monkeypatch.setattr(data_root_module, "_checkout_sibling", lambda: None)
-    assert resolve_data_root() is None
+    monkeypatch.setenv("PLASTICITY_CACHE", str(tmp_path / "cache"))
+    assert resolve_data_root() == tmp_path / "cache" / "data"
+    monkeypatch.delenv("PLASTICITY_CACHE")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert resolve_data_root() == tmp_path / "home" / ".cache" / "plasticity" / "data"
 
 
 def test_missing_data_root_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("PLASTICITY_DATA_ROOT", raising=False)
+    monkeypatch.setenv("PLASTICITY_CACHE", str(tmp_path / "cache"))
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(data_root_module, "_checkout_sibling", lambda: None)
-    with pytest.raises(DataError, match="PLASTICITY_DATA_ROOT"):
+    expected = str(tmp_path / "cache" / "data" / "gsm8k")
+    with pytest.raises(DataError, match="PLASTICITY_DATA_ROOT") as e:
         load_rows("gsm8k", "train")
+    assert str(e.value).startswith(expected) and "--data-root" in str(e.value)
+    assert not get_task("gsm8k").local_available()
     assert len(load_rows("demo_arith", "train", limit=3)) == 3  # demo tasks need no data at all

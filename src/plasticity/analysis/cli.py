@@ -54,7 +54,7 @@ def add_downstream(res: dict, finetuned: list[Path]) -> None:
 
 def register(app: typer.Typer) -> None:
     """Add the ``analyze`` command to ``app``."""
-    from ..console import user_errors
+    from ..console import data_root_option, user_errors
 
     @app.command()
     @user_errors
@@ -65,10 +65,9 @@ def register(app: typer.Typer) -> None:
         compare: bool = typer.Option(False, "--compare", help="compare already analysed runs; writes --out"),
         finetuned: list[Path] = typer.Option(None, "--finetuned", help="--compare: evaluated fine-tuning runs of "
                                              "those pretraining runs (repeatable); adds their result columns"),
-        out: Path = typer.Option(None, "--out", help="--compare: output JSON (default: compare.json)"),
-        out_dir: Path = typer.Option(None, "--out-dir", help="where to write (default: <target>/analysis; required "
-                                     "for a Hub id)"),
-        data_root: Path = typer.Option(None, "--data-root", help="local data folder (sst2, ag_news probes)"),
+        out: Path = typer.Option(None, "--out", help="the output folder of one TARGET (default: <target>/analysis; "
+                                 "required for a Hub id); with --compare, the output JSON (default: compare.json)"),
+        data_root: Path = data_root_option(),
         n_probe: int = typer.Option(_D.n_probe, "--n-probe", help="examples per probe set"),
         probe_sets: str = typer.Option(None, "--probe-sets", help="comma-separated: bbc_topic,sst2,ag_news"),
         gap_sequences: int = typer.Option(_D.gap_sequences, "--gap-sequences",
@@ -98,17 +97,17 @@ def register(app: typer.Typer) -> None:
             console.print(table)
             console.print(f"wrote {dest}")
             return
-        if out_dir is not None and len(targets) > 1:
+        if out is not None and len(targets) > 1:
             from ..errors import UserError
 
-            raise UserError("--out-dir works with a single target")
+            raise UserError("--out works with a single target (without --compare)")
         sets = [s.strip() for s in probe_sets.split(",") if s.strip()] if probe_sets else None
         cfg = AnalyzeConfig(probe_sets=sets, n_probe=n_probe, gap_sequences=gap_sequences, rank_threshold=threshold,
                             data_root=str(data_root) if data_root else None,
                             gap_data=str(gap_data) if gap_data else None)
         table = Table("target", "total norm", "QK rank", "VP rank", "best probe", "train-val gap", "unseen-seen")
         for t in targets:
-            r = run_analyze(t, what, out_dir, cfg, log=log, revision=revision)
+            r = run_analyze(t, what, out, cfg, log=log, revision=revision)
             norm = (r.get("norms") or {}).get("total_norm")
             cks = (r.get("rank") or {}).get("checkpoints") or []
             mean = cks[-1]["mean"] if cks else {}

@@ -43,7 +43,7 @@ def _resolve_target(target: str | Path, out_dir: str | Path | None,
     dir into ``<dir>/analysis``; a Hub model (fetched here) needs `out_dir`."""
     source = resolve_model_source(target, revision)
     if source.kind == "hub" and out_dir is None:
-        raise UserError(f"{source.describe()}: --out-dir is required when TARGET is a Hub model")
+        raise UserError(f"{source.describe()}: --out is required when TARGET is a Hub model")
     model_dir = source.local_dir()
     check_model_dir(model_dir)  # manifest, architecture, safetensors: before any work or output
     tdir = source.run_dir if source.kind == "run" else model_dir
@@ -136,13 +136,13 @@ def _read_probe_jsonl(path: Path, field: str) -> tuple[list[str], list]:
 
 
 def _probe_from_hub(name: str, field: str, local: Path | None) -> tuple[list[str], list]:
-    """The probe set from the HF Hub (users with internet and ``pip install 'plasticity[hub]'``)."""
+    """The probe set from the HF Hub (users with internet and ``pip install 'lm-plasticity[hub]'``)."""
     where = f"{local} not found" if local else "no local data root"
     try:
         import datasets
     except ImportError:
         raise DataError(f"probe set {name}: {where}, and the 'datasets' package for the Hub copy is not "
-                        "installed (pip install 'plasticity[hub]')") from None
+                        "installed (pip install 'lm-plasticity[hub]')") from None
     hub_id, split = _PROBE_HUB[name]
     try:
         ds = datasets.load_dataset(hub_id, split=split)
@@ -330,7 +330,7 @@ def run_analyze(
     source, model_dir, out = _resolve_target(target, out_dir, revision)
     is_run = source.kind == "run"
     tdir = source.run_dir if is_run else model_dir
-    check_output_dir(out, "--out-dir")
+    check_output_dir(out, "--out")
     sets = tuple(probe_sets) if probe_sets else default_probe_sets(data_root)
     for s in sets:
         if s not in PROBE_SETS:

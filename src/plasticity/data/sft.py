@@ -22,6 +22,38 @@ def prompt_text(template: str, question: str) -> str:
     return head.replace("{question}", question)
 
 
+def chat_template(template: str, tok) -> str:
+    """The fine-tuning `template` as a Jinja chat template for `tok` (saved as the fine-tuned tokenizer's
+    ``chat_template``), so that ``tok.apply_chat_template([{"role": "user", "content": q}],
+    add_generation_prompt=True)`` gives exactly the prompt text and tokens fine-tuning used (`encode_example`):
+    the tokens `tok` adds around a text (a BOS) first, the template up to ``{response}`` with the question filled
+    in. An assistant turn continues it with the response and the EOS token, as in training; turns repeat without
+    a separator (fine-tuning had one turn). A system message is refused: the template has no place for one."""
+    import json
+
+    def lit(text: str) -> str:  # a Jinja string literal (JSON escapes are Jinja's escapes)
+        return json.dumps(text, ensure_ascii=False)
+
+    head = template.split("{response}", 1)[0]
+    *before, after = head.split("{question}")
+    wrap, bare = tok("x", add_special_tokens=True)["input_ids"], tok("x", add_special_tokens=False)["input_ids"]
+    start = next((i for i in range(len(wrap) - len(bare) + 1) if wrap[i:i + len(bare)] == bare), 0)
+    prefix = "".join(tok.convert_ids_to_tokens(wrap[:start]))
+    suffix = "".join(tok.convert_ids_to_tokens(wrap[start + len(bare):]))
+    user = " + ".join(f"{lit(b)} + message['content']" for b in before)
+    return (
+        "{%- for message in messages -%}"
+        "{%- if message['role'] == 'system' -%}"
+        "{{- raise_exception('this model was fine-tuned without a system prompt') -}}"
+        "{%- endif -%}"
+        f"{{%- if loop.first -%}}{{{{- {lit(prefix)} -}}}}{{%- endif -%}}"
+        f"{{%- if message['role'] == 'user' -%}}{{{{- {user} -}}}}"
+        f"{{%- else -%}}{{{{- {lit(after + suffix)} + message['content'] + eos_token -}}}}{{%- endif -%}}"
+        "{%- endfor -%}"
+        f"{{%- if add_generation_prompt -%}}{{{{- {lit(after + suffix)} -}}}}{{%- endif -%}}"
+    )
+
+
 def encode_example(tok, template: str, question: str, response: str) -> SFTExample:
     """Prompt and response are tokenized separately so the prompt tokens are exactly those the sampler sees
     at evaluation time; the response is followed by EOS."""

@@ -135,7 +135,7 @@ def read_hub(dataset_id: str, text_field: str, config: str | None, split: str, r
     try:
         import datasets
     except ImportError:
-        raise DataError("hf: sources need the 'datasets' package (pip install 'plasticity[hub]')") from None
+        raise DataError("hf: sources need the 'datasets' package (pip install 'lm-plasticity[hub]')") from None
     ds = datasets.load_dataset(dataset_id, config, split=split, streaming=True, revision=revision)
     for i, row in enumerate(ds):
         if limit is not None and i >= limit:

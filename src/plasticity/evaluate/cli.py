@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import typer
 from rich.table import Table
@@ -17,7 +18,7 @@ def _fmt(x) -> str:
 
 
 def register(app: typer.Typer) -> None:
-    from plasticity.console import log, out, user_errors
+    from plasticity.console import data_root_option, log, out, user_errors
 
     @app.command()
     @user_errors
@@ -32,8 +33,10 @@ def register(app: typer.Typer) -> None:
         seed: int = typer.Option(_D.seed, "--seed"),
         batch_size: int = typer.Option(_D.batch_size, "--batch-size"),
         out_dir: Path = typer.Option(None, "--out", help="output folder (default: <run>/eval)"),
-        data_root: str = typer.Option(_D.data_root, "--data-root"),
-        data_source: str = typer.Option(_D.data_source, "--data-source", help="local | hub | auto"),
+        data_root: Path = data_root_option(),
+        data_source: Literal["local", "hub", "auto"] = typer.Option(
+            _D.data_source, "--data-source", help="local files under --data-root, the Hugging Face Hub, or auto "
+            "(local where the files exist, else the Hub)"),
         reward_model: str = typer.Option(_D.reward_model, "--reward-model",
                                           help="ORM (HF sequence classifier) for RM@k"),
         judge: str = typer.Option(
@@ -56,7 +59,8 @@ def register(app: typer.Typer) -> None:
         from plasticity.config import from_dict, validate
 
         cfg = from_dict(EvaluateConfig, dict(k=k, max_questions=max_questions, max_new_tokens=max_new_tokens,
-                                             seed=seed, batch_size=batch_size, data_root=data_root,
+                                             seed=seed, batch_size=batch_size,
+                                             data_root=None if data_root is None else str(data_root),
                                              data_source=data_source, reward_model=reward_model, judge=judge))
         validate(cfg)  # before any model loads
         results = run_evaluate(target, task, out_dir, cfg, log=log, revision=revision)
@@ -77,7 +81,7 @@ def register(app: typer.Typer) -> None:
                 sets = [t.strip() for t in stability_tasks.split(",") if t.strip()] if stability_tasks else None
                 st = upstream_stability(run, out_path=(out_dir / "stability.json") if out_dir else None, log=log,
                                         cloze_tasks=sets, cloze_max_questions=max_questions, batch_size=batch_size,
-                                        data_root=data_root, data_source=data_source)
+                                        data_root=cfg.data_root, data_source=data_source)
                 out.print(f"stability (App. D, mean cloze acc change over {', '.join(st['cloze_sets'])}): "
                           f"{_fmt(st['stability'])}; upstream val loss: base {st['base_val_loss']:.4f} -> "
                           f"fine-tuned {st['finetuned_val_loss']:.4f} ({st['upstream_loss_change']:+.4f})")

@@ -1,4 +1,4 @@
-"""``plasticity report STUDY_DIR [--out DIR]``: build the HTML report of a study directory."""
+"""``plasticity report STUDY [--out DIR]``: build the HTML report of a study (its directory or its YAML)."""
 
 from __future__ import annotations
 
@@ -14,8 +14,9 @@ def register(app: typer.Typer) -> None:
     @app.command("report")
     @user_errors
     def report(
-        study_dir: Path = typer.Argument(..., help="study directory (<out_dir>/<name>/ with results.csv)"),
-        out: Path = typer.Option(None, "--out", help="output directory (default: STUDY_DIR/report)"),
+        study: Path = typer.Argument(..., metavar="STUDY",
+                                     help="study directory (<out_dir>/<name>/ with results.csv) or the study YAML"),
+        out: Path = typer.Option(None, "--out", help="output directory (default: <study dir>/report)"),
         export: Path = typer.Option(None, "--export", metavar="DIR",
                                     help="copy results.csv, study.json and each run's small files (configs, "
                                          "summaries, metrics, analyses, eval results; no weights or samples) "
@@ -25,10 +26,11 @@ def register(app: typer.Typer) -> None:
                                           "addition=greedy,sst2=acc_template); needs --out, so the study's own "
                                           "report stays as it was"),
     ) -> None:
-        """Write figures, a results table and a summary of a study as STUDY_DIR/report/index.html."""
+        """Write figures, a results table and a summary of a study as <study dir>/report/index.html."""
         from ..errors import UserError
         from .build import build_report
 
+        study_dir = study_dir_of_arg(study)
         if headline is not None and out is None:
             raise UserError("--headline needs --out DIR (the study's own report keeps its report.headline)")
         if export is not None:
@@ -53,3 +55,13 @@ def parse_headline(text: str) -> dict[str, str]:
         raise UserError(f"--headline {text!r}: give TASK=METRIC pairs separated by commas, "
                         "e.g. addition=greedy,sst2=acc")
     return {t.strip(): m.strip() for t, m in pairs}
+
+
+def study_dir_of_arg(study: Path) -> Path:
+    """`study` itself when it is a directory, else the directory ``<out_dir>/<name>/`` of the study YAML `study`."""
+    if study.is_dir() or not study.is_file():
+        return study  # a missing path: build_report names it
+    from ..study.runner import study_dir_of
+    from ..study.spec import load_spec
+
+    return study_dir_of(load_spec(study))

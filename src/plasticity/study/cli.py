@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import typer
 from rich.table import Table
@@ -27,7 +27,8 @@ def register(app: typer.Typer) -> None:
     def study(
         spec: Path = typer.Argument(None, help="study YAML; without one the default study runs (--print-default)"),
         workers: int = typer.Option(None, help="parallel worker processes (default: one 1-thread worker per core)"),
-        executor: str = typer.Option(None, help="local (default) or ray (RAY_ADDRESS or a local Ray)"),
+        executor: Literal["local", "ray"] = typer.Option(None, help="where nodes run (default: the study's "
+                                                         "`executor`, else local); ray: RAY_ADDRESS or a local Ray"),
         dry_run: bool = typer.Option(False, "--dry-run", help="print the plan (cached / to run, tokens, FLOPs)"),
         retry_failed: bool = typer.Option(False, "--retry-failed", help="re-run nodes that failed before"),
         no_report: bool = typer.Option(False, "--no-report", help="skip the HTML report"),
@@ -48,8 +49,6 @@ def register(app: typer.Typer) -> None:
             print(DEFAULT_STUDY_FILE.read_text(), end="")
             return
         sp = load_spec(spec)
-        if executor is not None and executor not in ("local", "ray"):
-            raise UserError(f"--executor: {executor!r}: must be local or ray")
         if (executor or sp.executor) == "local":  # nodes run here: the grid must fit this machine's memory
             check_memory_fits(sp)
         if dry_run:
@@ -79,7 +78,8 @@ def register(app: typer.Typer) -> None:
     @app.command("status")
     @user_errors
     def status(
-        spec: Path = typer.Argument(None, help="study YAML (default: the default study)"),
+        spec: Path = typer.Argument(None, help="study YAML or its directory <out_dir>/<name>/ (default: the "
+                                    "default study)"),
         json_out: bool = typer.Option(False, "--json", help="print JSON instead of a table"),
     ) -> None:
         """Show every node of a study: done / running / failed / skipped / pending, with its key metric."""
@@ -87,10 +87,9 @@ def register(app: typer.Typer) -> None:
 
         from .plan import build_plan
         from .runner import plan_table
-        from .spec import load_spec
-        from .state import node_states
+        from .state import load_study, node_states
 
-        sp = load_spec(spec)
+        sp = load_study(spec)
         plan = build_plan(sp)
         rows = plan_table(plan, node_states(plan))
         if json_out:

@@ -68,7 +68,7 @@ class RayEngine:
         except ImportError:
             from ..errors import UserError
 
-            raise UserError("--executor ray needs Ray: pip install 'plasticity[ray]'") from None
+            raise UserError("--executor ray needs Ray: pip install 'lm-plasticity[ray]'") from None
         self.ray = ray
         if not ray.is_initialized():
             address = os.environ.get("RAY_ADDRESS")

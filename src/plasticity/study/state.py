@@ -102,3 +102,31 @@ def check_study_dir(study_dir: Path, root: Path) -> None:
         tmp = f.with_suffix(f".tmp{os.getpid()}")
         tmp.write_text(f"{FORMAT_VERSION}\n")
         os.replace(tmp, f)
+
+
+def load_study(path: str | Path | None):
+    """The study spec of `path`: a study YAML, a study directory (``<out_dir>/<name>/`` with the ``study.json``
+    that ``plasticity study`` writes: its nodes are found under that directory's parent, wherever it now is), or
+    None: the default study."""
+    from ..config import from_dict
+    from .spec import StudySpec, load_spec, validate_spec
+
+    if path is None or not Path(path).is_dir():
+        return load_spec(path)
+    study_dir = Path(path)
+    f = study_dir / "study.json"
+    if not f.is_file():
+        raise UserError(f"{study_dir}: not a study directory (no study.json); give the study YAML, or the "
+                        "<out_dir>/<name>/ directory that `plasticity study` wrote")
+    try:
+        raw = json.loads(f.read_text())
+    except (OSError, ValueError):
+        raise UserError(f"{f}: unreadable study file (corrupt?)") from None
+    if raw.get("format_version") != FORMAT_VERSION or not isinstance(raw.get("spec"), dict):
+        raise UserError(f"{f}: study format {raw.get('format_version')}; this version reads format {FORMAT_VERSION}")
+    if raw["spec"].get("name") != study_dir.resolve().name:
+        raise UserError(f"{study_dir}: holds study '{raw['spec'].get('name')}', whose directory is named after it; "
+                        "give the study YAML instead")
+    spec = from_dict(StudySpec, dict(raw["spec"], out_dir=str(study_dir.resolve().parent)))
+    validate_spec(spec)
+    return spec

@@ -213,16 +213,11 @@ class SplitSpec:
 
 
 def resolve_local_path(path: str, data_root: Path | None) -> Path:
-    """`path` itself if absolute, else `path` under the data root (DataError if there is no data root)."""
+    """`path` itself if absolute, else `path` under the data root (`resolve_data_root`)."""
     p = Path(path).expanduser()
     if p.is_absolute():
         return p
-    if data_root is None:
-        raise DataError(
-            f"no local data folder for '{path}': pass data_root, set PLASTICITY_DATA_ROOT, "
-            "put the data in ../shared/data, or load from the Hub (source='hub')"
-        )
-    return Path(data_root) / p
+    return resolve_data_root(data_root) / p
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -27,7 +27,7 @@ from plasticity.tasks.base import (
     Task,
     resolve_local_path,
 )
-from plasticity.tasks.data_root import resolve_data_root
+from plasticity.tasks.data_root import resolve_data_root, where_to_put_data
 
 SOURCES = ("local", "hub", "auto")
 SKIPPABLE = (KeyError, IndexError, TypeError, ValueError, AttributeError, ZeroDivisionError, DataError)
@@ -137,7 +137,7 @@ def _iter_hub(src: HubSource) -> Iterator[dict[str, Any]]:
         import datasets  # type: ignore[import-not-found]
     except ImportError as e:
         raise DataError(
-            "loading from the Hugging Face Hub needs the 'datasets' package: pip install 'plasticity[hub]'"
+            "loading from the Hugging Face Hub needs the 'datasets' package: pip install 'lm-plasticity[hub]'"
         ) from e
     try:
         ds = datasets.load_dataset(src.path, src.config, split=src.split, revision=src.revision)
@@ -222,6 +222,14 @@ def local_file(path: str, root: Path | None) -> Path:
     p = resolve_local_path(path, root)
     if not p.is_file() and p.suffix.lower() == ".jsonl" and p.with_suffix(".parquet").is_file():
         return p.with_suffix(".parquet")
+    return p
+
+
+def _existing_local_file(path: str, root: Path | None, context: str) -> Path:
+    """`local_file`, or a DataError naming the missing file and, for a path under the data root, how to set it."""
+    p = local_file(path, root)
+    if not p.exists() and not Path(path).expanduser().is_absolute():
+        raise DataError(f"{p}: file not found ({context}; {where_to_put_data(resolve_data_root(root))})")
     return p
 
 
@@ -320,7 +328,7 @@ def _load_local(
     mixture = len(spec.local) > 1 or any(s.sample is not None for s in spec.local)
     if not mixture:
         src = spec.local[0]
-        path = local_file(src.path, root)
+        path = _existing_local_file(src.path, root, context)
         origins.append(str(path) + (f" ({src.row_filter.describe()})" if src.row_filter else ""))
         keep = src.row_filter.bind(root) if src.row_filter else None
         return _keep(iter_file(path, src.fields, counts, context), keep, check, counts, limit), origins
@@ -340,7 +348,7 @@ def _load_part(
     notes: list[str],
     origins: list[str],
 ) -> list[dict[str, Any]]:
-    path = local_file(src.path, root)
+    path = _existing_local_file(src.path, root, context)
     keep = src.row_filter.bind(root) if src.row_filter else None
     part = _keep(iter_file(path, src.fields, counts, context), keep, check, counts, None)
     if src.sample is not None:

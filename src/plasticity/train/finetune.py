@@ -14,7 +14,7 @@ import torch
 
 from .. import checkpoints
 from ..config import FinetuneConfig, to_dict
-from ..data.sft import SFTBatches, encode_all
+from ..data.sft import SFTBatches, chat_template, encode_all
 from ..errors import CheckpointError, UserError
 from ..hardware import default_device, resolve_precision
 from ..io import check_output_dir, write_json
@@ -112,6 +112,7 @@ def _run_finetune(cfg: FinetuneConfig, resume: bool, run_dir: Path, log) -> dict
     if fresh:  # created once every input has loaded: a bad input leaves no half-made run directory behind
         open_run_dir(run_dir, cfg_dict, resume, log)
     tok_dir = run_dir / ".tokenizer"
+    tok.chat_template = chat_template(cfg.template, tok)  # apply_chat_template reproduces the training prompt
     tok.save_pretrained(str(tok_dir))
     data_info.update(encode_counts=enc_counts, examples=len(examples), cutoff_len=cutoff)
     log(f"task {data_info['task']}: {len(examples)} training examples ({data_info['source']}); dropped "
