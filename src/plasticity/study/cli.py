@@ -55,6 +55,10 @@ def register(app: typer.Typer) -> None:
         if dry_run:
             plan = build_plan(sp)
             _print_nodes(out, plan_table(plan, node_states(plan)), f"plan of study '{sp.name}' (dry run)", totals=True)
+            from .epochs import epoch_lines
+
+            for line in epoch_lines(plan):
+                out.print(line, soft_wrap=True)
             return
         from ..io import check_output_dir
 
