@@ -78,6 +78,21 @@ def default_probe_sets(data_root: str | Path | None = None) -> tuple[str, ...]:
     return ("bbc_topic",)
 
 
+def check_probe_sets(sets: Sequence[str], data_root: str | Path | None = None) -> None:
+    """Refuse in one line (DataError) before any work when a pinned paper probe set (sst2, ag_news) has neither
+    a local copy nor the `datasets` package for its Hub copy: a paper config never falls back to bbc_topic."""
+    import importlib.util
+
+    from ..tasks.data_root import resolve_data_root
+
+    root = resolve_data_root(data_root)
+    missing = [s for s in sets if s in _PROBE_FILES
+               and not (root is not None and (root / _PROBE_FILES[s][0] / _PROBE_FILES[s][1]).is_file())]
+    if missing and importlib.util.find_spec("datasets") is None:
+        raise DataError(f"probe sets {', '.join(missing)}: no local copy (data root: {root or 'none'}) and no "
+                        "'datasets' package for the Hub copies (pip install 'plasticity[hub]')")
+
+
 # --------------------------------------------------------------------------------------------- probes
 
 
