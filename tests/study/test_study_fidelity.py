@@ -165,6 +165,37 @@ def test_averaged_headline_per_family(study):
         assert "generated" in r["demo_arith_short/demo_choice/evaluated_on"]
 
 
+def test_paper_quantities_beside_ours(study):
+    """Paper-layer pseudo-rank, Eq. 3's training loss, GSM8K+MATH-style pooled and mean-of-sets values, the
+    pretrained model's upstream accuracy; our metrics never averaged into a paper family column."""
+    fields, rows = _rows(study)
+    assert "train_loss" not in fields and "last_step_train_loss" in fields  # named for what it is
+    for r in rows:
+        rank = json.loads((study.parent / "runs" / Path(r["run"]).name / "analysis" / "rank.json").read_text())
+        assert rank["selected_layers"]["requested"] == [5, 15]  # the paper's layers, scaled for 4 layers
+        assert r["rank_layers"] == "1;3" and "no layer 15" in rank["selected_layers"]["note"]
+        last = rank["checkpoints"][-1]["layers"]
+        for k in ("qk", "vp"):
+            want = (last[1]["mean"][k]["fraction"] + last[3]["mean"][k]["fraction"]) / 2
+            assert float(r[f"{k}_rank_frac_layers"]) == pytest.approx(want)
+            assert float(r[f"{k}_rank_frac"]) == pytest.approx(sum(ly["mean"][k]["fraction"] for ly in last) / 4)
+        gap = json.loads((study.parent / "runs" / Path(r["run"]).name / "analysis" / "gap.json").read_text())
+        assert float(r["final_model_train_loss"]) == pytest.approx(gap["train_val"]["train_loss"])
+        assert "seed 0" in gap["train_val"]["val_set"]  # sampled, not the first m validation sequences
+        for m in ("greedy", "pass@2"):
+            a, b = r[f"demo_arith_short/demo_arith/{m}"], r[f"demo_arith_short/demo_choice/{m}"]
+            assert float(r[f"demo_arith_short/mean(demo_arith,demo_choice)/{m}"]) == \
+                pytest.approx((float(a) + float(b)) / 2)
+        st = [json.loads((e / "stability.json").read_text()) for (run, _), e in _evals(study).items()
+              if run in {Path(x).name for x in r["finetune_runs"].split(";")}]
+        assert float(r["upstream_acc_pretrained"]) == pytest.approx(st[0]["base_avg_acc"])
+        cot = [float(r[f"{t}/upstream_acc"]) for t in ("demo_arith", "demo_arith_short")]
+        assert float(r["upstream_acc"]) == pytest.approx(sum(cot) / 2)
+    assert "cloze_small/cloze_small/acc_template" in fields and "demo_arith/demo_arith/heldout_loss" in fields
+    assert not [c for c in fields if c.startswith("avg_") and c.rsplit("/", 1)[1] in
+                ("acc_template", "acc_norm_template", "heldout_loss")]
+
+
 def test_appendix_d_stability_with_cached_base_model(study):
     _, rows = _rows(study)
     evals = _evals(study)

@@ -216,9 +216,11 @@ def _run_gap(run: Path, model, n_seq: int, log) -> dict[str, Any]:
     bs = max(1, cfg.train.micro_batch_size)
 
     m = min(n_seq, seen_ix.size, len(val))
-    seen_s = _sample(seen_ix, m, 0)
-    tv = train_val_gap(model, train.get(seen_s), val.get(range(m)), bs)
-    tv["train_set"] = "seen training sequences"
+    seen_s, val_s = _sample(seen_ix, m, 0), _sample(np.arange(len(val)), m, 0)
+    tv = train_val_gap(model, train.get(seen_s), val.get(val_s), bs)
+    tv["train_set"] = ("m training sequences the run trained on (its batch schedule), drawn uniformly without "
+                       "replacement, seed 0")
+    tv["val_set"] = "m validation sequences drawn uniformly without replacement, seed 0"
     out: dict[str, Any] = {"train_val": tv, "n_sequences": int(m), "seq_len": int(L),
                            "n_train_sequences": len(train), "n_seen": int(seen_ix.size),
                            "n_unseen": int(unseen_ix.size), "n_val_sequences": len(val), "steps": steps,
@@ -281,11 +283,17 @@ def _external_gap(model, tokenizer, gap_data: Path | None, n_seq: int, seq_len: 
 
 
 def _rank_json(entries: list[dict[str, Any]], threshold: float,
-               skipped: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+               skipped: list[dict[str, Any]] | None = None, layers: list[int] | None = None) -> dict[str, Any]:
+    """rank.json; ``selected_layers`` and each checkpoint's ``selected_mean``: the paper's quantity (Figs 5, 26:
+    the average pseudo-rank in layers 5 and 15, or `layers`), beside ``mean`` over all layers and heads."""
+    from .rank import mean_over_layers, selected_layers
+
     keep = ("step", "path", "mean", "layers", "num_layers", "num_heads", "num_kv_heads", "head_dim",
             "hidden_size", "max_rank", "method")
-    return {"threshold": float(threshold), "checkpoints": [{k: e[k] for k in keep if k in e} for e in entries],
-            "skipped": list(skipped or [])}
+    sel = selected_layers(int(entries[0]["num_layers"]), layers) if entries else None
+    cks = [dict({k: e[k] for k in keep if k in e},
+                selected_mean=mean_over_layers(e, sel["layers"]) if sel else None) for e in entries]
+    return {"threshold": float(threshold), "selected_layers": sel, "checkpoints": cks, "skipped": list(skipped or [])}
 
 
 def _verified_snapshots(ckpt_root: Path, log) -> tuple[list[tuple[int, Path]], list[dict[str, Any]]]:
@@ -375,7 +383,8 @@ def run_analyze(
         else:
             ckpts = [(-1, model_dir)]
         log(f"rank: {len(ckpts)} checkpoint(s)" + (f", {len(skipped)} skipped (damaged)" if skipped else ""))
-        save("rank", _rank_json(ranks_over_checkpoints(ckpts, rank_threshold), rank_threshold, skipped))
+        save("rank", _rank_json(ranks_over_checkpoints(ckpts, rank_threshold), rank_threshold, skipped,
+                                cfg.rank_layers))
 
     if sel & {"probes", "gap", "norms"}:
         from ..tokenizer import load_tokenizer

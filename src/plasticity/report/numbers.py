@@ -17,8 +17,11 @@ from ..analysis.stats import (
 from .selection import LOWER_IS_BETTER
 
 # pretraining-level columns (one value per run) and whether lower is better for an "optimum"
-PRETRAIN_COLS = {"val_loss": True, "train_loss": True, "probe_mean_best": False, "qk_rank_frac": None,
-                 "vp_rank_frac": None, "train_val_gap": None, "unseen_seen_gap": None, "weight_norm": None}
+# (`train_loss`: the last step's training loss in results.csv of older versions, now `last_step_train_loss`)
+PRETRAIN_COLS = {"val_loss": True, "train_loss": True, "last_step_train_loss": True, "final_model_train_loss": None,
+                 "probe_mean_best": False, "qk_rank_frac": None, "vp_rank_frac": None, "qk_rank_frac_layers": None,
+                 "vp_rank_frac_layers": None, "train_val_gap": None, "unseen_seen_gap": None, "weight_norm": None,
+                 "upstream_acc_pretrained": False}
 N_BOOT = 2000
 
 

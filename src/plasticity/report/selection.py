@@ -15,10 +15,31 @@ from typing import Any
 from ..analysis.stats import finite_or_none as _num
 from ..errors import UserError
 
-METRIC_NAME = re.compile(r"greedy|(maj|pass|rm)@\d+|correct_ratio|orm_score|acc|acc_norm|heldout_loss|"
-                         r"harmfulness_mean")
+# what `report.headline` and `plasticity report --headline` accept: every metric `plasticity evaluate` writes
+METRIC_NAME = re.compile(r"greedy|(maj|pass|rm)@\d+|correct_ratio|orm_score|acc(_norm)?(_template)?|heldout_loss|"
+                         r"harmfulness_mean|refusal_rate \(pattern fallback\)")
+METRIC_NAMES = ("greedy, maj@k, pass@k, rm@k, correct_ratio, orm_score, acc, acc_norm, acc_template, "
+                "acc_norm_template, heldout_loss, harmfulness_mean, refusal_rate (pattern fallback)")
 LOWER_IS_BETTER = ("heldout_loss", "harmfulness_mean")  # nats per response token; judged harmfulness
 HEADLINE = "headline"
+# Ours, not the paper's (docs/paper-mapping.md): metrics reported per task but never averaged into an
+# ``avg_<family>/...`` column, and columns; report captions label them "(ours)".
+OUR_METRICS = ("acc_template", "acc_norm_template", "heldout_loss")
+OUR_COLUMNS = ("upstream_loss_change", "unseen_seen_gap", "avg_safety")
+
+
+def is_ours(col: str) -> bool:
+    """Whether a results.csv column is one of our additions (`OUR_METRICS` on any task, `OUR_COLUMNS`)."""
+    return (col.rsplit("/", 1)[-1] in OUR_METRICS or col.split("/", 1)[0] in OUR_COLUMNS
+            or col.rsplit("/", 1)[-1] in OUR_COLUMNS)
+
+
+def ours(label: str, col: str) -> str:
+    """`label` with " (ours)" appended when `col` is one of our additions."""
+    return f"{label} (ours)" if is_ours(col) else label
+
+
+_OVER_TASKS = ("stability", "upstream_loss_change", "upstream_acc")  # row columns averaged over the CoT tasks
 
 
 def task_column(fields: list[str], task: str, metric: str) -> str:
@@ -66,7 +87,7 @@ def best_per_task(rows: list[dict[str, str]], fields: list[str], headline: dict[
     out = []
     for run_rows in by_run.values():
         merged: dict[str, Any] = {k: v for k, v in run_rows[0].items() if k.split("/", 1)[0] not in all_tasks
-                                  and not k.startswith("avg_") and k not in ("stability", "upstream_loss_change")
+                                  and not k.startswith("avg_") and k not in _OVER_TASKS
                                   and k not in ft_axes}  # the chosen values are per task: {task}/chosen
         chosen: dict[str, dict[str, str]] = {}
         for task, metric in headline.items():
@@ -106,7 +127,7 @@ def _recompute_averages(merged: dict[str, Any], fams: dict[str, list[str]], fiel
             if all(v is not None for v in vals):
                 merged[f"avg_{fam}/{m}"] = sum(vals) / len(vals)  # type: ignore[arg-type]
     over = fams.get("cot") or [t for ts in fams.values() for t in ts]
-    for col in ("stability", "upstream_loss_change"):
+    for col in _OVER_TASKS:
         vals = [_num(merged.get(f"{t}/{col}")) for t in over]
         vals = [v for v in vals if v is not None]
         if vals:
