@@ -30,7 +30,8 @@ STUDIES = {  # study file: (its pretraining config, weight decays swept)
     "study-llama2-4b-20tpp.yaml": ("llama2-4b-20tpp.yaml", [0.0, 0.1, 1.0]),
     "study-olmo2-1b-20tpp.yaml": ("olmo2-1b-20tpp.yaml", [0.0, 0.1, 0.3, 0.6, 1.0]),  # the five of App. C.1
     "study-olmo2-1b-140tpp-wsd.yaml": ("olmo2-1b-140tpp-wsd.yaml", [0.0, 0.1, 0.3, 1.0]),
-    "study-olmo2-1b-20tpp-ft-sweep.yaml": ("olmo2-1b-20tpp.yaml", [0.1, 0.3, 0.6, 1.0]),  # App. E
+    "study-olmo2-1b-20tpp-ft-sweep.yaml": ("olmo2-1b-20tpp.yaml", [0.1, 0.3, 0.6, 1.0]),  # App. E.2
+    "study-olmo2-1b-20tpp-pt-sweep.yaml": ("olmo2-1b-20tpp.yaml", [0.1, 0.6, 1.0]),  # App. E.1
 }
 COT = ["metamathqa", "simplescaling", "mmlu_pro_cot", "medmcqa", "pubmedqa", "race"]  # Table 7
 CLOZE = ["hellaswag", "winogrande", "piqa", "arc_easy", "arc_challenge"]
@@ -91,6 +92,10 @@ def test_paper_configs_studies_table_6_and_evaluation(name):
         assert spec.axes["finetune.optim.weight_decay"] == [0.0, 0.1, 1.0]
         assert [g * ft.train.micro_batch_size for g in spec.axes["finetune.train.grad_accum"]] == [32, 64, 128]
         assert spec.tasks == ["metamathqa", "simplescaling"]
+    elif "pt-sweep" in name:  # App. E.1: pretraining lr x wd, fine-tuned on the six CoT tasks
+        assert spec.axes["optim.lr"] == [2.0e-4, 4.0e-4, 8.0e-4]
+        assert ft.optim.lr == 1.0e-5 and ft.train.micro_batch_size * ft.train.grad_accum == 64
+        assert spec.tasks == COT
     else:
         assert ft.optim.lr == FT_LR[pcfg.model.preset]
         assert ft.train.micro_batch_size * ft.train.grad_accum == 64

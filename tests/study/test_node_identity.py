@@ -35,6 +35,7 @@ PAPER = {
     "study-olmo2-1b-140tpp-wsd.yaml": (130, "b2046b313b7c94e7"),
     "study-olmo2-1b-20tpp-ft-sweep.yaml": (438, "6938c02016b99528"),
     "study-olmo2-1b-20tpp.yaml": (162, "edc65d6ac9375067"),
+    "study-olmo2-1b-20tpp-pt-sweep.yaml": (119, "68c56c00068c4b59"),  # App. E.1, added by issue 28
 }
 CUSTOM = {"name": "golden", "out_dir": "/tmp/golden",
           "base": {"model": {"preset": "llama2-tiny"}, "tokenizer": {"vocab_size": 512},
