@@ -194,12 +194,13 @@ def _noise_note(agg: dict[float, dict[str, Any]], best: float, n_seeds: int) -> 
     if n_seeds < 2 or all(a["n"] < 2 for a in agg.values()):
         return "single seed: no CI"
     b = agg[best]
+    what = "seed ranges" if max(a["n"] for a in agg.values()) == 2 else "95% CIs"
     overlaps = [
         wd for wd, a in agg.items() if wd != best and a["ci_low"] <= b["ci_high"] and a["ci_high"] >= b["ci_low"]
     ]
     if overlaps:
-        return "differences are within noise (95% CIs overlap with wd = " + ", ".join(f"{w:g}" for w in overlaps) + ")"
-    return "the best value's 95% CI does not overlap the others'"
+        return f"differences are within noise ({what} overlap with wd = " + ", ".join(f"{w:g}" for w in overlaps) + ")"
+    return f"the best value's {what[:-1]} does not overlap the others'"
 
 
 # ----------------------------------------------------------------------------------------------- figures
@@ -231,7 +232,10 @@ class _Figures:
     def new(self, ncols: int = 1):
         return self.plt.subplots(1, ncols, figsize=(4.2 * ncols, 3.2), squeeze=False)
 
+    interval = "95% bootstrap CI over seeds"  # what error bars are: a seed range with 2 seeds (set per report)
+
     def save(self, fig, name: str, caption: str) -> None:
+        caption = caption.replace("95% bootstrap CI over seeds", self.interval)
         wide = fig.get_size_inches()[0] > 6  # multi-panel: full row in the HTML grid
         for ax in fig.axes:
             _widen_degenerate(ax)
@@ -384,6 +388,8 @@ def build_report(study_dir: Path, out_dir: Path | None = None, headline: dict[st
     rows_cap = "" if headline_spec else ds_cap  # a report.headline's phrase already says which rows it takes
 
     figs = _Figures(out)
+    if n_seeds == 2:
+        figs.interval = "seed range (min-max of the 2 seeds: a bootstrap over 2 seeds gives no more)"
     plt = figs.plt
     color = _colors(plt, wds)
     style = _run_style(points, color)
@@ -654,7 +660,7 @@ def build_report(study_dir: Path, out_dir: Path | None = None, headline: dict[st
         summary.append(f"{main_metric} fine-tuned from {fracs[0]:g} vs {fracs[-1]:g} of pretraining: {change}.")
 
     _fig_val_loss_vs_each_task(figs, ds, color, metric_cols)  # paper Figs 9a-f
-    _fig_upstream_accuracy(figs, points, ds, wds, color, main_metric, rows_cap)  # paper Fig 17, App. D
+    _fig_upstream_accuracy(figs, ds, wds, color, main_metric, rows_cap)  # paper Fig 17, App. D
 
     # trends vs weight decay
     for col, label in (
@@ -698,8 +704,9 @@ def build_report(study_dir: Path, out_dir: Path | None = None, headline: dict[st
 
     ds_cols = [c for c in dict.fromkeys(k for p in ds for k in p.row)
                if (_is_task_metric(c) or c.startswith("avg_")
-                   or c in ("stability", "upstream_loss_change", "upstream_acc"))
-               and not c.endswith(("/tasks", "/chosen", "/evaluated_on", "/trained_on"))]
+                   or c in ("stability", "upstream_loss_change", "upstream_acc", "upstream_acc_pretrained"))
+               and not c.endswith(("/tasks", "/chosen", "/evaluated_on", "/trained_on"))
+               and not (c.startswith("avg_") and c.rsplit("/", 1)[-1] in selection.OUR_METRICS)]  # older CSVs
     write_json(out / "summary.json", dict(summary_numbers(points, ds, main_metric, ds_cols), summary=summary,
                                           downstream_rows=ds_note or "all completed rows"))
     path = out / "index.html"
@@ -834,7 +841,7 @@ def _fig_val_loss_vs_each_task(figs, ds: list[_Point], color: dict[float, Any], 
         figs.save(fig, f"fig3_val_loss_vs_{safe}", cap)
 
 
-def _fig_upstream_accuracy(figs, points: list[_Point], ds: list[_Point], wds: list[float], color: dict[float, Any],
+def _fig_upstream_accuracy(figs, ds: list[_Point], wds: list[float], color: dict[float, Any],
                            main_metric: str | None, rows_cap: str) -> None:
     """Paper App. D: the pretrained models' upstream accuracy (mean cloze accuracy on the stability tasks) vs
     weight decay and, Fig 17, the headline vs the fine-tuned models' upstream accuracy."""
@@ -842,7 +849,7 @@ def _fig_upstream_accuracy(figs, points: list[_Point], ds: list[_Point], wds: li
            "the fine-tuned models (mean over the CoT fine-tuning tasks) vs pretraining weight decay. Right (paper Fig "
            f"17): {main_metric or 'the headline'} vs the fine-tuned models' upstream accuracy, one point per run."
            + rows_cap)
-    pre = {w: v for w, v in _agg(points, "upstream_acc_pretrained").items()}
+    pre = _agg(ds, "upstream_acc_pretrained")  # measured by the evaluate nodes: completed rows only
     fin = _agg(ds, "upstream_acc")
     if not pre and not fin:
         figs.skip("fig8_upstream_accuracy", cap, "no upstream_acc / upstream_acc_pretrained values in results.csv")

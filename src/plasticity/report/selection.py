@@ -73,7 +73,8 @@ def _families(row: dict[str, str]) -> dict[str, list[str]]:
 def best_per_task(rows: list[dict[str, str]], fields: list[str], headline: dict[str, str],
                   ft_axes: list[str]) -> tuple[list[dict[str, Any]], str]:
     """One row per pretraining run (``run``), in first-seen order: the first row's pretraining columns; for each
-    headline task, its columns from the run's row with the best value of its metric (first row on ties), with
+    headline task, its columns from the run's row with the best value of its metric (ties: the lower held-out
+    loss of that task, else the first row), with
     ``{task}/chosen`` naming that row's fine-tuning axis values; ``headline`` = the mean over the headline tasks
     (empty when one is missing); the ``avg_<family>/<metric>``, ``stability`` and ``upstream_loss_change``
     columns recomputed from the chosen columns. Tasks outside the headline keep the row chosen for the first
@@ -91,12 +92,7 @@ def best_per_task(rows: list[dict[str, str]], fields: list[str], headline: dict[
                                   and k not in ft_axes}  # the chosen values are per task: {task}/chosen
         chosen: dict[str, dict[str, str]] = {}
         for task, metric in headline.items():
-            best, best_v = run_rows[0], None
-            for r in run_rows:
-                v = _num(r.get(cols[task]))
-                if v is not None and better(metric, v, best_v):
-                    best, best_v = r, v
-            chosen[task] = best
+            chosen[task] = _best_row(run_rows, cols[task], metric, _heldout_column(fields, task))
         first = chosen[next(iter(headline))]
         for task in all_tasks:
             src = chosen.get(task, first)
@@ -111,6 +107,30 @@ def best_per_task(rows: list[dict[str, str]], fields: list[str], headline: dict[
     note = (f"headline = mean over {names}" + (f", each task at its best {', '.join(ft_axes)} per pretraining run"
                                                   if ft_axes else ""))
     return out, note
+
+
+def _heldout_column(fields: list[str], task: str) -> str | None:
+    try:
+        return task_column(fields, task, "heldout_loss")
+    except UserError:
+        return None
+
+
+def _best_row(rows: list[dict[str, str]], col: str, metric: str, tie_col: str | None) -> dict[str, str]:
+    """The row with the best `col` for `metric`; ties (e.g. greedy 0 at every setting) go to the lower held-out
+    loss `tie_col` when there is one, else to the first row."""
+    best, best_v = rows[0], None
+    for r in rows:
+        v = _num(r.get(col))
+        if v is None:
+            continue
+        if better(metric, v, best_v):
+            best, best_v = r, v
+        elif v == best_v and tie_col is not None:
+            tv, tb = _num(r.get(tie_col)), _num(best.get(tie_col))
+            if tv is not None and (tb is None or tv < tb):
+                best = r
+    return best
 
 
 def _recompute_averages(merged: dict[str, Any], fams: dict[str, list[str]], fields: list[str]) -> None:
