@@ -194,6 +194,9 @@ def test_paper_quantities_beside_ours(study):
     assert "cloze_small/cloze_small/acc_template" in fields and "demo_arith/demo_arith/heldout_loss" in fields
     assert not [c for c in fields if c.startswith("avg_") and c.rsplit("/", 1)[1] in
                 ("acc_template", "acc_norm_template", "heldout_loss")]
+    html = (study / "report" / "index.html").read_text()
+    assert "Entries marked (ours) are our additions" in html and "unseen-seen loss gap (ours)" in html
+    assert "this mean over k is ours" in html  # avg_safety
 
 
 def test_appendix_d_stability_with_cached_base_model(study):

@@ -441,6 +441,9 @@ def compare_row(run: str | Path) -> dict[str, Any]:
             row["vp_rank"] = finite_or_none(last.get("mean", {}).get("vp", {}).get("rank"))
             row["qk_rank_fraction"] = finite_or_none(last.get("mean", {}).get("qk", {}).get("fraction"))
             row["vp_rank_fraction"] = finite_or_none(last.get("mean", {}).get("vp", {}).get("fraction"))
+            sm = last.get("selected_mean") or {}  # the paper's layers 5 and 15 (rank.json `selected_layers`)
+            row["qk_rank_fraction_layers"] = finite_or_none(sm.get("qk"))
+            row["vp_rank_fraction_layers"] = finite_or_none(sm.get("vp"))
     if (a / "probes.json").is_file():
         for name, res in (read_json(a / "probes.json").get("sets") or {}).items():
             row[f"probe_{name}"] = finite_or_none(res.get("best_test_accuracy"))
