@@ -39,7 +39,8 @@ def _write_run(run: Path, wd: float, i: int) -> None:
     probes = {
         "sets": {
             name: {
-                "layers": [{"layer": ly, "test_accuracy": 0.5 + 0.05 * ly + 0.01 * i} for ly in range(3)],
+                "layers": [{"layer": ly, "test_accuracy": 0.5 + 0.05 * ly + 0.01 * i,
+                            "train_accuracy": 0.6 + 0.05 * ly + 0.01 * i} for ly in range(3)],
                 "best_test_accuracy": 0.6 + 0.01 * i,
             }
             for name in ("sst2", "ag_news")
@@ -47,7 +48,8 @@ def _write_run(run: Path, wd: float, i: int) -> None:
     }
     (an / "probes.json").write_text(json.dumps(probes))
     groups = ["embedding", "layers.0", "layers.1", "final_norm", "lm_head"]
-    norms = {"groups": [{"name": g, "fraction": (k + 1 + wd) / 20} for k, g in enumerate(groups)]}
+    norms = {"groups": [{"name": g, "fraction": (k + 1 + wd) / 20, "norm": 10.0 - wd + k}
+                        for k, g in enumerate(groups)]}
     (an / "norms.json").write_text(json.dumps(norms))
     gap = {"train_val": {"gap": -0.001 * i, "train_loss": 5.0 + 0.01 * i, "val_loss": 5.0 + 0.009 * i},
            "unseen_seen": {"gap": 0.002 * i}}

@@ -85,8 +85,8 @@ def test_build_report_two_seeds_error_bars_and_ci(
     study = fake_study(tmp_path, seeds=[0, 1])
     text = build_report(study).read_text()
     # val loss (fig1), 2 demo_arith metrics (fig2), 2 gaps and Eq. 3's 2 losses (fig6), pretrained and fine-tuned
-    # upstream accuracy (fig8); seed-invariant columns give zero-width bars
-    assert len(calls) == 9 and all(c["x"] == [0.0, 0.1, 1.0] for c in calls)
+    # upstream accuracy (fig8), input / intermediate / output norms (fig7); seed-invariant columns: zero-width bars
+    assert len(calls) == 12 and all(c["x"] == [0.0, 0.1, 1.0] for c in calls)
     lo, hi = calls[0]["yerr"]
     assert [round(v, 6) for v in lo] == [0.02] * 3 and [round(v, 6) for v in hi] == [0.02] * 3  # CI = [s0, s1]
     summary = _summary(text)

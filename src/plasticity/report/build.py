@@ -660,6 +660,9 @@ def build_report(study_dir: Path, out_dir: Path | None = None, headline: dict[st
         summary.append(f"{main_metric} fine-tuned from {fracs[0]:g} vs {fracs[-1]:g} of pretraining: {change}.")
 
     _fig_val_loss_vs_each_task(figs, ds, color, metric_cols)  # paper Figs 9a-f
+    _fig_probe_average(figs, points, style)  # paper Fig 24: train and test, averaged over the probe sets
+    _fig_probe_vs_headline(figs, ds, color, main_metric)  # paper Fig 25
+    _fig_group_norms(figs, points, wds)  # paper Fig 29
     _fig_upstream_accuracy(figs, ds, wds, color, main_metric, rows_cap)  # paper Fig 17, App. D
 
     # trends vs weight decay
@@ -874,6 +877,85 @@ def _fig_upstream_accuracy(figs, ds: list[_Point], wds: list[float], color: dict
     ax[0][1].set_ylabel(main_metric or "headline")
     ax[0][1].set_title("Plasticity vs upstream accuracy")
     figs.save(fig, "fig8_upstream_accuracy", cap)
+
+
+def _fig_probe_average(figs, points: list[_Point], style: dict[int, dict[str, Any]]) -> None:
+    """Paper Fig 24 (right columns): per layer, probe train and test accuracy averaged over the probe sets."""
+    cap = ("Linear-probe train (left) and test (right) accuracy per layer, averaged over the probe sets, one line per "
+           "run (colour: weight decay; dash: seed); paper Fig 24.")
+    lines = []
+    for p in points:
+        sets = list(((p.analysis("probes") or {}).get("sets") or {}).values())
+        per: dict[int, dict[str, list[float]]] = defaultdict(lambda: {"train": [], "test": []})
+        for s in sets:
+            for d in s.get("layers") or []:
+                for k in ("train", "test"):
+                    if _num(d.get(f"{k}_accuracy")) is not None:
+                        per[d["layer"]][k].append(float(d[f"{k}_accuracy"]))
+        layers = sorted(ly for ly, v in per.items() if len(v["train"]) == len(v["test"]) == len(sets) > 0)
+        if layers:
+            lines.append((p, layers, [np.mean(per[ly]["train"]) for ly in layers],
+                          [np.mean(per[ly]["test"]) for ly in layers]))
+    if not lines:
+        figs.skip("fig4_probe_average", cap, "no analysis/probes.json with train and test accuracy")
+        return
+    fig, ax = figs.new(2)
+    for p, layers, train, test in sorted(lines, key=lambda t: t[0].wd):
+        ax[0][0].plot(layers, train, marker="o", **style[id(p)])
+        ax[0][1].plot(layers, test, marker="o", **style[id(p)])
+    for a, k in ((ax[0][0], "train"), (ax[0][1], "test")):
+        a.set_xlabel("layer")
+        a.set_ylabel(f"probe {k} accuracy (mean over sets)")
+        a.set_title(f"Probe {k} accuracy, averaged over sets")
+    ax[0][1].legend(fontsize=7)
+    figs.save(fig, "fig4_probe_average", cap)
+
+
+def _fig_probe_vs_headline(figs, ds: list[_Point], color: dict[float, Any], main_metric: str | None) -> None:
+    """Paper Fig 25: the best layer's test accuracy averaged over the probe sets vs the headline, per run."""
+    cap = (f"Best-layer probe test accuracy (averaged over the probe sets per layer, then the best layer) vs "
+           f"{main_metric or 'the headline'}, one point per run; paper Fig 25.")
+    pts = [(probe_mean_best(p.analysis("probes")), p.get(main_metric), p) for p in ds] if main_metric else []
+    pts = [(x, y, p) for x, y, p in pts if x is not None and y is not None]
+    if not pts:
+        figs.skip("fig4_probe_vs_headline", cap, "no runs with both probes.json and the headline")
+        return
+    fig, ax = figs.new()
+    for x, y, p in pts:
+        ax[0][0].scatter(x, y, color=color[p.wd], label=f"wd={p.wd:g}", zorder=3)
+    handles, labels = ax[0][0].get_legend_handles_labels()
+    uniq = dict(zip(labels, handles, strict=False))
+    ax[0][0].legend(uniq.values(), uniq.keys(), fontsize=7)
+    ax[0][0].set_xlabel("best-layer probe accuracy (mean over sets)")
+    ax[0][0].set_ylabel(main_metric)
+    ax[0][0].set_title("Probe accuracy vs downstream")
+    figs.save(fig, "fig4_probe_vs_headline", cap)
+
+
+def _fig_group_norms(figs, points: list[_Point], wds: list[float]) -> None:
+    """Paper Fig 29: L2 norm of the input layer (embedding), the intermediate layers (mean over blocks) and the
+    output layer (lm_head) vs weight decay."""
+    cap = ("L2 norm of the input layer (embedding), an intermediate layer (mean over the blocks) and the output layer "
+           "(lm_head) vs pretraining weight decay; paper Fig 29. Error bars: 95% bootstrap CI over seeds.")
+    parts = {"input layer": {}, "intermediate layer": {}, "output layer": {}}
+    for p in points:
+        groups = {g.get("name"): _num(g.get("norm")) for g in (p.analysis("norms") or {}).get("groups") or []}
+        blocks = [v for k, v in groups.items() if str(k).startswith("layers.") and v is not None]
+        for part, v in (("input layer", groups.get("embedding")), ("output layer", groups.get("lm_head")),
+                        ("intermediate layer", float(np.mean(blocks)) if blocks else None)):
+            if v is not None:
+                parts[part].setdefault(p.wd, []).append(v)
+    parts = {k: v for k, v in parts.items() if v}
+    if not parts:
+        figs.skip("fig7_group_norms_vs_wd", cap, "no analysis/norms.json with per-group norms")
+        return
+    fig, ax = figs.new(len(parts))
+    for a, (part, groups) in zip(ax[0], parts.items(), strict=True):
+        _errplot(a, dict(sorted(bootstrap_ci_over_seeds(groups, n_boot=1000, seed=0).items())), color="C0")
+        _wd_axis(a, wds)
+        a.set_ylabel("L2 norm")
+        a.set_title(part)
+    figs.save(fig, "fig7_group_norms_vs_wd", cap)
 
 
 def _jsonl(path: Path) -> list[dict[str, Any]]:
