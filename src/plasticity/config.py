@@ -248,6 +248,7 @@ class AnalyzeConfig:
     n_probe: int = 400  # examples per probe set
     gap_sequences: int = 64  # sequences per set for the loss gaps
     rank_threshold: float = 0.95  # pseudo-rank energy threshold
+    rank_layers: list[int] | None = None  # layers of the `*_rank_frac_layers` columns; None: the paper's 5 and 15
     data_root: str | None = None
     gap_data: str | None = None  # external checkpoints: text/JSONL held-out data for the gap
 
@@ -257,6 +258,9 @@ class AnalyzeConfig:
         _check(self.n_probe >= 10, "n_probe", f"must be >= 10, got {self.n_probe}")
         _check(self.gap_sequences >= 1, "gap_sequences", f"must be >= 1, got {self.gap_sequences}")
         _check(0.0 < self.rank_threshold <= 1.0, "rank_threshold", f"must be in (0, 1], got {self.rank_threshold}")
+        _check(self.rank_layers is None or (len(self.rank_layers) > 0 and all(
+            isinstance(i, int) and i >= 0 for i in self.rank_layers)), "rank_layers",
+            f"must be a non-empty list of 0-based layer indices, got {self.rank_layers}")
 
 
 @dataclass

@@ -181,3 +181,35 @@ def test_compare_with_finetuned_runs_keys_columns_by_task_and_eval_set(analysed,
     assert row["avg_cot/pass@2"] == pytest.approx((row["demo_arith/demo_arith/pass@2"] + pooled) / 2)
     r = run_cli("analyze", "--compare", str(analysed[3.0][0]), *fts[:2], "--out", str(dest))
     assert r.returncode == 2 and "not fine-tuned from one of the compared" in r.stderr
+
+
+def test_pinned_paper_probe_sets_refuse_in_one_line_when_not_loadable(tmp_path, monkeypatch):
+    import importlib.util
+
+    from plasticity.analysis.run import check_probe_sets
+    from plasticity.errors import DataError
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "datasets" else real(name, *a))
+    with pytest.raises(DataError, match=r"probe sets sst2, ag_news: no local copy .* no 'datasets' package") as e:
+        check_probe_sets(["sst2", "ag_news"], tmp_path)
+    assert "\n" not in str(e.value)
+    check_probe_sets(["bbc_topic"], tmp_path)  # packaged: always loadable
+    (tmp_path / "sst2").mkdir()
+    (tmp_path / "sst2" / "train.jsonl").write_text('{"sentence": "good", "label": 1}\n')
+    with pytest.raises(DataError, match="probe sets ag_news:"):
+        check_probe_sets(["sst2", "ag_news"], tmp_path)
+
+
+def test_rank_at_configured_layers(analysed, tmp_path):
+    """The paper-style pseudo-rank (Figs 5, 26) over configured layers; layers the model lacks are dropped and said."""
+    run = analysed[0.0][0]
+    res = run_analyze(run, what="rank", out_dir=tmp_path, rank_layers=[0, 9], log=lambda m: None)
+    sel = res["rank"]["selected_layers"]
+    assert sel["layers"] == [0] and sel["requested"] == [0, 9] and "9" in sel["note"]
+    last = res["rank"]["checkpoints"][-1]
+    assert last["selected_mean"]["qk"] == pytest.approx(last["layers"][0]["mean"]["qk"]["fraction"])
+    default = run_analyze(run, what="rank", out_dir=tmp_path / "d", log=lambda m: None)["rank"]["selected_layers"]
+    assert default["layers"] == [1, 3] and default["requested"] == [5, 15]  # 4 layers: the paper's relative depths
+    with pytest.raises(Exception, match="rank_layers"):
+        run_analyze(run, what="rank", out_dir=tmp_path / "e", rank_layers=[], log=lambda m: None)

@@ -30,7 +30,8 @@ STUDIES = {  # study file: (its pretraining config, weight decays swept)
     "study-llama2-4b-20tpp.yaml": ("llama2-4b-20tpp.yaml", [0.0, 0.1, 1.0]),
     "study-olmo2-1b-20tpp.yaml": ("olmo2-1b-20tpp.yaml", [0.0, 0.1, 0.3, 0.6, 1.0]),  # the five of App. C.1
     "study-olmo2-1b-140tpp-wsd.yaml": ("olmo2-1b-140tpp-wsd.yaml", [0.0, 0.1, 0.3, 1.0]),
-    "study-olmo2-1b-20tpp-ft-sweep.yaml": ("olmo2-1b-20tpp.yaml", [0.1, 0.3, 0.6, 1.0]),  # App. E
+    "study-olmo2-1b-20tpp-ft-sweep.yaml": ("olmo2-1b-20tpp.yaml", [0.1, 0.3, 0.6, 1.0]),  # App. E.2
+    "study-olmo2-1b-20tpp-pt-sweep.yaml": ("olmo2-1b-20tpp.yaml", [0.1, 0.6, 1.0]),  # App. E.1
 }
 COT = ["metamathqa", "simplescaling", "mmlu_pro_cot", "medmcqa", "pubmedqa", "race"]  # Table 7
 CLOZE = ["hellaswag", "winogrande", "piqa", "arc_easy", "arc_challenge"]
@@ -58,6 +59,21 @@ def test_paper_configs_pretraining_tables_3_to_5(name):
     assert cfg.train.tpp == tpp
 
 
+# Table 4/5 "epoch 1": FineWeb-Edu subsets (GPT-2 tokens, dataset card) big enough for the Llama token budgets
+FINEWEB_TOKENS = {"sample-10BT": 10e9, "sample-100BT": 100e9, "sample-350BT": 350e9, None: 1.3e12}
+
+
+@pytest.mark.parametrize("name", [n for n in sorted(PRETRAIN) if n.startswith("llama2")])
+def test_paper_configs_fineweb_subset_holds_one_epoch(name):
+    from plasticity.config import read_yaml
+
+    cfg = from_dict(PretrainConfig, read_yaml(PAPER / name))
+    assert cfg.data.source == "hf:HuggingFaceFW/fineweb-edu"
+    budget = {"llama2-0.5b": 10e9, "llama2-1b": 20e9, "llama2-4b": 80e9}[cfg.model.preset]  # Table 2
+    # a margin of 1.1x for the Llama-2 tokenizer's count against the card's GPT-2 count
+    assert FINEWEB_TOKENS[cfg.data.hf_config] >= 1.1 * budget, cfg.data.hf_config
+
+
 @pytest.mark.parametrize("name", sorted(STUDIES))
 def test_paper_configs_studies_table_6_and_evaluation(name):
     spec = load_spec(PAPER / name)
@@ -76,10 +92,17 @@ def test_paper_configs_studies_table_6_and_evaluation(name):
         assert spec.axes["finetune.optim.weight_decay"] == [0.0, 0.1, 1.0]
         assert [g * ft.train.micro_batch_size for g in spec.axes["finetune.train.grad_accum"]] == [32, 64, 128]
         assert spec.tasks == ["metamathqa", "simplescaling"]
+    elif "pt-sweep" in name:  # App. E.1: pretraining lr x wd, fine-tuned on the six CoT tasks
+        assert spec.axes["optim.lr"] == [2.0e-4, 4.0e-4, 8.0e-4]
+        assert ft.optim.lr == 1.0e-5 and ft.train.micro_batch_size * ft.train.grad_accum == 64
+        assert spec.tasks == COT
     else:
         assert ft.optim.lr == FT_LR[pcfg.model.preset]
         assert ft.train.micro_batch_size * ft.train.grad_accum == 64
-        assert spec.tasks[:6] == COT and (spec.tasks == COT or spec.tasks == [*COT, *CLOZE, "safety"])
+        assert spec.tasks == [*COT, *CLOZE, "safety"]  # every model group on all twelve tasks (Figs 8, 11-16)
+        # the paper fine-tunes fully trained models only (`finetune_from` is ours)
+        assert not spec.finetune_from and "finetune_from" not in spec.axes
+        assert spec.analyze is not None and spec.analyze.probe_sets == ["sst2", "ag_news"]  # Sec. 5.1, App. F.1
     ev = stage_config(spec, "evaluate", {})
     assert (ev.k, ev.temperature, ev.greedy_repetition_penalty) == (16, 1.0, 1.0)
     assert ev.reward_model == ORM and ev.judge == HARM_JUDGE

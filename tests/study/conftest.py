@@ -30,7 +30,7 @@ def _write_run(run: Path, wd: float, i: int) -> None:
             {
                 "step": s,
                 "mean": {"qk": {"fraction": 0.9 - 0.05 * wd * k}, "vp": {"fraction": 0.92 - 0.01 * k}},
-                "layers": layers,
+                "layers": layers, "num_layers": 2,
             }
             for k, s in enumerate((10, 20, 30))
         ],
@@ -39,7 +39,8 @@ def _write_run(run: Path, wd: float, i: int) -> None:
     probes = {
         "sets": {
             name: {
-                "layers": [{"layer": ly, "test_accuracy": 0.5 + 0.05 * ly + 0.01 * i} for ly in range(3)],
+                "layers": [{"layer": ly, "test_accuracy": 0.5 + 0.05 * ly + 0.01 * i,
+                            "train_accuracy": 0.6 + 0.05 * ly + 0.01 * i} for ly in range(3)],
                 "best_test_accuracy": 0.6 + 0.01 * i,
             }
             for name in ("sst2", "ag_news")
@@ -47,9 +48,11 @@ def _write_run(run: Path, wd: float, i: int) -> None:
     }
     (an / "probes.json").write_text(json.dumps(probes))
     groups = ["embedding", "layers.0", "layers.1", "final_norm", "lm_head"]
-    norms = {"groups": [{"name": g, "fraction": (k + 1 + wd) / 20} for k, g in enumerate(groups)]}
+    norms = {"groups": [{"name": g, "fraction": (k + 1 + wd) / 20, "norm": 10.0 - wd + k}
+                        for k, g in enumerate(groups)]}
     (an / "norms.json").write_text(json.dumps(norms))
-    gap = {"train_val": {"gap": -0.001 * i}, "unseen_seen": {"gap": 0.002 * i}}
+    gap = {"train_val": {"gap": -0.001 * i, "train_loss": 5.0 + 0.01 * i, "val_loss": 5.0 + 0.009 * i},
+           "unseen_seen": {"gap": 0.002 * i}}
     (an / "gap.json").write_text(json.dumps(gap))
 
 
@@ -60,7 +63,7 @@ def make_fake_study(root: Path, seeds: Sequence[int] | None = None) -> Path:
     fields = [
         "optim.weight_decay", "run", "demo_arith/greedy", "demo_arith/pass@4", "forgetting", "probe_sst2",
         "qk_rank_frac", "status", "train_loss", "train_val_gap", "unseen_seen_gap", "val_loss", "vp_rank_frac",
-        "weight_norm",
+        "weight_norm", "upstream_acc_pretrained", "upstream_acc",
     ]  # fmt: skip
     if seeds is not None:
         fields.insert(0, "train.seed")
@@ -76,6 +79,7 @@ def make_fake_study(root: Path, seeds: Sequence[int] | None = None) -> Path:
                 "probe_sst2": 0.6 + 0.01 * i, "qk_rank_frac": 0.8 - 0.05 * i, "status": "completed",
                 "train_loss": VAL[wd] - 0.01, "train_val_gap": -0.001 * i, "unseen_seen_gap": 0.002 * i,
                 "val_loss": VAL[wd] + k * SEED_OFFSET["val_loss"], "vp_rank_frac": 0.9, "weight_norm": 40 - 3 * i,
+                "upstream_acc_pretrained": 0.4 + 0.01 * i, "upstream_acc": 0.38 + 0.01 * i,
             }  # fmt: skip
             if s is not None:
                 row["train.seed"] = s

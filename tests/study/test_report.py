@@ -84,14 +84,16 @@ def test_build_report_two_seeds_error_bars_and_ci(
     monkeypatch.setattr(matplotlib.axes.Axes, "errorbar", spy)
     study = fake_study(tmp_path, seeds=[0, 1])
     text = build_report(study).read_text()
-    # val loss (fig1), 2 demo_arith metrics (fig2), 2 gaps (fig6); seed-invariant columns give zero-width bars
-    assert len(calls) == 5 and all(c["x"] == [0.0, 0.1, 1.0] for c in calls)
+    # val loss (fig1), 2 demo_arith metrics (fig2), 2 gaps and Eq. 3's 2 losses (fig6), pretrained and fine-tuned
+    # upstream accuracy (fig8), input / intermediate / output norms (fig7); seed-invariant columns: zero-width bars
+    assert len(calls) == 12 and all(c["x"] == [0.0, 0.1, 1.0] for c in calls)
     lo, hi = calls[0]["yerr"]
     assert [round(v, 6) for v in lo] == [0.02] * 3 and [round(v, 6) for v in hi] == [0.02] * 3  # CI = [s0, s1]
     summary = _summary(text)
     assert "single seed" not in summary and "no CI" not in summary
-    assert "Lowest val loss at wd = 0.1 (5.3300; the best value's 95% CI does not overlap the others')" in summary
-    assert "Highest demo_arith/pass@4 at wd = 0.1 (0.6250; differences are within noise (95% CIs overlap " \
+    # 2 seeds: the interval is their range (a bootstrap over 2 values gives no more), and says so
+    assert "Lowest val loss at wd = 0.1 (5.3300; the best value's seed range does not overlap the others')" in summary
+    assert "Highest demo_arith/pass@4 at wd = 0.1 (0.6250; differences are within noise (seed ranges overlap " \
            "with wd = 1))" in summary
     assert "n = 6 pretraining runs (6 completed rows), 3 weight decays, 2 seed(s)." in summary
     assert "Pearson r(val loss, demo_arith/pass@4)" in summary and "(n = 6;" in summary
@@ -159,7 +161,7 @@ def test_scores_and_losses_get_their_own_panels_and_degenerate_axes_are_widened(
     fig = _metrics_vs_wd(figs, ds, [0.0, 1.0], ["t/t/greedy", "t/t/heldout_loss"], "score", "t")
     (scores, losses) = fig.axes
     assert [t.get_text() for t in scores.get_legend().get_texts()] == ["t/greedy"]
-    assert [t.get_text() for t in losses.get_legend().get_texts()] == ["t/heldout_loss"]
+    assert [t.get_text() for t in losses.get_legend().get_texts()] == ["t/heldout_loss (ours)"]  # not the paper's
     assert losses.get_ylabel() == "loss (lower is better)" and scores.get_ylim()[1] < 2  # not squashed by the loss
     plt.close(fig)
     only = _metrics_vs_wd(figs, ds, [0.0, 1.0], ["t/t/greedy"], "score", "t")

@@ -184,3 +184,33 @@ def test_another_headline_goes_to_its_own_report(tmp_path: Path) -> None:
                          (["--headline", "sst2=acc_template", "--out", str(alt)], "no column for task 'sst2'")]:
         bad = run_cli("report", str(study), *args)
         assert bad.returncode == 2 and needle in bad.stderr and len(bad.stderr.strip().splitlines()) == 1, bad.stderr
+
+
+def test_report_headline_and_the_headline_option_accept_the_same_metric_names() -> None:
+    """What `plasticity report --headline` accepts a study's report.headline accepts, and the other way round."""
+    from plasticity.config import from_dict
+    from plasticity.errors import UserError
+    from plasticity.report.cli import parse_headline
+    from plasticity.study.spec import StudySpec, validate_spec
+
+    def spec_ok(metric: str) -> bool:
+        s = from_dict(StudySpec, {"name": "s", "out_dir": "/tmp/s", "tasks": ["demo_arith"],
+                                  "base": {"model": {"preset": "llama2-tiny"}}, "finetune": {"max_examples": 4},
+                                  "report": {"headline": {"demo_arith": metric}}})
+        try:
+            validate_spec(s)
+            return True
+        except UserError:
+            return False
+
+    def option_ok(metric: str) -> bool:
+        try:
+            parse_headline(f"demo_arith={metric}")
+            return True
+        except UserError:
+            return False
+
+    for metric in ("greedy", "pass@16", "acc", "acc_norm", "acc_template", "acc_norm_template", "heldout_loss",
+                   "harmfulness_mean", "refusal_rate (pattern fallback)", "rm@16", "accuracy", "pass@", "acc_tmpl"):
+        assert spec_ok(metric) == option_ok(metric), metric
+    assert spec_ok("acc_template") and not spec_ok("accuracy")

@@ -165,6 +165,40 @@ def test_averaged_headline_per_family(study):
         assert "generated" in r["demo_arith_short/demo_choice/evaluated_on"]
 
 
+def test_paper_quantities_beside_ours(study):
+    """Paper-layer pseudo-rank, Eq. 3's training loss, GSM8K+MATH-style pooled and mean-of-sets values, the
+    pretrained model's upstream accuracy; our metrics never averaged into a paper family column."""
+    fields, rows = _rows(study)
+    assert "train_loss" not in fields and "last_step_train_loss" in fields  # named for what it is
+    for r in rows:
+        rank = json.loads((study.parent / "runs" / Path(r["run"]).name / "analysis" / "rank.json").read_text())
+        assert rank["selected_layers"]["requested"] == [5, 15]  # the paper's layers, scaled for 4 layers
+        assert r["rank_layers"] == "1;3" and "no layer 15" in rank["selected_layers"]["note"]
+        last = rank["checkpoints"][-1]["layers"]
+        for k in ("qk", "vp"):
+            want = (last[1]["mean"][k]["fraction"] + last[3]["mean"][k]["fraction"]) / 2
+            assert float(r[f"{k}_rank_frac_layers"]) == pytest.approx(want)
+            assert float(r[f"{k}_rank_frac"]) == pytest.approx(sum(ly["mean"][k]["fraction"] for ly in last) / 4)
+        gap = json.loads((study.parent / "runs" / Path(r["run"]).name / "analysis" / "gap.json").read_text())
+        assert float(r["final_model_train_loss"]) == pytest.approx(gap["train_val"]["train_loss"])
+        assert "seed 0" in gap["train_val"]["val_set"]  # sampled, not the first m validation sequences
+        for m in ("greedy", "pass@2"):
+            a, b = r[f"demo_arith_short/demo_arith/{m}"], r[f"demo_arith_short/demo_choice/{m}"]
+            assert float(r[f"demo_arith_short/mean(demo_arith,demo_choice)/{m}"]) == \
+                pytest.approx((float(a) + float(b)) / 2)
+        st = [json.loads((e / "stability.json").read_text()) for (run, _), e in _evals(study).items()
+              if run in {Path(x).name for x in r["finetune_runs"].split(";")}]
+        assert float(r["upstream_acc_pretrained"]) == pytest.approx(st[0]["base_avg_acc"])
+        cot = [float(r[f"{t}/upstream_acc"]) for t in ("demo_arith", "demo_arith_short")]
+        assert float(r["upstream_acc"]) == pytest.approx(sum(cot) / 2)
+    assert "cloze_small/cloze_small/acc_template" in fields and "demo_arith/demo_arith/heldout_loss" in fields
+    assert not [c for c in fields if c.startswith("avg_") and c.rsplit("/", 1)[1] in
+                ("acc_template", "acc_norm_template", "heldout_loss")]
+    html = (study / "report" / "index.html").read_text()
+    assert "Entries marked (ours) are our additions" in html and "unseen-seen loss gap (ours)" in html
+    assert "this mean over k is ours" in html  # avg_safety
+
+
 def test_appendix_d_stability_with_cached_base_model(study):
     _, rows = _rows(study)
     evals = _evals(study)
@@ -207,11 +241,37 @@ def test_paper_mapping_names_only_figures_the_tiny_study_makes_or_marks_paper_sc
     doc = (Path(__file__).resolve().parents[2] / "docs" / "paper-mapping.md").read_text()
     made = {p.stem for p in (study / "report").glob("*.png")}
     names = set(re.findall(r"`(fig\d+[a-z_0-9<>]*)`", doc))
-    assert {"fig2_avg_cot_metrics_vs_wd", "fig3_val_loss_vs_metric", "fig8_stability_plasticity"} <= names
+    assert {"fig2_avg_cot_metrics_vs_wd", "fig3_val_loss_vs_metric", "fig8_stability_plasticity",
+            "fig5_rank_layers_over_training", "fig6_loss_curves", "fig6_train_val_losses_vs_wd",
+            "fig3_val_loss_vs_<task>", "fig8_upstream_accuracy"} <= names
     for line in doc.splitlines():
         for name in re.findall(r"`(fig\d+[a-z_0-9<>]*)`", line):
             pattern = name.replace("<task>", "[a-z_0-9]+").replace("<set>", "[a-z_0-9]+")
             assert any(re.fullmatch(pattern, m) for m in made) or "paper-scale" in line, name
+
+
+def test_paper_mapping_inventory_covers_every_table_figure_and_equation(study):
+    """Tables 1-8, Figs 1-30 and Eqs 1-4 each have a row saying produced / partly / not produced (with a reason);
+    a produced row's figures exist in the tiny study's report unless marked paper-scale."""
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "paper-mapping.md").read_text()
+    section = doc.split("## Every table, figure and equation of the paper", 1)[1].split("\n## ", 1)[0]
+    made = {p.stem for p in (study / "report").glob("*.png")}
+    seen: dict[str, set[int]] = {"Table": set(), "Fig": set(), "Eq": set()}
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if len(cells) != 3 or cells[0] in ("Paper", "---"):
+            continue
+        item, status, where = cells
+        assert status in ("produced", "partly", "not produced") and where, line
+        for kind, a, b in re.findall(r"(Table|Fig|Eq)s? (\d+)(?:-(\d+))?", item):
+            seen[kind].update(range(int(a), int(b or a) + 1))
+        for kind, a in re.findall(r", (Table|Fig|Eq) (\d+)", item):
+            seen[kind].add(int(a))
+        if status == "produced" and "paper-scale" not in where:
+            for name in re.findall(r"`(fig\d+[a-z_0-9<>]*)`", where):
+                pattern = name.replace("<task>", "[a-z_0-9]+").replace("<set>", "[a-z_0-9]+")
+                assert any(re.fullmatch(pattern, m) for m in made), name
+    assert seen == {"Table": set(range(1, 9)), "Fig": set(range(1, 31)), "Eq": set(range(1, 5))}
 
 
 def test_safety_k_sweep_is_a_per_task_axis(tmp_path):

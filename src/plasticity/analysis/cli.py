@@ -74,6 +74,9 @@ def register(app: typer.Typer) -> None:
                                           help="sequences per set for the loss gaps"),
         gap_data: Path = typer.Option(None, "--gap-data", help="external checkpoints: text/JSONL held-out data"),
         threshold: float = typer.Option(_D.rank_threshold, "--rank-threshold", help="pseudo-rank energy threshold"),
+        rank_layers: str = typer.Option(None, "--rank-layers",
+                                        help="comma-separated 0-based layers of the paper-style pseudo-rank "
+                                             "(default: the paper's 5,15)"),
     ) -> None:
         """Probes, attention pseudo-rank, loss gaps and parameter norms of runs or checkpoints."""
         from rich.table import Table
@@ -102,8 +105,16 @@ def register(app: typer.Typer) -> None:
 
             raise UserError("--out works with a single target (without --compare)")
         sets = [s.strip() for s in probe_sets.split(",") if s.strip()] if probe_sets else None
+        layers = None
+        if rank_layers:
+            from ..errors import UserError
+
+            try:
+                layers = [int(x) for x in rank_layers.split(",") if x.strip()]
+            except ValueError:
+                raise UserError(f"--rank-layers {rank_layers!r}: give 0-based layer numbers, e.g. 5,15") from None
         cfg = AnalyzeConfig(probe_sets=sets, n_probe=n_probe, gap_sequences=gap_sequences, rank_threshold=threshold,
-                            data_root=str(data_root) if data_root else None,
+                            rank_layers=layers, data_root=str(data_root) if data_root else None,
                             gap_data=str(gap_data) if gap_data else None)
         table = Table("target", "total norm", "QK rank", "VP rank", "best probe", "train-val gap", "unseen-seen")
         for t in targets:

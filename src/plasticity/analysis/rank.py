@@ -77,6 +77,40 @@ def pseudo_rank(singular_values: torch.Tensor | np.ndarray | Sequence[float], th
     return int(torch.nonzero(hit)[0, 0]) + 1
 
 
+PAPER_LAYERS = (5, 15)  # Figs 5, 26: "layers 5 and 15" (read as 0-based: OLMo-2-1B's 16 blocks are 0..15)
+
+
+def selected_layers(num_layers: int, configured: Sequence[int] | None = None) -> dict[str, Any]:
+    """The layers of the paper-style pseudo-rank (Figs 5, 26): `configured` (0-based) or the paper's 5 and 15.
+
+    Every paper shape has >= 16 layers, so the paper's layers are taken as they are. A model with fewer layers
+    gets the same relative depths instead (5/15 and 15/15 of its last index, rounded; the 4-layer default model:
+    layers 1 and 3); configured layers beyond the model are dropped. Returns ``{"layers", "requested", "note"}``
+    (``note`` says what was changed, None when nothing was)."""
+    requested = list(configured) if configured else list(PAPER_LAYERS)
+    last = num_layers - 1
+    if configured:
+        layers = sorted({i for i in requested if i <= last})
+        note = None if len(layers) == len(set(requested)) else (
+            f"layers {', '.join(str(i) for i in requested if i > last)} do not exist in a {num_layers}-layer model")
+    elif last >= max(PAPER_LAYERS):
+        layers, note = requested, None
+    else:
+        layers = sorted({round(i / max(PAPER_LAYERS) * last) for i in PAPER_LAYERS})
+        note = (f"a {num_layers}-layer model has no layer 15: the paper's relative depths (5/15, 15/15) give layers "
+                f"{', '.join(map(str, layers))}")
+    return {"layers": layers, "requested": requested, "note": note}
+
+
+def mean_over_layers(entry: dict[str, Any], layers: Sequence[int]) -> dict[str, float] | None:
+    """``{"qk", "vp"}``: the pseudo-rank fraction averaged over the heads of `layers` of one
+    :func:`attention_ranks` result (None when none of them was computed)."""
+    rows = [ly for ly in entry.get("layers") or [] if ly.get("layer") in set(layers)]
+    if not rows:
+        return None
+    return {k: float(np.mean([ly["mean"][k]["fraction"] for ly in rows])) for k in ("qk", "vp")}
+
+
 def attention_geometry(model: nn.Module) -> dict[str, int]:
     """``num_layers``, ``num_heads``, ``num_kv_heads``, ``head_dim``, ``hidden_size`` of the model."""
     cfg = model.config

@@ -78,6 +78,21 @@ def default_probe_sets(data_root: str | Path | None = None) -> tuple[str, ...]:
     return ("bbc_topic",)
 
 
+def check_probe_sets(sets: Sequence[str], data_root: str | Path | None = None) -> None:
+    """Refuse in one line (DataError) before any work when a pinned paper probe set (sst2, ag_news) has neither
+    a local copy nor the `datasets` package for its Hub copy: a paper config never falls back to bbc_topic."""
+    import importlib.util
+
+    from ..tasks.data_root import resolve_data_root
+
+    root = resolve_data_root(data_root)
+    missing = [s for s in sets if s in _PROBE_FILES
+               and not (root is not None and (root / _PROBE_FILES[s][0] / _PROBE_FILES[s][1]).is_file())]
+    if missing and importlib.util.find_spec("datasets") is None:
+        raise DataError(f"probe sets {', '.join(missing)}: no local copy (data root: {root or 'none'}) and no "
+                        "'datasets' package for the Hub copies (pip install 'plasticity[hub]')")
+
+
 # --------------------------------------------------------------------------------------------- probes
 
 
@@ -201,9 +216,11 @@ def _run_gap(run: Path, model, n_seq: int, log) -> dict[str, Any]:
     bs = max(1, cfg.train.micro_batch_size)
 
     m = min(n_seq, seen_ix.size, len(val))
-    seen_s = _sample(seen_ix, m, 0)
-    tv = train_val_gap(model, train.get(seen_s), val.get(range(m)), bs)
-    tv["train_set"] = "seen training sequences"
+    seen_s, val_s = _sample(seen_ix, m, 0), _sample(np.arange(len(val)), m, 0)
+    tv = train_val_gap(model, train.get(seen_s), val.get(val_s), bs)
+    tv["train_set"] = ("m training sequences the run trained on (its batch schedule), drawn uniformly without "
+                       "replacement, seed 0")
+    tv["val_set"] = "m validation sequences drawn uniformly without replacement, seed 0"
     out: dict[str, Any] = {"train_val": tv, "n_sequences": int(m), "seq_len": int(L),
                            "n_train_sequences": len(train), "n_seen": int(seen_ix.size),
                            "n_unseen": int(unseen_ix.size), "n_val_sequences": len(val), "steps": steps,
@@ -266,11 +283,17 @@ def _external_gap(model, tokenizer, gap_data: Path | None, n_seq: int, seq_len: 
 
 
 def _rank_json(entries: list[dict[str, Any]], threshold: float,
-               skipped: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+               skipped: list[dict[str, Any]] | None = None, layers: list[int] | None = None) -> dict[str, Any]:
+    """rank.json; ``selected_layers`` and each checkpoint's ``selected_mean``: the paper's quantity (Figs 5, 26:
+    the average pseudo-rank in layers 5 and 15, or `layers`), beside ``mean`` over all layers and heads."""
+    from .rank import mean_over_layers, selected_layers
+
     keep = ("step", "path", "mean", "layers", "num_layers", "num_heads", "num_kv_heads", "head_dim",
             "hidden_size", "max_rank", "method")
-    return {"threshold": float(threshold), "checkpoints": [{k: e[k] for k in keep if k in e} for e in entries],
-            "skipped": list(skipped or [])}
+    sel = selected_layers(int(entries[0]["num_layers"]), layers) if entries else None
+    cks = [dict({k: e[k] for k in keep if k in e},
+                selected_mean=mean_over_layers(e, sel["layers"]) if sel else None) for e in entries]
+    return {"threshold": float(threshold), "selected_layers": sel, "checkpoints": cks, "skipped": list(skipped or [])}
 
 
 def _verified_snapshots(ckpt_root: Path, log) -> tuple[list[tuple[int, Path]], list[dict[str, Any]]]:
@@ -360,7 +383,8 @@ def run_analyze(
         else:
             ckpts = [(-1, model_dir)]
         log(f"rank: {len(ckpts)} checkpoint(s)" + (f", {len(skipped)} skipped (damaged)" if skipped else ""))
-        save("rank", _rank_json(ranks_over_checkpoints(ckpts, rank_threshold), rank_threshold, skipped))
+        save("rank", _rank_json(ranks_over_checkpoints(ckpts, rank_threshold), rank_threshold, skipped,
+                                cfg.rank_layers))
 
     if sel & {"probes", "gap", "norms"}:
         from ..tokenizer import load_tokenizer
@@ -417,6 +441,9 @@ def compare_row(run: str | Path) -> dict[str, Any]:
             row["vp_rank"] = finite_or_none(last.get("mean", {}).get("vp", {}).get("rank"))
             row["qk_rank_fraction"] = finite_or_none(last.get("mean", {}).get("qk", {}).get("fraction"))
             row["vp_rank_fraction"] = finite_or_none(last.get("mean", {}).get("vp", {}).get("fraction"))
+            sm = last.get("selected_mean") or {}  # the paper's layers 5 and 15 (rank.json `selected_layers`)
+            row["qk_rank_fraction_layers"] = finite_or_none(sm.get("qk"))
+            row["vp_rank_fraction_layers"] = finite_or_none(sm.get("vp"))
     if (a / "probes.json").is_file():
         for name, res in (read_json(a / "probes.json").get("sets") or {}).items():
             row[f"probe_{name}"] = finite_or_none(res.get("best_test_accuracy"))

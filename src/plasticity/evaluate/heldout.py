@@ -20,8 +20,11 @@ def example_losses(model, tok, template: str, pairs: Sequence[tuple[str, str]], 
                    cutoff_len: int | None = None) -> list[float]:
     """Per example, the mean NLL (nats) of its response tokens (and the closing EOS) given the rendered prompt.
 
-    Examples are encoded exactly as fine-tuning encodes them (`encode_example`); ``cutoff_len`` truncates
-    like fine-tuning does (keeping the start). Examples are batched by length, right-padded.
+    Examples are encoded exactly as fine-tuning encodes them (`encode_example`). ``cutoff_len`` truncates an
+    over-long example to its first ``cutoff_len`` tokens, which differs from fine-tuning: that *drops* such
+    examples (`plasticity.data.sft.encode_all`), whereas every evaluation example is scored here: one cut before
+    its response ends on the response tokens that fit, one cut before its response begins is NaN. Examples are
+    batched by length, right-padded.
     """
     encoded = [encode_example(tok, template, q, r) for q, r in pairs]
     if cutoff_len is not None:

@@ -32,7 +32,7 @@ def _is_task_metric(col: str) -> bool:
     """A ``{task}/{eval set}/{metric}`` column (or a legacy ``{task}/{metric}`` one of older results.csv files)."""
     parts = col.split("/")
     return (len(parts) in (2, 3) and not col.startswith("avg_")
-            and parts[-1] not in ("stability", "upstream_loss_change", "forgetting", "tasks"))
+            and parts[-1] not in ("stability", "upstream_loss_change", "upstream_acc", "forgetting", "tasks"))
 
 
 def headline_metric(avg_cols: list[str], task_cols: list[str]) -> str | None:
@@ -194,12 +194,13 @@ def _noise_note(agg: dict[float, dict[str, Any]], best: float, n_seeds: int) -> 
     if n_seeds < 2 or all(a["n"] < 2 for a in agg.values()):
         return "single seed: no CI"
     b = agg[best]
+    what = "seed ranges" if max(a["n"] for a in agg.values()) == 2 else "95% CIs"
     overlaps = [
         wd for wd, a in agg.items() if wd != best and a["ci_low"] <= b["ci_high"] and a["ci_high"] >= b["ci_low"]
     ]
     if overlaps:
-        return "differences are within noise (95% CIs overlap with wd = " + ", ".join(f"{w:g}" for w in overlaps) + ")"
-    return "the best value's 95% CI does not overlap the others'"
+        return f"differences are within noise ({what} overlap with wd = " + ", ".join(f"{w:g}" for w in overlaps) + ")"
+    return f"the best value's {what[:-1]} does not overlap the others'"
 
 
 # ----------------------------------------------------------------------------------------------- figures
@@ -231,7 +232,10 @@ class _Figures:
     def new(self, ncols: int = 1):
         return self.plt.subplots(1, ncols, figsize=(4.2 * ncols, 3.2), squeeze=False)
 
+    interval = "95% bootstrap CI over seeds"  # what error bars are: a seed range with 2 seeds (set per report)
+
     def save(self, fig, name: str, caption: str) -> None:
+        caption = caption.replace("95% bootstrap CI over seeds", self.interval)
         wide = fig.get_size_inches()[0] > 6  # multi-panel: full row in the HTML grid
         for ax in fig.axes:
             _widen_degenerate(ax)
@@ -243,6 +247,12 @@ class _Figures:
 
     def skip(self, name: str, caption: str, note: str) -> None:
         self.entries.append({"name": None, "caption": caption, "note": note, "wide": True})
+
+
+def _ours_note(cols: list[str]) -> str:
+    """A caption's closing sentence when some of `cols` are our additions, not the paper's."""
+    return (" Entries marked (ours) are our additions, not quantities of the paper." if any(
+        selection.is_ours(c) for c in cols) else "")
 
 
 def _widen_degenerate(ax) -> None:
@@ -278,7 +288,7 @@ def _metrics_vs_wd(figs, ds, wds, cols: list[str], ylabel: str, title: str):
     i = 0
     for a, (pcols, label, ptitle) in zip(ax[0], panels, strict=True):
         for c in pcols:
-            _errplot(a, _agg(ds, c), label=c.split("/", 1)[-1], color=f"C{i % 10}")
+            _errplot(a, _agg(ds, c), label=selection.ours(c.split("/", 1)[-1], c), color=f"C{i % 10}")
             i += 1
         _wd_axis(a, wds)
         a.set_ylabel(label)
@@ -378,6 +388,8 @@ def build_report(study_dir: Path, out_dir: Path | None = None, headline: dict[st
     rows_cap = "" if headline_spec else ds_cap  # a report.headline's phrase already says which rows it takes
 
     figs = _Figures(out)
+    if n_seeds == 2:
+        figs.interval = "seed range (min-max of the 2 seeds: a bootstrap over 2 seeds gives no more)"
     plt = figs.plt
     color = _colors(plt, wds)
     style = _run_style(points, color)
@@ -409,16 +421,18 @@ def build_report(study_dir: Path, out_dir: Path | None = None, headline: dict[st
         cols = [selection.HEADLINE] + [selection.task_column(fields, t, m) for t, m in headline_spec.items()]
         fig = _metrics_vs_wd(figs, ds, wds, cols, "score", "Headline and its tasks vs weight decay")
         figs.save(fig, "fig2_headline_vs_wd", f"{phrase[:1].upper()}{phrase[1:]} and each of its tasks' metric vs "
-                  "pretraining weight decay (legend: eval set / metric). Error bars: 95% bootstrap CI over seeds.")
+                  "pretraining weight decay (legend: eval set / metric). Error bars: 95% bootstrap CI over seeds."
+                  + _ours_note(cols))
     fams: dict[str, list[str]] = defaultdict(list)
     for c in avg_cols:
         fams[c.split("/", 1)[0]].append(c)
     for fam, cols in fams.items():
         fig = _metrics_vs_wd(figs, ds, wds, cols, "score (mean over tasks)",
                              f"{fam}: mean over fine-tuning tasks vs weight decay")
-        figs.save(fig, f"fig2_{fam}_metrics_vs_wd", f"Averaged headline {fam}/<metric>: "
-                  f"{describe_metric(cols[0], rows).split(': ', 1)[-1]} Error bars: 95% bootstrap CI over seeds."
-                  + ds_cap)
+        figs.save(fig, f"fig2_{fam}_metrics_vs_wd", selection.ours(f"Averaged headline {fam}/<metric>", fam)
+                  + f": {describe_metric(cols[0], rows).split(': ', 1)[-1]} Error bars: 95% bootstrap CI over seeds."
+                  + (" The paper plots safety per k (Figs 12-16); this mean over k is ours." if fam == "avg_safety"
+                     else "") + ds_cap)
     cap = ("Downstream metrics vs pretraining weight decay, one panel per task (legend: eval set / metric; "
            "a+b = pooled over both eval sets' questions)." + ds_cap)
     tasks: dict[str, list[str]] = defaultdict(list)
@@ -428,7 +442,8 @@ def build_report(study_dir: Path, out_dir: Path | None = None, headline: dict[st
         for task, cols in tasks.items():
             fig = _metrics_vs_wd(figs, ds, wds, cols, "score", f"{task}: downstream metrics vs weight decay")
             safe = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in task)
-            figs.save(fig, f"fig2_{safe}_metrics_vs_wd", cap.replace("one panel per task", f"task {task}"))
+            figs.save(fig, f"fig2_{safe}_metrics_vs_wd", cap.replace("one panel per task", f"task {task}")
+                      + _ours_note(cols))
     else:
         figs.skip("fig2", cap, "no <task>/<eval set>/<metric> columns in results.csv")
     if main_metric:
@@ -541,13 +556,15 @@ def build_report(study_dir: Path, out_dir: Path | None = None, headline: dict[st
         figs.skip("fig5", cap, "no analysis/rank.json in the run directories")
 
     # (6) gaps vs weight decay
-    cap = "Train-val loss gap and unseen-seen loss gap vs pretraining weight decay."
+    cap = ("Train-val loss gap (paper Eq. 3) and unseen-seen loss gap (ours) vs pretraining weight decay: the final "
+           "model's loss on sampled validation (unseen training) sequences minus that on sampled training sequences "
+           "it was trained on.")
     gaps = {c: _agg(points, c) for c in ("train_val_gap", "unseen_seen_gap")}
     if any(gaps.values()):
         fig, ax = figs.new()
         for i, (c, g) in enumerate(gaps.items()):
             if g:
-                _errplot(ax[0][0], g, label=c.replace("_", " "), color=f"C{i}")
+                _errplot(ax[0][0], g, label=selection.ours(c.replace("_", " "), c), color=f"C{i}")
         ax[0][0].axhline(0, color="0.6", lw=0.8)
         _wd_axis(ax[0][0], wds)
         ax[0][0].set_ylabel("loss gap")
@@ -556,6 +573,10 @@ def build_report(study_dir: Path, out_dir: Path | None = None, headline: dict[st
         figs.save(fig, "fig6_gaps_vs_wd", cap)
     else:
         figs.skip("fig6", cap, "no train_val_gap / unseen_seen_gap values in results.csv")
+
+    _fig_loss_curves(figs, points, style)  # paper Fig 6's training and validation loss curves
+    _fig_eq3_losses(figs, points, wds)  # paper Fig 6: the two sides of the train-val gap
+    _fig_rank_selected_layers(figs, points, style)  # paper Figs 5, 26, 27: layers 5 and 15
 
     # (7) norm fraction per layer group
     cap = ("Fraction of the total parameter norm per layer group (final model), one line per run "
@@ -638,6 +659,12 @@ def build_report(study_dir: Path, out_dir: Path | None = None, headline: dict[st
                            if first[wd] and last[wd])
         summary.append(f"{main_metric} fine-tuned from {fracs[0]:g} vs {fracs[-1]:g} of pretraining: {change}.")
 
+    _fig_val_loss_vs_each_task(figs, ds, color, metric_cols)  # paper Figs 9a-f
+    _fig_probe_average(figs, points, style)  # paper Fig 24: train and test, averaged over the probe sets
+    _fig_probe_vs_headline(figs, ds, color, main_metric)  # paper Fig 25
+    _fig_group_norms(figs, points, wds)  # paper Fig 29
+    _fig_upstream_accuracy(figs, ds, wds, color, main_metric, rows_cap)  # paper Fig 17, App. D
+
     # trends vs weight decay
     for col, label in (
         ("weight_norm", "Weight norm"),
@@ -679,13 +706,273 @@ def build_report(study_dir: Path, out_dir: Path | None = None, headline: dict[st
                        "the pretraining figures include their runs, the downstream figures and numbers do not.")
 
     ds_cols = [c for c in dict.fromkeys(k for p in ds for k in p.row)
-               if (_is_task_metric(c) or c.startswith("avg_") or c in ("stability", "upstream_loss_change"))
-               and not c.endswith(("/tasks", "/chosen", "/evaluated_on", "/trained_on"))]
+               if (_is_task_metric(c) or c.startswith("avg_")
+                   or c in ("stability", "upstream_loss_change", "upstream_acc", "upstream_acc_pretrained"))
+               and not c.endswith(("/tasks", "/chosen", "/evaluated_on", "/trained_on"))
+               and not (c.startswith("avg_") and c.rsplit("/", 1)[-1] in selection.OUR_METRICS)]  # older CSVs
     write_json(out / "summary.json", dict(summary_numbers(points, ds, main_metric, ds_cols), summary=summary,
                                           downstream_rows=ds_note or "all completed rows"))
     path = out / "index.html"
     path.write_text(_html(study_dir, fields, rows, summary, figs.entries))
     return path
+
+
+# ----------------------------------------------------------------------------------------------- paper figures
+# One small function per figure (a figure registry will replace the sequence in build_report).
+
+
+def _fig_loss_curves(figs, points: list[_Point], style: dict[int, dict[str, Any]]) -> None:
+    """Paper Fig 6 (left, middle): training loss (logged steps) and validation loss (eval points) over training,
+    one line per run, from each pretraining run's metrics.jsonl."""
+    cap = ("Training loss (each logged step's mean next-token loss) and validation loss over pretraining, one line "
+           "per run (colour: weight decay; dash: seed); paper Fig 6.")
+    curves = []
+    for p in points:
+        recs = _jsonl(p.run_dir / "metrics.jsonl") if p.run_dir else []
+        train = [(r["step"], r["loss"]) for r in recs if _num(r.get("loss")) is not None and "step" in r]
+        val = [(r["step"], r["val_loss"]) for r in recs if _num(r.get("val_loss")) is not None and "step" in r]
+        if train or val:
+            curves.append((p, train, val))
+    if not curves:
+        figs.skip("fig6_loss_curves", cap, "no metrics.jsonl in the pretraining run directories")
+        return
+    fig, ax = figs.new(2)
+    for p, train, val in sorted(curves, key=lambda c: c[0].wd):
+        ax[0][0].plot([s for s, _ in train], [v for _, v in train], **style[id(p)])
+        ax[0][1].plot([s for s, _ in val], [v for _, v in val], marker=".", **style[id(p)])
+    for a, name in ((ax[0][0], "training loss"), (ax[0][1], "validation loss")):
+        a.set_xlabel("step")
+        a.set_ylabel(name)
+        a.set_title(f"{name[:1].upper()}{name[1:]} over pretraining")
+    ax[0][1].legend(fontsize=7)
+    figs.save(fig, "fig6_loss_curves", cap)
+
+
+def _fig_eq3_losses(figs, points: list[_Point], wds: list[float]) -> None:
+    """Paper Fig 6 and Eq. 3: the final model's loss on sampled training sequences it trained on and on sampled
+    validation sequences (gap.json), vs weight decay."""
+    cap = ("Eq. 3's two losses of the final model vs pretraining weight decay: on m training sequences it was "
+           "trained on and on m validation sequences (both drawn uniformly, seed 0; their difference is the "
+           "train-val gap). Error bars: 95% bootstrap CI over seeds.")
+    sides = {"training (seen) sequences": [], "validation sequences": []}
+    for p in points:
+        tv = (p.analysis("gap") or {}).get("train_val") or {}
+        for side, key in zip(sides, ("train_loss", "val_loss"), strict=True):
+            if _num(tv.get(key)) is not None:
+                sides[side].append((p, float(tv[key])))
+    if not any(sides.values()):
+        figs.skip("fig6_train_val_losses_vs_wd", cap, "no analysis/gap.json with train_val losses")
+        return
+    fig, ax = figs.new()
+    for i, (side, vals) in enumerate(sides.items()):
+        groups: dict[float, list[float]] = defaultdict(list)
+        for p, v in vals:
+            groups[p.wd].append(v)
+        if groups:
+            _errplot(ax[0][0], dict(sorted(bootstrap_ci_over_seeds(dict(groups), n_boot=1000, seed=0).items())),
+                     label=side, color=f"C{i}")
+    _wd_axis(ax[0][0], wds)
+    ax[0][0].set_ylabel("loss of the final model")
+    ax[0][0].set_title("Eq. 3: training and validation loss")
+    ax[0][0].legend(fontsize=7)
+    figs.save(fig, "fig6_train_val_losses_vs_wd", cap)
+
+
+def _fig_rank_selected_layers(figs, points: list[_Point], style: dict[int, dict[str, Any]]) -> None:
+    """Paper Figs 5, 26, 27: QK and VP pseudo-rank fraction averaged over the paper's layers (5 and 15; the
+    study's ``rank_layers``; a shallower model: the same relative depths) per checkpoint, one line per run."""
+    from ..analysis.rank import mean_over_layers, selected_layers
+
+    lines, used = [], set()
+    for p in points:
+        rank = p.analysis("rank") or {}
+        cps = [c for c in rank.get("checkpoints") or [] if c.get("layers") and "num_layers" in c]
+        if not cps:
+            continue
+        sel = rank.get("selected_layers") or selected_layers(int(cps[-1]["num_layers"]))
+        pts = [(c["step"], mean_over_layers(c, sel["layers"])) for c in cps]
+        pts = sorted((s, m["qk"], m["vp"]) for s, m in pts if m)
+        if pts:
+            lines.append((p, pts))
+            used.add(";".join(map(str, sel["layers"])))
+    layers = " / ".join(sorted(used)) or "?"
+    cap = (f"QK and VP pseudo-rank fraction averaged over the heads of layers {layers.replace(';', ' and ')} "
+           "(0-based; the paper's Figs 5, 26, 27 use layers 5 and 15) over training, one line per run (colour: "
+           "weight decay; dash: seed).")
+    if not lines:
+        figs.skip("fig5_rank_layers_over_training", cap, "no analysis/rank.json with per-layer ranks")
+        return
+    fig, ax = figs.new(2)
+    for p, pts in sorted(lines, key=lambda t: t[0].wd):
+        ax[0][0].plot([s for s, _, _ in pts], [q for _, q, _ in pts], marker=".", **style[id(p)])
+        ax[0][1].plot([s for s, _, _ in pts], [v for _, _, v in pts], marker=".", **style[id(p)])
+    for a, k in ((ax[0][0], "QK"), (ax[0][1], "VP")):
+        a.set_xlabel("step")
+        a.set_ylabel(f"{k} pseudo-rank fraction")
+        a.set_title(f"{k}, layers {layers.replace(';', ' and ')}")
+    ax[0][1].legend(fontsize=7)
+    figs.save(fig, "fig5_rank_layers_over_training", cap)
+
+
+def _fig_val_loss_vs_each_task(figs, ds: list[_Point], color: dict[float, Any], metric_cols: list[str]) -> None:
+    """Paper Figs 9a-f: final val loss vs each fine-tuning task's paper metrics, one panel per task (the pooled
+    eval set when a task has several), one point per run."""
+    per_task: dict[str, list[str]] = defaultdict(list)
+    for c in metric_cols:
+        task, ev, metric = (c.split("/") + ["", ""])[:3]
+        if metric and not selection.is_ours(c) and not ev.startswith("mean("):
+            per_task[task].append(c)
+    for task, cols in per_task.items():
+        pooled = [c for c in cols if "+" in c.split("/")[1]]
+        cols = pooled or cols
+        cap = (f"Final validation loss vs the downstream metrics of fine-tuning task {task} (paper Figs 9a-f), one "
+               "point per run (colour: weight decay).")
+        safe = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in task)
+        pts = [(p, p.get("val_loss")) for p in ds if p.get("val_loss") is not None]
+        if not pts:
+            figs.skip(f"fig3_val_loss_vs_{safe}", cap, "no runs with val_loss")
+            continue
+        fig, ax = figs.new()
+        for i, c in enumerate(cols):
+            xy = [(x, p.get(c), p) for p, x in pts if p.get(c) is not None]
+            ax[0][0].scatter([x for x, _, _ in xy], [y for _, y, _ in xy], marker="osD^v<>"[i % 7],
+                             c=[color[p.wd] for _, _, p in xy], label=c.split("/", 1)[1], zorder=3)
+        ax[0][0].set_xlabel("final val loss")
+        ax[0][0].set_ylabel("score")
+        ax[0][0].set_title(f"{task}: val loss vs downstream")
+        ax[0][0].legend(fontsize=7)
+        figs.save(fig, f"fig3_val_loss_vs_{safe}", cap)
+
+
+def _fig_upstream_accuracy(figs, ds: list[_Point], wds: list[float], color: dict[float, Any],
+                           main_metric: str | None, rows_cap: str) -> None:
+    """Paper App. D: the pretrained models' upstream accuracy (mean cloze accuracy on the stability tasks) vs
+    weight decay and, Fig 17, the headline vs the fine-tuned models' upstream accuracy."""
+    cap = ("Left: upstream accuracy (mean accuracy on the App. D cloze benchmarks) of the pretrained models and of "
+           "the fine-tuned models (mean over the CoT fine-tuning tasks) vs pretraining weight decay. Right (paper Fig "
+           f"17): {main_metric or 'the headline'} vs the fine-tuned models' upstream accuracy, one point per run."
+           + rows_cap)
+    pre = _agg(ds, "upstream_acc_pretrained")  # measured by the evaluate nodes: completed rows only
+    fin = _agg(ds, "upstream_acc")
+    if not pre and not fin:
+        figs.skip("fig8_upstream_accuracy", cap, "no upstream_acc / upstream_acc_pretrained values in results.csv")
+        return
+    fig, ax = figs.new(2)
+    for i, (label, agg) in enumerate((("pretrained", pre), ("fine-tuned", fin))):
+        if agg:
+            _errplot(ax[0][0], agg, label=label, color=f"C{i}")
+    _wd_axis(ax[0][0], wds)
+    ax[0][0].set_ylabel("upstream accuracy")
+    ax[0][0].set_title("Upstream accuracy vs weight decay")
+    ax[0][0].legend(fontsize=7)
+    xy = [(p.get("upstream_acc"), p.get(main_metric), p) for p in ds] if main_metric else []
+    xy = [(x, y, p) for x, y, p in xy if x is not None and y is not None]
+    for x, y, p in xy:
+        ax[0][1].scatter(x, y, color=color[p.wd], label=f"wd={p.wd:g}", zorder=3)
+    if xy:
+        handles, labels = ax[0][1].get_legend_handles_labels()
+        uniq = dict(zip(labels, handles, strict=False))
+        ax[0][1].legend(uniq.values(), uniq.keys(), fontsize=7)
+    ax[0][1].set_xlabel("upstream accuracy after fine-tuning")
+    ax[0][1].set_ylabel(main_metric or "headline")
+    ax[0][1].set_title("Plasticity vs upstream accuracy")
+    figs.save(fig, "fig8_upstream_accuracy", cap)
+
+
+def _fig_probe_average(figs, points: list[_Point], style: dict[int, dict[str, Any]]) -> None:
+    """Paper Fig 24 (right columns): per layer, probe train and test accuracy averaged over the probe sets."""
+    cap = ("Linear-probe train (left) and test (right) accuracy per layer, averaged over the probe sets, one line per "
+           "run (colour: weight decay; dash: seed); paper Fig 24.")
+    lines = []
+    for p in points:
+        sets = list(((p.analysis("probes") or {}).get("sets") or {}).values())
+        per: dict[int, dict[str, list[float]]] = defaultdict(lambda: {"train": [], "test": []})
+        for s in sets:
+            for d in s.get("layers") or []:
+                for k in ("train", "test"):
+                    if _num(d.get(f"{k}_accuracy")) is not None:
+                        per[d["layer"]][k].append(float(d[f"{k}_accuracy"]))
+        layers = sorted(ly for ly, v in per.items() if len(v["train"]) == len(v["test"]) == len(sets) > 0)
+        if layers:
+            lines.append((p, layers, [np.mean(per[ly]["train"]) for ly in layers],
+                          [np.mean(per[ly]["test"]) for ly in layers]))
+    if not lines:
+        figs.skip("fig4_probe_average", cap, "no analysis/probes.json with train and test accuracy")
+        return
+    fig, ax = figs.new(2)
+    for p, layers, train, test in sorted(lines, key=lambda t: t[0].wd):
+        ax[0][0].plot(layers, train, marker="o", **style[id(p)])
+        ax[0][1].plot(layers, test, marker="o", **style[id(p)])
+    for a, k in ((ax[0][0], "train"), (ax[0][1], "test")):
+        a.set_xlabel("layer")
+        a.set_ylabel(f"probe {k} accuracy (mean over sets)")
+        a.set_title(f"Probe {k} accuracy, averaged over sets")
+    ax[0][1].legend(fontsize=7)
+    figs.save(fig, "fig4_probe_average", cap)
+
+
+def _fig_probe_vs_headline(figs, ds: list[_Point], color: dict[float, Any], main_metric: str | None) -> None:
+    """Paper Fig 25: the best layer's test accuracy averaged over the probe sets vs the headline, per run."""
+    cap = (f"Best-layer probe test accuracy (averaged over the probe sets per layer, then the best layer) vs "
+           f"{main_metric or 'the headline'}, one point per run; paper Fig 25.")
+    pts = [(probe_mean_best(p.analysis("probes")), p.get(main_metric), p) for p in ds] if main_metric else []
+    pts = [(x, y, p) for x, y, p in pts if x is not None and y is not None]
+    if not pts:
+        figs.skip("fig4_probe_vs_headline", cap, "no runs with both probes.json and the headline")
+        return
+    fig, ax = figs.new()
+    for x, y, p in pts:
+        ax[0][0].scatter(x, y, color=color[p.wd], label=f"wd={p.wd:g}", zorder=3)
+    handles, labels = ax[0][0].get_legend_handles_labels()
+    uniq = dict(zip(labels, handles, strict=False))
+    ax[0][0].legend(uniq.values(), uniq.keys(), fontsize=7)
+    ax[0][0].set_xlabel("best-layer probe accuracy (mean over sets)")
+    ax[0][0].set_ylabel(main_metric)
+    ax[0][0].set_title("Probe accuracy vs downstream")
+    figs.save(fig, "fig4_probe_vs_headline", cap)
+
+
+def _fig_group_norms(figs, points: list[_Point], wds: list[float]) -> None:
+    """Paper Fig 29: L2 norm of the input layer (embedding), the intermediate layers (mean over blocks) and the
+    output layer (lm_head) vs weight decay."""
+    cap = ("L2 norm of the input layer (embedding), an intermediate layer (mean over the blocks) and the output layer "
+           "(lm_head) vs pretraining weight decay; paper Fig 29. Error bars: 95% bootstrap CI over seeds.")
+    parts = {"input layer": {}, "intermediate layer": {}, "output layer": {}}
+    for p in points:
+        groups = {g.get("name"): _num(g.get("norm")) for g in (p.analysis("norms") or {}).get("groups") or []}
+        blocks = [v for k, v in groups.items() if str(k).startswith("layers.") and v is not None]
+        for part, v in (("input layer", groups.get("embedding")), ("output layer", groups.get("lm_head")),
+                        ("intermediate layer", float(np.mean(blocks)) if blocks else None)):
+            if v is not None:
+                parts[part].setdefault(p.wd, []).append(v)
+    parts = {k: v for k, v in parts.items() if v}
+    if not parts:
+        figs.skip("fig7_group_norms_vs_wd", cap, "no analysis/norms.json with per-group norms")
+        return
+    fig, ax = figs.new(len(parts))
+    for a, (part, groups) in zip(ax[0], parts.items(), strict=True):
+        _errplot(a, dict(sorted(bootstrap_ci_over_seeds(groups, n_boot=1000, seed=0).items())), color="C0")
+        _wd_axis(a, wds)
+        a.set_ylabel("L2 norm")
+        a.set_title(part)
+    figs.save(fig, "fig7_group_norms_vs_wd", cap)
+
+
+def _jsonl(path: Path) -> list[dict[str, Any]]:
+    """The JSON objects of a JSONL file (bad lines skipped); [] when it is absent."""
+    import json
+
+    if not path.is_file():
+        return []
+    out = []
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            r = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(r, dict):
+            out.append(r)
+    return out
 
 
 # ----------------------------------------------------------------------------------------------- html

@@ -17,8 +17,10 @@ from ..analysis.stats import (
 from .selection import LOWER_IS_BETTER
 
 # pretraining-level columns (one value per run) and whether lower is better for an "optimum"
-PRETRAIN_COLS = {"val_loss": True, "train_loss": True, "probe_mean_best": False, "qk_rank_frac": None,
-                 "vp_rank_frac": None, "train_val_gap": None, "unseen_seen_gap": None, "weight_norm": None}
+# (`train_loss`: the last step's training loss in results.csv of older versions, now `last_step_train_loss`)
+PRETRAIN_COLS = {"val_loss": True, "train_loss": True, "last_step_train_loss": True, "final_model_train_loss": None,
+                 "probe_mean_best": False, "qk_rank_frac": None, "vp_rank_frac": None, "qk_rank_frac_layers": None,
+                 "vp_rank_frac_layers": None, "train_val_gap": None, "unseen_seen_gap": None, "weight_norm": None}
 N_BOOT = 2000
 
 
@@ -42,8 +44,16 @@ def _keyed(d: dict[float, Any]) -> dict[str, Any]:
     return {f"{k:g}": v for k, v in d.items()}
 
 
+def interval_name(n: int) -> str:
+    """What ``[ci_low, ci_high]`` of `n` seed values is: with 2 seeds a bootstrap of the mean can only give the
+    two values and their mean, so its 95% interval is the min-max of the seeds."""
+    return "single value" if n < 2 else ("seed range (min-max of 2 seeds)" if n == 2
+                                         else "95% bootstrap CI over seeds")
+
+
 def _describe(groups: dict[float, list[float]], lower_is_better: bool | None) -> dict[str, Any]:
-    out: dict[str, Any] = {"per_wd": _keyed(bootstrap_ci_over_seeds(groups, n_boot=1000, seed=0))}
+    per = bootstrap_ci_over_seeds(groups, n_boot=1000, seed=0)
+    out: dict[str, Any] = {"per_wd": _keyed({w: dict(d, interval=interval_name(d["n"])) for w, d in per.items()})}
     if len(groups) >= 2:
         out["trend_vs_wd"] = trend_bootstrap(groups, n_boot=N_BOOT, seed=0)
         if lower_is_better is not None:

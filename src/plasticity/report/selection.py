@@ -15,10 +15,31 @@ from typing import Any
 from ..analysis.stats import finite_or_none as _num
 from ..errors import UserError
 
-METRIC_NAME = re.compile(r"greedy|(maj|pass|rm)@\d+|correct_ratio|orm_score|acc|acc_norm|heldout_loss|"
-                         r"harmfulness_mean")
+# what `report.headline` and `plasticity report --headline` accept: every metric `plasticity evaluate` writes
+METRIC_NAME = re.compile(r"greedy|(maj|pass|rm)@\d+|correct_ratio|orm_score|acc(_norm)?(_template)?|heldout_loss|"
+                         r"harmfulness_mean|refusal_rate \(pattern fallback\)")
+METRIC_NAMES = ("greedy, maj@k, pass@k, rm@k, correct_ratio, orm_score, acc, acc_norm, acc_template, "
+                "acc_norm_template, heldout_loss, harmfulness_mean, refusal_rate (pattern fallback)")
 LOWER_IS_BETTER = ("heldout_loss", "harmfulness_mean")  # nats per response token; judged harmfulness
 HEADLINE = "headline"
+# Ours, not the paper's (docs/paper-mapping.md): metrics reported per task but never averaged into an
+# ``avg_<family>/...`` column, and columns; report captions label them "(ours)".
+OUR_METRICS = ("acc_template", "acc_norm_template", "heldout_loss")
+OUR_COLUMNS = ("upstream_loss_change", "unseen_seen_gap", "avg_safety")
+
+
+def is_ours(col: str) -> bool:
+    """Whether a results.csv column is one of our additions (`OUR_METRICS` on any task, `OUR_COLUMNS`)."""
+    return (col.rsplit("/", 1)[-1] in OUR_METRICS or col.split("/", 1)[0] in OUR_COLUMNS
+            or col.rsplit("/", 1)[-1] in OUR_COLUMNS)
+
+
+def ours(label: str, col: str) -> str:
+    """`label` with " (ours)" appended when `col` is one of our additions."""
+    return f"{label} (ours)" if is_ours(col) else label
+
+
+_OVER_TASKS = ("stability", "upstream_loss_change", "upstream_acc")  # row columns averaged over the CoT tasks
 
 
 def task_column(fields: list[str], task: str, metric: str) -> str:
@@ -52,7 +73,8 @@ def _families(row: dict[str, str]) -> dict[str, list[str]]:
 def best_per_task(rows: list[dict[str, str]], fields: list[str], headline: dict[str, str],
                   ft_axes: list[str]) -> tuple[list[dict[str, Any]], str]:
     """One row per pretraining run (``run``), in first-seen order: the first row's pretraining columns; for each
-    headline task, its columns from the run's row with the best value of its metric (first row on ties), with
+    headline task, its columns from the run's row with the best value of its metric (ties: the lower held-out
+    loss of that task, else the first row), with
     ``{task}/chosen`` naming that row's fine-tuning axis values; ``headline`` = the mean over the headline tasks
     (empty when one is missing); the ``avg_<family>/<metric>``, ``stability`` and ``upstream_loss_change``
     columns recomputed from the chosen columns. Tasks outside the headline keep the row chosen for the first
@@ -66,16 +88,11 @@ def best_per_task(rows: list[dict[str, str]], fields: list[str], headline: dict[
     out = []
     for run_rows in by_run.values():
         merged: dict[str, Any] = {k: v for k, v in run_rows[0].items() if k.split("/", 1)[0] not in all_tasks
-                                  and not k.startswith("avg_") and k not in ("stability", "upstream_loss_change")
+                                  and not k.startswith("avg_") and k not in _OVER_TASKS
                                   and k not in ft_axes}  # the chosen values are per task: {task}/chosen
         chosen: dict[str, dict[str, str]] = {}
         for task, metric in headline.items():
-            best, best_v = run_rows[0], None
-            for r in run_rows:
-                v = _num(r.get(cols[task]))
-                if v is not None and better(metric, v, best_v):
-                    best, best_v = r, v
-            chosen[task] = best
+            chosen[task] = _best_row(run_rows, cols[task], metric, _heldout_column(fields, task))
         first = chosen[next(iter(headline))]
         for task in all_tasks:
             src = chosen.get(task, first)
@@ -92,6 +109,30 @@ def best_per_task(rows: list[dict[str, str]], fields: list[str], headline: dict[
     return out, note
 
 
+def _heldout_column(fields: list[str], task: str) -> str | None:
+    try:
+        return task_column(fields, task, "heldout_loss")
+    except UserError:
+        return None
+
+
+def _best_row(rows: list[dict[str, str]], col: str, metric: str, tie_col: str | None) -> dict[str, str]:
+    """The row with the best `col` for `metric`; ties (e.g. greedy 0 at every setting) go to the lower held-out
+    loss `tie_col` when there is one, else to the first row."""
+    best, best_v = rows[0], None
+    for r in rows:
+        v = _num(r.get(col))
+        if v is None:
+            continue
+        if better(metric, v, best_v):
+            best, best_v = r, v
+        elif v == best_v and tie_col is not None:
+            tv, tb = _num(r.get(tie_col)), _num(best.get(tie_col))
+            if tv is not None and (tb is None or tv < tb):
+                best = r
+    return best
+
+
 def _recompute_averages(merged: dict[str, Any], fams: dict[str, list[str]], fields: list[str]) -> None:
     """``avg_<family>/<metric>`` over the family's tasks (a metric only when every task has it), and the
     stability columns over the CoT tasks (all tasks when none is CoT), from the merged row's own columns."""
@@ -106,7 +147,7 @@ def _recompute_averages(merged: dict[str, Any], fams: dict[str, list[str]], fiel
             if all(v is not None for v in vals):
                 merged[f"avg_{fam}/{m}"] = sum(vals) / len(vals)  # type: ignore[arg-type]
     over = fams.get("cot") or [t for ts in fams.values() for t in ts]
-    for col in ("stability", "upstream_loss_change"):
+    for col in _OVER_TASKS:
         vals = [_num(merged.get(f"{t}/{col}")) for t in over]
         vals = [v for v in vals if v is not None]
         if vals:

@@ -54,10 +54,18 @@ def register(app: typer.Typer) -> None:
         if dry_run:
             plan = build_plan(sp)
             _print_nodes(out, plan_table(plan, node_states(plan)), f"plan of study '{sp.name}' (dry run)", totals=True)
+            from .epochs import epoch_lines
+
+            for line in epoch_lines(plan):
+                out.print(line, soft_wrap=True)
             return
         from ..io import check_output_dir
 
         check_output_dir(Path(sp.out_dir) / sp.name, "out_dir")
+        if sp.analyze is not None and "probes" in sp.analyze.what and sp.analyze.probe_sets:
+            from ..analysis.run import check_probe_sets
+
+            check_probe_sets(sp.analyze.probe_sets, sp.analyze.data_root)
         res = run_study(sp, workers=workers, executor=executor, retry_failed=retry_failed, log=log)
         print_results(out, f"study '{sp.name}' ({len(res.rows)} rows; all columns in results.csv)", res.rows,
                       row_axes(sp))

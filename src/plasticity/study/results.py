@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from ..report.selection import OUR_METRICS
 from .plan import Plan, Row
 from .stages import STAGES
 from .stages.evaluate import task_results
@@ -58,9 +59,11 @@ def data_note(used: dict[str, Any]) -> str:
 
 
 def headline(per_task: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """The paper's averaged headline (Figs 2, 9g, 10): per family (cot, cloze, safety) and metric, the mean over
-    the row's fine-tuning tasks of that family (a metric only when every such task has it), ``avg_<family>/tasks``
-    naming them; ``stability`` / ``upstream_loss_change``: mean over the CoT tasks (all tasks when none is CoT)."""
+    """The paper's averaged headline (Figs 2, 9g, 10): per family (cot, cloze, safety) and paper metric (not
+    `OUR_METRICS`), the mean over the row's fine-tuning tasks of that family (a metric only when every such task
+    has it), ``avg_<family>/tasks`` naming them; ``stability`` / ``upstream_loss_change`` / ``upstream_acc``: mean
+    over the CoT tasks (all tasks when none is CoT); ``upstream_acc_pretrained``: the pretrained model's mean
+    cloze accuracy on the stability tasks (App. D, Fig 17)."""
     out: dict[str, Any] = {}
     fams: dict[str, list[str]] = {}
     for task, r in per_task.items():
@@ -68,16 +71,21 @@ def headline(per_task: dict[str, dict[str, Any]]) -> dict[str, Any]:
             fams.setdefault(r["family"], []).append(task)
     for fam, tasks in sorted(fams.items()):
         out[f"avg_{fam}/tasks"] = ";".join(tasks)
-        for m in per_task[tasks[0]]["metrics"]:
+        for m in (m for m in per_task[tasks[0]]["metrics"] if m not in OUR_METRICS):
             vals = [per_task[t]["metrics"].get(m) for t in tasks]
             if all(isinstance(v, int | float) for v in vals):
                 out[f"avg_{fam}/{m}"] = sum(vals) / len(vals)
     over = fams.get("cot") or list(per_task)
-    for col in ("stability", "upstream_loss_change"):
-        vals = [per_task[t]["stability"].get(col) for t in over if per_task[t]["stability"]]
+    for col, key in (("stability", "stability"), ("upstream_loss_change", "upstream_loss_change"),
+                     ("upstream_acc", "finetuned_avg_acc")):
+        vals = [per_task[t]["stability"].get(key) for t in over if per_task[t]["stability"]]
         vals = [v for v in vals if isinstance(v, int | float)]
         if vals:
             out[col] = sum(vals) / len(vals)
+    base = [r["stability"].get("base_avg_acc") for r in per_task.values() if r["stability"]]
+    base = [v for v in base if isinstance(v, int | float)]
+    if base:
+        out["upstream_acc_pretrained"] = base[0]  # one pretrained model per row: the same in every task's file
     return out
 
 

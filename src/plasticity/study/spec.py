@@ -161,15 +161,14 @@ def validate_spec(spec: StudySpec) -> None:
 
 def _check_report(spec: StudySpec, tasks: list[str]) -> None:
     """``report.headline``: the study's own tasks, each with a metric name (``greedy``, ``pass@16``, ``acc``, ...)."""
-    from ..report.selection import METRIC_NAME
+    from ..report.selection import METRIC_NAME, METRIC_NAMES
 
     _req(isinstance(spec.report.headline, dict), "report.headline", "must map tasks to metrics")
     for task, metric in spec.report.headline.items():
         _req(task in tasks, f"report.headline.{task}",
              f"is not one of the study's tasks ({', '.join(t for t in tasks if t != 'None')})")
         _req(isinstance(metric, str) and METRIC_NAME.fullmatch(metric) is not None, f"report.headline.{task}",
-             f"{metric!r}: not a metric name (greedy, maj@k, pass@k, rm@k, correct_ratio, orm_score, acc, acc_norm, "
-             "heldout_loss, harmfulness_mean)")
+             f"{metric!r}: not a metric name ({METRIC_NAMES})")
 
 
 def _check_checkpoints(spec: StudySpec, axes: dict[str, list[Any]]) -> None:

@@ -43,10 +43,10 @@ class AnalyzeStage(Stage):
         if (norms := read_json(a / "norms.json")) is not None:
             out["weight_norm"] = norms["total_norm"]
         if (rank := read_json(a / "rank.json")) is not None and rank.get("checkpoints"):
-            last = rank["checkpoints"][-1]["mean"]
-            out["qk_rank_frac"], out["vp_rank_frac"] = last["qk"]["fraction"], last["vp"]["fraction"]
+            out.update(rank_columns(rank))
         if (gap := read_json(a / "gap.json")) is not None:  # a bare checkpoint has no train-val gap: None
             out["train_val_gap"] = (gap.get("train_val") or {}).get("gap")
+            out["final_model_train_loss"] = (gap.get("train_val") or {}).get("train_loss")  # Eq. 3's training loss
             out["unseen_seen_gap"] = (gap.get("unseen_seen") or {}).get("gap")
         if (probes := read_json(a / "probes.json")) is not None:
             for name, ps in probes["sets"].items():
@@ -55,6 +55,22 @@ class AnalyzeStage(Stage):
 
             out["probe_mean_best"] = probe_mean_best(probes)  # paper Fig. 25: sets averaged per layer, best layer
         return out
+
+
+def rank_columns(rank: dict[str, Any]) -> dict[str, Any]:
+    """Final checkpoint: ``qk_rank_frac`` / ``vp_rank_frac`` (mean over all layers and heads, ours) and
+    ``qk_rank_frac_layers`` / ``vp_rank_frac_layers`` over ``rank_layers`` (the paper's Figs 5, 26: layers 5 and
+    15, or the configured ones; rank.json written before these existed: the paper's default for its depth)."""
+    from ...analysis.rank import mean_over_layers, selected_layers
+
+    last = rank["checkpoints"][-1]
+    out = {"qk_rank_frac": last["mean"]["qk"]["fraction"], "vp_rank_frac": last["mean"]["vp"]["fraction"]}
+    sel = rank.get("selected_layers") or (selected_layers(int(last["num_layers"])) if "num_layers" in last else None)
+    sm = last.get("selected_mean") or (mean_over_layers(last, sel["layers"]) if sel else None)
+    if sel and sm:
+        out.update(qk_rank_frac_layers=sm["qk"], vp_rank_frac_layers=sm["vp"],
+                   rank_layers=";".join(str(i) for i in sel["layers"]))
+    return out
 
 
 def _non_default(acfg: AnalyzeConfig) -> dict[str, Any]:

@@ -84,8 +84,15 @@ def task_results(task: str, edir: Path, out: dict[str, Any]) -> dict[str, Any]:
         res["family"] = next(iter(sets.values())).get("family")
     if main is not None:
         res["metrics"] = {m: v["value"] for m, v in main["metrics"].items()}
+    for d in pooled:  # beside the pooled value: the unweighted mean of the sets' own values
+        parts = [sets[s] for s in d["pooled_from"] if s in sets]
+        for m in d["metrics"]:
+            vals = [s["metrics"].get(m, {}).get("value") for s in parts]
+            if len(parts) == len(d["pooled_from"]) and all(isinstance(v, int | float) for v in vals):
+                out[f"{task}/mean({','.join(d['pooled_from'])})/{m}"] = sum(vals) / len(vals)
     st = res["stability"]
     if st:
         out[f"{task}/stability"] = st.get("stability")
         out[f"{task}/upstream_loss_change"] = st.get("upstream_loss_change")
+        out[f"{task}/upstream_acc"] = st.get("finetuned_avg_acc")
     return res

@@ -50,7 +50,7 @@ class PretrainStage(Stage):
 
     def metrics(self, node: Node, label: str) -> dict[str, Any]:
         s = read_json(Path(node.out) / "summary.json") or {}
-        return dict(val_loss=s.get("final_val_loss"), train_loss=s.get("final_train_loss"),
+        return dict(val_loss=s.get("final_val_loss"), last_step_train_loss=s.get("final_train_loss"),
                     tokens=s.get("tokens_seen"), params=s.get("params_total"))
 
 
