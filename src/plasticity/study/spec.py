@@ -31,6 +31,7 @@ from ..config import (
     validate,
 )
 from ..errors import ConfigError
+from ..names import name_problem
 
 EXECUTORS = ("local", "ray")
 
@@ -111,7 +112,8 @@ def all_axes(spec: StudySpec) -> dict[str, list[Any]]:
 
 def validate_spec(spec: StudySpec) -> None:
     """Check everything that can be checked before running: every axis value builds a valid config."""
-    _req(bool(spec.name) and "/" not in spec.name, "name", "must be a non-empty name without '/'")
+    problem = name_problem(spec.name)  # <out_dir>/<name>/ is the study's folder: never a path
+    _req(problem is None, "name", f"{problem} (it becomes the study's folder name)")
     _req(spec.executor in EXECUTORS, "executor", f"must be one of {', '.join(EXECUTORS)}")
     _req(spec.workers is None or spec.workers >= 1, "workers", "must be >= 1")
     if spec.analyze is not None:

@@ -29,6 +29,7 @@ from typing import Any
 import yaml
 
 from plasticity.errors import DataError
+from plasticity.names import name_problem
 from plasticity.tasks import answers
 from plasticity.tasks.base import (
     FAMILIES,
@@ -176,6 +177,9 @@ def task_from_config(
     if family not in FAMILIES:
         raise DataError(f"{origin}: key 'family' must be one of {', '.join(FAMILIES)}, got {family!r}")
     assert name is not None
+    problem = name_problem(name)  # the name becomes <out>/<name>.json: never a path
+    if problem:
+        raise DataError(f"{origin}: key 'name': {problem} (it becomes a file name)")
     defaults = {"cloze": "cloze", "safety": "free"}
     answer_type = cfg.get("answer_type", defaults.get(family))
     allowed_types = answers.ANSWER_TYPES if family == "cot" else (defaults[family],)

@@ -32,6 +32,27 @@ def _config_diffs(old: dict[str, Any], new: dict[str, Any], prefix: tuple[str, .
     return diffs
 
 
+RUN_MARKER = ".plasticity-run"  # in every run directory we made: what is ours to write and delete in
+
+
+def is_ours(run_dir: Path) -> bool:
+    """Whether `run_dir` may be trained into: missing, empty (a `.lock` of ours aside), marked as ours, or a run of
+    an earlier plasticity (``config.yaml`` beside the ``.lock`` it took before writing it)."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        return True
+    names = {p.name for p in run_dir.iterdir()}
+    return names <= {".lock", RUN_MARKER} or RUN_MARKER in names or {"config.yaml", ".lock"} <= names
+
+
+def check_ours(run_dir: Path, what: str = "out_dir") -> None:
+    """Refuse (one line) an existing non-empty folder that is not one of our runs: training would replace its
+    ``final/`` and ``checkpoints/`` and append to its ``metrics.jsonl``."""
+    if not is_ours(run_dir):
+        raise UserError(f"{what}: {run_dir} is a non-empty folder that is not a plasticity run (no {RUN_MARKER}); "
+                        "nothing was written: give a new or empty folder")
+
+
 _LOCKS: dict[str, Any] = {}  # run dir -> the FileLock this process holds on it
 
 
@@ -65,6 +86,7 @@ def open_run_dir(run_dir: Path, cfg_dict: dict[str, Any], resume: bool, log=prin
     summary_path = run_dir / "summary.json"
     has_run = (run_dir / "config.yaml").exists()
     completed = summary_path.exists() and read_json(summary_path).get("status") == "completed"
+    check_ours(run_dir)
     if has_run and not resume:
         what = "a completed run" if completed else "a run"
         hint = "" if completed else "pass --resume to continue it or "
@@ -81,6 +103,9 @@ def open_run_dir(run_dir: Path, cfg_dict: dict[str, Any], resume: bool, log=prin
             ckpt.prune_resume_only(run_dir / "checkpoints")
             return read_json(summary_path)
     lock_run_dir(run_dir)
+    if not (run_dir / RUN_MARKER).exists():
+        (run_dir / RUN_MARKER).write_text("a plasticity run directory: files here are written and replaced by "
+                                          "plasticity\n")
     if not has_run:
         write_yaml(run_dir / "config.yaml", cfg_dict)
     return None
