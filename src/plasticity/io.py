@@ -123,8 +123,16 @@ def write_yaml(path: str | Path, obj: Any) -> None:
 
 
 def read_json(path: str | Path) -> Any:
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+    """A JSON file; one that does not parse is a one-line `CorruptFileError` naming it (a ValueError too)."""
+    from .errors import CorruptFileError
+
+    with open(path, "rb") as f:
+        raw = f.read()
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise CorruptFileError(f"{path}: not valid JSON (damaged or edited: {str(e).splitlines()[0][:80]}); "
+                               "restore it or move the folder away") from None
 
 
 def read_json_or_none(path: str | Path) -> dict[str, Any] | None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -33,6 +34,35 @@ DEFECTS: dict[int, tuple[str, str]] = {
         "the study name is validated like every other name (one line, nothing written)"),
     4: ("`report --export` trusted node ids read from study.json (`../../x/payload` wrote outside)",
         "node ids read back from study.json must be `<kind>-<hash>` (`plasticity.names.check_node_id`)"),
+    5: ("a custom task file or its JSONL edited between runs: the study reused the old fine-tunes as cached",
+        "a YAML task's fine-tuning node id hashes the bytes of the YAML and of every local data file it reads "
+        "(only custom-task nodes changed id; built-in task ids are unchanged: golden-id test)"),
+    6: ("`axes: {seed: [...], train.seed: [...]}` accepted: rows labelled seed=1 pointed at seed=0's runs",
+        "two axis keys that are one config key (`seed`/`train.seed`, `task`/`finetune.task`, `x`/`pretrain.x`) "
+        "are refused"),
+    7: ("a custom task named like a built-in beside it: one set of result columns was lost",
+        "two tasks of one study with one name are refused at plan time"),
+    8: ("a truncated token-cache `train.bin` (meta.json intact) trained on 480 of 134,970 tokens",
+        "token caches verify `meta.json` (parses, fields), each `.bin` size against it and every token id against "
+        "the tokenizer before use; no run folder is made"),
+    9: ("a corrupt `summary.json` of a finished study node: 'cached' and a `completed` row with empty numbers",
+        "a training node is done only while its summary parses and says completed (evaluate/analyze: their "
+        "JSON outputs parse); otherwise it runs again and fails with the reason"),
+    10: ("task rows whose fields are null, lists, dicts or ints were trained as the text 'None', \"['x']\"",
+         "template fields must hold text (a gold template: text or a number); other rows are skipped and counted "
+         "as `unformattable`"),
+    11: ("`finetune_from: [1.0e-9]` fine-tuned from step 1 and labelled it 1e-09",
+         "a fraction must name a snapshot between step 1 and the final model (plan time and run time)"),
+    12: ("`config.json` claims 6 layers, the weights hold 4: evaluate/finetune ran with 2 random layers",
+         "missing, unexpected or reshaped weights are refused (`load_model_checked`)"),
+    13: ("a run's checkpoint without `manifest.json` was loaded unverified; `--resume` silently restarted at step 0",
+         "a checkpoint of a run (`final/`, `checkpoints/step_N`) needs its manifest; resume names every "
+         "checkpoint it skips and says when it starts from step 0"),
+    14: ("`summary.json` completed but `final/` gone: `--resume` said 'already completed', `analyze` 'resume it'",
+         "one state: a run without a usable `final/` is not completed; `--resume` trains again from the newest "
+         "checkpoint and says so; analyze/finetune name the command"),
+    26: ("an unregistered task passed validation and `--dry-run` and failed only after pretraining",
+         "every study task is a registered name or a YAML task that loads, checked at plan time"),
 }
 
 
@@ -57,8 +87,9 @@ def study_file(tmp: Path, body: dict, name: str = "s") -> Path:
 # ------------------------------------------------------------------------------------------- 1-4: writes outside
 
 
-@pytest.mark.parametrize("name", ["../summary", "/abs/path", ".", "a\x00b", "x/../../y"])
+@pytest.mark.parametrize("name", ["../summary", "<tmp>/abs/path", ".", "a\x00b", "x/../../y"])
 def test_01_task_name_is_never_a_path(name: str, tiny_run: Path, tmp_path: Path, request) -> None:
+    name = name.replace("<tmp>", str(tmp_path))  # an absolute path (under tmp: the old code wrote there)
     spec = task_file(tmp_path, name)
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run)
@@ -66,8 +97,7 @@ def test_01_task_name_is_never_a_path(name: str, tiny_run: Path, tmp_path: Path,
     r = run_cli("evaluate", str(run), "--task", str(spec), "--out", str(run / "eval"), "--max-questions", "2")
     line = assert_one_line_exit_2(r, str(spec), "key 'name'")
     assert snapshot(tmp_path) == before and not (run / "eval").exists()
-    assert not Path("/abs/path.json").exists()
-    record(request, 1, f"`evaluate --task task.yaml` (name {name!r})", line, tmp_path)
+    record(request, 1, f"`evaluate --task task.yaml` (name {_anon(repr(name), tmp_path)})", line, tmp_path)
 
 
 def test_01_registered_task_name_is_never_a_path() -> None:
@@ -136,6 +166,192 @@ def test_04_export_refuses_node_ids_that_are_paths(tmp_path: Path, request) -> N
     line = assert_one_line_exit_2(r, "study.json", "not a study node id")
     assert not (tmp_path / "d1" / "x").exists()
     record(request, 4, "`report STUDY --export DIR` with node `../../../x/p` in study.json", line, tmp_path)
+
+
+# ------------------------------------------------------------------------------------------- 5-14: stale or wrong
+
+
+def _spec(tmp: Path, **body) -> Path:
+    base = {"data": {"source": "packaged:bbc_news", "max_documents": 150, "seq_len": 32},
+            "tokenizer": {"vocab_size": 512, "train_documents": 150}, "model": {"preset": "llama2-tiny"},
+            "train": {"max_steps": 20, "micro_batch_size": 4}}
+    return study_file(tmp, {"base": base, **body})
+
+
+def test_05_edited_task_files_are_new_nodes(tmp_path: Path, request) -> None:
+    from plasticity.study.plan import build_plan
+    from plasticity.study.spec import load_spec
+
+    spec = _spec(tmp_path, finetune={"task": str(task_file(tmp_path, "mine")), "train": {"max_steps": 1}})
+
+    def finetune_id() -> str:
+        return next(n for n in build_plan(load_spec(spec)).nodes if n.startswith("finetune-"))
+
+    first = finetune_id()
+    write_jsonl(tmp_path / "rows.jsonl", [GOOD_ROW] * 7)  # the data edited
+    second = finetune_id()
+    task = tmp_path / "task.yaml"
+    task.write_text(task.read_text().replace("'{q}'", "'Q: {q}'"))  # the task file edited
+    third = finetune_id()
+    assert len({first, second, third}) == 3
+    record(request, 5, "edit the task's JSONL, then its YAML", f"finetune node {first} -> {second} -> {third}",
+           tmp_path)
+
+
+@pytest.mark.parametrize("case", ["seed_alias", "task_alias", "builtin_name_clash", "unknown_task", "tiny_fraction"])
+def test_06_07_11_26_study_plan_refusals(case: str, tmp_path: Path, request) -> None:
+    ft = {"train": {"max_steps": 1}}
+    clash = task_file(tmp_path, "demo_arith")
+    body, needles, n = {
+        "seed_alias": ({"axes": {"seed": [0, 1], "train.seed": [0, 1]}}, ("axes.train.seed", "axes.seed"), 6),
+        "task_alias": ({"finetune": ft, "axes": {"task": ["demo_arith"], "finetune.task": ["demo_arith"]}},
+                       ("axes.finetune.task", "axes.task"), 6),
+        "builtin_name_clash": ({"finetune": ft, "tasks": ["demo_arith", str(clash)]}, ("both the task 'demo_arith'",),
+                               7),
+        "unknown_task": ({"finetune": ft, "tasks": ["demo_arith", "no_such_task"]}, ("unknown task 'no_such_task'",),
+                         26),
+        "tiny_fraction": ({"finetune": ft, "finetune_from": [1.0e-9, 0.5]}, ("finetune_from", "1e-09", "step 0"), 11),
+    }[case]
+    spec = _spec(tmp_path, **body)
+    before = snapshot(tmp_path)
+    r = run_cli("study", str(spec), "--dry-run")
+    line = assert_one_line_exit_2(r, *needles)
+    assert snapshot(tmp_path) == before and not (tmp_path / "study_runs").exists()
+    record(request, n, f"`study --dry-run` ({case})", line, tmp_path)
+
+
+def test_11_snapshot_fraction_that_is_no_snapshot(tiny_run: Path) -> None:
+    from plasticity.checkpoints import snapshot_at
+    from plasticity.errors import CheckpointError
+
+    assert snapshot_at(tiny_run, 0.5).path.endswith("step_0000010")
+    for f in (1e-9, 0.999):
+        with pytest.raises(CheckpointError, match="not a snapshot"):
+            snapshot_at(tiny_run, f)
+
+
+@pytest.fixture
+def token_cache(tmp_path: Path) -> tuple[Path, list[str]]:
+    """A token cache of its own (data.cache_dir under tmp) and the pretraining overrides that read it."""
+    from plasticity.config import DataConfig, TokenizerConfig
+    from plasticity.data.packed import prepare_data
+
+    cache = tmp_path / "cache"
+    data = DataConfig(source="packaged:bbc_news", max_documents=150, seq_len=32, cache_dir=str(cache))
+    prepared = prepare_data(data, TokenizerConfig(vocab_size=512, train_documents=150), log=lambda m: None)
+    return prepared.train_bin.parent, [f"data.cache_dir={cache}"]
+
+
+@pytest.mark.parametrize("damage", ["truncated_train_bin", "corrupt_meta", "token_out_of_range"])
+def test_08_damaged_token_cache_is_refused(damage: str, token_cache, tmp_path: Path, request) -> None:
+    import numpy as np
+
+    cache, over = token_cache
+    train = cache / "train.bin"
+    if damage == "truncated_train_bin":
+        train.write_bytes(train.read_bytes()[:960])
+    elif damage == "corrupt_meta":
+        (cache / "meta.json").write_text('{"dtype": "uint16", "train_tok')
+    else:
+        arr = np.fromfile(train, dtype=np.uint16)
+        arr[100] = 60000
+        arr.tofile(train)
+    out = tmp_path / "run"
+    r = run_cli("pretrain", *tiny_overrides(out, **DATA), *over)
+    line = assert_one_line_exit_2(r, str(cache), "token cache is damaged", progress=True)
+    assert not out.exists()
+    record(request, 8, f"`pretrain` on a cache with {damage.replace('_', ' ')}", line, tmp_path)
+
+
+def test_09_damaged_node_outputs_are_not_done(tiny_run: Path, tmp_path: Path, request) -> None:
+    from plasticity.study.plan import build_plan
+    from plasticity.study.spec import load_spec
+    from plasticity.study.state import node_states, write_marker
+
+    plan = build_plan(load_spec(_spec(tmp_path)))
+    pre = next(n for n in plan.nodes.values() if n.kind == "pretrain")
+    shutil.copytree(tiny_run, pre.out)
+    write_marker(plan.root, pre, "done", out=pre.out)
+    assert node_states(plan)[pre.id] == "done"
+    (Path(pre.out) / "summary.json").write_text('{"status": "compl')
+    assert node_states(plan)[pre.id] == "pending"
+    r = run_cli("pretrain", str(Path(pre.out) / "config.yaml"), f"out_dir={pre.out}", "--resume")
+    line = assert_one_line_exit_2(r, "summary.json", "not valid JSON")  # what the re-run node fails with
+    record(request, 9, "a done pretrain node whose summary.json is cut: its state, then its re-run",
+           f"state pending (was done); the node's run: {line}", tmp_path)
+
+
+def test_10_non_text_fields_are_skipped_and_counted(tmp_path: Path, request) -> None:
+    from plasticity.tasks.loading import load_rows
+    from plasticity.tasks.registry import get_task
+
+    bad = [{"q": None, "a": "#### 1"}, {"q": ["x"], "a": "#### 1"}, {"q": {"k": 1}, "a": "#### 1"},
+           {"q": 7, "a": "#### 1"}, {"q": "Q?", "a": None}]
+    rows = write_jsonl(tmp_path / "rows.jsonl", [GOOD_ROW] * 3 + bad + [GOOD_ROW] * 3)
+    task = get_task(str(task_file(tmp_path, "mixed", rows)))
+    loaded = load_rows(task, "train", None, None)
+    assert loaded.counts["unformattable"] == 5 and len(loaded.rows) == 6
+    assert all("None" not in task.format_example(r)[0] for r in loaded.rows)
+    record(request, 10, "rows whose `q`/`a` are null, a list, a dict, an int",
+           f"load counts {json.dumps(dict(sorted(loaded.counts.items())))}", tmp_path)
+
+
+def test_12_weights_that_do_not_match_config_are_refused(tiny_run: Path, tmp_path: Path, request) -> None:
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(tiny_run / "final", ckpt)
+    (ckpt / "manifest.json").unlink()  # a plain HF directory: nothing but the weights to check
+    conf = json.loads((ckpt / "config.json").read_text())
+    conf["num_hidden_layers"] += 2
+    (ckpt / "config.json").write_text(json.dumps(conf))
+    r = run_cli("evaluate", str(ckpt), "--task", "demo_arith", "--out", str(tmp_path / "ev"), "--max-questions", "1")
+    line = assert_one_line_exit_2(r, str(ckpt), "do not match config.json", "missing")
+    assert not (tmp_path / "ev").exists()
+    record(request, 12, "`evaluate CKPT` whose config.json claims 2 more layers than its weights", line, tmp_path)
+
+
+def _unfinished(tiny_run: Path, tmp_path: Path) -> Path:
+    """A copy of the tiny run as a kill after step 15 leaves it: no final/, no summary.json."""
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    shutil.rmtree(run / "final")
+    (run / "summary.json").unlink()
+    return run
+
+
+def _resume(run: Path) -> subprocess.CompletedProcess:
+    return run_cli("pretrain", str(run / "config.yaml"), f"out_dir={run}", "--resume")
+
+
+def test_13_checkpoints_of_a_run_need_their_manifest(tiny_run: Path, tmp_path: Path, request) -> None:
+    run = tmp_path / "done"
+    shutil.copytree(tiny_run, run)
+    (run / "final" / "manifest.json").unlink()
+    r = run_cli("evaluate", str(run / "final"), "--task", "demo_arith", "--out", str(tmp_path / "ev"))
+    line = assert_one_line_exit_2(r, "no valid manifest.json")
+    record(request, 13, "`evaluate RUN/final` whose manifest.json was deleted", line, tmp_path)
+    run = _unfinished(tiny_run, tmp_path)
+    (run / "checkpoints" / "step_0000015" / "manifest.json").unlink()
+    r = _resume(run)
+    assert r.returncode == 0, r.stderr[-3000:]
+    said = [x for x in r.stderr.splitlines() if "skipping checkpoint" in x or "training from step 0" in x]
+    assert len(said) == 2 and "step_0000015: no valid manifest.json" in said[0], r.stderr[-3000:]
+    record(request, 13, "`pretrain --resume`, newest checkpoint without manifest", " / ".join(said), tmp_path)
+
+
+def test_14_completed_run_without_final_resumes(tiny_run: Path, tmp_path: Path, request) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    shutil.rmtree(run / "final")
+    from plasticity.checkpoints import resolve_model_source
+    from plasticity.errors import CheckpointError
+
+    with pytest.raises(CheckpointError, match="--resume"):
+        resolve_model_source(run)
+    r = _resume(run)
+    assert r.returncode == 0, r.stderr[-3000:]
+    said = next(x for x in r.stderr.splitlines() if "final/ is unusable" in x)
+    assert (run / "final" / "manifest.json").is_file() and resolve_model_source(run).path == str(run / "final")
+    record(request, 14, "`pretrain --resume` of a completed run whose final/ was deleted", said, tmp_path)
 
 
 # ------------------------------------------------------------------------------------------- docs/reliability.md

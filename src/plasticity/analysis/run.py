@@ -331,6 +331,8 @@ def run_analyze(
     is_run = source.kind == "run"
     tdir = source.run_dir if is_run else model_dir
     check_output_dir(out, "--out-dir")
+    if is_run and (tdir / "summary.json").is_file():
+        read_json(tdir / "summary.json")  # damaged: one line before any analysis is written
     sets = tuple(probe_sets) if probe_sets else default_probe_sets(data_root)
     for s in sets:
         if s not in PROBE_SETS:

@@ -107,6 +107,12 @@ def all_axes(spec: StudySpec) -> dict[str, list[Any]]:
             if key in axes:
                 raise ConfigError(key, "given both as an axis and as a top-level list")
             axes[key] = list(values)
+    seen: dict[tuple[str, str], str] = {}
+    for key in axes:  # `seed` and `train.seed`, `task` and `finetune.task`, `x` and `pretrain.x`: one key
+        where = stage_of(key)
+        if where in seen:
+            raise ConfigError(f"axes.{key}", f"is the same key as axes.{seen[where]}: give it once")
+        seen[where] = key
     return axes
 
 
@@ -134,6 +140,7 @@ def validate_spec(spec: StudySpec) -> None:
             _req(isinstance(values, list) and len(values) > 0, f"task_axes.{task}.{opt}", "must be a non-empty list")
             _req(len(values) == len({repr(v) for v in values}), f"task_axes.{task}.{opt}", "has repeated values")
     _check_report(spec, tasks)
+    _check_tasks(spec, axes)
     for key, values in axes.items():
         _req(isinstance(values, list) and len(values) > 0, f"axes.{key}", "must be a non-empty list")
         stage, sub = stage_of(key)
@@ -159,6 +166,33 @@ def validate_spec(spec: StudySpec) -> None:
     for stage in ("pretrain", "finetune", "evaluate"):
         stage_config(spec, stage, {})
     _check_checkpoints(spec, axes)
+
+
+def _check_tasks(spec: StudySpec, axes: dict[str, list[Any]]) -> None:
+    """Every fine-tuning task exists now, not after pretraining: a registered name, or a YAML task file that
+    loads; two tasks with one name (a YAML task named like a built-in) would share result columns: refused."""
+    if spec.finetune is None:
+        return
+    from ..errors import UserError
+    from ..tasks.registry import get_task, task_names
+
+    key = "axes.task" if "task" in axes else "finetune.task"
+    by_name: dict[str, str] = {}
+    for task in [str(t) for t in axes.get("task", [spec.finetune.task])]:
+        if task.endswith((".yaml", ".yml")):
+            try:
+                name = get_task(task).name
+            except UserError as e:
+                raise ConfigError(key, str(e)) from None
+        elif task in task_names():
+            name = task
+        else:
+            raise ConfigError(key, f"unknown task '{task}'; known tasks: {', '.join(task_names())} (or a path to "
+                              "a task YAML)")
+        if name in by_name:
+            raise ConfigError(key, f"'{by_name[name]}' and '{task}' are both the task '{name}': their results would "
+                              "share columns (rename the YAML task)")
+        by_name[name] = task
 
 
 def _check_report(spec: StudySpec, tasks: list[str]) -> None:

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..checkpoints import verify_checkpoint
 from ..config import read_yaml
 from ..errors import DivergenceError, InterruptedRun, UserError
 from ..io import read_json, write_json, write_yaml
@@ -86,6 +87,12 @@ def open_run_dir(run_dir: Path, cfg_dict: dict[str, Any], resume: bool, log=prin
     summary_path = run_dir / "summary.json"
     has_run = (run_dir / "config.yaml").exists()
     completed = summary_path.exists() and read_json(summary_path).get("status") == "completed"
+    if completed and resume and (reason := verify_checkpoint(run_dir / "final", hashes=False)) is not None:
+        # one state for every command: a run without its final model is not completed (analyze, finetune and
+        # the study say so too); --resume trains again from the newest checkpoint (deterministic: same weights)
+        log(f"{run_dir}: summary.json says completed but final/ is unusable ({reason}); training again from the "
+            "newest checkpoint")
+        completed = False
     check_ours(run_dir)
     if has_run and not resume:
         what = "a completed run" if completed else "a run"
@@ -136,7 +143,9 @@ def _execute(job: TrainJob, resume: bool, base_summary: dict[str, Any], log=prin
         state = restore(job, found[1])
         log(f"resumed from {found[1]} (step {state.step})")
     elif main:
-        truncate_metrics(run_dir / "metrics.jsonl", 0)
+        if resume:
+            log(f"{run_dir}: no valid checkpoint to resume from: training from step 0")
+        truncate_metrics(run_dir / "metrics.jsonl", 0, log)
     t0 = time.time()
     try:
         state = train(job, state)
