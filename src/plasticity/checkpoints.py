@@ -289,6 +289,15 @@ def load_model_checked(path: str | Path | ModelSource, trust_remote_code: bool =
     return model.to(device)
 
 
+def check_vocab(tokenizer: Any, model: Any, where: str | Path) -> None:
+    """A tokenizer with more tokens than the model's embedding table would index past it (IndexError mid-run):
+    one-line CheckpointError naming `where`."""
+    n, vocab = len(tokenizer), int(model.config.vocab_size)
+    if n > vocab:
+        raise CheckpointError(f"{where}: tokenizer has {n} tokens but the model vocabulary is {vocab} (vocab "
+                              "mismatch)")
+
+
 def load_tokenizer_of(src: ModelSource, trust_remote_code: bool = False, local: str | Path | None = None):
     """The tokenizer that ships with a model (run, checkpoint or Hub snapshot; `local`: the snapshot already
     fetched); one-line CheckpointError."""

@@ -9,8 +9,8 @@ from .errors import UserError
 
 MAX_NAME = 200  # bytes; file systems allow 255 per component and we add suffixes (".samples.jsonl")
 NODE_KINDS = ("tokenizer", "data", "pretrain", "checkpoint", "analyze", "finetune", "evaluate")
-# `<kind>-<12 hex>`; a tokenizer node is named by its cache directory (16 hex, or ext-<16 hex>)
-NODE_ID = re.compile(rf"^(?:(?:{'|'.join(NODE_KINDS)})-[0-9a-f]{{12}}|tokenizer-(?:ext-)?[0-9a-f]{{16}})$")
+# `<kind>-<hex hash>` (12 hex digits; a tokenizer node is named by its cache directory: 16)
+NODE_ID = re.compile(rf"^(?:{'|'.join(NODE_KINDS)})-[0-9a-f]{{1,64}}$")
 
 
 def name_problem(value: object) -> str | None:

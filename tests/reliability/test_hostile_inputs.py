@@ -61,6 +61,26 @@ DEFECTS: dict[int, tuple[str, str]] = {
     14: ("`summary.json` completed but `final/` gone: `--resume` said 'already completed', `analyze` 'resume it'",
          "one state: a run without a usable `final/` is not completed; `--resume` trains again from the newest "
          "checkpoint and says so; analyze/finetune name the command"),
+    16: ("a 10^6-point grid: `--dry-run` ran > 300 s with memory climbing",
+         "a grid of more than 5,000 points (`plasticity.study.spec.MAX_GRID_POINTS`) is refused before it is expanded"),
+    17: ("a 1 KB YAML alias bomb reached 3.5 GB in 120 s",
+         "every YAML read (configs, overrides, studies, task files, a run's config) refuses aliases that expand to "
+         "more than 100,000 values (`plasticity.io.load_yaml`), before anything is built"),
+    20: ("a tokenizer larger than the model's vocabulary: `evaluate` (CoT, cloze) and `analyze` raised IndexError",
+         "`evaluate`, the stability cloze sets and `analyze` check the vocabulary like fine-tuning does, before "
+         "anything is written"),
+    21: ("a corrupt `summary.json` on `pretrain --resume` and `analyze` (after it wrote norms.json); a garbage line "
+         "mid `metrics.jsonl` on `--resume`: tracebacks",
+         "an artifact that does not parse is one line naming it (`io.read_json`); analyze checks before writing; "
+         "unreadable metric lines are dropped on resume with one warning"),
+    22: ("output paths under `/proc`, through a symlink loop, or an unusable `PLASTICITY_CACHE`: tracebacks",
+         "output folders are probed by making (and removing) a folder in the nearest existing parent; broken "
+         "symlinks and loops are named; the cache folder is checked like `out_dir`"),
+    23: ("`report --headline ... --out STUDY_DIR`: SameFileError; `--out STUDY/report` overwrote the study's report",
+         "`--out` may not be the study folder, nor its own `report/` with `--headline`"),
+    25: ("a format width in a task template (`{q:>20000000000}`): MemoryError",
+         "template format specs with widths or precisions above 1000, or nested fields, are refused when the task "
+         "loads"),
     26: ("an unregistered task passed validation and `--dry-run` and failed only after pretraining",
          "every study task is a registered name or a YAML task that loads, checked at plan time"),
 }
@@ -352,6 +372,123 @@ def test_14_completed_run_without_final_resumes(tiny_run: Path, tmp_path: Path, 
     said = next(x for x in r.stderr.splitlines() if "final/ is unusable" in x)
     assert (run / "final" / "manifest.json").is_file() and resolve_model_source(run).path == str(run / "final")
     record(request, 14, "`pretrain --resume` of a completed run whose final/ was deleted", said, tmp_path)
+
+
+# ------------------------------------------------------------------------------------------- 15-26: runaway, one line
+
+
+def test_16_huge_grid_is_refused_before_expansion(tmp_path: Path, request) -> None:
+    spec = study_file(tmp_path, {"axes": {"optim.weight_decay": [i / 1000 for i in range(1000)],
+                                          "train.seed": list(range(1000))}})
+    r = run_cli("study", str(spec), "--dry-run")
+    line = assert_one_line_exit_2(r, "axes", "more than 5,000 points")
+    assert not (tmp_path / "study_runs").exists()
+    record(request, 16, "`study --dry-run` of a 1000 x 1000 grid", line, tmp_path)
+
+
+BOMB = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{c}: &{c} [{', '.join(['*' + p] * 9)}]\n" for p, c in zip("abcdefgh", "bcdefghi", strict=True))
+
+
+@pytest.mark.parametrize("command", ["study", "pretrain", "finetune_task"])
+def test_17_yaml_alias_bomb_is_refused(command: str, tiny_run: Path, tmp_path: Path, request) -> None:
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text(BOMB)
+    argv = {"study": ["study", str(bomb), "--dry-run"], "pretrain": ["pretrain", str(bomb)],
+            "finetune_task": ["finetune", f"init_from={tiny_run}", f"out_dir={tmp_path / 'ft'}", f"task={bomb}"]}
+    r = run_cli(*argv[command])
+    line = assert_one_line_exit_2(r, str(bomb), "alias bomb")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bomb.yaml"]
+    record(request, 17, f"`{command.split('_')[0]}` reading a 1 KB alias bomb (9^9 values)", line, tmp_path)
+
+
+def _big_tokenizer_ckpt(tiny_run: Path, tmp_path: Path) -> Path:
+    from transformers import AutoTokenizer
+
+    d = tmp_path / "ckpt"
+    shutil.copytree(tiny_run / "final", d)
+    (d / "manifest.json").unlink()  # a plain HF directory: no manifest to contradict the new tokenizer
+    tok = AutoTokenizer.from_pretrained(d)
+    tok.add_tokens([f"<extra_{i}>" for i in range(600)])
+    tok.save_pretrained(d)
+    return d
+
+
+@pytest.mark.parametrize("command", ["evaluate_cot", "evaluate_cloze", "analyze"])
+def test_20_tokenizer_bigger_than_the_model(command: str, tiny_run: Path, tmp_path: Path, request) -> None:
+    d = _big_tokenizer_ckpt(tiny_run, tmp_path)
+    out = tmp_path / "out"
+    argv = {"evaluate_cot": ["evaluate", str(d), "--task", "demo_arith", "--out", str(out), "--max-questions", "2"],
+            "evaluate_cloze": ["evaluate", str(d), "--task", "demo_choice", "--out", str(out), "--max-questions", "2"],
+            "analyze": ["analyze", str(d), "--out-dir", str(out), "--what", "norms,probes", "--n-probe", "10"]}
+    r = run_cli(*argv[command])
+    line = assert_one_line_exit_2(r, str(d), "vocab mismatch")
+    assert not out.exists() or not any(out.iterdir())
+    record(request, 20, f"`{command.replace('_', ' (')}{')' if '_' in command else ''}` of a checkpoint whose "
+           "tokenizer has 600 extra tokens", line, tmp_path)
+
+
+def test_21_damaged_summary_is_one_line(tiny_run: Path, tmp_path: Path, request) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    (run / "summary.json").write_text('{"status": "comp')
+    before = snapshot(run)
+    r = _resume(run)
+    line = assert_one_line_exit_2(r, str(run / "summary.json"), "not valid JSON")
+    r = run_cli("analyze", str(run))
+    assert_one_line_exit_2(r, str(run / "summary.json"), "not valid JSON")
+    assert snapshot(run) == before and not (run / "analysis").exists()
+    record(request, 21, "`pretrain --resume` and `analyze` of a run whose summary.json is cut", line, tmp_path)
+
+
+def test_21_garbage_metrics_line_is_dropped_on_resume(tiny_run: Path, tmp_path: Path, request) -> None:
+    run = _unfinished(tiny_run, tmp_path)
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    (run / "metrics.jsonl").write_text("\n".join(lines[:1] + ["\x00garbage{"] + lines[1:]) + "\n")
+    r = _resume(run)
+    assert r.returncode == 0, r.stderr[-3000:]
+    said = [x for x in r.stderr.splitlines() if x.startswith("warning:") and "unreadable" in x]
+    assert len(said) == 1 and "line 2" in said[0], r.stderr[-3000:]
+    assert all(json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines())
+    record(request, 21, "`pretrain --resume` with a garbage line mid metrics.jsonl (exit 0)", said[0], tmp_path)
+
+
+@pytest.mark.parametrize("case", ["under_proc", "symlink_loop", "cache_under_proc"])
+def test_22_unusable_output_paths(case: str, tmp_path: Path, request) -> None:
+    loop = tmp_path / "loop"
+    loop.symlink_to(loop)
+    out, env, needles = {"under_proc": (Path("/proc/plasticity/run"), {}, ("out_dir", "cannot be written")),
+                         "symlink_loop": (loop / "run", {}, ("out_dir", "symlink loop")),
+                         "cache_under_proc": (tmp_path / "run", {"PLASTICITY_CACHE": "/proc/plasticity-cache"},
+                                              ("PLASTICITY_CACHE", "cannot be written"))}[case]
+    r = run_cli("pretrain", *tiny_overrides(out, **DATA), env=env)
+    line = assert_one_line_exit_2(r, *needles)
+    assert not (tmp_path / "run").exists()
+    record(request, 22, f"`pretrain` ({case.replace('_', ' ')})", line, tmp_path)
+
+
+def test_23_report_out_is_not_the_study(tmp_path: Path, request) -> None:
+    sdir = tmp_path / "out" / "s"
+    (sdir / "report").mkdir(parents=True)
+    (sdir / "results.csv").write_text("status\ncompleted\n")
+    (sdir / "report" / "index.html").write_text("the study's own report")
+    before = snapshot(tmp_path)
+    for out, needle in ((sdir, "is the study directory"), (sdir / "report", "study's own report")):
+        r = run_cli("report", str(sdir), "--headline", "demo_arith=greedy", "--out", str(out))
+        line = assert_one_line_exit_2(r, "--out", needle)
+        assert snapshot(tmp_path) == before
+        record(request, 23, f"`report STUDY --headline ... --out {'STUDY' if out == sdir else 'STUDY/report'}`",
+               line, tmp_path)
+
+
+def test_25_template_format_width_is_refused(tiny_run: Path, tmp_path: Path, request) -> None:
+    spec = task_file(tmp_path, "wide")
+    spec.write_text(spec.read_text().replace("'{q}'", "'{q:>20000000000}'"))
+    out = tmp_path / "ft"
+    r = run_cli("finetune", f"init_from={tiny_run}", f"out_dir={out}", f"task={spec}", "train.max_steps=1")
+    line = assert_one_line_exit_2(r, str(spec), "format spec")
+    assert not out.exists()
+    record(request, 25, "`finetune task=task.yaml` with `question_template: '{q:>20000000000}'`", line, tmp_path)
 
 
 # ------------------------------------------------------------------------------------------- docs/reliability.md

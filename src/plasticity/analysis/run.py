@@ -17,6 +17,7 @@ import torch
 from ..checkpoints import (
     ModelSource,
     check_model_dir,
+    check_vocab,
     load_model_checked,
     read_manifest,
     resolve_model_source,
@@ -369,13 +370,14 @@ def run_analyze(
 
         model = load_model_checked(model_dir)
         try:
-            if "norms" in sel:
-                save("norms", parameter_norms(model))
-            if sel & {"probes", "gap"}:
+            if sel & {"probes", "gap"}:  # before anything is written: a bad tokenizer leaves no partial analysis
                 try:
                     tokenizer = load_tokenizer(model_dir)
                 except Exception as e:
                     raise CheckpointError(f"{model_dir}: cannot load its tokenizer ({type(e).__name__})") from None
+                check_vocab(tokenizer, model, model_dir)
+            if "norms" in sel:
+                save("norms", parameter_norms(model))
             if "probes" in sel:
                 save("probes", _analyse_probes(model, tokenizer, sets, n_probe, data_root, log))
             if "gap" in sel:

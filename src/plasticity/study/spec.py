@@ -139,6 +139,7 @@ def validate_spec(spec: StudySpec) -> None:
         for opt, values in opts.items():
             _req(isinstance(values, list) and len(values) > 0, f"task_axes.{task}.{opt}", "must be a non-empty list")
             _req(len(values) == len({repr(v) for v in values}), f"task_axes.{task}.{opt}", "has repeated values")
+    _check_size(spec, axes)
     _check_report(spec, tasks)
     _check_tasks(spec, axes)
     for key, values in axes.items():
@@ -166,6 +167,21 @@ def validate_spec(spec: StudySpec) -> None:
     for stage in ("pretrain", "finetune", "evaluate"):
         stage_config(spec, stage, {})
     _check_checkpoints(spec, axes)
+
+
+MAX_GRID_POINTS = 5_000  # rows x task variants a study may plan; more is refused before anything is expanded
+
+
+def _check_size(spec: StudySpec, axes: dict[str, list[Any]]) -> None:
+    """Refuse a grid above MAX_GRID_POINTS before it is expanded (a 10^6-point grid planned for > 300 s)."""
+    n = max(1, len(spec.checkpoints) + 1)
+    for values in [*axes.values(), *[v for opts in spec.task_axes.values() if isinstance(opts, dict)
+                                      for v in opts.values()]]:
+        n *= len(values) if isinstance(values, list) and values else 1
+        if n > MAX_GRID_POINTS:
+            sizes = " x ".join(str(len(v)) for v in axes.values() if isinstance(v, list))
+            raise ConfigError("axes", f"the grid has more than {MAX_GRID_POINTS:,} points ({sizes} axis values); "
+                              "split the study into several")
 
 
 def _check_tasks(spec: StudySpec, axes: dict[str, list[Any]]) -> None:

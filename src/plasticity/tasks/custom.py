@@ -30,6 +30,7 @@ from typing import Any
 import yaml
 
 from plasticity.errors import DataError
+from plasticity.io import load_yaml
 from plasticity.names import name_problem
 from plasticity.tasks import answers
 from plasticity.tasks.base import (
@@ -125,7 +126,7 @@ def load_task_file(path: str | Path) -> Task:
     if not path.is_file():
         raise DataError(f"{path}: task file not found")
     try:
-        cfg = yaml.safe_load(path.read_text(encoding="utf-8"))
+        cfg = load_yaml(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

@@ -12,7 +12,7 @@ import torch
 
 from .. import checkpoints
 from ..config import PretrainConfig, to_dict
-from ..data.packed import PackedSequences, PretrainBatches, prepare_data
+from ..data.packed import PackedSequences, PretrainBatches, cache_root, prepare_data
 from ..errors import CheckpointError, DataError, UserError
 from ..hardware import default_device, resolve_precision
 from ..io import check_output_dir, write_json
@@ -95,6 +95,7 @@ def _run_pretrain(cfg: PretrainConfig, resume: bool, dist: pdist.Dist, log) -> d
     run_dir = Path(cfg.out_dir)
     check_output_dir(run_dir, "out_dir")
     check_ours(run_dir)
+    check_output_dir(cache_root(cfg.data.cache_dir), "data.cache_dir (or PLASTICITY_CACHE)")
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     device = dist.device() if dist.enabled else default_device()

@@ -3,6 +3,7 @@ provenance, resume from the newest valid checkpoint, train, and record the outco
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -62,7 +63,7 @@ def lock_run_dir(run_dir: Path) -> None:
     (flock), released by the kernel when its holder dies, so it is never stale."""
     from filelock import FileLock, Timeout
 
-    key = str(Path(run_dir).resolve())
+    key = os.path.realpath(run_dir)  # never raises (a symlink loop: RuntimeError from resolve)
     if key in _LOCKS:
         return
     Path(run_dir).mkdir(parents=True, exist_ok=True)
@@ -75,7 +76,7 @@ def lock_run_dir(run_dir: Path) -> None:
 
 
 def unlock_run_dir(run_dir: Path) -> None:
-    lock = _LOCKS.pop(str(Path(run_dir).resolve()), None)
+    lock = _LOCKS.pop(os.path.realpath(run_dir), None)
     if lock is not None:
         lock.release()
 
