@@ -61,11 +61,18 @@ DEFECTS: dict[int, tuple[str, str]] = {
     14: ("`summary.json` completed but `final/` gone: `--resume` said 'already completed', `analyze` 'resume it'",
          "one state: a run without a usable `final/` is not completed; `--resume` trains again from the newest "
          "checkpoint and says so; analyze/finetune name the command"),
+    15: ("a study pool worker SIGKILLed (as the OOM killer would): the study hung, `status` said pending",
+         "each local worker writes `nodes/<id>.pid`; a worker that dies fails its node with the reason (marker "
+         "written), its dependents are skipped and the study goes on and ends"),
     16: ("a 10^6-point grid: `--dry-run` ran > 300 s with memory climbing",
          "a grid of more than 5,000 points (`plasticity.study.spec.MAX_GRID_POINTS`) is refused before it is expanded"),
     17: ("a 1 KB YAML alias bomb reached 3.5 GB in 120 s",
          "every YAML read (configs, overrides, studies, task files, a run's config) refuses aliases that expand to "
          "more than 100,000 values (`plasticity.io.load_yaml`), before anything is built"),
+    18: ("`demo_arith` with `n_train=10^9` ran silently for 300 s; `evaluate --k 10^9` reached 11 GB, "
+         "`--max-new-tokens 10^9` tried to allocate 256 GB",
+         "generated task splits and every `generate` call are estimated (rows; KV cache, logits, kept samples) "
+         "against the available memory and refused before allocating; a generator whose pool is exhausted stops"),
     20: ("a tokenizer larger than the model's vocabulary: `evaluate` (CoT, cloze) and `analyze` raised IndexError",
          "`evaluate`, the stability cloze sets and `analyze` check the vocabulary like fine-tuning does, before "
          "anything is written"),
@@ -78,6 +85,9 @@ DEFECTS: dict[int, tuple[str, str]] = {
          "symlinks and loops are named; the cache folder is checked like `out_dir`"),
     23: ("`report --headline ... --out STUDY_DIR`: SameFileError; `--out STUDY/report` overwrote the study's report",
          "`--out` may not be the study folder, nor its own `report/` with `--headline`"),
+    24: ("Ctrl-C of a running study: a 38-line KeyboardInterrupt traceback from a pool worker",
+         "idle workers ignore SIGINT, a node's run turns it into `interrupted` (training checkpoints first); the "
+         "study exits 130 with `interrupted` and resumes"),
     25: ("a format width in a task template (`{q:>20000000000}`): MemoryError",
          "template format specs with widths or precisions above 1000, or nested fields, are refused when the task "
          "loads"),
@@ -377,6 +387,29 @@ def test_14_completed_run_without_final_resumes(tiny_run: Path, tmp_path: Path, 
 # ------------------------------------------------------------------------------------------- 15-26: runaway, one line
 
 
+@pytest.mark.parametrize("case", ["n_train_huge", "k_huge", "max_new_tokens_huge"])
+def test_18_runaway_sizes_are_refused_before_allocating(case: str, tiny_run: Path, tmp_path: Path, request) -> None:
+    import sys
+
+    from tests.reliability.test_bad_inputs import _MEASURED, MAX_RSS_MB
+
+    ev = ["evaluate", str(tiny_run / "final"), "--task", "demo_arith", "--out", str(tmp_path / "ev"),
+          "--max-questions", "2", "--max-new-tokens", "16"]
+    argv = {"n_train_huge": ["finetune", f"init_from={tiny_run}", f"out_dir={tmp_path / 'ft'}", "task=demo_arith",
+                             "task_options.n_train=1000000000", "train.max_steps=1"],
+            "k_huge": [*ev, "--k", "1000000000"],
+            "max_new_tokens_huge": [*ev[:-1], "1000000000"]}[case]
+    rss = tmp_path / "maxrss"
+    r = subprocess.run([sys.executable, "-c", _MEASURED, str(rss), *argv], capture_output=True, text=True,
+                       timeout=600)
+    line = assert_one_line_exit_2(r, "more than the available", progress=True)  # after "loaded <model>"
+    peak_mb = int(rss.read_text()) / 1024
+    assert peak_mb < MAX_RSS_MB, f"peak RSS {peak_mb:.0f} MB: something was allocated"
+    assert not (tmp_path / "ft").exists()
+    record(request, 18, f"`{' '.join(a for a in argv if '=' in a or a.startswith('--k') or a[:1].isdigit())}`"
+           .replace(str(tiny_run), "<run>"), line, tmp_path)
+
+
 def test_16_huge_grid_is_refused_before_expansion(tmp_path: Path, request) -> None:
     spec = study_file(tmp_path, {"axes": {"optim.weight_decay": [i / 1000 for i in range(1000)],
                                           "train.seed": list(range(1000))}})
@@ -489,6 +522,80 @@ def test_25_template_format_width_is_refused(tiny_run: Path, tmp_path: Path, req
     line = assert_one_line_exit_2(r, str(spec), "format spec")
     assert not out.exists()
     record(request, 25, "`finetune task=task.yaml` with `question_template: '{q:>20000000000}'`", line, tmp_path)
+
+
+# ------------------------------------------------------------------------------------------- 15, 24: kill / Ctrl-C
+
+
+def _long_study(tmp: Path, steps: int) -> Path:
+    return _spec(tmp, base={"data": {"source": "packaged:bbc_news", "max_documents": 150, "seq_len": 32},
+                            "tokenizer": {"vocab_size": 512, "train_documents": 150},
+                            "model": {"preset": "llama2-tiny"},
+                            "train": {"max_steps": steps, "micro_batch_size": 4, "log_every": 5,
+                                      "eval_sequences": 4, "eval_max_sequences": 8}},
+                 analyze={"what": ["norms"]})
+
+
+def _start_study(spec: Path) -> subprocess.Popen:
+    import sys
+
+    return subprocess.Popen([sys.executable, "-m", "plasticity.cli", "study", str(spec), "--workers", "1",
+                             "--no-report"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True, env=dict(os.environ, OMP_NUM_THREADS="1"))
+
+
+def _wait_training(tmp: Path, proc: subprocess.Popen) -> Path:
+    """The pid file of the pretraining node once its run has logged a step."""
+    import time
+
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        pids = list((tmp / "study_runs" / "nodes").glob("pretrain-*.pid"))
+        runs = list((tmp / "study_runs" / "runs").glob("pretrain-*/metrics.jsonl"))
+        if pids and runs and runs[0].stat().st_size > 0:
+            return pids[0]
+        time.sleep(0.2)
+    proc.kill()
+    raise AssertionError(f"training never started: {proc.communicate()[1][-3000:]}")
+
+
+@pytest.mark.slow
+def test_15_a_killed_worker_fails_its_node(tmp_path: Path, request) -> None:
+    import signal
+
+    spec = _long_study(tmp_path, 100000)
+    proc = _start_study(spec)
+    pid_file = _wait_training(tmp_path, proc)
+    os.kill(int(pid_file.read_text()), signal.SIGKILL)  # what the OOM killer does
+    try:
+        _, err = proc.communicate(timeout=300)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        raise AssertionError("the study hung after its worker was killed") from None
+    assert proc.returncode == 1, err[-3000:]
+    said = next(x for x in err.splitlines() if "died" in x)
+    states = json.loads(run_cli("status", str(spec), "--json").stdout)
+    by_kind = {r["kind"]: r["state"] for r in states}
+    assert by_kind["pretrain"] == "failed" and by_kind["analyze"] == "skipped", states
+    record(request, 15, "SIGKILL of the worker pretraining a study node", said.strip(), tmp_path)
+
+
+@pytest.mark.slow
+def test_24_ctrl_c_of_a_study_is_one_quiet_line(tmp_path: Path, request) -> None:
+    import signal
+
+    spec = _long_study(tmp_path, 400)
+    proc = _start_study(spec)
+    _wait_training(tmp_path, proc)
+    os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C: the terminal signals the whole process group
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130, err[-3000:]
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err[-3000:]
+    assert err.strip().splitlines()[-1] == "interrupted", err[-3000:]
+    r = run_cli("study", str(spec), "--no-report")
+    assert r.returncode == 0, r.stderr[-3000:]
+    record(request, 24, "Ctrl-C (SIGINT to the process group) while a node trains; then the same command",
+           "exit 130, last line `interrupted`, no traceback; the re-run resumes and completes", tmp_path)
 
 
 # ------------------------------------------------------------------------------------------- docs/reliability.md
