@@ -107,12 +107,13 @@ def check_architecture(model_dir: str | Path) -> str:
 
 
 def check_model_dir(p: str | Path) -> None:
-    """The checks made before any weights load: manifest (sha256 + size of every file) when present, config.json,
+    """The checks made before any weights load: manifest (sha256 + size of every file) when present, and always for
+    a checkpoint of a plasticity run (``<run>/final``, ``<run>/checkpoints/step_N``), config.json,
     a Llama / OLMo-2 model type, safetensors weights. Raises a one-line CheckpointError."""
     p = Path(p)
     if not p.is_dir():
         raise CheckpointError(f"{p}: not a checkpoint directory")
-    if (p / MANIFEST).exists():
+    if (p / MANIFEST).exists() or _owning_run(p) is not None:  # a run's own checkpoints need their manifest
         reason = verify_checkpoint(p, hashes=True)
         if reason:
             raise CheckpointError(f"{p}: invalid checkpoint: {reason}")
@@ -167,7 +168,8 @@ def resolve_model_source(spec: str | Path, revision: str | None = None) -> Model
         if is_run_dir(p):
             final = p / "final"
             if not final.is_dir():
-                raise CheckpointError(f"{p}: run has no final/ model (not completed? resume it first)")
+                raise CheckpointError(f"{p}: run has no final/ model (unfinished, or final/ was removed): finish it "
+                                      f"with `plasticity pretrain|finetune {p / 'config.yaml'} --resume`")
             if not (final / "config.json").is_file():
                 raise CheckpointError(f"{final}: no config.json (unfinished run?)")
             return ModelSource("run", str(final), None, p)
@@ -190,7 +192,11 @@ def snapshot_at(run_dir: str | Path, fraction: float) -> ModelSource:
         total = json.loads((p / "summary.json").read_text())["total_steps"]
     except (OSError, ValueError, KeyError, TypeError):
         raise CheckpointError(f"{p}/summary.json: missing or without total_steps (not a completed run?)") from None
-    path = p / "checkpoints" / step_dir_name(max(1, round(fraction * total)))
+    step = round(fraction * total)
+    if not 1 <= step < total:
+        raise CheckpointError(f"{run_dir}: {fraction:g} of {total} steps is step {step}, not a snapshot between "
+                              "step 1 and the final model")
+    path = p / "checkpoints" / step_dir_name(step)
     if not (path / MANIFEST).exists():
         raise CheckpointError(f"{run_dir}: no checkpoint at {fraction:g} of pretraining ({path.name}); "
                               f"add {fraction} to train.checkpoint_fractions")
@@ -258,16 +264,38 @@ def load_model_checked(path: str | Path | ModelSource, trust_remote_code: bool =
     src = path if isinstance(path, ModelSource) else resolve_model_source(path, revision)
     local = src.local_dir()
     check_model_dir(local)
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # its MISSING/UNEXPECTED table: we refuse such a model in one line instead
     try:
-        model = AutoModelForCausalLM.from_pretrained(str(local), dtype=torch.float32, use_safetensors=True,
-                                                     trust_remote_code=trust_remote_code,
-                                                     revision=None)  # a local dir: the Hub revision is fetched
+        model, info = AutoModelForCausalLM.from_pretrained(
+            str(local), dtype=torch.float32, use_safetensors=True, trust_remote_code=trust_remote_code,
+            revision=None, output_loading_info=True)  # a local dir: the Hub revision is fetched
     except Exception as e:  # noqa: BLE001 - any loading failure is a one-line checkpoint problem
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CheckpointError(f"{src.describe()}: cannot load model: {msg}") from None
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    tied = {"lm_head.weight"} if getattr(model.config, "tie_word_embeddings", False) else set()
+    missing = sorted(set(info.get("missing_keys") or ()) - tied)
+    unexpected, mismatched = sorted(info.get("unexpected_keys") or ()), list(info.get("mismatched_keys") or ())
+    if missing or unexpected or mismatched:  # transformers would initialise them randomly and only warn
+        what = "; ".join(f"{n} {k}: {', '.join(map(str, v[:3]))}{' ...' if len(v) > 3 else ''}" for k, v, n in (
+            ("missing", missing, len(missing)), ("unexpected", unexpected, len(unexpected)),
+            ("of another shape", mismatched, len(mismatched))) if v)
+        raise CheckpointError(f"{src.describe()}: the weights do not match config.json ({what}); refusing to "
+                              "load a partly random model")
     if model.config.model_type not in ARCHITECTURES:
         raise CheckpointError(f"{src.describe()}: model type '{model.config.model_type}' is not Llama or OLMo-2")
     return model.to(device)
+
+
+def check_vocab(tokenizer: Any, model: Any, where: str | Path) -> None:
+    """A tokenizer with more tokens than the model's embedding table would index past it (IndexError mid-run):
+    one-line CheckpointError naming `where`."""
+    n, vocab = len(tokenizer), int(model.config.vocab_size)
+    if n > vocab:
+        raise CheckpointError(f"{where}: tokenizer has {n} tokens but the model vocabulary is {vocab} (vocab "
+                              "mismatch)")
 
 
 def load_tokenizer_of(src: ModelSource, trust_remote_code: bool = False, local: str | Path | None = None):

@@ -18,6 +18,7 @@ from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 import yaml
 
 from .errors import ConfigError
+from .io import load_yaml
 
 T = TypeVar("T")
 
@@ -451,7 +452,7 @@ def parse_overrides(overrides: list[str]) -> dict[str, Any]:
         if not key or any(not p for p in key.split(".")):
             raise ConfigError(item, "override must look like key.sub=value")
         try:
-            value = yaml.safe_load(raw) if raw.strip() else None
+            value = load_yaml(raw) if raw.strip() else None
         except yaml.YAMLError:
             value = raw
         set_dotted(out, key, value)
@@ -488,7 +489,7 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     if not p.is_file():
         raise ConfigError(str(path), "config file not found")
     try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+        data = load_yaml(p.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

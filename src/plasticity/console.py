@@ -35,7 +35,7 @@ def _quiet_transformers() -> None:
 
 
 _FS_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EEXIST, errno.ENOTDIR,
-              errno.EISDIR, errno.ENAMETOOLONG}
+              errno.EISDIR, errno.ENAMETOOLONG, errno.ELOOP}
 
 
 def user_errors(fn):

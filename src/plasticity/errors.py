@@ -22,6 +22,11 @@ class DataError(UserError):
     """A data file or field is missing, empty or malformed."""
 
 
+class CorruptFileError(DataError, ValueError):
+    """An artifact of ours (summary.json, study.json, ...) that does not parse: edited or damaged. One line; still a
+    ValueError for callers that treat any unparsable file as absent."""
+
+
 class CheckpointError(UserError):
     """A checkpoint is missing, incomplete, tampered with, or of another architecture."""
 

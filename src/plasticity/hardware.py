@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import platform
 from functools import lru_cache
+from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -83,3 +85,48 @@ def hardware_info(device: torch.device | None = None) -> dict:
         info["gpu"] = torch.cuda.get_device_name(device)
         info["gpu_count"] = torch.cuda.device_count()
     return info
+
+
+# ------------------------------------------------------------------------------------------- memory
+
+
+def _read_int(path: str) -> int | None:
+    try:
+        raw = Path(path).read_text().strip()
+    except OSError:
+        return None
+    return int(raw) if raw.isdigit() else None
+
+
+def available_memory(device: Any = "cpu") -> tuple[int, str]:
+    """(bytes, where from): free GPU memory on a CUDA device; else the lower of ``MemAvailable`` and the
+    cgroup's limit minus its usage."""
+    import torch
+
+    if str(device).startswith("cuda") and torch.cuda.is_available():
+        free, _ = torch.cuda.mem_get_info(torch.device(device))
+        return int(free), f"free memory of {device}"
+    best: tuple[int, str] | None = None
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                best = (int(line.split()[1]) * 1024, "MemAvailable")
+    except (OSError, ValueError, IndexError):
+        pass
+    for limit_f, usage_f in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+                             ("/sys/fs/cgroup/memory/memory.limit_in_bytes",
+                              "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
+        limit, usage = _read_int(limit_f), _read_int(usage_f)
+        if limit is not None and limit < 1 << 60:
+            left = max(0, limit - (usage or 0))
+            if best is None or left < best[0]:
+                best = (left, "cgroup memory limit")
+            break
+    return best if best is not None else (1 << 62, "unknown")
+
+
+def human(n: float) -> str:
+    for unit, div in (("PB", 1e15), ("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= div:
+            return f"{n / div:.3g} {unit}"
+    return f"{int(n)} B"

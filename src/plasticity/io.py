@@ -14,6 +14,34 @@ from typing import Any, NamedTuple
 
 import yaml
 
+MAX_YAML_NODES = 100_000  # a config, study or task file has hundreds; an alias bomb of 1 KB expands to billions
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """`yaml.SafeLoader` that refuses a document whose aliases expand to more than MAX_YAML_NODES nodes (counted on
+    the composed graph, shared nodes once per reference, before anything is built)."""
+
+    def construct_document(self, node):
+        sizes: dict[int, int] = {}
+
+        def size(n) -> int:
+            if id(n) not in sizes:
+                sizes[id(n)] = 0  # a recursive alias counts once (SafeLoader builds it as a cycle)
+                kids = (n.value if isinstance(n, yaml.SequenceNode)
+                        else [x for kv in n.value for x in kv] if isinstance(n, yaml.MappingNode) else [])
+                sizes[id(n)] = min(1 + sum(size(k) for k in kids), MAX_YAML_NODES + 1)
+            return sizes[id(n)]
+
+        if size(node) > MAX_YAML_NODES:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"aliases expand to more than {MAX_YAML_NODES:,} values (an alias bomb?)", node.start_mark)
+        return super().construct_document(node)
+
+
+def load_yaml(text: str) -> Any:
+    """``yaml.safe_load`` with alias expansion bounded (see `_BoundedLoader`); raises yaml.YAMLError."""
+    return yaml.load(text, Loader=_BoundedLoader)  # noqa: S506 - a SafeLoader subclass
+
 
 def check_output_dir(path: str | Path, what: str) -> Path:
     """Refuse, before any work, an output directory that cannot be created or written: an existing file, a file
@@ -26,13 +54,25 @@ def check_output_dir(path: str | Path, what: str) -> Path:
         raise UserError(f"{what}: {p} exists and is not a directory")
     cur = p
     while not cur.exists() and cur != cur.parent:
+        if cur.is_symlink():
+            raise UserError(f"{what}: {p} cannot be created: {cur} is a broken symlink or a symlink loop")
         cur = cur.parent
     if not cur.is_dir():
         raise UserError(f"{what}: {p} cannot be created: {cur} is a file")
-    if not os.access(cur, os.W_OK | os.X_OK):
-        raise UserError(f"{what}: {p} cannot be written: {cur} is not writable (permissions, immutable or "
-                        "read-only file system)")
+    if not os.access(cur, os.W_OK | os.X_OK) or not _can_create_in(cur):
+        raise UserError(f"{what}: {p} cannot be written: {cur} is not writable (permissions, immutable, "
+                        "read-only or virtual file system)")
     return p
+
+
+def _can_create_in(d: Path) -> bool:
+    """Whether a folder can really be made in `d` (``access(2)`` says yes for /proc, which refuses): one is made
+    and removed at once."""
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".plasticity-probe-", dir=d))
+    except OSError:
+        return False
+    return True
 
 
 def fsync_dir(path: Path) -> None:
@@ -123,8 +163,16 @@ def write_yaml(path: str | Path, obj: Any) -> None:
 
 
 def read_json(path: str | Path) -> Any:
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+    """A JSON file; one that does not parse is a one-line `CorruptFileError` naming it (a ValueError too)."""
+    from .errors import CorruptFileError
+
+    with open(path, "rb") as f:
+        raw = f.read()
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise CorruptFileError(f"{path}: not valid JSON (damaged or edited: {str(e).splitlines()[0][:80]}); "
+                               "restore it or move the folder away") from None
 
 
 def read_json_or_none(path: str | Path) -> dict[str, Any] | None:

@@ -17,6 +17,7 @@ import torch
 from ..checkpoints import (
     ModelSource,
     check_model_dir,
+    check_vocab,
     load_model_checked,
     read_manifest,
     resolve_model_source,
@@ -354,6 +355,8 @@ def run_analyze(
     is_run = source.kind == "run"
     tdir = source.run_dir if is_run else model_dir
     check_output_dir(out, "--out")
+    if is_run and (tdir / "summary.json").is_file():
+        read_json(tdir / "summary.json")  # damaged: one line before any analysis is written
     sets = tuple(probe_sets) if probe_sets else default_probe_sets(data_root)
     for s in sets:
         if s not in PROBE_SETS:
@@ -391,13 +394,14 @@ def run_analyze(
 
         model = load_model_checked(model_dir)
         try:
-            if "norms" in sel:
-                save("norms", parameter_norms(model))
-            if sel & {"probes", "gap"}:
+            if sel & {"probes", "gap"}:  # before anything is written: a bad tokenizer leaves no partial analysis
                 try:
                     tokenizer = load_tokenizer(model_dir)
                 except Exception as e:
                     raise CheckpointError(f"{model_dir}: cannot load its tokenizer ({type(e).__name__})") from None
+                check_vocab(tokenizer, model, model_dir)
+            if "norms" in sel:
+                save("norms", parameter_norms(model))
             if "probes" in sel:
                 save("probes", _analyse_probes(model, tokenizer, sets, n_probe, data_root, log))
             if "gap" in sel:

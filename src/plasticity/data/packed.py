@@ -8,7 +8,6 @@ enter ``train.bin``.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from ..errors import DataError
 from ..hashing import hash_fraction, stable_hash
 from ..io import atomic_path, write_json
 from ..tokenizer import load_tokenizer, tokenizer_fingerprint, train_bpe
+from .cache_check import read_meta, verify_cache
 from .sources import iter_documents, source_fingerprint
 
 
@@ -134,7 +134,8 @@ def prepare_tokens(data: DataConfig, tok_dir: Path, log=print, docs=None) -> Pre
                         train_documents=len(docs[0]), val_documents=len(docs[1]), dtype=np.dtype(dtype).name,
                         eos_id=tok.eos_token_id, vocab=len(tok), tokenizer_fingerprint=tokenizer_fingerprint(tok))
             write_json(meta_path, meta)  # written last: its presence marks a complete cache
-        meta = json.loads(meta_path.read_text())
+        meta = read_meta(out)
+        verify_cache(out, meta, len(tok))
     return PreparedData(tokenizer_dir=tok_dir, train_bin=out / "train.bin", val_bin=out / "val.bin", meta=meta)
 
 

@@ -41,7 +41,7 @@ from plasticity.config import EvaluateConfig
 from plasticity.errors import DataError, UserError
 from plasticity.evaluate.metrics import QuestionRecord, SampleRecord, bootstrap_ci, summarize
 from plasticity.evaluate.sampler import SamplingConfig, generate
-from plasticity.io import atomic_path, write_json
+from plasticity.io import atomic_path, load_yaml, write_json
 
 N_BOOT = 1000
 ALPHA = 0.05
@@ -52,7 +52,7 @@ def _read_run_config(run_dir: Path) -> dict[str, Any] | None:
     if not (run_dir / "summary.json").is_file() or not cfg_path.is_file():
         return None
     try:
-        cfg = yaml.safe_load(cfg_path.read_text(encoding="utf-8")) or {}
+        cfg = load_yaml(cfg_path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as e:
         raise UserError(f"{cfg_path}: not valid YAML: {e}") from None
     if not isinstance(cfg, dict):
@@ -272,7 +272,7 @@ def run_evaluate(
     (see `plasticity.evaluate.reward`). For a run dir, task / template / data root / task options default
     to its config.yaml and output goes to ``<run>/eval/``; otherwise `task` and `out_dir` are required.
     """
-    from plasticity.checkpoints import load_model_checked, load_tokenizer_of, resolve_model_source
+    from plasticity.checkpoints import check_vocab, load_model_checked, load_tokenizer_of, resolve_model_source
     from plasticity.config import task_options_for
     from plasticity.data.sft import prompt_text
     from plasticity.evaluate.reward import HFRewardModel, describe_scorer
@@ -314,6 +314,7 @@ def run_evaluate(
     local = source.local_dir()
     model = load_model_checked(local, trust_remote_code=trust_remote_code, device=dev)
     tok = load_tokenizer_of(source, trust_remote_code, local)
+    check_vocab(tok, model, model_dir)
     log(f"loaded {model_dir} on {dev} in {time.perf_counter() - t0:.1f}s")
     if isinstance(reward_model, str | Path):
         reward_model = HFRewardModel(reward_model, device=dev)

@@ -335,6 +335,38 @@ def _decode_chunk(
     return [_to_sample(tokenizer, tokens[r], reasons[r], cfg) for r in range(len(rows))]
 
 
+RESULT_BYTES_PER_TOKEN = 48  # a generated token kept in the results: its id in a list (int object) and its text
+
+
+def generation_memory(config: Any, n_prompts: int, prompt_len: int, k: int, cfg: SamplingConfig) -> dict[str, int]:
+    """Upper bound (bytes) of what one `generate` call holds: the KV cache of a batch at full length (fp32), two
+    logits rows per sequence, and the k completions of every prompt at `max_new_tokens` each."""
+    layers = int(getattr(config, "num_hidden_layers", 1) or 1)
+    heads = int(getattr(config, "num_attention_heads", 1) or 1)
+    head_dim = int(getattr(config, "head_dim", None) or int(config.hidden_size) // heads)
+    kv_dim = int(getattr(config, "num_key_value_heads", None) or heads) * head_dim
+    batch, length = min(cfg.batch_size, n_prompts * k), prompt_len + cfg.max_new_tokens
+    return {"kv_cache": batch * length * layers * 2 * kv_dim * 4,
+            "logits": batch * int(config.vocab_size) * 4 * 2,
+            "results": n_prompts * k * (cfg.max_new_tokens * RESULT_BYTES_PER_TOKEN + 200)}
+
+
+def check_generation_memory(model: Any, n_prompts: int, prompt_len: int, k: int, cfg: SamplingConfig,
+                            device: Any) -> None:
+    """Refuse (one line naming k / max_new_tokens / batch_size) a generation that cannot fit, before anything of
+    it is allocated: the guard training has, for sampling."""
+    from plasticity.hardware import available_memory, human
+
+    parts = generation_memory(model.config, n_prompts, prompt_len, k, cfg)
+    total = sum(parts.values())
+    avail, source = available_memory(device)
+    if total > avail:
+        what = ", ".join(f"{k_} {human(v)}" for k_, v in parts.items())
+        raise ConfigError("k / max_new_tokens / batch_size", f"generating {k:,} samples of up to "
+                          f"{cfg.max_new_tokens:,} tokens for {n_prompts:,} prompts needs about {human(total)} "
+                          f"({what}), more than the available {human(avail)} ({source}); lower them")
+
+
 @torch.inference_mode()
 def generate(
     model: Any,
@@ -370,6 +402,7 @@ def generate(
     eos = _eos_ids(model, tokenizer, cfg)
     stopper = _StopChecker(tokenizer, tuple(cfg.stop_strings)) if cfg.stop_strings else None
 
+    check_generation_memory(model, len(prompts), max(map(len, ids)), k, cfg, device)
     k_run = 1 if cfg.greedy else k
     order = sorted(range(len(prompts)), key=lambda i: -len(ids[i]))  # longest first, stable
     work = [(i, j) for i in order for j in range(k_run)]

@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..checkpoints import load_model_checked, pretrain_run_of, resolve_model_source
+from ..checkpoints import check_vocab, load_model_checked, pretrain_run_of, resolve_model_source
 from ..config import FinetuneConfig, PretrainConfig, from_dict, read_yaml
 from ..errors import UserError
 from ..hardware import default_device, resolve_precision
@@ -47,6 +47,7 @@ def cloze_accuracies(model_dir: Path, tasks: list[str], max_questions: int | Non
     device = default_device()
     model = load_model_checked(model_dir, device=device)
     tok = AutoTokenizer.from_pretrained(str(model_dir), revision=None)  # a local checkpoint dir: no Hub revision
+    check_vocab(tok, model, model_dir)
     out: dict[str, Any] = {}
     for name in tasks:
         task = get_task(name)

@@ -33,6 +33,8 @@ def register(app: typer.Typer) -> None:
         study_dir = study_dir_of_arg(study)
         if headline is not None and out is None:
             raise UserError("--headline needs --out DIR (the study's own report keeps its report.headline)")
+        if out is not None:
+            check_report_out(study_dir, out, headline is not None)
         if export is not None:
             from .export import export_study
 
@@ -44,6 +46,22 @@ def register(app: typer.Typer) -> None:
         path = build_report(study_dir, None if export is not None else out,
                             headline=None if headline is None else parse_headline(headline))
         typer.echo(str(path))
+
+
+def check_report_out(study_dir: Path, out: Path, other_headline: bool) -> None:
+    """``--out`` may not be the study directory (its results.csv would be copied onto itself) nor, with
+    ``--headline``, the study's own ``report/`` (which keeps the study's headline); one line, exit 2."""
+    from ..errors import UserError
+    from ..io import check_output_dir
+
+    study, dest = Path(study_dir).resolve(), Path(out).expanduser().resolve()
+    if dest == study:
+        raise UserError(f"--out {out}: is the study directory itself; give a folder of its own "
+                        f"(default: {study / 'report'})")
+    if other_headline and dest == study / "report":
+        raise UserError(f"--out {out}: is the study's own report, which keeps its report.headline; give another "
+                        "folder for the --headline report")
+    check_output_dir(out, "--out")
 
 
 def parse_headline(text: str) -> dict[str, str]:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from ..errors import UserError
 from ..io import read_json_or_none
+from ..names import check_node_id
 
 # (directory inside a node dir, file pattern): configs, summaries, metrics, analyses and evaluation results
 KEEP = [("", "*.json"), ("", "*.yaml"), ("", "metrics.jsonl"), ("analysis", "*.json"), ("eval", "*.json"),
@@ -44,8 +45,11 @@ def export_study(study_dir: Path, dest: Path) -> tuple[Path, int, int]:
     out = dest / study_dir.name
     out.mkdir(parents=True, exist_ok=True)
     files = [(study_dir / n, out / n) for n in ("results.csv", "study.json")]
-    for node in meta.get("nodes") or []:
-        node_dir = runs / node
+    nodes = meta.get("nodes") or []
+    if not isinstance(nodes, list):
+        raise UserError(f"{study_dir / 'study.json'}: 'nodes' is not a list (edited or corrupt)")
+    for node in nodes:  # ids become paths under dest: `<kind>-<hash>` only, never `../x`
+        node_dir = runs / check_node_id(node, f"{study_dir / 'study.json'}: nodes")
         if node_dir.is_dir():
             files += [(f, dest / "runs" / node / f.relative_to(node_dir)) for f in _kept(node_dir)]
     size = 0

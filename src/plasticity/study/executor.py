@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..io import tail_text
-from .nodes import die_with_parent, run_node
+from .nodes import die_with_parent, pid_path, run_node
 from .plan import Node, Plan
 
 HEARTBEAT_S = 30.0
@@ -39,24 +39,66 @@ class LocalEngine:
 
         self.slots, self.threads = workers, threads
         self.pool = mp.get_context("spawn").Pool(workers, initializer=die_with_parent)
+        self.lost = False  # a task whose worker died: the pool never answers for it
 
     def submit(self, node: Node, root: str, log_path: str):
-        return self.pool.apply_async(run_node, (asdict(node), root, self.threads, log_path))
+        pid_path(Path(root), node.id).unlink(missing_ok=True)  # a killed earlier study's: not this worker's
+        return _Handle(self.pool.apply_async(run_node, (asdict(node), root, self.threads, log_path)), node,
+                       Path(root), log_path)
 
     def finished(self, handles: list, timeout: float) -> list:
         end = time.time() + timeout
         while True:
-            done = [h for h in handles if h.ready()]
+            done = [h for h in handles if h.ready() or h.worker_died()]
             if done or time.time() >= end:
                 return done
             time.sleep(0.1)
 
     def result(self, handle) -> dict[str, Any]:
-        return handle.get()
+        if handle.ready():
+            return handle.async_result.get()
+        # the pool replaces a dead worker but never answers for its task: the node fails and the study goes on
+        from .state import write_marker
+
+        reason = (f"the worker process running it died (killed by a signal: out of memory?); see "
+                  f"{handle.log_path}")
+        write_marker(handle.root, handle.node, "failed", reason=reason)
+        self.lost = True
+        pid_path(handle.root, handle.node.id).unlink(missing_ok=True)
+        return {"status": "failed", "reason": reason}
 
     def close(self) -> None:
-        self.pool.close()
+        if self.lost:  # the pool waits forever for a task whose worker died: stop its (idle) workers instead
+            self.pool.terminate()
+        else:
+            self.pool.close()
         self.pool.join()
+
+
+class _Handle:
+    """A node submitted to the local pool: its pending result, and the worker's pid file to see it die."""
+
+    def __init__(self, async_result, node: Node, root: Path, log_path: str):
+        self.async_result, self.node, self.root, self.log_path = async_result, node, root, log_path
+        self.pid: int | None = None
+
+    def ready(self) -> bool:
+        return self.async_result.ready()
+
+    def worker_died(self) -> bool:
+        """Whether the worker that took this node is gone (its pid file names a process that no longer runs)."""
+        if self.pid is None:
+            try:
+                self.pid = int(pid_path(self.root, self.node.id).read_text())
+            except (OSError, ValueError):
+                return False  # not started yet (or finished: then ready() says so)
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return not self.ready()
+        except PermissionError:
+            return False
+        return False
 
 
 class RayEngine:

@@ -15,14 +15,23 @@ from ..errors import DivergenceError, UserError
 
 def die_with_parent() -> None:
     """Pool initializer: a worker is killed when the study process dies (Linux), so a killed study never
-    leaves workers training in the background (and holding node locks)."""
+    leaves workers training in the background (and holding node locks). An idle worker ignores Ctrl-C (the
+    terminal sends SIGINT to every process of the study: an idle one would print a KeyboardInterrupt traceback);
+    `run_node` takes it while a node runs."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         import ctypes
-        import signal
 
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         pass
+
+
+def pid_path(root: Path, node_id: str) -> Path:
+    """``<out_dir>/nodes/<id>.pid``: the worker running the node (so the study sees a worker that died)."""
+    return root / "nodes" / f"{node_id}.pid"
 
 
 def run_node(node: dict[str, Any], root: str, threads: int, log_path: str) -> dict[str, Any]:
@@ -46,6 +55,12 @@ def run_node(node: dict[str, Any], root: str, threads: int, log_path: str) -> di
     except Timeout:
         return {"status": "busy", "reason": f"another plasticity process is running {n.id}"}
     t0 = time.time()
+    import os
+    import signal
+
+    pid_file = pid_path(rootp, n.id)
+    pid_file.write_text(f"{os.getpid()}\n")
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C: this node stops, quietly
     with lock, open(log_path, "a", encoding="utf-8") as f:
         def log(msg: str) -> None:
             f.write(msg + "\n")
@@ -57,6 +72,8 @@ def run_node(node: dict[str, Any], root: str, threads: int, log_path: str) -> di
             result = STAGES[n.kind].run(n, RunContext(log, threads, log_path))
         except InterruptedRun as e:
             result = {"status": "interrupted", "reason": f"{e} (resumes on the next run)"}
+        except KeyboardInterrupt:
+            result = {"status": "interrupted", "reason": "interrupted (Ctrl-C); resumes on the next run"}
         except (UserError, DivergenceError) as e:
             result = {"status": "failed", "reason": str(e)}
         except Exception as e:  # noqa: BLE001 - a failed node is recorded; the other nodes go on
@@ -70,4 +87,6 @@ def run_node(node: dict[str, Any], root: str, threads: int, log_path: str) -> di
             write_marker(rootp, n, **result)
         else:
             clear_marker(rootp, n.id)
+        signal.signal(signal.SIGINT, previous)
+        pid_file.unlink(missing_ok=True)
         return result

@@ -76,6 +76,7 @@ def build_plan(spec: StudySpec) -> Plan:
         if pre.id not in estimates:
             estimates[pre.id] = _pretrain_estimate(pcfg)
         pre.est_tokens, pre.est_flops = estimates[pre.id][1]
+        _check_fractions(fracs, pcfg, pre.est_tokens, p_label)
         nodes.setdefault(pre.id, pre)
         _add_row(spec, pre, pre.out, point, per_stage, frac, estimates[pre.id][0], nodes, rows)
     for name, ccfg in spec.checkpoints.items():
@@ -86,6 +87,19 @@ def build_plan(spec: StudySpec) -> Plan:
             _add_row(spec, ck, STAGES["checkpoint"].model_dir(ck), dict(checkpoint=name, **point), per_stage, frac,
                      None, nodes, rows)
     return Plan(spec=spec, nodes=_ordered(nodes), rows=list(rows.values()))
+
+
+def _check_fractions(fracs: list[float], pcfg: PretrainConfig, tokens: int, label: str) -> None:
+    """Each ``finetune_from`` fraction must name a snapshot of its own: step round(f x steps) in [1, steps), so
+    that a row labelled 1e-09 is never fine-tuned from step 1 (nor 0.999 from a snapshot that is the final model)."""
+    from ..errors import ConfigError
+
+    steps = tokens // max(1, pcfg.train.micro_batch_size * pcfg.train.grad_accum * pcfg.data.seq_len)
+    for f in fracs:
+        step = round(f * steps)
+        if not 1 <= step < steps:
+            raise ConfigError("finetune_from", f"{f:g} of {steps} pretraining steps ({label}) is step {step}, "
+                              f"not a checkpoint between step 1 and the final one (use 1.0 for the final model)")
 
 
 def _points(axes: dict[str, list[Any]], pretraining: bool) -> list[dict[str, Any]]:

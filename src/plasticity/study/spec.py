@@ -31,6 +31,7 @@ from ..config import (
     validate,
 )
 from ..errors import ConfigError
+from ..names import name_problem
 
 EXECUTORS = ("local", "ray")
 
@@ -106,12 +107,19 @@ def all_axes(spec: StudySpec) -> dict[str, list[Any]]:
             if key in axes:
                 raise ConfigError(key, "given both as an axis and as a top-level list")
             axes[key] = list(values)
+    seen: dict[tuple[str, str], str] = {}
+    for key in axes:  # `seed` and `train.seed`, `task` and `finetune.task`, `x` and `pretrain.x`: one key
+        where = stage_of(key)
+        if where in seen:
+            raise ConfigError(f"axes.{key}", f"is the same key as axes.{seen[where]}: give it once")
+        seen[where] = key
     return axes
 
 
 def validate_spec(spec: StudySpec) -> None:
     """Check everything that can be checked before running: every axis value builds a valid config."""
-    _req(bool(spec.name) and "/" not in spec.name, "name", "must be a non-empty name without '/'")
+    problem = name_problem(spec.name)  # <out_dir>/<name>/ is the study's folder: never a path
+    _req(problem is None, "name", f"{problem} (it becomes the study's folder name)")
     _req(spec.executor in EXECUTORS, "executor", f"must be one of {', '.join(EXECUTORS)}")
     _req(spec.workers is None or spec.workers >= 1, "workers", "must be >= 1")
     if spec.analyze is not None:
@@ -131,7 +139,9 @@ def validate_spec(spec: StudySpec) -> None:
         for opt, values in opts.items():
             _req(isinstance(values, list) and len(values) > 0, f"task_axes.{task}.{opt}", "must be a non-empty list")
             _req(len(values) == len({repr(v) for v in values}), f"task_axes.{task}.{opt}", "has repeated values")
+    _check_size(spec, axes)
     _check_report(spec, tasks)
+    _check_tasks(spec, axes)
     for key, values in axes.items():
         _req(isinstance(values, list) and len(values) > 0, f"axes.{key}", "must be a non-empty list")
         stage, sub = stage_of(key)
@@ -157,6 +167,48 @@ def validate_spec(spec: StudySpec) -> None:
     for stage in ("pretrain", "finetune", "evaluate"):
         stage_config(spec, stage, {})
     _check_checkpoints(spec, axes)
+
+
+MAX_GRID_POINTS = 5_000  # rows x task variants a study may plan; more is refused before anything is expanded
+
+
+def _check_size(spec: StudySpec, axes: dict[str, list[Any]]) -> None:
+    """Refuse a grid above MAX_GRID_POINTS before it is expanded (a 10^6-point grid planned for > 300 s)."""
+    n = max(1, len(spec.checkpoints) + 1)
+    for values in [*axes.values(), *[v for opts in spec.task_axes.values() if isinstance(opts, dict)
+                                      for v in opts.values()]]:
+        n *= len(values) if isinstance(values, list) and values else 1
+        if n > MAX_GRID_POINTS:
+            sizes = " x ".join(str(len(v)) for v in axes.values() if isinstance(v, list))
+            raise ConfigError("axes", f"the grid has more than {MAX_GRID_POINTS:,} points ({sizes} axis values); "
+                              "split the study into several")
+
+
+def _check_tasks(spec: StudySpec, axes: dict[str, list[Any]]) -> None:
+    """Every fine-tuning task exists now, not after pretraining: a registered name, or a YAML task file that
+    loads; two tasks with one name (a YAML task named like a built-in) would share result columns: refused."""
+    if spec.finetune is None:
+        return
+    from ..errors import UserError
+    from ..tasks.registry import get_task, task_names
+
+    key = "axes.task" if "task" in axes else "finetune.task"
+    by_name: dict[str, str] = {}
+    for task in [str(t) for t in axes.get("task", [spec.finetune.task])]:
+        if task.endswith((".yaml", ".yml")):
+            try:
+                name = get_task(task).name
+            except UserError as e:
+                raise ConfigError(key, str(e)) from None
+        elif task in task_names():
+            name = task
+        else:
+            raise ConfigError(key, f"unknown task '{task}'; known tasks: {', '.join(task_names())} (or a path to "
+                              "a task YAML)")
+        if name in by_name:
+            raise ConfigError(key, f"'{by_name[name]}' and '{task}' are both the task '{name}': their results would "
+                              "share columns (rename the YAML task)")
+        by_name[name] = task
 
 
 def _check_report(spec: StudySpec, tasks: list[str]) -> None:

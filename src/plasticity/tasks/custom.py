@@ -21,6 +21,7 @@ keys and missing fields raise DataError naming them.
 
 from __future__ import annotations
 
+import re
 import string
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -29,6 +30,8 @@ from typing import Any
 import yaml
 
 from plasticity.errors import DataError
+from plasticity.io import load_yaml
+from plasticity.names import name_problem
 from plasticity.tasks import answers
 from plasticity.tasks.base import (
     FAMILIES,
@@ -65,27 +68,52 @@ DATA_KEYS = ("train", "eval", "path", "eval_fraction", "split_seed")
 HUB_KEYS = ("path", "config", "split", "revision")
 
 
+MAX_FORMAT_WIDTH = 1000  # a template's format spec may pad or cut to at most this many characters
+
+
 def template_fields(template: str, key: str, origin: str) -> tuple[str, ...]:
-    """Top-level row fields used by a ``str.format`` template (DataError naming `key` if malformed)."""
+    """Top-level row fields used by a ``str.format`` template (DataError naming `key` if malformed, or if a format
+    spec asks for a width or precision above MAX_FORMAT_WIDTH: ``{q:>20000000000}`` would allocate 20 GB)."""
     try:
         parsed = list(string.Formatter().parse(template))
     except ValueError as e:
         raise DataError(f"{origin}: key '{key}': bad template {template!r}: {e}") from e
     names = []
-    for _, field_name, _, _ in parsed:
+    for _, field_name, spec, _ in parsed:
         if field_name is None:
             continue
         top = field_name.split(".")[0].split("[")[0]
         if not top or top.isdigit():
             raise DataError(f"{origin}: key '{key}': template fields must be named, e.g. {{question}}")
+        if spec and ("{" in spec or any(int(n) > MAX_FORMAT_WIDTH for n in re.findall(r"\d+", spec))):
+            raise DataError(f"{origin}: key '{key}': format spec {spec!r} of {{{field_name}}}: widths and "
+                            f"precisions above {MAX_FORMAT_WIDTH} and nested fields are not allowed")
         names.append(top)
     return tuple(dict.fromkeys(names))
 
 
-def fill(template: str, row: Row, key: str) -> str:
-    """``template.format_map(row)``; a missing field is a DataError naming it and the template key."""
+class _TextFormatter(string.Formatter):
+    """``str.format`` that fills only text: a null, number, list or dict value is not trained as ``"None"`` or
+    ``"['x']"`` but makes the row unusable (skipped and counted as unformattable). `numbers`: ints and floats
+    are text too (a gold answer)."""
+
+    def __init__(self, numbers: bool = False):
+        self.types: tuple[type, ...] = (str, int, float) if numbers else (str,)
+
+    def format_field(self, value: Any, format_spec: str) -> str:
+        if not isinstance(value, self.types) or isinstance(value, bool):
+            raise TypeError(f"a template field holds {type(value).__name__}, not text")
+        return super().format_field(value, format_spec)
+
+
+_FORMATTERS = {False: _TextFormatter(), True: _TextFormatter(numbers=True)}
+
+
+def fill(template: str, row: Row, key: str, numbers: bool = False) -> str:
+    """``template.format_map(row)``; a missing field is a DataError naming it and the template key, a field that
+    is not text (`numbers`: nor a number) a DataError too (the row is skipped and counted)."""
     try:
-        return template.format_map(dict(row))
+        return _FORMATTERS[numbers].vformat(template, (), dict(row))
     except KeyError as e:
         raise DataError(f"row has no field {e} used by '{key}'") from None
     except (IndexError, AttributeError, TypeError, ValueError) as e:
@@ -98,7 +126,7 @@ def load_task_file(path: str | Path) -> Task:
     if not path.is_file():
         raise DataError(f"{path}: task file not found")
     try:
-        cfg = yaml.safe_load(path.read_text(encoding="utf-8"))
+        cfg = load_yaml(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -176,6 +204,9 @@ def task_from_config(
     if family not in FAMILIES:
         raise DataError(f"{origin}: key 'family' must be one of {', '.join(FAMILIES)}, got {family!r}")
     assert name is not None
+    problem = name_problem(name)  # the name becomes <out>/<name>.json: never a path
+    if problem:
+        raise DataError(f"{origin}: key 'name': {problem} (it becomes a file name)")
     defaults = {"cloze": "cloze", "safety": "free"}
     answer_type = cfg.get("answer_type", defaults.get(family))
     allowed_types = answers.ANSWER_TYPES if family == "cot" else (defaults[family],)
@@ -256,7 +287,7 @@ def task_from_config(
             def gold_fn(row: Row) -> str:
                 if gold_field is not None:
                     return _cot_gold(str(answer_type), row[gold_field])
-                return _cot_gold(str(answer_type), fill(gold_t or "", row, "gold_template"))
+                return _cot_gold(str(answer_type), fill(gold_t or "", row, "gold_template", numbers=True))
 
     splits = _splits(
         cfg, base_dir, origin, tuple(dict.fromkeys(train_fields)), tuple(dict.fromkeys(eval_fields)), key_fn

@@ -181,6 +181,19 @@ def split_of(task: str, signature: tuple[Any, ...]) -> str:
     return "test" if hash_fraction(f"{task}:{signature!r}", 0) < TEST_SHARE else "train"
 
 
+ROW_BYTES = 2048  # a generated row in memory: its dict, question, answer, id and signature (upper bound)
+
+
+def check_rows_fit(task: str, split: str, n: int) -> None:
+    """Refuse (one line) a generated split whose rows cannot fit in memory, before any is generated."""
+    from plasticity.hardware import available_memory, human
+
+    avail, source = available_memory("cpu")
+    if n * ROW_BYTES > avail:
+        raise DataError(f"{task}: {n:,} {split} problems need about {human(n * ROW_BYTES)}, more than the available "
+                        f"{human(avail)} ({source}); lower n_train/n_test")
+
+
 def draw_rows(
     task: str, split: str, n: int, seed: int, make: Callable[[random.Random], tuple[Any, ...]]
 ) -> list[Row]:
@@ -188,17 +201,20 @@ def draw_rows(
     signature (see the module docstring). Rows get ``id`` and ``signature`` fields."""
     if split not in ("train", "test"):
         raise ValueError(f"split must be train or test, got {split!r}")
+    check_rows_fit(task, split, n)
     rng = random.Random(f"{task}:{split}:{seed}")
     seen: set[tuple[Any, ...]] = set()
     rows: list[Row] = []
-    attempts = 0
+    misses = 0
     while len(rows) < n:
-        attempts += 1
-        if attempts > 200 * n + 1000:
-            raise DataError(f"{task}: cannot generate {n} distinct {split} problems; ask for fewer")
         signature, row = make(rng)
         if signature in seen or split_of(task, signature) != split:
+            misses += 1  # in a row: the pool is exhausted long before 200 x n attempts of a huge n
+            if misses > 20_000 + 200 * len(rows) ** 0.5:
+                raise DataError(f"{task}: cannot generate {n:,} distinct {split} problems (the pool gave "
+                                f"{len(rows):,}); ask for fewer")
             continue
+        misses = 0
         seen.add(signature)
         row.update(id=f"{task}-{split}-{seed}-{len(rows):05d}", signature=repr(signature))
         rows.append(row)

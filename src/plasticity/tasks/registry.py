@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from plasticity.errors import DataError
+from plasticity.names import check_name
 from plasticity.tasks.base import Task
 
 TaskFactory = Callable[..., Task]
@@ -55,6 +56,7 @@ def register(name: str, *, replace: bool = False) -> Callable[[TaskFactory], Tas
 def register_task(task: Task, *, replace: bool = False) -> Task:
     """Register an already-built task (e.g. one read from YAML) so `get_task(task.name)` finds it."""
     _ensure_builtins()
+    check_name(task.name, "task name")
     if task.name in _REGISTRY and not replace:
         raise DataError(f"a task named '{task.name}' is already registered; pick another name")
     _REGISTRY[task.name] = _Entry(task.name, lambda: task, {})

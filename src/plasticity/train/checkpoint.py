@@ -116,7 +116,12 @@ def _torch_save(obj: Any, path: Path) -> None:
 def latest_resumable(ckpt_root: Path, log=print) -> tuple[int, Path] | None:
     """Newest checkpoint that verifies fully and carries trainer state (listed in its manifest: a trainer state
     the manifest does not cover, e.g. left by an interrupted `strip_trainer_state`, is never read)."""
-    for step, d in reversed(list_checkpoints(ckpt_root)):
+    listed = {d for _, d in list_checkpoints(ckpt_root)}
+    for d in sorted(Path(ckpt_root).glob("step_*"), reverse=True) if Path(ckpt_root).is_dir() else []:
+        if d not in listed:  # no manifest, or files of the wrong size: say so, never resume from it silently
+            log(f"skipping checkpoint {d}: {verify_checkpoint(d, hashes=False)}")
+            continue
+        step = int(d.name.split("_")[1])
         if TRAINER_STATE not in (read_manifest(d) or {}).get("files", {}):
             continue
         reason = verify_checkpoint(d, hashes=True)

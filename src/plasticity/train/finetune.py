@@ -24,7 +24,7 @@ from . import memory as mem
 from .distributed import world_size_from_env
 from .loop import TrainJob
 from .optim import build_optimizer, describe_groups
-from .run import execute, open_run_dir, unlock_run_dir
+from .run import check_ours, execute, open_run_dir, unlock_run_dir
 from .schedule import lr_at
 
 
@@ -56,6 +56,7 @@ def run_finetune(cfg: FinetuneConfig, resume: bool = False, log=print) -> dict[s
         raise UserError("finetune runs in one process; multi-process (torchrun) training is for pretraining only")
     run_dir = Path(cfg.out_dir)
     check_output_dir(run_dir, "out_dir")
+    check_ours(run_dir)
     try:
         return _run_finetune(cfg, resume, run_dir, log)
     finally:

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from ..config import TrainConfig
 from ..errors import DivergenceError, InterruptedRun
 from ..hardware import autocast, cpu_has_fast_bf16
-from ..io import append_jsonl, read_jsonl, write_text
+from ..io import append_jsonl, write_text
 from . import checkpoint as ckpt
 from . import distributed as pdist
 from .distributed import SINGLE, Dist
@@ -430,15 +430,22 @@ def restore(job: TrainJob, ckpt_dir: Path) -> LoopState:
     loop = ts["loop"]
     state = LoopState(**{k: loop[k] for k in LoopState.__dataclass_fields__ if k in loop})
     if job.dist.is_main:
-        truncate_metrics(job.run_dir / "metrics.jsonl", state.step)
+        truncate_metrics(job.run_dir / "metrics.jsonl", state.step, job.log)
     return state
 
 
-def truncate_metrics(path: Path, step: int) -> None:
-    """Drop metric records past `step` (written after the checkpoint we resume from)."""
+def truncate_metrics(path: Path, step: int, log=print) -> None:
+    """Drop metric records past `step` (written after the checkpoint we resume from); lines that do not parse
+    (a torn tail, or damage in the middle) are dropped too, with one warning line for the latter."""
     if not path.exists():
         return
     import json
 
-    keep = [r for r in read_jsonl(path) if r.get("step", 0) <= step]
+    from ..io import BadLine, iter_jsonl
+
+    records = [(n, r) for n, r in iter_jsonl(path)]
+    bad = [n for n, r in records[:-1] if isinstance(r, BadLine) or not isinstance(r, dict)]
+    if bad:
+        log(f"warning: {path}: dropped {len(bad)} unreadable lines (first: line {bad[0]})")
+    keep = [r for _, r in records if isinstance(r, dict) and r.get("step", 0) <= step]
     write_text(path, "".join(json.dumps(r) + "\n" for r in keep))

@@ -12,10 +12,11 @@ cgroup limit, whichever is lower; free GPU memory on a GPU) is refused with one 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
+from ..hardware import available_memory as available_memory  # re-exported: where the estimates are checked
+from ..hardware import human as human
 from ..models import ModelShape, count_params
 
 
@@ -67,48 +68,6 @@ def estimate(shape: Shape, micro_batch: int, seq_len: int, precision: str = "fp3
     per_token_layer = 10 * shape.hidden + 4 * shape.ffn + 2 * shape.kv_dim
     return Estimate(state=16 * shape.params, activations=tokens * shape.layers * per_token_layer * act_bytes,
                     logits=3 * 4 * tokens * shape.vocab, params=shape.params, tokens=tokens)
-
-
-def _read_int(path: str) -> int | None:
-    try:
-        raw = Path(path).read_text().strip()
-    except OSError:
-        return None
-    return int(raw) if raw.isdigit() else None
-
-
-def available_memory(device: Any = "cpu") -> tuple[int, str]:
-    """(bytes, where from): free GPU memory on a CUDA device; else the lower of ``MemAvailable`` and the
-    cgroup's limit minus its usage."""
-    import torch
-
-    if str(device).startswith("cuda") and torch.cuda.is_available():
-        free, _ = torch.cuda.mem_get_info(torch.device(device))
-        return int(free), f"free memory of {device}"
-    best: tuple[int, str] | None = None
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                best = (int(line.split()[1]) * 1024, "MemAvailable")
-    except (OSError, ValueError, IndexError):
-        pass
-    for limit_f, usage_f in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
-                             ("/sys/fs/cgroup/memory/memory.limit_in_bytes",
-                              "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
-        limit, usage = _read_int(limit_f), _read_int(usage_f)
-        if limit is not None and limit < 1 << 60:
-            left = max(0, limit - (usage or 0))
-            if best is None or left < best[0]:
-                best = (left, "cgroup memory limit")
-            break
-    return best if best is not None else (1 << 62, "unknown")
-
-
-def human(n: float) -> str:
-    for unit, div in (("PB", 1e15), ("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
-        if n >= div:
-            return f"{n / div:.3g} {unit}"
-    return f"{int(n)} B"
 
 
 def check_memory(est: Estimate, device: Any, allow: bool, batch_key: str, model_keys: str,

@@ -12,7 +12,7 @@ import torch
 
 from .. import checkpoints
 from ..config import PretrainConfig, to_dict
-from ..data.packed import PackedSequences, PretrainBatches, prepare_data
+from ..data.packed import PackedSequences, PretrainBatches, cache_root, prepare_data
 from ..errors import CheckpointError, DataError, UserError
 from ..hardware import default_device, resolve_precision
 from ..io import check_output_dir, write_json
@@ -23,7 +23,7 @@ from . import distributed as pdist
 from . import memory as mem
 from .loop import TrainJob
 from .optim import build_optimizer, describe_groups
-from .run import execute, open_run_dir, unlock_run_dir
+from .run import check_ours, execute, open_run_dir, unlock_run_dir
 from .schedule import lr_at
 
 
@@ -94,6 +94,8 @@ def _run_pretrain(cfg: PretrainConfig, resume: bool, dist: pdist.Dist, log) -> d
     touched; the run lock is taken before anything is written there."""
     run_dir = Path(cfg.out_dir)
     check_output_dir(run_dir, "out_dir")
+    check_ours(run_dir)
+    check_output_dir(cache_root(cfg.data.cache_dir), "data.cache_dir (or PLASTICITY_CACHE)")
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     device = dist.device() if dist.enabled else default_device()

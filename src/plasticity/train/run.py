@@ -3,10 +3,12 @@ provenance, resume from the newest valid checkpoint, train, and record the outco
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Any
 
+from ..checkpoints import verify_checkpoint
 from ..config import read_yaml
 from ..errors import DivergenceError, InterruptedRun, UserError
 from ..io import read_json, write_json, write_yaml
@@ -32,6 +34,27 @@ def _config_diffs(old: dict[str, Any], new: dict[str, Any], prefix: tuple[str, .
     return diffs
 
 
+RUN_MARKER = ".plasticity-run"  # in every run directory we made: what is ours to write and delete in
+
+
+def is_ours(run_dir: Path) -> bool:
+    """Whether `run_dir` may be trained into: missing, empty (a `.lock` of ours aside), marked as ours, or a run of
+    an earlier plasticity (``config.yaml`` beside the ``.lock`` it took before writing it)."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        return True
+    names = {p.name for p in run_dir.iterdir()}
+    return names <= {".lock", RUN_MARKER} or RUN_MARKER in names or {"config.yaml", ".lock"} <= names
+
+
+def check_ours(run_dir: Path, what: str = "out_dir") -> None:
+    """Refuse (one line) an existing non-empty folder that is not one of our runs: training would replace its
+    ``final/`` and ``checkpoints/`` and append to its ``metrics.jsonl``."""
+    if not is_ours(run_dir):
+        raise UserError(f"{what}: {run_dir} is a non-empty folder that is not a plasticity run (no {RUN_MARKER}); "
+                        "nothing was written: give a new or empty folder")
+
+
 _LOCKS: dict[str, Any] = {}  # run dir -> the FileLock this process holds on it
 
 
@@ -40,7 +63,7 @@ def lock_run_dir(run_dir: Path) -> None:
     (flock), released by the kernel when its holder dies, so it is never stale."""
     from filelock import FileLock, Timeout
 
-    key = str(Path(run_dir).resolve())
+    key = os.path.realpath(run_dir)  # never raises (a symlink loop: RuntimeError from resolve)
     if key in _LOCKS:
         return
     Path(run_dir).mkdir(parents=True, exist_ok=True)
@@ -53,7 +76,7 @@ def lock_run_dir(run_dir: Path) -> None:
 
 
 def unlock_run_dir(run_dir: Path) -> None:
-    lock = _LOCKS.pop(str(Path(run_dir).resolve()), None)
+    lock = _LOCKS.pop(os.path.realpath(run_dir), None)
     if lock is not None:
         lock.release()
 
@@ -65,6 +88,13 @@ def open_run_dir(run_dir: Path, cfg_dict: dict[str, Any], resume: bool, log=prin
     summary_path = run_dir / "summary.json"
     has_run = (run_dir / "config.yaml").exists()
     completed = summary_path.exists() and read_json(summary_path).get("status") == "completed"
+    if completed and resume and (reason := verify_checkpoint(run_dir / "final", hashes=False)) is not None:
+        # one state for every command: a run without its final model is not completed (analyze, finetune and
+        # the study say so too); --resume trains again from the newest checkpoint (deterministic: same weights)
+        log(f"{run_dir}: summary.json says completed but final/ is unusable ({reason}); training again from the "
+            "newest checkpoint")
+        completed = False
+    check_ours(run_dir)
     if has_run and not resume:
         what = "a completed run" if completed else "a run"
         hint = "" if completed else "pass --resume to continue it or "
@@ -81,6 +111,9 @@ def open_run_dir(run_dir: Path, cfg_dict: dict[str, Any], resume: bool, log=prin
             ckpt.prune_resume_only(run_dir / "checkpoints")
             return read_json(summary_path)
     lock_run_dir(run_dir)
+    if not (run_dir / RUN_MARKER).exists():
+        (run_dir / RUN_MARKER).write_text("a plasticity run directory: files here are written and replaced by "
+                                          "plasticity\n")
     if not has_run:
         write_yaml(run_dir / "config.yaml", cfg_dict)
     return None
@@ -111,7 +144,9 @@ def _execute(job: TrainJob, resume: bool, base_summary: dict[str, Any], log=prin
         state = restore(job, found[1])
         log(f"resumed from {found[1]} (step {state.step})")
     elif main:
-        truncate_metrics(run_dir / "metrics.jsonl", 0)
+        if resume:
+            log(f"{run_dir}: no valid checkpoint to resume from: training from step 0")
+        truncate_metrics(run_dir / "metrics.jsonl", 0, log)
     t0 = time.time()
     try:
         state = train(job, state)

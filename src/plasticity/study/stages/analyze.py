@@ -36,7 +36,7 @@ class AnalyzeStage(Stage):
         return {"status": "done", "out": node.out, "metrics": metrics}
 
     def outputs_present(self, node: Node, out: Path) -> bool:
-        return all((out / f"{w}.json").exists() for w in node.config["what"])
+        return all(read_json(out / f"{w}.json") is not None for w in node.config["what"])
 
     def metrics(self, node: Node, label: str) -> dict[str, Any]:
         a, out = Path(node.out), {}

@@ -59,6 +59,15 @@ class Stage:
         return {}
 
 
+def completed_run(out: Path) -> bool:
+    """A training node's outputs: ``summary.json`` parses and says completed, and ``final/`` has its manifest (a
+    damaged summary is not a done node: its row would have no numbers)."""
+    from ...io import read_json_or_none
+
+    summary = read_json_or_none(out / "summary.json")
+    return summary is not None and summary.get("status") == "completed" and (out / "final" / "manifest.json").is_file()
+
+
 def run_summary(summary: dict[str, Any], out: str, metric: str) -> dict[str, Any]:
     """A node result from a training run's summary (completed / interrupted / failed)."""
     status = summary.get("status")

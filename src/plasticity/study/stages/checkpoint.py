@@ -13,6 +13,7 @@ from typing import Any
 from ...config import CheckpointConfig
 from ...errors import CheckpointError, ConfigError
 from ...io import read_json_or_none as read_json
+from ...names import name_problem
 from .base import Node, RunContext, Stage
 from .pretrain import PretrainStage
 
@@ -27,8 +28,9 @@ class CheckpointStage(Stage):
         from ...checkpoints import check_architecture, resolve_model_source
 
         key = f"checkpoints.{name}"
-        if not name or "/" in name or name.strip() != name:
-            raise ConfigError(key, "entry names must be non-empty, without '/' or surrounding spaces")
+        problem = name_problem(name)
+        if problem:
+            raise ConfigError(key, f"entry name {problem}")
         if not cfg.path:
             raise ConfigError(f"{key}.path", "set a run dir, a checkpoint dir or a Hub id")
         try:

@@ -50,7 +50,9 @@ class EvaluateStage(Stage):
                                 upstream_loss_change=stab.get("upstream_loss_change"))}
 
     def outputs_present(self, node: Node, out: Path) -> bool:
-        return (out / "stability.json").exists()
+        """stability.json (written last) and every result file parse: a damaged one makes the node run again."""
+        return (read_json(out / "stability.json") is not None
+                and all(read_json(f) is not None for f in out.glob("*.json")))
 
     def metrics(self, node: Node, label: str) -> dict[str, Any]:
         out: dict[str, Any] = {}

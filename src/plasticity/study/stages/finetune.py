@@ -8,7 +8,7 @@ from typing import Any
 
 from ...config import FinetuneConfig, from_dict, to_dict, train_identity, validate
 from ...io import read_json_or_none as read_json
-from .base import Node, RunContext, Stage, run_summary
+from .base import Node, RunContext, Stage, completed_run, node_hash, run_summary
 
 
 class FinetuneStage(Stage):
@@ -18,6 +18,9 @@ class FinetuneStage(Stage):
     def identity(self, model_id: str, fraction: float, fcfg: FinetuneConfig) -> list[Any]:
         ident = json.loads(json.dumps(_config_dict(fcfg), default=str))
         ident["train"] = train_identity(ident["train"], ("allow_large_memory",))  # whether to refuse: not in the id
+        content = task_content(fcfg.task)
+        if content is not None:  # a YAML task: its file and data are read, so their bytes are part of the id
+            ident["task_content"] = content
         return [model_id, fraction, ident]
 
     def build(self, model_id: str, model_dir: str, fraction: float, fcfg: FinetuneConfig, runs: Path, label: str,
@@ -36,13 +39,28 @@ class FinetuneStage(Stage):
         return run_summary(res, node.out, "final_train_loss")
 
     def outputs_present(self, node: Node, out: Path) -> bool:
-        return (out / "final" / "manifest.json").exists()
+        return completed_run(out)
 
     def metrics(self, node: Node, label: str) -> dict[str, Any]:
         from ..results import data_note
 
         t_on = (read_json(Path(node.out) / "summary.json") or {}).get("trained_on")
         return {} if t_on is None else {f"{label}/trained_on": data_note(t_on)}
+
+
+def task_content(task: str) -> str | None:
+    """The content hash of a YAML task: its file and every local data file it reads (None for a registered
+    task, whose rows are named by its options: built-in node ids never change). An edited task file or data
+    file is a new node, not a cached one."""
+    if not task.endswith((".yaml", ".yml")):
+        return None
+    from ...data.sources import source_fingerprint
+    from ...tasks.registry import get_task
+
+    files = {str(Path(task).expanduser().resolve())}
+    for spec in get_task(task).splits.values():
+        files.update(str(Path(src.path).resolve()) for src in spec.local)
+    return node_hash([[f, source_fingerprint(f)] for f in sorted(files)])
 
 
 def _config_dict(fcfg: FinetuneConfig) -> dict[str, Any]:

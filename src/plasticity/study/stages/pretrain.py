@@ -11,7 +11,7 @@ from typing import Any
 
 from ...config import PretrainConfig, from_dict, to_dict, train_identity, validate
 from ...io import read_json_or_none as read_json
-from .base import Node, RunContext, Stage, run_summary
+from .base import Node, RunContext, Stage, completed_run, run_summary
 
 NOT_IDENTITY = ("threads", "parallel", "allow_large_memory")  # how fast / whether to refuse, not what
 
@@ -46,7 +46,7 @@ class PretrainStage(Stage):
         return run_summary(run_pretrain(cfg, resume=resume, log=ctx.log), cfg.out_dir, "final_val_loss")
 
     def outputs_present(self, node: Node, out: Path) -> bool:
-        return (out / "final" / "manifest.json").exists()
+        return completed_run(out)
 
     def metrics(self, node: Node, label: str) -> dict[str, Any]:
         s = read_json(Path(node.out) / "summary.json") or {}

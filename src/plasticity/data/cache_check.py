@@ -1,0 +1,52 @@
+"""Token caches verify themselves before use: ``meta.json`` must parse and describe the files beside it, each
+``.bin`` must hold exactly the tokens its meta counts, and every token id must fit the tokenizer. A cache that
+fails is one line naming it (never a run trained on 480 tokens while ``run_info.json`` claims 134,970)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import DataError
+
+DTYPES = ("uint16", "uint32")
+_CHUNK = 1 << 24  # tokens per range check read (32-64 MB)
+
+
+def read_meta(cache: Path) -> dict[str, Any]:
+    """The cache's ``meta.json``, checked for the fields the loaders use."""
+    try:
+        meta = json.loads((cache / "meta.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise damaged(cache, f"meta.json does not parse ({type(e).__name__})") from None
+    ok = (isinstance(meta, dict) and meta.get("dtype") in DTYPES
+          and all(isinstance(meta.get(k), int) and meta[k] >= 0 for k in ("train_tokens", "val_tokens", "vocab")))
+    if not ok:
+        raise damaged(cache, "meta.json lacks dtype/train_tokens/val_tokens/vocab")
+    return meta
+
+
+def verify_cache(cache: Path, meta: dict[str, Any], vocab: int) -> None:
+    """Sizes against the meta (cheap: a stat), then token ids against `vocab` (one sequential read)."""
+    dtype = np.dtype(meta["dtype"])
+    if meta["vocab"] > vocab:
+        raise damaged(cache, f"meta.json says a vocabulary of {meta['vocab']} but the tokenizer has {vocab}")
+    for split in ("train", "val"):
+        f = cache / f"{split}.bin"
+        want = meta[f"{split}_tokens"] * dtype.itemsize
+        have = f.stat().st_size if f.is_file() else None
+        if have != want:
+            got = "missing" if have is None else f"{have:,} bytes"
+            raise damaged(cache, f"{f.name} is {got}, meta.json says {want:,} ({meta[f'{split}_tokens']:,} tokens)")
+        tokens = np.memmap(f, dtype=dtype, mode="r") if want else np.zeros(0, dtype)
+        for start in range(0, tokens.size, _CHUNK):
+            top = int(tokens[start: start + _CHUNK].max())
+            if top >= vocab:
+                raise damaged(cache, f"{f.name} holds token id {top}, outside the tokenizer's {vocab}")
+
+
+def damaged(cache: Path, what: str) -> DataError:
+    return DataError(f"{cache}: token cache is damaged ({what}); delete that folder and it is rebuilt")
