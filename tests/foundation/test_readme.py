@@ -78,13 +78,15 @@ def test_readme_synopsis_options_exist() -> None:
 
 def test_readme_torchrun_configs_load() -> None:
     """The multi-GPU examples need GPUs and a 0.5B model: their config and overrides must at least be valid."""
-    from plasticity.config import PretrainConfig, load_config
+    from plasticity.config import FinetuneConfig, PretrainConfig, load_config
 
     lines = [a for a in readme_commands() if a[0] == "torchrun"]
-    assert lines
+    assert {"pretrain", "finetune"} <= {t for a in lines for t in a}
     for argv in lines:
-        i = argv.index("pretrain")
-        load_config(PretrainConfig, REPO / argv[i + 1], argv[i + 2:])
+        cmd = "pretrain" if "pretrain" in argv else "finetune"
+        rest = argv[argv.index(cmd) + 1:]
+        config = REPO / rest[0] if rest and "=" not in rest[0] else None
+        load_config(PretrainConfig if cmd == "pretrain" else FinetuneConfig, config, rest[1:] if config else rest)
 
 
 @pytest.mark.slow

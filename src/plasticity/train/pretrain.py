@@ -135,7 +135,8 @@ def _run_pretrain(cfg: PretrainConfig, resume: bool, dist: pdist.Dist, log) -> d
         return done
 
     counts = count_params(model)
-    net, parallel = pdist.wrap_model(model, dist, cfg.train.parallel)  # before the optimizer: FSDP2 swaps params
+    # before the optimizer: FSDP2 swaps params
+    net, parallel = pdist.wrap_model(model, dist, cfg.train.parallel, cfg.train.activation_checkpointing)
     optimizer = build_optimizer(model, cfg.optim, policy)
     groups = describe_groups(model, cfg.optim, policy)
     for g in groups:
