@@ -128,17 +128,50 @@ def test_padded_rows_split_evenly_across_ranks():
             assert t[0]["attention_mask"][r, n:].sum() == 0 and (t[0]["labels"][r, n:] == -100).all()
 
 
+def _descendants(pid: int) -> list[int]:
+    """Every live descendant of `pid` (from /proc: torchrun starts its workers in their own sessions)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    out, todo = [], [pid]
+    while todo:
+        kids = children.get(todo.pop(), [])
+        out += kids
+        todo += kids
+    return out
+
+
 def _kill_mid_way(cmd: list[str], run: Path) -> None:
-    """Start `cmd` in its own process group and SIGKILL the whole group once step 4's checkpoint exists."""
+    """Start `cmd` and SIGKILL it and every process under it (torchrun's workers too) once step 4's checkpoint
+    exists: the hardest stop, no checkpoint on the way out."""
     p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
                          env=dict(os.environ, OMP_NUM_THREADS="1"))
     t0 = time.time()
     while time.time() - t0 < 300 and p.poll() is None and not (run / "checkpoints" / "step_0000004").is_dir():
         time.sleep(0.05)
     assert p.poll() is None, "the run ended before it could be killed"
-    os.killpg(p.pid, signal.SIGKILL)
+    victims = [p.pid, *_descendants(p.pid)]
+    for pid in victims:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
     p.wait()
+    for pid in victims[1:]:  # not our children: wait until the kernel has reaped them (their run lock goes with them)
+        while Path(f"/proc/{pid}").exists() and "Z" not in _state(pid):
+            time.sleep(0.05)
     assert not (run / "summary.json").exists()
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "X"
 
 
 @pytest.mark.slow
