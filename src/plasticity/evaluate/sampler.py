@@ -35,6 +35,7 @@ from plasticity.config import EvaluateConfig
 from plasticity.errors import ConfigError
 
 from . import fast_decode as _fast
+from .shard import ONE, Shard
 
 _FAST_DECODE = True  # the static-cache Llama decode step (fast_decode); False: always the HF forward
 # Compile the fast decode step when a call runs at least this many decode steps (batches x max_new_tokens):
@@ -387,12 +388,15 @@ def generate(
     k: int,
     cfg: SamplingConfig | None = None,
     prompt_keys: Sequence[Hashable] | None = None,
+    shard: Shard = ONE,
 ) -> list[list[Sample]]:
     """Draw `k` completions for each prompt; returns `out[i][j]` = sample j of prompt i.
 
     `prompt_keys` (default: the prompt's index) identifies a prompt for seeding, so sample j of a prompt
     can be reproduced when the prompt list is sharded or reordered. With greedy decoding all k samples
     of a prompt are identical and are decoded once. The model is put in eval mode for the call.
+    `shard` (several processes, `plasticity.evaluate.shard`): this process decodes only its share of the
+    prefill batches (with their decode batches, formed as in one process) and every process gets all samples.
     """
     cfg = cfg or SamplingConfig()
     if k < 1:
@@ -429,6 +433,10 @@ def generate(
     model.eval()
     try:
         for start in range(0, len(work), cfg.batch_size):
+            chunk = start // (cfg.batch_size * k_run)  # the prefill batch whose prompts these rows continue
+            if not shard.owns(chunk):
+                continue
+            next_prefill = max(next_prefill, chunk * cfg.batch_size)
             rows = work[start : start + cfg.batch_size]
             while any(i not in prefixes for i, _ in rows):
                 batch = order[next_prefill : next_prefill + cfg.batch_size]
@@ -446,11 +454,14 @@ def generate(
                 del prefixes[i]
     finally:
         model.train(was_training)
+    if shard.world > 1:
+        mine = [r if all(s is not None for s in r) else None for r in results]
+        results = [r if r is not None else [None] * k_run for r in shard.merge(mine)]
 
     out: list[list[Sample]] = []
     for per_prompt in results:
         done = [s for s in per_prompt if s is not None]
-        if cfg.greedy:
+        if cfg.greedy and done:
             done = [
                 Sample(done[0].text, list(done[0].token_ids), done[0].num_tokens, done[0].finished_by)
                 for _ in range(k)
