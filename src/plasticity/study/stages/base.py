@@ -59,6 +59,20 @@ class Stage:
         return {}
 
 
+def torchrun(node: Node, ctx: RunContext, args: list[str]) -> int:
+    """Run ``python -m ARGS`` as `node.nproc` torchrun processes on this machine (the node's GPUs: those the
+    executor gave it); output to the node's log. Returns the exit code."""
+    import os
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={node.nproc}",
+           "-m", *args]
+    with open(ctx.log_path, "a", encoding="utf-8") as f:
+        env = dict(os.environ, OMP_NUM_THREADS=str(ctx.threads))
+        return subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=env).returncode
+
+
 def run_summary(summary: dict[str, Any], out: str, metric: str) -> dict[str, Any]:
     """A node result from a training run's summary (completed / interrupted / failed)."""
     status = summary.get("status")
