@@ -127,7 +127,7 @@ def test_study_finetunes_and_evaluates_nodes_with_torchrun(tmp_path):
         outs[name] = tmp_path / name / "runs"
     ft = json.loads(next(outs["two"].glob("finetune-*/summary.json")).read_text())
     assert ft["status"] == "completed" and (ft["world_size"], ft["parallel"]) == (2, "ddp")
-    ev = [next(outs[n].glob("evaluate-*")) for n in ("one", "two")]
+    ev = [next(p for p in outs[n].glob("evaluate-*") if p.is_dir()) for n in ("one", "two")]
     assert ev[0].name == ev[1].name  # the same node
     for f in ("demo_arith.json", "demo_arith.samples.jsonl"):
         a, b = (json.loads((d / f).read_text()) if f.endswith(".json") else (d / f).read_text() for d in ev)

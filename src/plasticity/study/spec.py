@@ -50,6 +50,8 @@ class ResourceSpec:
     finetune_nproc: int = 0  # torchrun processes per fine-tuning node; 0 = finetune_gpus (or 1)
     evaluate_gpus: int | None = None  # GPUs per evaluation node; None = gpus
     evaluate_nproc: int = 0  # torchrun processes per evaluation node; 0 = evaluate_gpus (or 1)
+    gpu_memory_gb: float = 80.0  # memory of each GPU the nodes run on (sizing refuses a node that cannot fit)
+    gpu_tflops: float = 150.0  # sustained bf16 TFLOP/s per GPU, for the time estimates of --dry-run
 
     def of(self, stage: str) -> tuple[int, int]:
         """(GPUs, processes) of one node of `stage` (pretrain / finetune / evaluate; others: (gpus, 1))."""
@@ -129,6 +131,8 @@ def validate_spec(spec: StudySpec) -> None:
     _req(spec.workers is None or spec.workers >= 1, "workers", "must be >= 1")
     for key, value in vars(spec.resources).items():
         _req(value is None or value >= 0, f"resources.{key}", f"must be >= 0, got {value}")
+    for key in ("gpu_memory_gb", "gpu_tflops"):
+        _req(getattr(spec.resources, key) > 0, f"resources.{key}", "must be > 0")
     if spec.analyze is not None:
         for a in spec.analyze.what:
             _req(a in ANALYSES, "analyze", f"unknown analysis '{a}' (choose from {', '.join(ANALYSES)})")

@@ -79,7 +79,9 @@ def _check_memory(cfg: FinetuneConfig, hf_config: dict[str, Any], device, precis
     except (ValueError, KeyError, TypeError, ZeroDivisionError):
         return
     seq = min(cfg.cutoff_len, int(hf_config.get("max_position_embeddings") or cfg.cutoff_len))
-    est = mem.estimate(shape, cfg.train.micro_batch_size, seq, precision)
+    from .pretrain import sharding
+
+    est = mem.estimate(shape, cfg.train.micro_batch_size, seq, precision, **sharding(cfg.train, device, shape.params))
     mem.check_memory(est, device, cfg.train.allow_large_memory, "train.micro_batch_size (x cutoff_len)",
                      "init_from", log)
 
