@@ -85,3 +85,12 @@ def test_bad_resources_are_config_errors(resources, key):
     spec = from_dict(StudySpec, {"name": "x", "resources": resources})
     with pytest.raises(ConfigError, match=f"resources.{key}"):
         validate_spec(spec)
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in PAPER.glob("study-*.yaml")))
+def test_every_paper_study_fits_its_gpus(name):
+    """`plasticity study` sizes every node before it starts: the shipped paper studies must pass on 80 GB GPUs."""
+    plan = build_plan(load_spec(PAPER / name))
+    sizes = size_plan(plan)
+    check_fits(plan, sizes)
+    assert {plan.nodes[n].kind for n in sizes} == {"pretrain", "finetune", "evaluate"}
