@@ -209,12 +209,13 @@ def _check_checkpoints(spec: StudySpec, axes: dict[str, list[Any]]) -> None:
 def check_memory_fits(spec: StudySpec) -> None:
     """Every pretraining config of the grid (axis values one at a time) must fit the memory of this machine
     (`plasticity study` and its ``--dry-run`` on the local executor; not part of `load_spec`, so `status` and
-    the validation of the paper's GPU studies work anywhere)."""
+    the validation of the paper's GPU studies work anywhere). Pretraining on GPUs (``resources.pretrain_gpus``)
+    is sized per node by `plasticity.study.sizing` instead (its processes, sharding and GPUs)."""
     from ..hardware import default_device, resolve_precision
     from ..train.pretrain import early_memory_check
 
-    if not spec.has_pretraining():
-        return
+    if not spec.has_pretraining() or spec.resources.pretrain_gpus:
+        return  # pretraining on GPUs: `plasticity.study.sizing` sizes it against resources.gpu_memory_gb
     axes = all_axes(spec)
     device = default_device()
     checks: list[tuple[str, dict[str, Any]]] = [("base", {})]
