@@ -40,7 +40,7 @@ class EvaluateStage(Stage):
             result = Path(node.out).parent / f"{node.id}.torchrun-result.json"
             result.unlink(missing_ok=True)
             spec.write_text(json.dumps(dataclasses.asdict(node)))
-            rc = torchrun(node, ctx, [__name__, str(spec), str(result)])
+            rc = torchrun(node, ctx, ["plasticity.study.evaluate_torchrun", str(spec), str(result)])
             return read_json(result) or {"status": "failed",
                                          "reason": f"torchrun exited with code {rc} (see {ctx.log_path})"}
         return evaluate_node(node, ctx.log)
@@ -77,27 +77,6 @@ def evaluate_node(node: Node, log) -> dict[str, Any]:
     return {"status": "done", "out": node.out,
             "metrics": dict(metrics, stability=stab["stability"],
                             upstream_loss_change=stab.get("upstream_loss_change"))}
-
-
-def _main(spec: str, result: str) -> None:
-    """``python -m plasticity.study.stages.evaluate NODE.json RESULT.json`` under torchrun: one evaluate node
-    split across the processes; rank 0 writes the node result."""
-    import json
-    import os
-
-    from ...io import write_json
-
-    node = Node(**json.loads(Path(spec).read_text()))
-    main = int(os.environ.get("RANK", "0")) == 0
-    res = evaluate_node(node, print if main else (lambda _m: None))
-    if main:
-        write_json(Path(result), res)
-
-
-if __name__ == "__main__":
-    import sys
-
-    _main(sys.argv[1], sys.argv[2])
 
 
 def task_results(task: str, edir: Path, out: dict[str, Any]) -> dict[str, Any]:
