@@ -94,3 +94,18 @@ def test_every_paper_study_fits_its_gpus(name):
     sizes = size_plan(plan)
     check_fits(plan, sizes)
     assert {plan.nodes[n].kind for n in sizes} == {"pretrain", "finetune", "evaluate"}
+
+
+def test_estimate_per_device_by_strategy():
+    shape = mem.shape_of(get_preset("llama2-1b"))
+    one = mem.estimate(shape, 4, 2048, "fp32")
+    assert (one.state, one.devices, one.strategy) == (16 * shape.params, 1, "none")  # the single-process estimate
+    ddp = mem.estimate(shape, 4, 2048, "fp32", world=8, strategy="ddp")
+    fsdp = mem.estimate(shape, 4, 2048, "fp32", world=8, strategy="fsdp")
+    assert ddp.state == 20 * shape.params and ddp.activations == fsdp.activations == one.activations
+    assert fsdp.state == math.ceil(16 * shape.params / 8) + 16 * mem.layer_params(shape)
+    ckpt = mem.estimate(shape, 4, 2048, "fp32", activation_checkpointing=True)
+    assert ckpt.activations < one.activations / 5 and ckpt.logits == one.logits
+    kv = mem.sampling_estimate(shape, 64, 512, 1024)
+    assert kv.kv_cache == 64 * (512 + 1024 + 512) * 2 * shape.layers * shape.kv_dim * 4
+    assert kv.state == 4 * shape.params and "KV cache" in kv.parts()
