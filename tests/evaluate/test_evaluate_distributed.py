@@ -6,7 +6,11 @@ metric, every per-item record and samples.jsonl, for sampled CoT with a reward m
 from __future__ import annotations
 
 import json
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -61,7 +65,7 @@ def _same_files(a: Path, b: Path) -> list[str]:
     return names
 
 
-@pytest.mark.parametrize("family", ["cot", "cloze"])
+@pytest.mark.parametrize("family", ["cot", pytest.param("cloze", marks=pytest.mark.slow)])
 def test_two_processes_write_the_files_of_one(ckpt, rm_dir, cloze_task, tmp_path, family):
     if family == "cot":
         task, extra = "demo_arith", ["--k", "3", "--max-new-tokens", "12", "--reward-model", str(rm_dir)]
@@ -101,3 +105,56 @@ def test_each_rank_decodes_whole_prefill_batches_of_its_own(llama, tokenizer):
     assert sorted(map(len, mine)) == [4, 7]  # prefill batches of 4, 4, 3 prompts (longest first), round robin
     for i in range(11):
         assert next(p[i] for p in parts if p[i]) == whole[i]
+
+
+class _Exchange:
+    """What `torch.distributed.all_gather_object` does, between threads."""
+
+    def __init__(self, n: int):
+        self.barrier, self.slots = threading.Barrier(n), [None] * n
+
+
+@dataclass(frozen=True)
+class _ThreadShard(Shard):
+    ex: Any = None
+
+    def merge(self, values):
+        self.ex.slots[self.rank] = values
+        self.ex.barrier.wait()
+        parts = list(self.ex.slots)
+        self.ex.barrier.wait()  # nobody overwrites a slot before every rank has read them all
+        return [next((p[i] for p in parts if p[i] is not None), None) for i in range(len(values))]
+
+
+def _two_ranks(fn):
+    """fn(shard) run as two ranks (threads) that gather like torchrun's; both results."""
+    ex = _Exchange(2)
+    with ThreadPoolExecutor(2) as pool:
+        return [f.result() for f in [pool.submit(fn, _ThreadShard(r, 2, ex)) for r in range(2)]]
+
+
+def test_every_batched_scorer_splits_into_the_single_process_numbers(llama, tokenizer, rm_dir):
+    """cloze log-likelihoods (raw and templated), held-out losses and reward scores: two ranks, each computing
+    its own batches, give exactly (==) the floats of one process."""
+    from plasticity.evaluate.cloze import ClozeItem, cloze_accuracy
+    from plasticity.evaluate.heldout import example_losses
+    from plasticity.evaluate.reward import HFRewardModel
+
+    items = [ClozeItem(contexts=[f"Question {i}: which one fits{' well' * (i % 4)}?\nAnswer:"] * 3,
+                       continuations=[" blue", " the lazy dog" * (1 + i % 2), " five"], gold=i % 3) for i in range(9)]
+    template = "Human: {question}\nAssistant: {response}"
+    pairs = [(f"What is {i} plus {i}?" + " Think." * (i % 3), f"{i} + {i} = {2 * i}. The answer is {2 * i}.")
+             for i in range(9)]
+    rm = HFRewardModel(str(rm_dir), device="cpu", batch_size=2)
+    calls = {
+        "cloze": lambda sh: cloze_accuracy(llama, tokenizer, items, batch_size=4, shard=sh)["per_item"],
+        "cloze_template": lambda sh: cloze_accuracy(llama, tokenizer, items, batch_size=4, template=template,
+                                                    shard=sh)["per_item"],
+        "heldout": lambda sh: example_losses(llama, tokenizer, template, pairs, batch_size=4, shard=sh),
+        "reward": lambda sh: rm.score([template.split("{response}")[0].format(question=q) for q, _ in pairs],
+                                      [r for _, r in pairs], shard=sh),
+    }
+    for name, call in calls.items():
+        one = call(Shard())
+        two = _two_ranks(call)
+        assert two[0] == two[1] == one, name
