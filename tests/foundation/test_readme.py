@@ -6,6 +6,8 @@ Each command line of each ```bash block is handled explicitly:
 - a synopsis line with placeholders (``CONFIG.yaml``, ``RUN``, ``[--k 16]``) must name a real command, and every
   ``--option`` it shows must be in that command's ``--help``;
 - ``torchrun`` lines need GPUs and a 0.5B model: their config (plus overrides) must load and validate;
+- the GPU-study lines (``plasticity study configs/paper/study-*.yaml`` without ``--dry-run``, possibly after
+  ``RAY_ADDRESS=...``) and the ``ray start`` lines are run at tiny scale by tests/study/test_readme_gpu.py;
 - every other ``plasticity`` line runs for real, in order, in a scratch directory (``configs/`` linked in), with
   speed-only overrides appended (`FAST`: fewer steps, questions and probe examples; same commands and files);
 - any other line fails the test until it is handled here.
@@ -53,15 +55,33 @@ def readme_commands() -> list[list[str]]:
     return cmds
 
 
+def without_env(argv: list[str]) -> tuple[dict[str, str], list[str]]:
+    """(leading ``NAME=value`` environment assignments, the command)."""
+    env = {}
+    while argv and re.match(r"^[A-Z_]+=", argv[0]):
+        k, v = argv[0].split("=", 1)
+        env[k] = v
+        argv = argv[1:]
+    return env, argv
+
+
+def is_gpu_study(argv: list[str]) -> bool:
+    """A paper study run on GPUs or a Ray cluster (tests/study/test_readme_gpu.py runs it at tiny scale)."""
+    _, cmd = without_env(argv)
+    return cmd[:2] == ["plasticity", "study"] and any(a.startswith("configs/paper/study-") for a in cmd) \
+        and "--dry-run" not in cmd
+
+
 def is_synopsis(argv: list[str]) -> bool:
     return any(PLACEHOLDER.search(t) or "[" in t or "]" in t or "..." in t for t in argv)
 
 
 def test_readme_has_the_commands_this_test_knows() -> None:
-    kinds = [("setup" if tuple(a) in SETUP else "synopsis" if is_synopsis(a) else a[0]) for a in readme_commands()]
-    assert kinds.count("setup") == 2 and "synopsis" in kinds and "plasticity" in kinds
+    kinds = [("setup" if tuple(a) in SETUP else "gpu-study" if is_gpu_study(a) else "synopsis" if is_synopsis(a)
+              else a[0]) for a in readme_commands()]
+    assert kinds.count("setup") == 2 and "synopsis" in kinds and "plasticity" in kinds and "gpu-study" in kinds
     unknown = [a for a, k in zip(readme_commands(), kinds, strict=True)
-               if k not in ("setup", "synopsis", "plasticity", "torchrun", "lm_eval")
+               if k not in ("setup", "synopsis", "plasticity", "torchrun", "lm_eval", "gpu-study", "ray")
                and a[:2] not in (["pip", "install"], ["python", "-m"])]
     assert ["python", "-m", "build"] in [a[:3] for a in readme_commands() if a[0] == "python"]
     assert "lm_eval" in kinds
@@ -96,13 +116,15 @@ def test_readme_synopsis_options_exist() -> None:
 
 def test_readme_torchrun_configs_load() -> None:
     """The multi-GPU examples need GPUs and a 0.5B model: their config and overrides must at least be valid."""
-    from plasticity.config import PretrainConfig, load_config
+    from plasticity.config import FinetuneConfig, PretrainConfig, load_config
 
     lines = [a for a in readme_commands() if a[0] == "torchrun"]
-    assert lines
+    assert {"pretrain", "finetune"} <= {t for a in lines for t in a}
     for argv in lines:
-        i = argv.index("pretrain")
-        load_config(PretrainConfig, REPO / argv[i + 1], argv[i + 2:])
+        cmd = "pretrain" if "pretrain" in argv else "finetune"
+        rest = argv[argv.index(cmd) + 1:]
+        config = REPO / rest[0] if rest and "=" not in rest[0] else None
+        load_config(PretrainConfig if cmd == "pretrain" else FinetuneConfig, config, rest[1:] if config else rest)
 
 
 @pytest.mark.slow
@@ -116,7 +138,7 @@ def test_readme_commands_run(tmp_path: Path) -> None:
     env = {"PLASTICITY_DATA_ROOT": str(empty)}
     ran = []
     for argv in readme_commands():
-        if tuple(argv) in SETUP or is_synopsis(argv) or argv[0] != "plasticity":
+        if tuple(argv) in SETUP or is_synopsis(argv) or is_gpu_study(argv) or argv[0] != "plasticity":
             continue
         args = [*argv[1:], *FAST.get(argv[1], [])]
         r = subprocess.run([sys.executable, "-m", "plasticity.cli", *args], capture_output=True, text=True,

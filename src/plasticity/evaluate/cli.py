@@ -17,6 +17,19 @@ def _fmt(x) -> str:
     return "-" if x is None else f"{x:.4f}"
 
 
+def launch_workers(n: int, argv: list[str]) -> int:
+    """Run ``plasticity evaluate ARGV`` as `n` torchrun processes on this machine; their exit code."""
+    import os
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}",
+           "-m", "plasticity.cli", "evaluate", *argv]
+    env = dict(os.environ)
+    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or n) // n)))
+    return subprocess.run(cmd, env=env).returncode
+
+
 def register(app: typer.Typer) -> None:
     from plasticity.console import data_root_option, log, out, user_errors
 
@@ -49,8 +62,12 @@ def register(app: typer.Typer) -> None:
         stability_tasks: str = typer.Option(
             None, "--stability-tasks", help="comma-separated cloze sets for stability (default: the paper's five "
             "where local, else demo_choice)"),
+        workers: int = typer.Option(1, "--workers", min=1, help="processes to split the questions across (torchrun "
+                                    "on this machine; launch `torchrun ... -m plasticity.cli evaluate` for GPUs)"),
     ) -> None:
         """Evaluate a model: Greedy/Maj@k/Pass@k(/RM@k) for CoT tasks, acc/acc_norm for cloze, harmfulness."""
+        import os
+
         from plasticity.evaluate.run import run_evaluate
         from plasticity.io import check_output_dir
 
@@ -63,7 +80,19 @@ def register(app: typer.Typer) -> None:
                                              data_root=None if data_root is None else str(data_root),
                                              data_source=data_source, reward_model=reward_model, judge=judge))
         validate(cfg)  # before any model loads
+        if workers > 1 and int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+            argv = [target, "--k", str(k), "--max-new-tokens", str(max_new_tokens), "--seed", str(seed),
+                    "--batch-size", str(batch_size), "--data-source", data_source,
+                    "--stability" if stability else "--no-stability"]
+            for flag, value in (("--revision", revision), ("--task", task), ("--max-questions", max_questions),
+                                ("--out", out_dir), ("--data-root", data_root), ("--reward-model", reward_model),
+                                ("--judge", judge), ("--stability-tasks", stability_tasks)):
+                if value is not None:
+                    argv += [flag, str(value)]
+            raise typer.Exit(launch_workers(workers, argv))
         results = run_evaluate(target, task, out_dir, cfg, log=log, revision=revision)
+        if int(os.environ.get("RANK", "0")) != 0:
+            return  # rank 0 reports (and measures stability)
         table = Table(title=f"evaluate {target}")
         for col in ("task", "metric", "value", "95% CI", "n"):
             table.add_column(col)

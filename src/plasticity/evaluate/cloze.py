@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from ..tasks.base import ClozeItem as ClozeItem  # the one cloze item type: tasks build items, this module scores
+from .shard import ONE, Shard
 
 
 def _encode(tokenizer: Any, text: str, add_special_tokens: bool) -> list[int]:
@@ -75,11 +76,13 @@ def score_token_requests(
     batch_size: int = 16,
     max_length: int | None = None,
     pad_id: int = 0,
+    shard: Shard = ONE,
 ) -> list[float]:
     """Sum of continuation-token log-probs for each (context ids, continuation ids) pair.
 
     Requests are sorted by length, left padded (explicit position ids) and scored `batch_size` at a time
     with one forward each; only the logits of the last `max continuation length` positions are computed.
+    `shard` (several processes): this process scores its share of the batches; every process gets all scores.
     """
     max_length = max_length or _max_length(model)
     device = _model_device(model)
@@ -97,7 +100,7 @@ def score_token_requests(
         inputs.append(full[:-1])
         cont_lens.append(len(cont))
         targets.append(list(cont))
-    piece_scores = [0.0] * len(pieces)
+    piece_scores: list[float | None] = [0.0] * len(pieces)
     todo = sorted((i for i in range(len(pieces)) if cont_lens[i] > 0), key=lambda i: -len(inputs[i]))
     try:
         keep_kw = "logits_to_keep" in inspect.signature(model.forward).parameters
@@ -108,6 +111,10 @@ def score_token_requests(
     try:
         for start in range(0, len(todo), batch_size):
             batch = todo[start : start + batch_size]
+            if not shard.owns(start // batch_size):
+                for i in batch:
+                    piece_scores[i] = None  # another rank's
+                continue
             width = max(len(inputs[i]) for i in batch)
             keep = max(cont_lens[i] for i in batch)
             input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
@@ -135,6 +142,7 @@ def score_token_requests(
                 piece_scores[i] = float(s)
     finally:
         model.train(was_training)
+    piece_scores = shard.merge(piece_scores)
     scores = [0.0] * len(requests)
     for (r, _), s in zip(pieces, piece_scores, strict=True):
         scores[r] += s
@@ -160,10 +168,11 @@ def score_requests(
     requests: Sequence[tuple[str, str]],
     batch_size: int = 16,
     add_special_tokens: bool = False,
+    shard: Shard = ONE,
 ) -> list[float]:
     """Sum of continuation log-probs for each (context, continuation) string pair (lm-eval tokenization)."""
     encoded = [encode_request(tokenizer, c, x, add_special_tokens) for c, x in requests]
-    return score_token_requests(model, encoded, batch_size=batch_size, pad_id=_pad_id(tokenizer))
+    return score_token_requests(model, encoded, batch_size=batch_size, pad_id=_pad_id(tokenizer), shard=shard)
 
 
 def choose(logprobs: Sequence[float], norm_lengths: Sequence[int]) -> tuple[int, int]:
@@ -192,6 +201,7 @@ def cloze_accuracy(
     batch_size: int = 16,
     add_special_tokens: bool = False,
     template: str | None = None,
+    shard: Shard = ONE,
 ) -> dict[str, Any]:
     """acc / acc_norm over `items`, scoring all their requests in shared batches.
 
@@ -210,10 +220,11 @@ def cloze_accuracy(
         spans.append((len(flat), len(flat) + len(reqs)))
         flat.extend(reqs)
     if template is None:
-        scores = score_requests(model, tokenizer, flat, batch_size=batch_size, add_special_tokens=add_special_tokens)
+        scores = score_requests(model, tokenizer, flat, batch_size=batch_size, add_special_tokens=add_special_tokens,
+                                shard=shard)
     else:
         encoded = [template_request(tokenizer, template, c, x) for c, x in flat]
-        scores = score_token_requests(model, encoded, batch_size=batch_size, pad_id=_pad_id(tokenizer))
+        scores = score_token_requests(model, encoded, batch_size=batch_size, pad_id=_pad_id(tokenizer), shard=shard)
     per_item = []
     for item, (a, b) in zip(items, spans, strict=True):
         lls = scores[a:b]

@@ -13,18 +13,20 @@ import torch
 import torch.nn.functional as F
 
 from plasticity.data.sft import encode_example
+from plasticity.evaluate.shard import ONE, Shard
 
 
 @torch.no_grad()
 def example_losses(model, tok, template: str, pairs: Sequence[tuple[str, str]], batch_size: int = 16,
-                   cutoff_len: int | None = None) -> list[float]:
+                   cutoff_len: int | None = None, shard: Shard = ONE) -> list[float]:
     """Per example, the mean NLL (nats) of its response tokens (and the closing EOS) given the rendered prompt.
 
     Examples are encoded exactly as fine-tuning encodes them (`encode_example`). ``cutoff_len`` truncates an
     over-long example to its first ``cutoff_len`` tokens, which differs from fine-tuning: that *drops* such
     examples (`plasticity.data.sft.encode_all`), whereas every evaluation example is scored here: one cut before
     its response ends on the response tokens that fit, one cut before its response begins is NaN. Examples are
-    batched by length, right-padded.
+    batched by length, right-padded. `shard` (several processes): this process computes its share of the
+    batches; every process gets all losses.
     """
     encoded = [encode_example(tok, template, q, r) for q, r in pairs]
     if cutoff_len is not None:
@@ -33,9 +35,13 @@ def example_losses(model, tok, template: str, pairs: Sequence[tuple[str, str]], 
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i].input_ids))
     device = next(model.parameters()).device
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-    out = [float("nan")] * len(encoded)
+    out: list[float | None] = [float("nan")] * len(encoded)
     for start in range(0, len(order), max(1, batch_size)):
         idx = order[start:start + batch_size]
+        if not shard.owns(start // max(1, batch_size)):
+            for i in idx:
+                out[i] = None  # another rank's
+            continue
         width = max(len(encoded[i].input_ids) for i in idx)
         ids = torch.full((len(idx), width), pad, dtype=torch.long)
         labels = torch.full((len(idx), width), -100, dtype=torch.long)
@@ -52,4 +58,4 @@ def example_losses(model, tok, template: str, pairs: Sequence[tuple[str, str]], 
         per = (nll.sum(dim=1) / counts.clamp(min=1)).tolist()
         for row, i in enumerate(idx):
             out[i] = per[row] if int(counts[row]) > 0 else float("nan")
-    return out
+    return shard.merge(out)

@@ -23,6 +23,7 @@ import torch
 
 from plasticity.checkpoints import hub_snapshot
 from plasticity.errors import CheckpointError
+from plasticity.evaluate.shard import ONE, Shard
 
 
 class Scorer(Protocol):
@@ -116,13 +117,19 @@ class HFRewardModel:
 
     @torch.inference_mode()
     def score(
-        self, prompts: Sequence[str], responses: Sequence[str], questions: Sequence[str] | None = None
+        self, prompts: Sequence[str], responses: Sequence[str], questions: Sequence[str] | None = None,
+        shard: Shard = ONE,
     ) -> list[float]:
+        """One score per (prompt, response). `shard` (several processes): this process scores its share of the
+        batches (formed as in one process); every process gets all scores."""
         texts = self._texts(prompts, responses, questions)
         # A chat template already holds the special tokens; do not add a second BOS.
         add_special = not self.use_chat_template
-        out: list[float] = []
+        out: list[float | None] = []
         for start in range(0, len(texts), self.batch_size):
+            if not shard.owns(start // self.batch_size):
+                out.extend([None] * len(texts[start : start + self.batch_size]))  # another rank's
+                continue
             enc = self.tokenizer(
                 texts[start : start + self.batch_size],
                 return_tensors="pt",
@@ -133,7 +140,7 @@ class HFRewardModel:
             ).to(self.device)
             logits = self.model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).logits
             out.extend(float(x) for x in logits[:, 0].float().tolist())
-        return out
+        return shard.merge(out)
 
 
 REFUSAL_PATTERNS: tuple[str, ...] = (

@@ -41,6 +41,7 @@ from plasticity.config import EvaluateConfig
 from plasticity.errors import DataError, UserError
 from plasticity.evaluate.metrics import QuestionRecord, SampleRecord, bootstrap_ci, summarize
 from plasticity.evaluate.sampler import SamplingConfig, generate
+from plasticity.evaluate.shard import ONE, Shard
 from plasticity.io import atomic_path, load_yaml, write_json
 
 N_BOOT = 1000
@@ -95,7 +96,18 @@ def _key_str(key: Any) -> str | None:
     return None if key is None else str(key)
 
 
-def _eval_cot(task, rows, model, tok, template, args, reward_model, log) -> tuple[dict, list[dict], list]:
+def _score(scorer, prompts, texts, questions, shard: Shard) -> list[float]:
+    """`scorer.score`, split across processes when it can be (`reward.HFRewardModel`); any other scorer (the
+    pattern judge, a user's object) scores everything in every process."""
+    from plasticity.evaluate.reward import HFRewardModel
+
+    if isinstance(scorer, HFRewardModel):
+        return scorer.score(prompts, texts, questions, shard=shard)
+    return scorer.score(prompts, texts, questions)
+
+
+def _eval_cot(task, rows, model, tok, template, args, reward_model, log, shard: Shard = ONE
+              ) -> tuple[dict, list[dict], list]:
     from plasticity.data.sft import prompt_text
     from plasticity.tasks.answers import answer_key
 
@@ -107,8 +119,8 @@ def _eval_cot(task, rows, model, tok, template, args, reward_model, log) -> tupl
     greedy_cfg = SamplingConfig(temperature=0.0, repetition_penalty=args["greedy_repetition_penalty"], **common)
     sample_cfg = SamplingConfig(temperature=args["temperature"], **common)
     t0 = time.perf_counter()
-    greedy = generate(model, tok, prompts, 1, greedy_cfg, prompt_keys=keys)
-    sampled = generate(model, tok, prompts, args["k"], sample_cfg, prompt_keys=keys)
+    greedy = generate(model, tok, prompts, 1, greedy_cfg, prompt_keys=keys, shard=shard)
+    sampled = generate(model, tok, prompts, args["k"], sample_cfg, prompt_keys=keys, shard=shard)
     log(f"{task.name}: generated {len(prompts)} x (1 greedy + {args['k']}) in {time.perf_counter() - t0:.1f}s")
 
     # (prompt id, sample index, Sample) for every generation; greedy has sample index -1
@@ -117,11 +129,8 @@ def _eval_cot(task, rows, model, tok, template, args, reward_model, log) -> tupl
     rewards: list[float | None] = [None] * len(flat)
     if reward_model is not None:
         t0 = time.perf_counter()
-        rewards = list(
-            reward_model.score(
-                [prompts[i] for i, _, _ in flat], [s.text for _, _, s in flat], [questions[i] for i, _, _ in flat]
-            )
-        )
+        rewards = list(_score(reward_model, [prompts[i] for i, _, _ in flat], [s.text for _, _, s in flat],
+                              [questions[i] for i, _, _ in flat], shard))
         log(f"{task.name}: scored {len(flat)} generations with {reward_model.name} in {time.perf_counter() - t0:.1f}s")
 
     records: list[dict[str, Any]] = []
@@ -161,17 +170,19 @@ def _cot_metrics(qrecs: list[QuestionRecord], args: dict[str, Any], has_reward: 
     return metrics
 
 
-def _heldout_loss(task, rows, model, tok, template, args, log) -> dict[str, Any]:
+def _heldout_loss(task, rows, model, tok, template, args, log, shard: Shard = ONE) -> dict[str, Any]:
     """The fine-tuning loss on the eval rows (`plasticity.evaluate.heldout`), mean over examples with a CI."""
     from plasticity.evaluate.heldout import example_losses
 
     t0 = time.perf_counter()
-    losses = example_losses(model, tok, template, [task.format_example(r) for r in rows], args["batch_size"])
+    losses = example_losses(model, tok, template, [task.format_example(r) for r in rows], args["batch_size"],
+                            shard=shard)
     log(f"{task.name}: held-out fine-tuning loss of {len(rows)} examples in {time.perf_counter() - t0:.1f}s")
     return _metric([v for v in losses if np.isfinite(v)], args["seed"])
 
 
-def eval_cloze(task, rows, model, tok, args, log, template: str | None = None) -> tuple[dict, list[dict]]:
+def eval_cloze(task, rows, model, tok, args, log, template: str | None = None, shard: Shard = ONE
+               ) -> tuple[dict, list[dict]]:
     """Cloze metrics (acc, acc_norm with bootstrap CIs) and per-item records of `rows` (lm-eval semantics); with
     the fine-tuning `template` also ``acc_template`` / ``acc_norm_template``, each choice scored in the format the
     model was fine-tuned on (`cloze.cloze_accuracy`)."""
@@ -195,7 +206,7 @@ def eval_cloze(task, rows, model, tok, args, log, template: str | None = None) -
         scorings.append(("_template", template, " in the fine-tuning template"))
     for suffix, tmpl, where in scorings:
         t0 = time.perf_counter()
-        per = cloze_accuracy(model, tok, items, batch_size=args["batch_size"], template=tmpl)["per_item"]
+        per = cloze_accuracy(model, tok, items, batch_size=args["batch_size"], template=tmpl, shard=shard)["per_item"]
         log(f"{task.name}: scored {len(items)} cloze items{where} in {time.perf_counter() - t0:.1f}s")
         metrics[f"acc{suffix}"] = _metric([float(p["correct"]) for p in per], args["seed"])
         metrics[f"acc_norm{suffix}"] = _metric([float(p["correct_norm"]) for p in per], args["seed"])
@@ -206,7 +217,7 @@ def eval_cloze(task, rows, model, tok, args, log, template: str | None = None) -
     return metrics, records
 
 
-def _eval_safety(task, rows, model, tok, template, args, judge, log) -> tuple[dict, list[dict]]:
+def _eval_safety(task, rows, model, tok, template, args, judge, log, shard: Shard = ONE) -> tuple[dict, list[dict]]:
     from plasticity.data.sft import prompt_text
     from plasticity.evaluate.reward import RefusalPatternJudge
 
@@ -221,9 +232,10 @@ def _eval_safety(task, rows, model, tok, template, args, judge, log) -> tuple[di
         seed=args["seed"],
     )
     t0 = time.perf_counter()
-    outs = generate(model, tok, prompts, 1, cfg, prompt_keys=[f"{task.name}:{i}" for i in range(len(rows))])
+    outs = generate(model, tok, prompts, 1, cfg, prompt_keys=[f"{task.name}:{i}" for i in range(len(rows))],
+                    shard=shard)
     texts = [o[0].text for o in outs]
-    scores = judge.score(prompts, texts, questions)
+    scores = _score(judge, prompts, texts, questions, shard)
     log(f"{task.name}: generated and judged {len(prompts)} responses in {time.perf_counter() - t0:.1f}s")
     if judge.metric == RefusalPatternJudge.metric:
         values = [1.0 - s for s in scores]  # score 0 = refusal
@@ -271,7 +283,26 @@ def run_evaluate(
     `reward_model` / `judge`: None, a path / Hub id of a sequence-classification model, or a scorer object
     (see `plasticity.evaluate.reward`). For a run dir, task / template / data root / task options default
     to its config.yaml and output goes to ``<run>/eval/``; otherwise `task` and `out_dir` are required.
+
+    Launched by torchrun (``plasticity evaluate --workers N`` launches it on CPU), every process computes its
+    share of every batched computation (`plasticity.evaluate.shard`), each process gets all per-question
+    records, and rank 0 writes the files: byte-identical to one process.
     """
+    from plasticity.evaluate.shard import join, leave
+
+    shard, rank_device = join()
+    try:
+        return _run_evaluate(target, task, out_dir, cfg, log if shard.rank == 0 else _quiet,
+                             device if device is not None else rank_device, revision, shard, **options)
+    finally:
+        leave(shard)
+
+
+def _quiet(msg: str) -> None:
+    """Log sink of ranks other than 0 (rank 0 speaks for the job)."""
+
+
+def _run_evaluate(target, task, out_dir, cfg, log, device, revision, shard: Shard, **options: Any) -> dict[str, Any]:
     from plasticity.checkpoints import check_vocab, load_model_checked, load_tokenizer_of, resolve_model_source
     from plasticity.config import task_options_for
     from plasticity.data.sft import prompt_text
@@ -310,6 +341,7 @@ def run_evaluate(
 
     model_dir = source.path
     dev = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    main = shard.rank == 0
     t0 = time.perf_counter()
     local = source.local_dir()
     model = load_model_checked(local, trust_remote_code=trust_remote_code, device=dev)
@@ -352,18 +384,19 @@ def run_evaluate(
         if not rows:
             raise DataError(f"task {name}: the eval split has no rows")
         if etask.family == "cot":
-            metrics, records, qrecs = _eval_cot(etask, rows, model, tok, template, args, reward_model, log)
+            metrics, records, qrecs = _eval_cot(etask, rows, model, tok, template, args, reward_model, log, shard)
         elif etask.family == "cloze":
             metrics, records = eval_cloze(etask, rows, model, tok, args, log,
-                                          template=template if "{response}" in template else None)
+                                          template=template if "{response}" in template else None, shard=shard)
         elif etask.family == "safety":
-            metrics, records = _eval_safety(etask, rows, model, tok, template, args, judge, log)
+            metrics, records = _eval_safety(etask, rows, model, tok, template, args, judge, log, shard)
         else:  # pragma: no cover - Task validates its family
             raise DataError(f"task {name}: unknown family {etask.family!r}")
         if etask.family in ("cot", "cloze") and "{response}" in template:
-            metrics["heldout_loss"] = _heldout_loss(etask, rows, model, tok, template, args, log)
+            metrics["heldout_loss"] = _heldout_loss(etask, rows, model, tok, template, args, log, shard)
         samples_path = out_dir / f"{name}.samples.jsonl"
-        _write_jsonl(samples_path, records)
+        if main:
+            _write_jsonl(samples_path, records)
         used = evaluated_on(name, loaded, len(rows))
         if etask.family == "cot":
             cot_records[name] = (qrecs, records, used)
@@ -378,11 +411,12 @@ def run_evaluate(
             "evaluated_on": used,
             "versions": _versions(dev),
         }
-        write_json(out_dir / f"{name}.json", result)
+        if main:
+            write_json(out_dir / f"{name}.json", result)
         results[name] = result
         log(f"{name}: done in {time.perf_counter() - t_task:.1f}s -> {out_dir / (name + '.json')}")
     if len(cot_records) > 1:
-        pooled = _pooled(cot_records, out_dir, args, reward_model is not None, str(target), _versions(dev))
+        pooled = _pooled(cot_records, out_dir, args, reward_model is not None, str(target), _versions(dev), main)
         results[pooled["task"]] = pooled
     return results
 
@@ -394,14 +428,15 @@ def evaluated_on(name: str, loaded: Any, n: int) -> dict[str, Any]:
 
 
 def _pooled(cot: dict[str, Any], out_dir: Path, args: dict[str, Any], has_reward: bool, target: str,
-            versions: dict[str, Any]) -> dict[str, Any]:
+            versions: dict[str, Any], write: bool = True) -> dict[str, Any]:
     """Metrics over the union of several CoT eval sets' per-question records (concatenated per question, not
     the mean of the per-set numbers): the paper's pooled GSM8K-Platinum + MATH value (Table 7)."""
     name = "+".join(cot)
     qrecs = [q for qs, _, _ in cot.values() for q in qs]
     records = [dict(r, eval_set=n) for n, (_, recs, _) in cot.items() for r in recs]
     samples_path = out_dir / f"{name}.samples.jsonl"
-    _write_jsonl(samples_path, records)
+    if write:
+        _write_jsonl(samples_path, records)
     result = {
         "task": name,
         "family": "cot",
@@ -414,5 +449,6 @@ def _pooled(cot: dict[str, Any], out_dir: Path, args: dict[str, Any], has_reward
         "evaluated_on": [used for _, _, used in cot.values()],
         "versions": versions,
     }
-    write_json(out_dir / f"{name}.json", result)
+    if write:
+        write_json(out_dir / f"{name}.json", result)
     return result

@@ -39,6 +39,7 @@ from plasticity.config import EvaluateConfig
 from plasticity.errors import ConfigError
 
 from . import engine as _engine
+from .shard import ONE, Shard
 
 _FAST_DECODE = True  # the engine for the models it supports; False: always the Hugging Face forward
 
@@ -375,12 +376,16 @@ def generate(
     k: int,
     cfg: SamplingConfig | None = None,
     prompt_keys: Sequence[Hashable] | None = None,
+    shard: Shard = ONE,
 ) -> list[list[Sample]]:
     """Draw `k` completions for each prompt; returns `out[i][j]` = sample j of prompt i.
 
     `prompt_keys` (default: the prompt's index) identifies a prompt for seeding, so sample j of a prompt
     can be reproduced when the prompt list is sharded or reordered. With greedy decoding all k samples
     of a prompt are identical and are decoded once. The model is put in eval mode for the call.
+    `shard` (several processes, `plasticity.evaluate.shard`): this process decodes only its share of the
+    prefill batches (with their decode batches, formed as in one process; in the engine, the samples of its
+    prompts) and every process gets all samples.
     """
     cfg = cfg or SamplingConfig()
     if k < 1:
@@ -415,9 +420,16 @@ def generate(
     model.eval()
     try:
         if _FAST_DECODE and _engine.supports(model):
-            _run_engine(model, tokenizer, ids, keys, work, cfg, eos, stopper, pad_id, device, results)
+            rank_of = {i: p // cfg.batch_size for p, i in enumerate(order)}  # the prefill batch of each prompt
+            mine = [(i, j) for i, j in work if shard.owns(rank_of[i])]
+            if mine:
+                _run_engine(model, tokenizer, ids, keys, mine, cfg, eos, stopper, pad_id, device, results)
             work = []  # done
         for start in range(0, len(work), cfg.batch_size):
+            chunk = start // (cfg.batch_size * k_run)  # the prefill batch whose prompts these rows continue
+            if not shard.owns(chunk):
+                continue
+            next_prefill = max(next_prefill, chunk * cfg.batch_size)
             rows = work[start : start + cfg.batch_size]
             while any(i not in prefixes for i, _ in rows):
                 batch = order[next_prefill : next_prefill + cfg.batch_size]
@@ -434,11 +446,14 @@ def generate(
                 del prefixes[i]
     finally:
         model.train(was_training)
+    if shard.world > 1:
+        mine = [r if all(s is not None for s in r) else None for r in results]
+        results = [r if r is not None else [None] * k_run for r in shard.merge(mine)]
 
     out: list[list[Sample]] = []
     for per_prompt in results:
         done = [s for s in per_prompt if s is not None]
-        if cfg.greedy:
+        if cfg.greedy and done:
             done = [
                 Sample(done[0].text, list(done[0].token_ids), done[0].num_tokens, done[0].finished_by)
                 for _ in range(k)

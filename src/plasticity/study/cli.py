@@ -51,9 +51,21 @@ def register(app: typer.Typer) -> None:
         sp = load_spec(spec)
         if (executor or sp.executor) == "local":  # nodes run here: the grid must fit this machine's memory
             check_memory_fits(sp)
+        from .sizing import check_fits, size_plan
+
+        plan = build_plan(sp)
+        sizes = size_plan(plan)
+        check_fits(plan, sizes)  # a GPU node that cannot fit its GPUs: one line, before anything starts
         if dry_run:
-            plan = build_plan(sp)
-            _print_nodes(out, plan_table(plan, node_states(plan)), f"plan of study '{sp.name}' (dry run)", totals=True)
+            _print_nodes(out, plan_table(plan, node_states(plan)), f"plan of study '{sp.name}' (dry run)", totals=True,
+                         sizes=sizes)
+            res = sp.resources
+            if any(s.devices for s in sizes.values()):
+                out.print(f"memory per device: estimates (weights, gradients, AdamW state, activations, logits; "
+                          f"evaluation: fp32 weights and KV cache, reward model not counted) against "
+                          f"{res.gpu_memory_gb:g} GB GPUs (resources.gpu_memory_gb, 90% usable); time at "
+                          f"{res.gpu_tflops:g} "
+                          "TFLOP/s per GPU (resources.gpu_tflops)")
             from .epochs import epoch_lines
 
             for line in epoch_lines(plan):
@@ -137,14 +149,22 @@ def print_results(out, title: str, rows: list[dict[str, Any]], axes: list[str]) 
         out.width = width
 
 
-def _print_nodes(out, rows: list[dict[str, Any]], title: str, totals: bool = False) -> None:
+def _print_nodes(out, rows: list[dict[str, Any]], title: str, totals: bool = False, sizes=None) -> None:
+    from .sizing import describe
+
     t = Table(title=title)
-    for c in ("node", "state", "axes", "metric / reason", "est. tokens", "est. FLOPs"):
-        t.add_column(c, justify="right" if c.startswith("est") else "left", overflow="fold")
+    cols = ["node", "state", "axes", "metric / reason", "est. tokens", "est. FLOPs"]
+    if sizes is not None:
+        cols += ["devices", "mem/device", "est. time"]
+    for c in cols:
+        t.add_column(c, justify="right" if c.startswith(("est", "mem")) else "left", overflow="fold")
     style = {"done": "green", "failed": "red", "running": "yellow", "skipped": "magenta"}
     for r in rows:
-        t.add_row(r["node"], f"[{style.get(r['state'], 'default')}]{r['state']}[/]", r["label"], str(r["metric"]),
-                  _cell(r["est_tokens"]), f"{r['est_flops']:.3g}" if r["est_flops"] else "-")
+        cells = [r["node"], f"[{style.get(r['state'], 'default')}]{r['state']}[/]", r["label"], str(r["metric"]),
+                 _cell(r["est_tokens"]), f"{r['est_flops']:.3g}" if r["est_flops"] else "-"]
+        if sizes is not None:
+            cells += list(describe(sizes[r["node"]])) if r["node"] in sizes else ["-", "-", "-"]
+        t.add_row(*cells)
     out.print(t)
     counts: dict[str, int] = {}
     for r in rows:

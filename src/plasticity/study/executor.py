@@ -31,20 +31,44 @@ def duration(seconds: float) -> str:
     return f"{s // 3600}h{s % 3600 // 60:02d}m"
 
 
-class LocalEngine:
-    """`workers` spawn processes with `threads` torch threads each."""
+def visible_gpus() -> int:
+    """GPUs this process may use (CUDA_VISIBLE_DEVICES applied); 0 without CUDA."""
+    try:
+        import torch
 
-    def __init__(self, workers: int, threads: int):
+        return torch.cuda.device_count() if torch.cuda.is_available() else 0
+    except Exception:  # noqa: BLE001 - a broken driver: schedule as a CPU machine
+        return 0
+
+
+class LocalEngine:
+    """`workers` spawn processes with `threads` torch threads each. On a GPU machine a node starts only when its
+    GPUs (``resources.*_gpus``) are free, and runs on those GPUs alone (CUDA_VISIBLE_DEVICES for its torchrun
+    processes, the current device in-process); on a CPU machine GPU needs are ignored."""
+
+    def __init__(self, workers: int, threads: int, gpus: int | None = None):
         import multiprocessing as mp
 
         self.slots, self.threads = workers, threads
+        self.free_gpus = list(range(visible_gpus() if gpus is None else gpus))
+        self.total_gpus = len(self.free_gpus)
+        self.held: dict[Any, list[int]] = {}
         self.pool = mp.get_context("spawn").Pool(workers, initializer=die_with_parent)
         self.lost = False  # a task whose worker died: the pool never answers for it
 
+    def _need(self, node: Node) -> int:
+        return min(node.gpus, self.total_gpus)  # more than the machine has: all of them (the sizing warns first)
+
+    def fits(self, node: Node) -> bool:
+        return self._need(node) <= len(self.free_gpus)
+
     def submit(self, node: Node, root: str, log_path: str):
         pid_path(Path(root), node.id).unlink(missing_ok=True)  # a killed earlier study's: not this worker's
-        return _Handle(self.pool.apply_async(run_node, (asdict(node), root, self.threads, log_path)), node,
-                       Path(root), log_path)
+        devices = [self.free_gpus.pop(0) for _ in range(self._need(node))]
+        h = _Handle(self.pool.apply_async(run_node, (asdict(node), root, self.threads, log_path, devices or None)),
+                    node, Path(root), log_path)
+        self.held[h] = devices
+        return h
 
     def finished(self, handles: list, timeout: float) -> list:
         end = time.time() + timeout
@@ -55,6 +79,7 @@ class LocalEngine:
             time.sleep(0.1)
 
     def result(self, handle) -> dict[str, Any]:
+        self.free_gpus = sorted(self.free_gpus + self.held.pop(handle, []))
         if handle.ready():
             return handle.async_result.get()
         # the pool replaces a dead worker but never answers for its task: the node fails and the study goes on
@@ -120,6 +145,9 @@ class RayEngine:
         self.threads = threads
         self.remote = ray.remote(max_retries=0)(run_node)
 
+    def fits(self, node: Node) -> bool:
+        return True  # Ray queues a task until a node of the cluster has its CPUs and GPUs
+
     def submit(self, node: Node, root: str, log_path: str):
         opts: dict[str, Any] = {"num_cpus": self.threads * max(1, node.nproc if not node.gpus else 1)}
         if node.gpus:
@@ -169,7 +197,8 @@ def execute_plan(plan: Plan, todo: list[str], done: set[str], engine, log: Calla
                     log(f"  skip  {nid}: input {bad[0]} did not finish")
                     continue
                 ready = all(d in done or results.get(d, {}).get("status") == "done" for d in node.deps)
-                if ready and len(running) < engine.slots and retry_at.get(nid, 0) <= time.time():
+                if (ready and len(running) < engine.slots and retry_at.get(nid, 0) <= time.time()
+                        and engine.fits(node)):
                     pending.remove(nid)
                     running[engine.submit(node, root, _log_path(plan, nid))] = nid
                     progress.started(node)

@@ -5,8 +5,10 @@ its newest checkpoint."""
 
 from __future__ import annotations
 
+import contextlib
 import time
 import traceback
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +36,40 @@ def pid_path(root: Path, node_id: str) -> Path:
     return root / "nodes" / f"{node_id}.pid"
 
 
-def run_node(node: dict[str, Any], root: str, threads: int, log_path: str) -> dict[str, Any]:
-    """Run a node (a `plan.Node` as a dict); returns {status: done|failed|interrupted|busy, ...}."""
+@contextlib.contextmanager
+def on_gpus(devices: list[int] | None) -> Iterator[None]:
+    """Run a node on `devices` (indices among this process's visible GPUs): its torchrun processes see only
+    those (CUDA_VISIBLE_DEVICES), an in-process run uses the first as the current device."""
+    if not devices:
+        yield
+        return
+    import os
+
+    import torch
+
+    old = os.environ.get("CUDA_VISIBLE_DEVICES")
+    physical = old.split(",") if old else [str(i) for i in range(torch.cuda.device_count())]
+    torch.cuda.init()  # this process keeps the view it started with (CUDA reads the variable once, here) ...
+    torch.cuda.set_device(devices[0])
+    os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(physical[i] for i in devices)  # ... its subprocesses get these
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("CUDA_VISIBLE_DEVICES", None)
+        else:
+            os.environ["CUDA_VISIBLE_DEVICES"] = old
+
+
+def run_node(node: dict[str, Any], root: str, threads: int, log_path: str, devices: list[int] | None = None
+             ) -> dict[str, Any]:
+    """Run a node (a `plan.Node` as a dict); returns {status: done|failed|interrupted|busy, ...}. `devices`:
+    the GPUs the local executor gave it."""
+    with on_gpus(devices):
+        return _run_node(node, root, threads, log_path)
+
+
+def _run_node(node: dict[str, Any], root: str, threads: int, log_path: str) -> dict[str, Any]:
     import torch
     from filelock import FileLock, Timeout
     from transformers.utils import logging as hf_logging

@@ -71,8 +71,7 @@ def build_plan(spec: StudySpec) -> Plan:
         data = STAGES["data"].build(pcfg, tok.id)
         nodes.setdefault(data.id, data)
         res = spec.resources
-        pre = STAGES["pretrain"].build(pcfg, data.id, _runs(spec), p_label, res.pretrain_gpus,
-                                       res.pretrain_nproc or max(1, res.pretrain_gpus))
+        pre = STAGES["pretrain"].build(pcfg, data.id, _runs(spec), p_label, *res.of("pretrain"))
         if pre.id not in estimates:
             estimates[pre.id] = _pretrain_estimate(pcfg)
         pre.est_tokens, pre.est_flops = estimates[pre.id][1]
@@ -143,7 +142,8 @@ def _add_row(spec: StudySpec, model: Node, model_dir: str, point: dict[str, Any]
         f_label = _label(point, "finetune") + (f" {task_label}" if task_label != task_name(fcfg.task) else "")
         if model.kind == "checkpoint":
             f_label = f"{model.label} {f_label}" if f_label != "-" else model.label
-        ft = STAGES["finetune"].build(model.id, model_dir, frac, fcfg, _runs(spec), f_label, spec.resources.gpus)
+        ft = STAGES["finetune"].build(model.id, model_dir, frac, fcfg, _runs(spec), f_label,
+                                      *spec.resources.of("finetune"))
         if shape is not None:
             ft.est_tokens, ft.est_flops = _finetune_estimate(fcfg, shape)
         nodes.setdefault(ft.id, ft)
@@ -151,7 +151,7 @@ def _add_row(spec: StudySpec, model: Node, model_dir: str, point: dict[str, Any]
         if spec.evaluate is not None:
             ecfg = stage_config(spec, "evaluate", per_stage["evaluate"])
             settings = STAGES["evaluate"].resolved(ecfg, fcfg)
-            ev = STAGES["evaluate"].build(ft, settings, _runs(spec), spec.resources.gpus)
+            ev = STAGES["evaluate"].build(ft, settings, _runs(spec), *spec.resources.of("evaluate"))
             if shape is not None:
                 ev.est_tokens, ev.est_flops = _evaluate_estimate(settings, fcfg, shape)
             nodes.setdefault(ev.id, ev)

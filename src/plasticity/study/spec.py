@@ -41,11 +41,26 @@ EvaluateSpec = EvaluateConfig  # the study's evaluate section is the evaluate co
 
 @dataclass
 class ResourceSpec:
-    """What one node needs. ``pretrain_nproc`` > 1 launches pretraining through torchrun (DDP/FSDP)."""
+    """What one node needs. ``*_nproc`` > 1 launches that stage's nodes through torchrun (pretraining and
+    fine-tuning: DDP/FSDP2; evaluation: the questions split across processes). Node ids do not depend on them."""
 
-    pretrain_gpus: int = 0  # GPUs per pretraining node (Ray schedules by it; torchrun gets one process per GPU)
+    pretrain_gpus: int = 0  # GPUs per pretraining node (the executors schedule by it; torchrun: one process per GPU)
     pretrain_nproc: int = 0  # torchrun processes per pretraining node; 0 = pretrain_gpus (or 1 on CPU)
-    gpus: int = 0  # GPUs per fine-tuning / evaluation / analysis node
+    gpus: int = 0  # GPUs per fine-tuning / evaluation / analysis node (unless finetune_gpus / evaluate_gpus)
+    finetune_gpus: int | None = None  # GPUs per fine-tuning node; None = gpus
+    finetune_nproc: int = 0  # torchrun processes per fine-tuning node; 0 = finetune_gpus (or 1)
+    evaluate_gpus: int | None = None  # GPUs per evaluation node; None = gpus
+    evaluate_nproc: int = 0  # torchrun processes per evaluation node; 0 = evaluate_gpus (or 1)
+    gpu_memory_gb: float = 80.0  # memory of each GPU the nodes run on (sizing refuses a node that cannot fit)
+    gpu_tflops: float = 150.0  # sustained bf16 TFLOP/s per GPU, for the time estimates of --dry-run
+
+    def of(self, stage: str) -> tuple[int, int]:
+        """(GPUs, processes) of one node of `stage` (pretrain / finetune / evaluate; others: (gpus, 1))."""
+        if stage not in ("pretrain", "finetune", "evaluate"):
+            return self.gpus, 1
+        gpus = getattr(self, f"{stage}_gpus")
+        gpus = self.gpus if gpus is None else gpus
+        return gpus, getattr(self, f"{stage}_nproc") or max(1, gpus)
 
 
 @dataclass
@@ -122,6 +137,10 @@ def validate_spec(spec: StudySpec) -> None:
     _req(problem is None, "name", f"{problem} (it becomes the study's folder name)")
     _req(spec.executor in EXECUTORS, "executor", f"must be one of {', '.join(EXECUTORS)}")
     _req(spec.workers is None or spec.workers >= 1, "workers", "must be >= 1")
+    for key, value in vars(spec.resources).items():
+        _req(value is None or value >= 0, f"resources.{key}", f"must be >= 0, got {value}")
+    for key in ("gpu_memory_gb", "gpu_tflops"):
+        _req(getattr(spec.resources, key) > 0, f"resources.{key}", "must be > 0")
     if spec.analyze is not None:
         for a in spec.analyze.what:
             _req(a in ANALYSES, "analyze", f"unknown analysis '{a}' (choose from {', '.join(ANALYSES)})")
@@ -241,12 +260,13 @@ def _check_checkpoints(spec: StudySpec, axes: dict[str, list[Any]]) -> None:
 def check_memory_fits(spec: StudySpec) -> None:
     """Every pretraining config of the grid (axis values one at a time) must fit the memory of this machine
     (`plasticity study` and its ``--dry-run`` on the local executor; not part of `load_spec`, so `status` and
-    the validation of the paper's GPU studies work anywhere)."""
+    the validation of the paper's GPU studies work anywhere). Pretraining on GPUs (``resources.pretrain_gpus``)
+    is sized per node by `plasticity.study.sizing` instead (its processes, sharding and GPUs)."""
     from ..hardware import default_device, resolve_precision
     from ..train.pretrain import early_memory_check
 
-    if not spec.has_pretraining():
-        return
+    if not spec.has_pretraining() or spec.resources.pretrain_gpus:
+        return  # pretraining on GPUs: `plasticity.study.sizing` sizes it against resources.gpu_memory_gb
     axes = all_axes(spec)
     device = default_device()
     checks: list[tuple[str, dict[str, Any]]] = [("base", {})]

@@ -98,9 +98,26 @@ def resolve_strategy(requested: str, d: Dist, n_params: int, device: torch.devic
     return requested
 
 
-def wrap_model(model: torch.nn.Module, d: Dist, strategy: str) -> tuple[torch.nn.Module, str]:
+def enable_activation_checkpointing(model: torch.nn.Module) -> None:
+    """Recompute each decoder layer's activations in backward instead of keeping them (HF gradient
+    checkpointing, non-reentrant: it composes with DDP, FSDP2 and torch.compile). Exact: the recomputed forward
+    is the same arithmetic, so losses and gradients do not change."""
+    if not getattr(model, "supports_gradient_checkpointing", False):
+        raise UserError(f"train.activation_checkpointing: {type(model).__name__} does not support it")
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.2x (the other name is deprecated)
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+
+
+def wrap_model(model: torch.nn.Module, d: Dist, strategy: str, activation_checkpointing: bool = False
+               ) -> tuple[torch.nn.Module, str]:
     """(module to run forward/backward through, resolved strategy). DDP returns a wrapper around `model`;
-    FSDP2 shards `model` in place (each decoder layer, then the root), so build the optimizer afterwards."""
+    FSDP2 shards `model` in place (each decoder layer, then the root), so build the optimizer afterwards.
+    `activation_checkpointing` is applied first (also with one process)."""
+    if activation_checkpointing:
+        enable_activation_checkpointing(model)
     strategy = resolve_strategy(strategy, d, sum(p.numel() for p in model.parameters()),
                                 next(model.parameters()).device)
     if strategy == "none":
@@ -131,15 +148,40 @@ def grad_sync(ddp: torch.nn.Module | None, enabled: bool) -> Iterator[None]:
 
 
 def shard_rows(micro: list[dict[str, torch.Tensor]], d: Dist) -> list[dict[str, torch.Tensor]]:
-    """This rank's contiguous 1/world share of a step's rows (all micro-batches concatenated), in micro-batches
-    no larger than the originals. Rows must have one width (packed pretraining sequences)."""
+    """This rank's contiguous 1/world share of a step's rows (all micro-batches concatenated, in order), in
+    micro-batches no larger than the originals. Packed rows (one width, no ``attention_mask``) are cut as they
+    are; padded rows (fine-tuning: right padding, ``attention_mask`` 0 and ``labels`` -100 there) may come from
+    micro-batches of different widths: each new micro-batch is right-padded to the longest real row in it (the
+    padding carries no attention and no label, so it changes no real position's loss)."""
     if not d.enabled:
         return micro
     bs = micro[0]["input_ids"].shape[0]
-    rows = {k: torch.cat([b[k] for b in micro]) for k in micro[0]}
-    per = rows["input_ids"].shape[0] // d.world_size
-    mine = {k: v[d.rank * per: (d.rank + 1) * per] for k, v in rows.items()}
-    return [{k: v[i: i + bs] for k, v in mine.items()} for i in range(0, per, bs)]
+    if "attention_mask" not in micro[0] and len({b["input_ids"].shape[1] for b in micro}) == 1:
+        rows = {k: torch.cat([b[k] for b in micro]) for k in micro[0]}
+        per = rows["input_ids"].shape[0] // d.world_size
+        mine = {k: v[d.rank * per: (d.rank + 1) * per] for k, v in rows.items()}
+        return [{k: v[i: i + bs] for k, v in mine.items()} for i in range(0, per, bs)]
+    flat = [(b, i) for b in micro for i in range(b["input_ids"].shape[0])]
+    per = len(flat) // d.world_size
+    mine_rows = flat[d.rank * per: (d.rank + 1) * per]
+    out = []
+    for start in range(0, per, bs):
+        group = mine_rows[start: start + bs]
+        if len({id(b) for b, _ in group}) == 1 and len(group) == group[0][0]["input_ids"].shape[0]:
+            out.append(group[0][0])  # a whole original micro-batch: exactly the single-process tensors
+            continue
+        width = max(int(b["attention_mask"][i].sum()) if "attention_mask" in b else b["input_ids"].shape[1]
+                    for b, i in group)
+        batch = {}
+        for k in micro[0]:
+            fill = -100 if k == "labels" else 0
+            t = torch.full((len(group), width), fill, dtype=micro[0][k].dtype)
+            for r, (b, i) in enumerate(group):
+                n = min(width, b[k].shape[1])
+                t[r, :n] = b[k][i, :n]
+            batch[k] = t
+        out.append(batch)
+    return out
 
 
 def clip_grad_norm(params: Iterator[torch.nn.Parameter], max_norm: float) -> float:

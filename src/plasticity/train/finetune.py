@@ -1,6 +1,8 @@
 """``plasticity finetune``: supervised fine-tuning of a pretrained checkpoint on one task, top to bottom.
 
 Same loop, checkpoints, resume and run-directory shape as pretraining; the loss covers response tokens only.
+Under torchrun every process trains its share of each step's examples (DDP or FSDP2, ``train.parallel``) and
+rank 0 alone writes the run directory, in the single-process format.
 """
 
 from __future__ import annotations
@@ -20,8 +22,8 @@ from ..hardware import default_device, resolve_precision
 from ..io import check_output_dir, write_json
 from ..models import count_params
 from ..runinfo import run_info
+from . import distributed as pdist
 from . import memory as mem
-from .distributed import world_size_from_env
 from .loop import TrainJob
 from .optim import build_optimizer, describe_groups
 from .run import check_ours, execute, open_run_dir, unlock_run_dir
@@ -51,16 +53,24 @@ def load_pairs(cfg: FinetuneConfig) -> tuple[list[tuple[str, str]], dict[str, An
 
 
 def run_finetune(cfg: FinetuneConfig, resume: bool = False, log=print) -> dict[str, Any]:
-    """Fine-tune one checkpoint on one task; returns the summary (also written to ``summary.json``)."""
-    if world_size_from_env() > 1:
-        raise UserError("finetune runs in one process; multi-process (torchrun) training is for pretraining only")
+    """Fine-tune one checkpoint on one task; returns the summary (also written to ``summary.json``). Launched
+    by torchrun, every process trains its share of each step's examples (``train.parallel``: DDP or FSDP2) and
+    rank 0 writes the run directory."""
+    pdist.check_batch(cfg.train.micro_batch_size * cfg.train.grad_accum, pdist.world_size_from_env())
     run_dir = Path(cfg.out_dir)
     check_output_dir(run_dir, "out_dir")
     check_ours(run_dir)
+    dist = pdist.init_distributed()
     try:
-        return _run_finetune(cfg, resume, run_dir, log)
+        return _run_finetune(cfg, resume, run_dir, dist, log if dist.is_main else _quiet)
     finally:
-        unlock_run_dir(run_dir)
+        if dist.is_main:
+            unlock_run_dir(run_dir)
+        pdist.destroy(dist)
+
+
+def _quiet(msg: str) -> None:
+    """Log sink of ranks other than 0 (rank 0 speaks for the job)."""
 
 
 def _check_memory(cfg: FinetuneConfig, hf_config: dict[str, Any], device, precision: str, log) -> None:
@@ -70,20 +80,22 @@ def _check_memory(cfg: FinetuneConfig, hf_config: dict[str, Any], device, precis
     except (ValueError, KeyError, TypeError, ZeroDivisionError):
         return
     seq = min(cfg.cutoff_len, int(hf_config.get("max_position_embeddings") or cfg.cutoff_len))
-    est = mem.estimate(shape, cfg.train.micro_batch_size, seq, precision)
+    from .pretrain import sharding
+
+    est = mem.estimate(shape, cfg.train.micro_batch_size, seq, precision, **sharding(cfg.train, device, shape.params))
     mem.check_memory(est, device, cfg.train.allow_large_memory, "train.micro_batch_size (x cutoff_len)",
                      "init_from", log)
 
 
-def _run_finetune(cfg: FinetuneConfig, resume: bool, run_dir: Path, log) -> dict[str, Any]:
+def _run_finetune(cfg: FinetuneConfig, resume: bool, run_dir: Path, dist: pdist.Dist, log) -> dict[str, Any]:
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
-    device = default_device()
+    device = dist.device() if dist.enabled else default_device()
     precision = resolve_precision(cfg.train.precision, device)
     cfg_dict = to_dict(cfg)
-    fresh = not (run_dir / "config.yaml").exists()
+    fresh = not pdist.on_main(lambda: (run_dir / "config.yaml").exists(), dist)
     if not fresh:  # an existing run: refused, already completed, or resumed (nothing is written here)
-        done = open_run_dir(run_dir, cfg_dict, resume, log)
+        done = pdist.on_main(lambda: open_run_dir(run_dir, cfg_dict, resume, log), dist)
         if done is not None:
             return done
 
@@ -111,10 +123,11 @@ def _run_finetune(cfg: FinetuneConfig, resume: bool, run_dir: Path, log) -> dict
     if not examples:
         raise UserError(f"task {cfg.task}: every example is longer than the cutoff ({cutoff} tokens)")
     if fresh:  # created once every input has loaded: a bad input leaves no half-made run directory behind
-        open_run_dir(run_dir, cfg_dict, resume, log)
+        pdist.on_main(lambda: open_run_dir(run_dir, cfg_dict, resume, log), dist)
     tok_dir = run_dir / ".tokenizer"
     tok.chat_template = chat_template(cfg.template, tok)  # apply_chat_template reproduces the training prompt
-    tok.save_pretrained(str(tok_dir))
+    if dist.is_main:
+        tok.save_pretrained(str(tok_dir))
     data_info.update(encode_counts=enc_counts, examples=len(examples), cutoff_len=cutoff)
     log(f"task {data_info['task']}: {len(examples)} training examples ({data_info['source']}); dropped "
         f"{enc_counts['over_cutoff']} over the {cutoff}-token cutoff, {data_info['format_failed']} unformattable, "
@@ -125,29 +138,36 @@ def _run_finetune(cfg: FinetuneConfig, resume: bool, run_dir: Path, log) -> dict
     total_steps = cfg.train.max_steps or batches.steps_for_epochs(cfg.train.epochs or 1.0)
     ckpt_steps = {max(1, round(f * total_steps)) for f in cfg.train.checkpoint_fractions} - {total_steps}
     policy = cfg.optim.wd_policy if cfg.optim.wd_policy != "auto" else "all"
+    counts = count_params(model)
+    # before the optimizer: FSDP2 swaps the parameters
+    net, parallel = pdist.wrap_model(model, dist, cfg.train.parallel, cfg.train.activation_checkpointing)
     optimizer = build_optimizer(model, cfg.optim, policy)
     groups = describe_groups(model, cfg.optim, policy)
-    write_json(run_dir / "param_groups.json", groups)
-    counts = count_params(model)
-    if not (run_dir / "run_info.json").exists():
+    if dist.is_main:
+        write_json(run_dir / "param_groups.json", groups)
+    if dist.is_main and not (run_dir / "run_info.json").exists():
         write_json(run_dir / "run_info.json", run_info(device, cfg.train.seed, precision, dict(
             init_from=cfg.init_from, model_dir=model_dir, total_steps=total_steps,
-            examples_per_step=batches.examples_per_step, data=data_info, params=asdict(counts))))
+            examples_per_step=batches.examples_per_step, data=data_info, params=asdict(counts),
+            world_size=dist.world_size, parallel=parallel)))
     log(f"{run_dir}: fine-tuning {model_dir} ({counts.total:,} params) for {total_steps} steps x "
-        f"{batches.examples_per_step} examples, lr {cfg.optim.lr}, wd {cfg.optim.weight_decay} ({policy}), {precision}")
+        f"{batches.examples_per_step} examples, lr {cfg.optim.lr}, wd {cfg.optim.weight_decay} ({policy}), {precision}"
+        + (f", {dist.world_size} processes ({parallel}, {dist.backend})" if dist.enabled else ""))
 
     job = TrainJob(model=model, optimizer=optimizer, batches=batches, total_steps=total_steps,
                    lr_fn=lambda s: lr_at(s, total_steps, cfg.optim.lr, cfg.optim.min_lr, cfg.schedule),
                    run_dir=run_dir, cfg=cfg.train, device=device, precision=precision,
                    grad_clip=cfg.optim.grad_clip, tokenizer_dir=tok_dir, checkpoint_steps=ckpt_steps,
-                   checkpoint_meta={"kind": "finetune", "task": data_info["task"]}, label=run_dir.name, log=log)
+                   checkpoint_meta={"kind": "finetune", "task": data_info["task"]}, label=run_dir.name, log=log,
+                   dist=dist, parallel=parallel, wrapped=net if net is not model else None)
     base = dict(kind="finetune", task=data_info["task"], init_from=cfg.init_from, model_dir=model_dir,
                 examples=len(examples), dropped_over_cutoff=enc_counts["over_cutoff"],
                 dropped_empty=enc_counts["empty_response"], format_failed=data_info["format_failed"],
                 load_counts=data_info["load_counts"], total_steps=total_steps, weight_decay=cfg.optim.weight_decay,
                 lr=cfg.optim.lr, precision=precision, params_total=counts.total, template=cfg.template,
                 trained_on={"task": data_info["task"], "source": data_info["source"], "n": len(examples),
-                            "origins": data_info["origins"], "notes": data_info["notes"]})  # notes: substitutions
+                            "origins": data_info["origins"], "notes": data_info["notes"]},  # notes: substitutions
+                world_size=dist.world_size, parallel=parallel)
     summary = execute(job, resume, base, log)
     log(f"{run_dir}: done, final train loss {summary['final_train_loss']:.4f}")
     return summary

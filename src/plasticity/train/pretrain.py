@@ -73,7 +73,8 @@ def early_memory_check(cfg: PretrainConfig, device, precision: str, log=print) -
                 shape = mem.shape_of_hf_config(hf)
             except (ValueError, KeyError, TypeError, ZeroDivisionError):
                 return  # load_model_checked gives the one-line error
-            est = mem.estimate(shape, cfg.train.micro_batch_size, cfg.data.seq_len, precision)
+            est = mem.estimate(shape, cfg.train.micro_batch_size, cfg.data.seq_len, precision,
+                               **sharding(cfg.train, device, shape.params))
             mem.check_memory(est, device, cfg.train.allow_large_memory, "train.micro_batch_size (x data.seq_len)",
                              "model.init_from", log)
         return
@@ -83,8 +84,18 @@ def early_memory_check(cfg: PretrainConfig, device, precision: str, log=print) -
     _check_memory(cfg, resolve_shape(cfg.model, vocab), device, precision, lambda m: None)
 
 
+def sharding(train, device, params: int) -> dict[str, Any]:
+    """How one device of this job holds the model (`memory.estimate` keywords): torchrun's world size, the
+    resolved `train.parallel` and `train.activation_checkpointing`."""
+    world = pdist.world_size_from_env()
+    strategy = pdist.resolve_strategy(train.parallel, pdist.Dist(world_size=world), params, torch.device(device))
+    return dict(world=world, strategy=strategy, activation_checkpointing=train.activation_checkpointing)
+
+
 def _check_memory(cfg: PretrainConfig, shape, device, precision: str, log) -> None:
-    est = mem.estimate(mem.shape_of(shape), cfg.train.micro_batch_size, cfg.data.seq_len, precision)
+    s = mem.shape_of(shape)
+    est = mem.estimate(s, cfg.train.micro_batch_size, cfg.data.seq_len, precision,
+                       **sharding(cfg.train, device, s.params))
     mem.check_memory(est, device, cfg.train.allow_large_memory, "train.micro_batch_size (x data.seq_len)",
                      "model.preset/hidden_size/intermediate_size/num_layers/vocab_size", log)
 
@@ -137,7 +148,8 @@ def _run_pretrain(cfg: PretrainConfig, resume: bool, dist: pdist.Dist, log) -> d
         return done
 
     counts = count_params(model)
-    net, parallel = pdist.wrap_model(model, dist, cfg.train.parallel)  # before the optimizer: FSDP2 swaps params
+    # before the optimizer: FSDP2 swaps params
+    net, parallel = pdist.wrap_model(model, dist, cfg.train.parallel, cfg.train.activation_checkpointing)
     optimizer = build_optimizer(model, cfg.optim, policy)
     groups = describe_groups(model, cfg.optim, policy)
     for g in groups:

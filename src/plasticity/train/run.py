@@ -17,7 +17,7 @@ from . import distributed as pdist
 from .loop import LoopState, TrainJob, restore, train, truncate_metrics
 
 IGNORED_ON_RESUME = {("out_dir",), ("train", "threads"), ("train", "parallel"),  # how fast, not what
-                     ("train", "allow_large_memory")}
+                     ("train", "allow_large_memory"), ("train", "activation_checkpointing")}
 
 
 def _config_diffs(old: dict[str, Any], new: dict[str, Any], prefix: tuple[str, ...] = ()) -> list[str]:

@@ -66,6 +66,18 @@ def completed_run(out: Path) -> bool:
 
     summary = read_json_or_none(out / "summary.json")
     return summary is not None and summary.get("status") == "completed" and (out / "final" / "manifest.json").is_file()
+def torchrun(node: Node, ctx: RunContext, args: list[str]) -> int:
+    """Run ``python -m ARGS`` as `node.nproc` torchrun processes on this machine (the node's GPUs: those the
+    executor gave it); output to the node's log. Returns the exit code."""
+    import os
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={node.nproc}",
+           "-m", *args]
+    with open(ctx.log_path, "a", encoding="utf-8") as f:
+        env = dict(os.environ, OMP_NUM_THREADS=str(ctx.threads))
+        return subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=env).returncode
 
 
 def run_summary(summary: dict[str, Any], out: str, metric: str) -> dict[str, Any]:

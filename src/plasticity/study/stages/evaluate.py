@@ -7,7 +7,7 @@ from typing import Any
 
 from ...config import EvaluateConfig, FinetuneConfig, from_dict, to_dict
 from ...io import read_json_or_none as read_json
-from .base import Node, RunContext, Stage
+from .base import Node, RunContext, Stage, torchrun
 
 
 class EvaluateStage(Stage):
@@ -26,28 +26,24 @@ class EvaluateStage(Stage):
     def identity(self, finetune_id: str, settings: dict[str, Any]) -> list[Any]:
         return [finetune_id, settings]
 
-    def build(self, ft: Node, settings: dict[str, Any], runs: Path, gpus: int) -> Node:
+    def build(self, ft: Node, settings: dict[str, Any], runs: Path, gpus: int, nproc: int = 1) -> Node:
         ev_id = self.node_id(self.identity(ft.id, settings))
         return Node(id=ev_id, kind=self.kind, deps=[ft.id], out=str(runs / ev_id), label=ft.label, gpus=gpus,
-                    config={"finetune_dir": ft.out, "evaluate": settings})
+                    nproc=nproc, config={"finetune_dir": ft.out, "evaluate": settings})
 
     def run(self, node: Node, ctx: RunContext) -> dict[str, Any]:
-        from ...evaluate.run import run_evaluate
-        from ...evaluate.stability import upstream_stability
+        if node.nproc > 1:  # the questions split across torchrun processes (resources.evaluate_nproc)
+            import dataclasses
+            import json
 
-        cfg = from_dict(EvaluateConfig, node.config["evaluate"])
-        ft_dir = node.config["finetune_dir"]
-        results = run_evaluate(ft_dir, None, Path(node.out), cfg, log=ctx.log)
-        stab_q = cfg.stability_max_questions if cfg.stability_max_questions is not None else cfg.max_questions
-        stab = upstream_stability(ft_dir, max_sequences=cfg.stability_sequences,
-                                  out_path=Path(node.out) / "stability.json", log=ctx.log,
-                                  cloze_tasks=cfg.stability_tasks, cloze_max_questions=stab_q,
-                                  batch_size=cfg.batch_size, data_root=cfg.data_root,
-                                  data_source=cfg.data_source)  # written last
-        metrics = {f"{task}/{m}": v["value"] for task, r in results.items() for m, v in r.get("metrics", {}).items()}
-        return {"status": "done", "out": node.out,
-                "metrics": dict(metrics, stability=stab["stability"],
-                                upstream_loss_change=stab.get("upstream_loss_change"))}
+            spec = Path(node.out).parent / f"{node.id}.torchrun.json"
+            result = Path(node.out).parent / f"{node.id}.torchrun-result.json"
+            result.unlink(missing_ok=True)
+            spec.write_text(json.dumps(dataclasses.asdict(node)))
+            rc = torchrun(node, ctx, ["plasticity.study.evaluate_torchrun", str(spec), str(result)])
+            return read_json(result) or {"status": "failed",
+                                         "reason": f"torchrun exited with code {rc} (see {ctx.log_path})"}
+        return evaluate_node(node, ctx.log)
 
     def outputs_present(self, node: Node, out: Path) -> bool:
         """stability.json (written last) and every result file parse: a damaged one makes the node run again."""
@@ -58,6 +54,31 @@ class EvaluateStage(Stage):
         out: dict[str, Any] = {}
         task_results(label, Path(node.out), out)
         return out
+
+
+def evaluate_node(node: Node, log) -> dict[str, Any]:
+    """Evaluate one node (every process of a torchrun job calls it: the evaluation is split across them); rank
+    0 then measures stability and returns the node result (other ranks: {"status": "done"})."""
+    import os
+
+    from ...evaluate.run import run_evaluate
+    from ...evaluate.stability import upstream_stability
+
+    cfg = from_dict(EvaluateConfig, node.config["evaluate"])
+    ft_dir = node.config["finetune_dir"]
+    results = run_evaluate(ft_dir, None, Path(node.out), cfg, log=log)
+    if int(os.environ.get("RANK", "0")) != 0:
+        return {"status": "done"}
+    stab_q = cfg.stability_max_questions if cfg.stability_max_questions is not None else cfg.max_questions
+    stab = upstream_stability(ft_dir, max_sequences=cfg.stability_sequences,
+                              out_path=Path(node.out) / "stability.json", log=log,
+                              cloze_tasks=cfg.stability_tasks, cloze_max_questions=stab_q,
+                              batch_size=cfg.batch_size, data_root=cfg.data_root,
+                              data_source=cfg.data_source)  # written last
+    metrics = {f"{task}/{m}": v["value"] for task, r in results.items() for m, v in r.get("metrics", {}).items()}
+    return {"status": "done", "out": node.out,
+            "metrics": dict(metrics, stability=stab["stability"],
+                            upstream_loss_change=stab.get("upstream_loss_change"))}
 
 
 def task_results(task: str, edir: Path, out: dict[str, Any]) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from typing import Any
 
 from ...config import FinetuneConfig, from_dict, to_dict, train_identity, validate
 from ...io import read_json_or_none as read_json
-from .base import Node, RunContext, Stage, completed_run, node_hash, run_summary
+from .base import Node, RunContext, Stage, completed_run, node_hash, run_summary, torchrun
 
 
 class FinetuneStage(Stage):
@@ -17,16 +17,18 @@ class FinetuneStage(Stage):
 
     def identity(self, model_id: str, fraction: float, fcfg: FinetuneConfig) -> list[Any]:
         ident = json.loads(json.dumps(_config_dict(fcfg), default=str))
-        ident["train"] = train_identity(ident["train"], ("allow_large_memory",))  # whether to refuse: not in the id
+        # whether to refuse / how much memory, not what: not in the id
+        ident["train"] = train_identity(ident["train"], ("allow_large_memory", "activation_checkpointing"))
         content = task_content(fcfg.task)
         if content is not None:  # a YAML task: its file and data are read, so their bytes are part of the id
             ident["task_content"] = content
         return [model_id, fraction, ident]
 
     def build(self, model_id: str, model_dir: str, fraction: float, fcfg: FinetuneConfig, runs: Path, label: str,
-              gpus: int) -> Node:
+              gpus: int, nproc: int = 1) -> Node:
         f_id = self.node_id(self.identity(model_id, fraction, fcfg))
         return Node(id=f_id, kind=self.kind, deps=[model_id], out=str(runs / f_id), label=label, gpus=gpus,
+                    nproc=nproc,
                     config={"finetune": _config_dict(fcfg), "pretrain_dir": model_dir, "fraction": fraction})
 
     def run(self, node: Node, ctx: RunContext) -> dict[str, Any]:
@@ -35,7 +37,17 @@ class FinetuneStage(Stage):
         init = finetune_init(node.config["pretrain_dir"], node.config["fraction"])
         cfg = from_dict(FinetuneConfig, dict(node.config["finetune"], init_from=init, out_dir=node.out))
         validate(cfg)
-        res = run_finetune(cfg, resume=(Path(node.out) / "config.yaml").exists(), log=ctx.log)
+        resume = (Path(node.out) / "config.yaml").exists()
+        if node.nproc > 1:  # DDP / FSDP2 through torchrun (resources.finetune_nproc)
+            from ...io import write_yaml
+
+            cfg_path = Path(node.out).parent / f"{node.id}.torchrun.yaml"
+            write_yaml(cfg_path, to_dict(cfg))
+            rc = torchrun(node, ctx, ["plasticity.cli", "finetune", str(cfg_path)] + (["--resume"] if resume else []))
+            res = read_json(Path(node.out) / "summary.json") or {
+                "status": "failed", "reason": f"torchrun exited with code {rc} (see {ctx.log_path})"}
+            return run_summary(res, node.out, "final_train_loss")
+        res = run_finetune(cfg, resume=resume, log=ctx.log)
         return run_summary(res, node.out, "final_train_loss")
 
     def outputs_present(self, node: Node, out: Path) -> bool:

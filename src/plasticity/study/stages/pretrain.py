@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 from ...config import PretrainConfig, from_dict, to_dict, train_identity, validate
 from ...io import read_json_or_none as read_json
-from .base import Node, RunContext, Stage, completed_run, run_summary
+from .base import Node, RunContext, Stage, completed_run, run_summary, torchrun
 
-NOT_IDENTITY = ("threads", "parallel", "allow_large_memory")  # how fast / whether to refuse, not what
+# how fast / how much memory / whether to refuse, not what
+NOT_IDENTITY = ("threads", "parallel", "allow_large_memory", "activation_checkpointing")
 
 
 class PretrainStage(Stage):
@@ -60,11 +58,7 @@ def _torchrun(node: Node, resume: bool, ctx: RunContext) -> dict[str, Any]:
 
     cfg_path = Path(node.out).parent / f"{node.id}.torchrun.yaml"
     write_yaml(cfg_path, node.config)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={node.nproc}",
-           "-m", "plasticity.cli", "pretrain", str(cfg_path)] + (["--resume"] if resume else [])
-    with open(ctx.log_path, "a", encoding="utf-8") as f:
-        env = dict(os.environ, OMP_NUM_THREADS=str(ctx.threads))
-        rc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=env).returncode
+    rc = torchrun(node, ctx, ["plasticity.cli", "pretrain", str(cfg_path)] + (["--resume"] if resume else []))
     s = Path(node.out) / "summary.json"
     if s.exists():
         return json.loads(s.read_text())
