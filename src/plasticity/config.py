@@ -120,6 +120,8 @@ class TrainConfig:
     nan_policy: Literal["stop", "skip_batch"] = "stop"
     max_skipped_batches: int = 10
     allow_large_memory: bool = False  # go on although the memory estimate exceeds the available memory
+    # experiment tracking (mirrors metrics.jsonl): tensorboard, wandb, a list of them, or null; not in node ids
+    tracker: str | list[str] | None = None
 
 
 @dataclass
@@ -543,6 +545,9 @@ def validate_train(t: TrainConfig, p: str = "train") -> None:
         _check(0 < f <= 1, f"{p}.checkpoint_fractions[{i}]", f"must be in (0, 1], got {f}")
     _check(t.max_skipped_batches >= 0, f"{p}.max_skipped_batches", "must be >= 0")
     _check(t.seed >= 0, f"{p}.seed", f"must be >= 0, got {t.seed}")
+    from .tracking import check_backends
+
+    check_backends(t.tracker, f"{p}.tracker")
 
 
 def with_overrides(cls: type[Any], cfg: Any, options: dict[str, Any], caller: str) -> Any:

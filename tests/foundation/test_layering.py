@@ -29,7 +29,8 @@ LAYERS: list[tuple[str, list[str]]] = [
                                            "plasticity.data.*", "plasticity.checkpoints", "plasticity.losses",
                                            "plasticity.runinfo"]),
     ("config/io/errors", ["plasticity", "plasticity.config", "plasticity.io", "plasticity.errors",
-                          "plasticity.console", "plasticity.hardware", "plasticity.hashing", "plasticity.bootstrap"]),
+                          "plasticity.console", "plasticity.hardware", "plasticity.hashing", "plasticity.bootstrap",
+                          "plasticity.tracking", "plasticity.tracking.*"]),
 ]
 SIBLINGS = ("plasticity.train", "plasticity.evaluate", "plasticity.analysis")
 # upward imports that exist on purpose, and why (each one must still be there: a stale entry fails)

@@ -77,6 +77,9 @@ class StudySpec:
     executor: str = "local"
     resources: ResourceSpec = field(default_factory=ResourceSpec)
     report: ReportSpec = field(default_factory=ReportSpec)
+    # experiment tracking of every node (tensorboard, wandb, a list of them): each node is its own tracker run,
+    # grouped by the study name and tagged with its axis values; not part of any node id
+    tracker: str | list[str] | None = None
 
     def has_pretraining(self) -> bool:
         """Whether the study pretrains: always without checkpoints; beside them only when asked for."""
@@ -114,6 +117,9 @@ def validate_spec(spec: StudySpec) -> None:
     _req(bool(spec.name) and "/" not in spec.name, "name", "must be a non-empty name without '/'")
     _req(spec.executor in EXECUTORS, "executor", f"must be one of {', '.join(EXECUTORS)}")
     _req(spec.workers is None or spec.workers >= 1, "workers", "must be >= 1")
+    from ..tracking import check_backends
+
+    check_backends(spec.tracker, "tracker")
     if spec.analyze is not None:
         for a in spec.analyze.what:
             _req(a in ANALYSES, "analyze", f"unknown analysis '{a}' (choose from {', '.join(ANALYSES)})")

@@ -57,6 +57,16 @@ class AnalyzeStage(Stage):
         return out
 
 
+    def tracked(self, node: Node, result: dict[str, Any]) -> tuple[dict[str, Any], dict[int, dict[str, float]]]:
+        """The results-row numbers, and the attention pseudo-rank of every analysed checkpoint at its step."""
+        series: dict[int, dict[str, float]] = {}
+        rank = read_json(Path(node.out) / "rank.json") or {}
+        for c in rank.get("checkpoints") or []:
+            if isinstance(c.get("step"), int) and c.get("mean"):
+                series[c["step"]] = {f"rank/{k}_fraction": c["mean"][k]["fraction"] for k in ("qk", "vp")}
+        return self.metrics(node, node.label), series
+
+
 def _non_default(acfg: AnalyzeConfig) -> dict[str, Any]:
     default = AnalyzeConfig()
     return {k: v for k, v in to_dict(acfg).items() if k != "what" and v != getattr(default, k)}

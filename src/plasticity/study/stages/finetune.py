@@ -17,7 +17,8 @@ class FinetuneStage(Stage):
 
     def identity(self, model_id: str, fraction: float, fcfg: FinetuneConfig) -> list[Any]:
         ident = json.loads(json.dumps(_config_dict(fcfg), default=str))
-        ident["train"].pop("allow_large_memory", None)  # whether to refuse, not what: not in the id
+        for how in ("allow_large_memory", "tracker"):  # whether to refuse / where to mirror, not what: not in the id
+            ident["train"].pop(how, None)
         return [model_id, fraction, ident]
 
     def build(self, model_id: str, model_dir: str, fraction: float, fcfg: FinetuneConfig, runs: Path, label: str,

@@ -13,7 +13,8 @@ from ...config import PretrainConfig, from_dict, to_dict, validate
 from ...io import read_json_or_none as read_json
 from .base import Node, RunContext, Stage, run_summary
 
-NOT_IDENTITY = ("threads", "parallel", "allow_large_memory")  # how fast / whether to refuse, not what
+# how fast / whether to refuse / where numbers are mirrored, not what is computed
+NOT_IDENTITY = ("threads", "parallel", "allow_large_memory", "tracker")
 
 
 class PretrainStage(Stage):
