@@ -149,7 +149,8 @@ def _ft_train() -> TrainConfig:
 @dataclass
 class FinetuneConfig:
     """Supervised fine-tuning (paper Table 6: lr 1e-5, batch 64, cosine with 0.1 warmup, 3 epochs, cutoff
-    2048). ``init_from`` is a checkpoint dir (ours or any HF Llama/OLMo-2 dir) or a Hub id."""
+    2048). ``init_from`` is a checkpoint dir (ours, or any HF Llama, OLMo-2, Mistral, Qwen2/3 or GPT-NeoX dir)
+    or a Hub id."""
 
     out_dir: str = "runs/finetune"
     init_from: str = ""

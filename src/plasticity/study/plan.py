@@ -194,7 +194,8 @@ def _runs(spec: StudySpec) -> Path:
 
 def _label(point: dict[str, Any], upto: str) -> str:
     keep = {"pretrain"} if upto == "pretrain" else {"pretrain", "finetune", "finetune_from", "evaluate"}
-    return " ".join(f"{k}={v}" for k, v in point.items() if stage_of(k)[0] in keep) or "-"
+    # the checkpoint entry's name is its model node's label, which a checkpoint row's labels start with
+    return " ".join(f"{k}={v}" for k, v in point.items() if stage_of(k)[0] in keep and k != "checkpoint") or "-"
 
 
 def _pretrain_estimate(pcfg: PretrainConfig) -> tuple[Any, tuple[int, float]]:
