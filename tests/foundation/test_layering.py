@@ -19,7 +19,7 @@ SRC = Path(__file__).resolve().parents[2] / "src" / "plasticity"
 LAYERS: list[tuple[str, list[str]]] = [
     # the entry point and the command front ends it registers (a command may read study results, e.g.
     # `analyze --compare --finetuned`)
-    ("cli", ["plasticity.cli", "plasticity.bench_cmd", "plasticity.*.cli"]),
+    ("cli", ["plasticity.cli", "plasticity.bench_cmd", "plasticity.*.cli", "plasticity.api"]),
     ("study/report", ["plasticity.study", "plasticity.study.*", "plasticity.report", "plasticity.report.*",
                       "plasticity.bench"]),
     ("train/evaluate/analysis", ["plasticity.train", "plasticity.train.*", "plasticity.evaluate",
