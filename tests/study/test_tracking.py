@@ -4,6 +4,7 @@ chosen, and node ids that do not depend on the tracker."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -106,22 +107,27 @@ def test_pretrain_mirrors_metrics_jsonl_into_tensorboard(tmp_path):
     assert "optim" in texts(run / "tensorboard")["config/text_summary"]
 
 
-def _study(tmp: Path, model: Path, tracker: str) -> tuple[Path, dict[str, dict]]:
+@pytest.fixture(scope="module")
+def tracked_study(tiny_run, tmp_path_factory) -> dict[str, dict]:
+    """A study over a checkpoint with both trackers (W&B offline): {node kind: {out, id, track}}."""
+    tmp = tmp_path_factory.mktemp("tracked")
+    trackers = ["tensorboard"] + (["wandb"] if importlib.util.find_spec("wandb") else [])
     spec = tmp / "study.yaml"
-    spec.write_text(yaml.safe_dump(dict(SPEC, out_dir=str(tmp / "out"), tracker=tracker,
-                                        checkpoints={"tiny": {"path": str(model)}})))
-    env = {"WANDB_MODE": "offline", "WANDB_DIR": str(tmp), "WANDB_CONFIG_DIR": str(tmp / "wandb-config"),
-           "WANDB_CACHE_DIR": str(tmp / "wandb-cache"), "WANDB_DATA_DIR": str(tmp / "wandb-data")}
+    spec.write_text(yaml.safe_dump(dict(SPEC, out_dir=str(tmp / "out"), tracker=trackers,
+                                        checkpoints={"tiny": {"path": str(tiny_run)}})))
+    env = {"WANDB_MODE": "offline", "WANDB_SILENT": "true", "WANDB_DIR": str(tmp),
+           "WANDB_CONFIG_DIR": str(tmp / "wandb-config"), "WANDB_CACHE_DIR": str(tmp / "wandb-cache"),
+           "WANDB_DATA_DIR": str(tmp / "wandb-data")}
     r = run_cli("study", str(spec), "--workers", "1", "--no-report", env=env)
     assert r.returncode == 0, (r.stdout[-3000:], r.stderr[-3000:])
     plan = build_plan(load_spec(spec))
-    return spec, {n.kind: {"out": Path(n.out), "id": n.id, "track": n.track} for n in plan.nodes.values()}
+    return {n.kind: {"out": Path(n.out), "id": n.id, "track": n.track} for n in plan.nodes.values()}
 
 
-def test_study_logs_each_node_to_tensorboard(tiny_run, tmp_path):
+def test_study_logs_each_node_to_tensorboard(tracked_study):
     """A study over a checkpoint: the fine-tuning node's steps, the analysis and evaluation numbers, each in its
     node's own event files, with the study name and the axis values."""
-    _, nodes = _study(tmp_path, tiny_run, "tensorboard")
+    nodes = tracked_study
     ft = nodes["finetune"]["out"]
     assert assert_mirrors(ft / "metrics.jsonl", scalars(ft / "tensorboard")) >= 4
     run_text = json.loads(texts(ft / "tensorboard")["run/text_summary"].replace("\n    ", "\n"))
@@ -137,16 +143,17 @@ def test_study_logs_each_node_to_tensorboard(tiny_run, tmp_path):
     assert not (nodes["checkpoint"]["out"] / "tensorboard").exists()  # a link to a model: nothing to log
 
 
-def test_study_logs_each_node_to_wandb_offline(tiny_run, tmp_path):
+def test_study_logs_each_node_to_wandb_offline(tracked_study):
     pytest.importorskip("wandb", reason="wandb is in the dev extra")
-    _, nodes = _study(tmp_path, tiny_run, "wandb")
     for kind in ("finetune", "analyze", "evaluate"):
-        node = nodes[kind]
+        node = tracked_study[kind]
         runs = list((node["out"] / "wandb").glob(f"offline-run-*-{node['id']}"))
         assert len(runs) == 1, (kind, list((node["out"] / "wandb").iterdir()))
         data = (runs[0] / f"run-{node['id']}.wandb").read_bytes()
         assert b"tracked" in data and node["id"].encode() in data  # the group and the run id
         if kind == "finetune":
             assert b"train/loss" in data and b"trainer/step" in data
+        if kind == "analyze":
+            assert b"rank/qk_fraction" in data and b"summary/weight_norm" in data
         if kind == "evaluate":
             assert b"summary/demo_arith/pass@2" in data
