@@ -53,7 +53,8 @@ LONG_FILES_FIRST = ("tests/reliability/test_kill_harness.py", "tests/study/test_
                     "tests/study/test_study_fidelity.py", "tests/study/test_checkpoints_study.py",
                     "tests/reliability/test_runtime_defects.py", "tests/study/test_report.py",
                     "tests/finetune/test_finetune_e2e.py", "tests/foundation/test_pretrain_e2e.py",
-                    "tests/foundation/test_packaging.py")
+                    "tests/foundation/test_packaging.py", "tests/foundation/test_api.py",
+                    "tests/study/test_tracking.py", "tests/analysis/test_families.py")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -20,12 +20,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from .architectures import FAMILIES, family_names
 from .errors import CheckpointError
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 TRAINER_STATE = "trainer_state.pt"
-ARCHITECTURES = ("llama", "olmo2")
+ARCHITECTURES = tuple(FAMILIES)  # llama, olmo2, mistral, qwen2, qwen3, gpt_neox (plasticity.architectures)
 HUB_MOCK_ENV = "PLASTICITY_HUB_MOCK"
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 # never fetched: pickled weight formats (only safetensors are loaded) and other frameworks' weights
@@ -93,7 +94,7 @@ def list_checkpoints(ckpt_root: Path) -> list[tuple[int, Path]]:
 
 def check_architecture(model_dir: str | Path) -> str:
     """The model type of an HF model directory; a one-line CheckpointError naming ``config.json`` unless it is
-    Llama or OLMo-2 (or the file is missing or not JSON)."""
+    one of `ARCHITECTURES` (or the file is missing or not JSON)."""
     conf = Path(model_dir) / "config.json"
     if not conf.is_file():
         raise CheckpointError(f"{model_dir}: no config.json (not an HF model directory)")
@@ -102,14 +103,14 @@ def check_architecture(model_dir: str | Path) -> str:
     except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
         raise CheckpointError(f"{conf}: not valid JSON") from None
     if model_type not in ARCHITECTURES:
-        raise CheckpointError(f"{conf}: model type '{model_type}' is not Llama or OLMo-2")
+        raise CheckpointError(f"{conf}: model type '{model_type}' is not {family_names()}")
     return model_type
 
 
 def check_model_dir(p: str | Path) -> None:
     """The checks made before any weights load: manifest (sha256 + size of every file) when present, and always for
     a checkpoint of a plasticity run (``<run>/final``, ``<run>/checkpoints/step_N``), config.json,
-    a Llama / OLMo-2 model type, safetensors weights. Raises a one-line CheckpointError."""
+    a supported model type (`ARCHITECTURES`), safetensors weights. Raises a one-line CheckpointError."""
     p = Path(p)
     if not p.is_dir():
         raise CheckpointError(f"{p}: not a checkpoint directory")
@@ -254,8 +255,8 @@ def hub_snapshot(repo_id: str, revision: str | None = None, allow_patterns: list
 def load_model_checked(path: str | Path | ModelSource, trust_remote_code: bool = False,
                        device: Any = "cpu", revision: str | None = None):
     """Load an HF causal LM in float32 from a run dir, a checkpoint dir or a Hub id (at `revision`: a commit sha,
-    tag or branch; None = the default branch), after :func:`check_model_dir` (manifest when present, Llama /
-    OLMo-2, safetensors only)."""
+    tag or branch; None = the default branch), after :func:`check_model_dir` (manifest when present, a
+    supported family, safetensors only)."""
     import torch
     from transformers import AutoModelForCausalLM
     from transformers.utils import logging as hf_logging
@@ -285,7 +286,7 @@ def load_model_checked(path: str | Path | ModelSource, trust_remote_code: bool =
         raise CheckpointError(f"{src.describe()}: the weights do not match config.json ({what}); refusing to "
                               "load a partly random model")
     if model.config.model_type not in ARCHITECTURES:
-        raise CheckpointError(f"{src.describe()}: model type '{model.config.model_type}' is not Llama or OLMo-2")
+        raise CheckpointError(f"{src.describe()}: model type '{model.config.model_type}' is not {family_names()}")
     return model.to(device)
 
 

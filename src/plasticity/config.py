@@ -124,6 +124,8 @@ class TrainConfig:
     max_skipped_batches: int = 10
     allow_large_memory: bool = False  # go on although the memory estimate exceeds the available memory
     activation_checkpointing: bool = False  # recompute each decoder layer in backward: less memory, ~1/3 more compute
+    # experiment tracking (mirrors metrics.jsonl): tensorboard, wandb, a list of them, or null; not in node ids
+    tracker: str | list[str] | None = None
 
 
 def train_identity(train: dict[str, Any], not_identity: tuple[str, ...]) -> dict[str, Any]:
@@ -161,7 +163,8 @@ def _ft_train() -> TrainConfig:
 @dataclass
 class FinetuneConfig:
     """Supervised fine-tuning (paper Table 6: lr 1e-5, batch 64, cosine with 0.1 warmup, 3 epochs, cutoff
-    2048). ``init_from`` is a checkpoint dir (ours or any HF Llama/OLMo-2 dir) or a Hub id."""
+    2048). ``init_from`` is a checkpoint dir (ours, or any HF Llama, OLMo-2, Mistral, Qwen2/3 or GPT-NeoX dir)
+    or a Hub id."""
 
     out_dir: str = "runs/finetune"
     init_from: str = ""
@@ -561,6 +564,9 @@ def validate_train(t: TrainConfig, p: str = "train") -> None:
         _check(0 < f <= 1, f"{p}.checkpoint_fractions[{i}]", f"must be in (0, 1], got {f}")
     _check(t.max_skipped_batches >= 0, f"{p}.max_skipped_batches", "must be >= 0")
     _check(t.seed >= 0, f"{p}.seed", f"must be >= 0, got {t.seed}")
+    from .tracking import check_backends
+
+    check_backends(t.tracker, f"{p}.tracker")
 
 
 def with_overrides(cls: type[Any], cfg: Any, options: dict[str, Any], caller: str) -> Any:

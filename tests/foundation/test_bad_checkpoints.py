@@ -55,7 +55,7 @@ def test_foreign_architecture_is_refused(tmp_path):
     d = tmp_path / "gpt2"
     cfg = GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=100, bos_token_id=0, eos_token_id=0)
     GPT2LMHeadModel(cfg).save_pretrained(d)
-    _one_line_exit_2(_finetune(d, tmp_path), "not Llama or OLMo-2")
+    _one_line_exit_2(_finetune(d, tmp_path), "is not Llama, OLMo-2, Mistral, Qwen2, Qwen3 or GPT-NeoX")
 
 
 def test_resume_with_other_architecture_is_refused(run):

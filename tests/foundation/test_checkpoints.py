@@ -67,7 +67,8 @@ def test_architecture_and_manifest_checks(tiny_run, tmp_path):
     gpt2 = tmp_path / "gpt2"
     gpt2.mkdir()
     (gpt2 / "config.json").write_text(json.dumps({"model_type": "gpt2"}))
-    with pytest.raises(CheckpointError, match=r"gpt2/config.json: model type 'gpt2' is not Llama or OLMo-2"):
+    with pytest.raises(CheckpointError, match=r"gpt2/config.json: model type 'gpt2' is not Llama, OLMo-2, "
+                                        r"Mistral, Qwen2, Qwen3 or GPT-NeoX"):
         ck.check_architecture(gpt2)
     bad = tmp_path / "bad"
     shutil.copytree(tiny_run / "final", bad)

@@ -19,18 +19,19 @@ SRC = Path(__file__).resolve().parents[2] / "src" / "plasticity"
 LAYERS: list[tuple[str, list[str]]] = [
     # the entry point and the command front ends it registers (a command may read study results, e.g.
     # `analyze --compare --finetuned`)
-    ("cli", ["plasticity.cli", "plasticity.bench_cmd", "plasticity.*.cli"]),
+    ("cli", ["plasticity.cli", "plasticity.bench_cmd", "plasticity.*.cli", "plasticity.api"]),
     ("study/report", ["plasticity.study", "plasticity.study.*", "plasticity.report", "plasticity.report.*",
                       "plasticity.bench"]),
     ("train/evaluate/analysis", ["plasticity.train", "plasticity.train.*", "plasticity.evaluate",
                                  "plasticity.evaluate.*", "plasticity.analysis", "plasticity.analysis.*"]),
     ("tasks", ["plasticity.tasks", "plasticity.tasks.*"]),
-    ("models/tokenizer/data/checkpoints", ["plasticity.models", "plasticity.tokenizer", "plasticity.data",
+    ("models/tokenizer/data/checkpoints", ["plasticity.models", "plasticity.architectures", "plasticity.tokenizer",
+                                           "plasticity.data",
                                            "plasticity.data.*", "plasticity.checkpoints", "plasticity.losses",
                                            "plasticity.runinfo"]),
     ("config/io/errors", ["plasticity", "plasticity.config", "plasticity.io", "plasticity.errors",
                           "plasticity.console", "plasticity.hardware", "plasticity.hashing", "plasticity.bootstrap",
-                          "plasticity.names"]),
+                          "plasticity.names", "plasticity.tracking", "plasticity.tracking.*"]),
 ]
 SIBLINGS = ("plasticity.train", "plasticity.evaluate", "plasticity.analysis")
 # upward imports that exist on purpose, and why (each one must still be there: a stale entry fails)

@@ -306,7 +306,8 @@ def _gpt2_dir(t: Path, e: Path) -> Bad:
 
     d = t / "gpt2"
     GPT2LMHeadModel(GPT2Config(n_layer=1, n_head=2, n_embd=32, vocab_size=300, n_positions=64)).save_pretrained(d)
-    return Bad(["analyze", str(d)], (str(d), "'gpt2' is not Llama or OLMo-2"), d / "analysis",
+    return Bad(["analyze", str(d)], (str(d), "'gpt2' is not Llama, OLMo-2, Mistral, Qwen2, Qwen3 or GPT-NeoX"),
+               d / "analysis",
                intact="the checkpoint directory; no analysis/ directory is written")
 
 

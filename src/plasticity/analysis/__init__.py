@@ -1,6 +1,7 @@
 """Mechanistic analyses of pretrained checkpoints (paper Section 5, Appendix F).
 
-Pure computations on Hugging Face ``LlamaForCausalLM`` / ``Olmo2ForCausalLM`` models (own or external):
+Pure computations on Hugging Face causal LMs of the families in `plasticity.architectures` (Llama, OLMo-2,
+Mistral, Qwen2, Qwen3, GPT-NeoX; own or external):
 
 * :mod:`~plasticity.analysis.rank` -- attention pseudo-rank of per-head ``W_QK`` and ``W_VP`` (5.2, F.2.1);
 * :mod:`~plasticity.analysis.norms` -- parameter L2 norms per layer group and their share (F.3);

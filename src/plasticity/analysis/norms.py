@@ -1,11 +1,11 @@
 """Parameter L2 norms per layer group (paper Appendix F.3, Figs. 29-30).
 
 Every parameter tensor's L2 (Frobenius) norm is computed in float64. Tensors are grouped by module:
-``embedding`` (``model.embed_tokens``), ``layers.i`` (each decoder block: attention, MLP and its norms),
-``final_norm`` (``model.norm``), ``lm_head`` and, if anything is left, ``other``. Parameters are enumerated
-once (``named_parameters()`` de-duplicates), so a tied ``lm_head`` (same tensor as the embedding) is counted
-once, in ``embedding``; its group is then reported with ``tied=True``, ``counted=False``, the shared weight's
-norm for reference, ``num_params=0`` and fractions 0.
+``embedding`` (the input embedding), ``layers.i`` (each decoder block: attention, MLP and its norms),
+``final_norm`` (``model.norm``; GPT-NeoX ``final_layer_norm``), ``lm_head`` (GPT-NeoX ``embed_out``) and, if
+anything is left, ``other``. Parameters are enumerated once (``named_parameters()`` de-duplicates), so a tied
+``lm_head`` (same tensor as the embedding) is counted once, in ``embedding``; its group is then reported with
+``tied=True``, ``counted=False``, the shared weight's norm for reference, ``num_params=0`` and fractions 0.
 
 A group's ``norm`` is ``sqrt(sum of squares)`` over its tensors; ``total_norm`` is that over all counted
 tensors.
@@ -25,6 +25,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from plasticity import architectures
+
 FRACTION_DEFINITION = (
     "sum of the group's per-tensor L2 norms / sum of all per-tensor L2 norms (Fig. 30 caption)"
 )
@@ -33,12 +35,12 @@ FRACTION_SQ_DEFINITION = "group squared L2 norm / total squared L2 norm"
 
 def _group_of_params(model: nn.Module) -> tuple[dict[int, str], list[str], bool]:
     """Map ``id(param) -> group``; the ordered group names; whether ``lm_head`` is tied to the embedding."""
-    base = model.model
-    groups: list[tuple[str, nn.Module | None]] = [("embedding", base.embed_tokens)]
-    groups += [(f"layers.{i}", layer) for i, layer in enumerate(base.layers)]
-    groups += [("final_norm", getattr(base, "norm", None)), ("lm_head", getattr(model, "lm_head", None))]
-    emb_w = base.embed_tokens.weight
-    head = getattr(model, "lm_head", None)
+    emb = model.get_input_embeddings()
+    head = model.get_output_embeddings()  # lm_head; GPT-NeoX: embed_out
+    groups: list[tuple[str, nn.Module | None]] = [("embedding", emb)]
+    groups += [(f"layers.{i}", layer) for i, layer in enumerate(architectures.decoder_layers(model))]
+    groups += [("final_norm", architectures.final_norm(model)), ("lm_head", head)]
+    emb_w = emb.weight
     tied = head is not None and getattr(head, "weight", None) is not None and head.weight is emb_w
     owner: dict[int, str] = {}
     for name, module in groups:
@@ -76,7 +78,7 @@ def parameter_norms(model: nn.Module, *, per_parameter: bool = True) -> dict[str
             if per_parameter:
                 params[pname] = {"group": g, "norm": nrm, "numel": int(p.numel())}
         shared_norm = float(
-            torch.linalg.vector_norm(model.model.embed_tokens.weight.detach(), dtype=torch.float64)
+            torch.linalg.vector_norm(model.get_input_embeddings().weight.detach(), dtype=torch.float64)
         )
 
     total_sq = math.fsum(x for a in acc.values() for x in a["sq"])

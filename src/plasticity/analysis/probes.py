@@ -4,9 +4,9 @@ Features. For each text, the hidden state of its last (non-pad) token is taken f
 ``output_hidden_states=True``: index 0 is the embedding output, index ``i`` (``1..L``) the output of block
 ``i-1``. In transformers 5.x (checked on 5.23, ``utils/output_capturing.capture_outputs`` with
 ``tie_last_hidden_states=True``) the last entry is replaced by ``last_hidden_state``, i.e. it is **after** the
-final RMSNorm (``model.model.norm``); entries ``0..L-1`` are pre-norm residual-stream states. This matches the
-transformers 4.x behaviour. Texts are tokenized without padding and right-padded here, so the last real token
-is at ``length - 1``.
+final norm (``model.model.norm``; GPT-NeoX ``final_layer_norm``); entries ``0..L-1`` are pre-norm
+residual-stream states. This matches the transformers 4.x behaviour. Texts are tokenized without padding and
+right-padded here, so the last real token is at ``length - 1``.
 
 Probes. Per layer: ``StandardScaler`` + ``LogisticRegression`` (lbfgs, ``max_iter=1000``, fixed
 ``random_state``) fit on the train split, accuracy on train and test split. The paper reports train and test
@@ -27,6 +27,8 @@ from sklearn.model_selection import train_test_split
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from torch import nn
+
+from plasticity import architectures
 
 
 def _pad_id(tokenizer: Any) -> int:
@@ -65,7 +67,7 @@ def extract_features(
         raise ValueError(f"texts {empty[:5]} tokenize to zero tokens")
     device = next(model.parameters()).device
     pad = _pad_id(tokenizer)
-    n_states = len(model.model.layers) + 1
+    n_states = len(architectures.decoder_layers(model)) + 1
     feats = np.zeros((n_states, len(enc), model.config.hidden_size), dtype=np.float32)
     was_training = model.training
     model.eval()
@@ -80,7 +82,7 @@ def extract_features(
                 for r, x in enumerate(chunk):
                     ids[r, : len(x)] = torch.tensor(x, dtype=torch.long)
                     mask[r, : len(x)] = 1
-                out = model.model(
+                out = architectures.body(model)(
                     input_ids=ids.to(device),
                     attention_mask=mask.to(device),
                     output_hidden_states=True,

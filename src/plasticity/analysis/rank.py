@@ -1,8 +1,9 @@
 """Attention pseudo-rank (paper Section 5.2, Appendix F.2.1; Kobayashi et al., 2024).
 
-For every layer and every *query* head ``h`` (its key/value head is ``h' = h // (n_heads // n_kv_heads)``,
-exactly as Hugging Face ``repeat_kv`` shares K/V heads) we form two ``hidden x hidden`` matrices from the
-weights (``nn.Linear.weight`` is ``[out, in]``):
+Per-family weight layout (separate ``q/k/v/o_proj`` or GPT-NeoX's fused ``query_key_value``) is read by the
+family's adapter in `plasticity.architectures`. For every layer and every *query* head ``h`` (its key/value
+head is ``h' = h // (n_heads // n_kv_heads)``, exactly as Hugging Face ``repeat_kv`` shares K/V heads) we form
+two ``hidden x hidden`` matrices from the weights (``nn.Linear.weight`` is ``[out, in]``):
 
 * ``W_QK^h = W_K^{h'T} W_Q^h`` with ``W_Q^h = q_proj.weight[h*d:(h+1)*d]`` and ``W_K^{h'} =
   k_proj.weight[h'*d:(h'+1)*d]`` (each ``[head_dim, hidden]``). Convention: the (pre-RoPE, unscaled) score of
@@ -40,6 +41,7 @@ from __future__ import annotations
 
 import gc
 from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Literal
 
@@ -47,6 +49,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from plasticity import architectures
 from plasticity.errors import CheckpointError
 
 Method = Literal["factored", "full"]
@@ -113,19 +116,7 @@ def mean_over_layers(entry: dict[str, Any], layers: Sequence[int]) -> dict[str, 
 
 def attention_geometry(model: nn.Module) -> dict[str, int]:
     """``num_layers``, ``num_heads``, ``num_kv_heads``, ``head_dim``, ``hidden_size`` of the model."""
-    cfg = model.config
-    n_heads = int(cfg.num_attention_heads)
-    n_kv = int(getattr(cfg, "num_key_value_heads", None) or n_heads)
-    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // n_heads
-    if n_heads % n_kv:
-        raise ValueError(f"num_attention_heads={n_heads} is not a multiple of num_key_value_heads={n_kv}")
-    return {
-        "num_layers": len(model.model.layers),
-        "num_heads": n_heads,
-        "num_kv_heads": n_kv,
-        "head_dim": int(head_dim),
-        "hidden_size": int(cfg.hidden_size),
-    }
+    return asdict(architectures.geometry(model))
 
 
 def kv_head(head: int, num_heads: int, num_kv_heads: int) -> int:
@@ -154,20 +145,13 @@ def head_factors(
     ``B = W_V^{h'T}`` (so ``W_VP = W_O W_V``).
     """
     geo = attention_geometry(model)
-    nh, nkv, d, hid = geo["num_heads"], geo["num_kv_heads"], geo["head_dim"], geo["hidden_size"]
-    attn = model.model.layers[layer].self_attn
-
-    def w(lin: nn.Linear) -> torch.Tensor:
-        return lin.weight.detach().to("cpu", torch.float64)
-
+    nh, nkv, d = geo["num_heads"], geo["num_kv_heads"], geo["head_dim"]
+    hw = architectures.head_weights(model, layer)  # the family's adapter (separate or fused projections)
     idx = torch.tensor([kv_head(h, nh, nkv) for h in range(nh)])
-    wq = w(attn.q_proj).view(nh, d, hid)
-    wk = w(attn.k_proj).view(nkv, d, hid)
-    wv = w(attn.v_proj).view(nkv, d, hid)
-    wo = w(attn.o_proj).view(hid, nh, d).permute(1, 0, 2)  # [nh, hidden, d]
+    wq, wk, wv, wo = hw.wq, hw.wk, hw.wv, hw.wo
     if fold_qk_norm:
-        gq = _norm_gain(getattr(attn, "q_norm", None), nh, d)
-        gk = _norm_gain(getattr(attn, "k_norm", None), nkv, d)
+        gq = _norm_gain(hw.q_norm, nh, d)
+        gk = _norm_gain(hw.k_norm, nkv, d)
         if gq is not None:
             wq = wq * gq[:, :, None]
         if gk is not None:

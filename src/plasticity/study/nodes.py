@@ -101,9 +101,11 @@ def _run_node(node: dict[str, Any], root: str, threads: int, log_path: str) -> d
             f.flush()
 
         from ..errors import InterruptedRun
+        from ..tracking import node_context
 
         try:
-            result = STAGES[n.kind].run(n, RunContext(log, threads, log_path))
+            with node_context(n.track):  # training nodes mirror their steps to the study's trackers
+                result = STAGES[n.kind].run(n, RunContext(log, threads, log_path))
         except InterruptedRun as e:
             result = {"status": "interrupted", "reason": f"{e} (resumes on the next run)"}
         except KeyboardInterrupt:
@@ -116,6 +118,7 @@ def _run_node(node: dict[str, Any], root: str, threads: int, log_path: str) -> d
         result["seconds"] = round(time.time() - t0, 2)
         if result["status"] == "done":
             write_marker(rootp, n, **result)
+            _track_result(n, result, log)
         elif result["status"] == "failed":
             log(f"{n.id} failed: {result['reason']}")
             write_marker(rootp, n, **result)
@@ -124,3 +127,27 @@ def _run_node(node: dict[str, Any], root: str, threads: int, log_path: str) -> d
         signal.signal(signal.SIGINT, previous)
         pid_file.unlink(missing_ok=True)
         return result
+
+
+def _track_result(node, result: dict[str, Any], log) -> None:
+    """An analyze / evaluate node's numbers as a run of the study's trackers (training nodes log their own)."""
+    if node.kind not in ("analyze", "evaluate") or not (node.track or {}).get("backends"):
+        return
+    from ..tracking import node_context, open_run
+    from .stages import STAGES
+
+    final, series = STAGES[node.kind].tracked(node, result)
+    try:
+        with node_context(node.track):
+            trackers = open_run([], Path(node.out), node.kind, dict(node.config), warn=log)
+    except UserError as e:  # the node is done: a tracker that cannot start costs its mirror only
+        log(f"warning: {e}")
+        return
+    if trackers is None:
+        return
+    try:
+        for step, nums in sorted(series.items()):
+            trackers.log(nums, step)
+        trackers.summary(final)
+    finally:
+        trackers.close()

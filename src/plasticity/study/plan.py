@@ -76,11 +76,11 @@ def build_plan(spec: StudySpec) -> Plan:
             estimates[pre.id] = _pretrain_estimate(pcfg)
         pre.est_tokens, pre.est_flops = estimates[pre.id][1]
         _check_fractions(fracs, pcfg, pre.est_tokens, p_label)
-        nodes.setdefault(pre.id, pre)
+        _track(spec, nodes.setdefault(pre.id, pre), point, "pretrain")
         _add_row(spec, pre, pre.out, point, per_stage, frac, estimates[pre.id][0], nodes, rows)
     for name, ccfg in spec.checkpoints.items():
         ck = STAGES["checkpoint"].build(name, ccfg, _runs(spec), spec.resources.gpus)
-        nodes.setdefault(ck.id, ck)
+        _track(spec, nodes.setdefault(ck.id, ck), {"checkpoint": name}, "pretrain")
         for point in _points(axes, pretraining=False):
             per_stage, frac = _split(point)
             _add_row(spec, ck, STAGES["checkpoint"].model_dir(ck), dict(checkpoint=name, **point), per_stage, frac,
@@ -131,7 +131,7 @@ def _add_row(spec: StudySpec, model: Node, model_dir: str, point: dict[str, Any]
     if spec.analyze is not None and spec.analyze.what:
         ana = STAGES["analyze"].build(model.id, model_dir, spec.analyze, str(Path(model.out) / "analysis"), label,
                                       spec.resources.gpus)
-        nodes.setdefault(ana.id, ana)
+        _track(spec, nodes.setdefault(ana.id, ana), point, "pretrain")
     row_axes = {k: v for k, v in point.items() if stage_of(k) != ("finetune", "task")}
     row = rows.setdefault((model.id, json.dumps(row_axes, sort_keys=True, default=str)),
                           Row(axes=row_axes, pretrain=model.id, analyze=ana.id if ana else None))
@@ -146,7 +146,7 @@ def _add_row(spec: StudySpec, model: Node, model_dir: str, point: dict[str, Any]
                                       *spec.resources.of("finetune"))
         if shape is not None:
             ft.est_tokens, ft.est_flops = _finetune_estimate(fcfg, shape)
-        nodes.setdefault(ft.id, ft)
+        _track(spec, nodes.setdefault(ft.id, ft), dict(point, task=task_label), "finetune")
         ev_id = None
         if spec.evaluate is not None:
             ecfg = stage_config(spec, "evaluate", per_stage["evaluate"])
@@ -154,9 +154,24 @@ def _add_row(spec: StudySpec, model: Node, model_dir: str, point: dict[str, Any]
             ev = STAGES["evaluate"].build(ft, settings, _runs(spec), *spec.resources.of("evaluate"))
             if shape is not None:
                 ev.est_tokens, ev.est_flops = _evaluate_estimate(settings, fcfg, shape)
-            nodes.setdefault(ev.id, ev)
+            _track(spec, nodes.setdefault(ev.id, ev), dict(point, task=task_label), "evaluate")
             ev_id = ev.id
         row.finetunes.append((task_label, ft.id, ev_id))
+
+
+def _track(spec: StudySpec, node: Node, point: dict[str, Any], upto: str) -> None:
+    """The node's tracking context (first grid point that made it): study name, node label and id, and the
+    axis values it stands for (`upto`: pretrain / finetune / evaluate: the axes of that stage and before)."""
+    if node.track is not None:
+        return
+    from ..tracking import backend_names
+
+    keep = {"pretrain": {"pretrain"}, "finetune": {"pretrain", "finetune", "finetune_from"},
+            "evaluate": {"pretrain", "finetune", "finetune_from", "evaluate"}}[upto]
+    axes = {k: v for k, v in point.items() if k == "checkpoint" or stage_of(k)[0] in keep}
+    node.track = {"backends": backend_names(spec.tracker), "group": spec.name, "node": node.id,
+                  "name": f"{node.kind} {node.label}" if node.label != "-" else f"{node.kind} {node.id}",
+                  "axes": axes}
 
 
 def task_name(task: str) -> str:
@@ -193,7 +208,8 @@ def _runs(spec: StudySpec) -> Path:
 
 def _label(point: dict[str, Any], upto: str) -> str:
     keep = {"pretrain"} if upto == "pretrain" else {"pretrain", "finetune", "finetune_from", "evaluate"}
-    return " ".join(f"{k}={v}" for k, v in point.items() if stage_of(k)[0] in keep) or "-"
+    # the checkpoint entry's name is its model node's label, which a checkpoint row's labels start with
+    return " ".join(f"{k}={v}" for k, v in point.items() if stage_of(k)[0] in keep and k != "checkpoint") or "-"
 
 
 def _pretrain_estimate(pcfg: PretrainConfig) -> tuple[Any, tuple[int, float]]:

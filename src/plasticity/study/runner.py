@@ -94,6 +94,9 @@ def run_study(spec: StudySpec, workers: int | None = None, executor: str | None 
     """Run every node that is not done (failed nodes only with `retry_failed`); write results.csv."""
     from filelock import FileLock, Timeout
 
+    from ..tracking import backend_names, require
+
+    require(backend_names(spec.tracker))  # a missing tracker package: one line before any node runs
     plan = build_plan(spec)
     sdir = study_dir_of(spec)
     check_study_dir(sdir, plan.root)

@@ -93,6 +93,9 @@ class StudySpec:
     executor: str = "local"
     resources: ResourceSpec = field(default_factory=ResourceSpec)
     report: ReportSpec = field(default_factory=ReportSpec)
+    # experiment tracking of every node (tensorboard, wandb, a list of them): each node is its own tracker run,
+    # grouped by the study name and tagged with its axis values; not part of any node id
+    tracker: str | list[str] | None = None
 
     def has_pretraining(self) -> bool:
         """Whether the study pretrains: always without checkpoints; beside them only when asked for."""
@@ -141,6 +144,9 @@ def validate_spec(spec: StudySpec) -> None:
         _req(value is None or value >= 0, f"resources.{key}", f"must be >= 0, got {value}")
     for key in ("gpu_memory_gb", "gpu_tflops"):
         _req(getattr(spec.resources, key) > 0, f"resources.{key}", "must be > 0")
+    from ..tracking import check_backends
+
+    check_backends(spec.tracker, "tracker")
     if spec.analyze is not None:
         for a in spec.analyze.what:
             _req(a in ANALYSES, "analyze", f"unknown analysis '{a}' (choose from {', '.join(ANALYSES)})")

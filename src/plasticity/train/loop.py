@@ -133,6 +133,7 @@ class TrainJob:
     fast: FastPath = FastPath()
     flops_per_step: float = 0.0  # training FLOPs of one optimizer step (0 = unknown): sizes `compile: auto`
     write_final: bool = True  # False: no final/ at the end (benchmarks drive the loop in segments)
+    on_record: Callable[[dict[str, Any]], None] | None = None  # each metrics.jsonl record, after it is written
 
 
 def _hidden_and_head(model: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.Module] | None:
@@ -337,6 +338,8 @@ def train(job: TrainJob, state: LoopState) -> LoopState:
                            tok_per_s=round(tps, 1), elapsed=round(state.elapsed, 3))
                 if dist.is_main:
                     append_jsonl(metrics_path, rec)
+                    if job.on_record is not None:
+                        job.on_record(rec)
                 prog.update(task, completed=state.step, loss=f"{loss:.4f}", tps=f"{tps:,.0f}")
                 if not sys.stderr.isatty():
                     job.log(f"[{job.label}] step {state.step}/{job.total_steps} loss {loss:.4f} lr {lr:.2e} "
@@ -351,7 +354,9 @@ def train(job: TrainJob, state: LoopState) -> LoopState:
                 model.train()
                 state.last_val_loss = ev.get("val_loss", state.last_val_loss)
                 if dist.is_main:
-                    append_jsonl(metrics_path, dict(step=state.step, tokens=state.tokens, **ev))
+                    append_jsonl(metrics_path, rec := dict(step=state.step, tokens=state.tokens, **ev))
+                    if job.on_record is not None:
+                        job.on_record(rec)
             resume_due = cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0
             stopping = pdist.any_rank(stop.signum is not None, dist)  # all ranks stop after the same step
             if (is_ckpt or resume_due or stopping) and not is_final:

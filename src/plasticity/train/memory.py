@@ -79,7 +79,7 @@ def shape_of(model_shape: ModelShape) -> Shape:
 
 
 def shape_of_hf_config(cfg: dict[str, Any]) -> Shape:
-    """`Shape` of an HF Llama / OLMo-2 ``config.json`` mapping."""
+    """`Shape` of an HF ``config.json`` mapping (Llama-style field names; GPT-NeoX and Qwen use the same ones)."""
     h, heads = int(cfg["hidden_size"]), int(cfg["num_attention_heads"])
     kv_heads = int(cfg.get("num_key_value_heads") or heads)
     family = "olmo2" if cfg.get("model_type") == "olmo2" else "llama2"

@@ -17,7 +17,8 @@ from . import distributed as pdist
 from .loop import LoopState, TrainJob, restore, train, truncate_metrics
 
 IGNORED_ON_RESUME = {("out_dir",), ("train", "threads"), ("train", "parallel"),  # how fast, not what
-                     ("train", "allow_large_memory"), ("train", "activation_checkpointing")}
+                     ("train", "allow_large_memory"), ("train", "activation_checkpointing"),
+                     ("train", "tracker")}  # where numbers are mirrored
 
 
 def _config_diffs(old: dict[str, Any], new: dict[str, Any], prefix: tuple[str, ...] = ()) -> list[str]:
@@ -135,7 +136,6 @@ def execute(job: TrainJob, resume: bool, base_summary: dict[str, Any], log=print
 def _execute(job: TrainJob, resume: bool, base_summary: dict[str, Any], log=print) -> dict[str, Any]:
     run_dir = job.run_dir
     main = job.dist.is_main
-    summary_path = run_dir / "summary.json"
     state = LoopState()
     if main:  # we hold the run lock: temp dirs here are leftovers of killed writes (a full checkpoint each)
         ckpt.remove_stale_temps(run_dir)
@@ -147,6 +147,29 @@ def _execute(job: TrainJob, resume: bool, base_summary: dict[str, Any], log=prin
         if resume:
             log(f"{run_dir}: no valid checkpoint to resume from: training from step 0")
         truncate_metrics(run_dir / "metrics.jsonl", 0, log)
+    trackers = _open_trackers(job, str(base_summary.get("kind", "train")), state.step, log) if main else None
+    try:
+        return _train(job, state, base_summary, trackers)
+    finally:
+        if trackers is not None:
+            trackers.close()
+
+
+def _open_trackers(job: TrainJob, kind: str, start_step: int, log=print):
+    """The run's trackers (``train.tracker`` and a study's ``tracker:``), or None; the records of a resumed run
+    up to `start_step` were mirrored before."""
+    from ..tracking import backend_names, open_run
+
+    trackers = open_run(backend_names(job.cfg.tracker), job.run_dir, kind, read_yaml(job.run_dir / "config.yaml"),
+                        start_step, warn=log)
+    if trackers is not None:
+        job.on_record = trackers.log_record
+    return trackers
+
+
+def _train(job: TrainJob, state: LoopState, base_summary: dict[str, Any], trackers) -> dict[str, Any]:
+    run_dir, main = job.run_dir, job.dist.is_main
+    summary_path = run_dir / "summary.json"
     t0 = time.time()
     try:
         state = train(job, state)
@@ -167,4 +190,6 @@ def _execute(job: TrainJob, resume: bool, base_summary: dict[str, Any], log=prin
     if main:
         write_json(summary_path, summary)
         ckpt.prune_resume_only(run_dir / "checkpoints")  # snapshots stay for the analyses
+    if trackers is not None:
+        trackers.summary(summary)
     return summary

@@ -22,6 +22,8 @@ class Node:
     est_flops: float | None = None
     gpus: int = 0
     nproc: int = 1
+    # the study's tracking context (`plasticity.tracking`): backends, group (study name), name, axes; not hashed
+    track: dict[str, Any] | None = None
 
 
 @dataclass
@@ -57,6 +59,11 @@ class Stage:
 
     def metrics(self, node: Node, label: str) -> dict[str, Any]:
         return {}
+
+    def tracked(self, node: Node, result: dict[str, Any]) -> tuple[dict[str, Any], dict[int, dict[str, float]]]:
+        """What a study's tracker logs for a finished node that is not a training run: (final numbers,
+        {step: numbers} series). Training nodes log their own steps (``plasticity.train.run``)."""
+        return dict(result.get("metrics") or {}), {}
 
 
 def completed_run(out: Path) -> bool:

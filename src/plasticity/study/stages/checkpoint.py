@@ -1,4 +1,4 @@
-"""The checkpoint stage: an existing model (our run, any HF Llama / OLMo-2 dir, or a pinned Hub revision)
+"""The checkpoint stage: an existing model (our run, any HF model dir of a supported family, or a pinned Hub revision)
 that analyze and finetune consume like a pretraining node. Its output dir holds ``model`` (a link to the run or
 model dir, the Hub snapshot included) and ``checkpoint.json`` (where it came from, what was checked)."""
 
@@ -24,7 +24,7 @@ class CheckpointStage(Stage):
 
     def check(self, name: str, cfg: CheckpointConfig) -> None:
         """Plan-time checks (nothing downloaded): the source exists, a Hub id has a revision, a local model is
-        Llama / OLMo-2. One-line ConfigError naming the entry."""
+        of a supported family (`plasticity.architectures`). One-line ConfigError naming the entry."""
         from ...checkpoints import check_architecture, resolve_model_source
 
         key = f"checkpoints.{name}"
@@ -79,7 +79,7 @@ class CheckpointStage(Stage):
 
         src = resolve_model_source(node.config["path"], node.config["revision"])
         local = src.local_dir()  # a Hub snapshot is fetched here (the only download)
-        check_model_dir(local)  # manifest sha256 when ours, Llama / OLMo-2, safetensors
+        check_model_dir(local)  # manifest sha256 when ours, a supported family, safetensors
         model_type = json.loads((Path(local) / "config.json").read_text())["model_type"]
         target = src.run_dir if src.kind == "run" else Path(local)
         out = Path(node.out)

@@ -10,8 +10,8 @@ from ...config import PretrainConfig, from_dict, to_dict, train_identity, valida
 from ...io import read_json_or_none as read_json
 from .base import Node, RunContext, Stage, completed_run, run_summary, torchrun
 
-# how fast / how much memory / whether to refuse, not what
-NOT_IDENTITY = ("threads", "parallel", "allow_large_memory", "activation_checkpointing")
+# how fast / how much memory / whether to refuse / where numbers are mirrored, not what is computed
+NOT_IDENTITY = ("threads", "parallel", "allow_large_memory", "activation_checkpointing", "tracker")
 
 
 class PretrainStage(Stage):
