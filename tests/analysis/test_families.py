@@ -113,7 +113,7 @@ def saved(tmp_path_factory) -> dict[str, Path]:
     out = {}
     for family in ("gpt_neox", "qwen2", "mistral"):
         d = root / family
-        tiny(family, vocab_size=len(tok)).save_pretrained(d)
+        tiny(family, vocab_size=len(tok) + 16).save_pretrained(d)  # room for a family tokenizer's own specials
         tok.save_pretrained(d)
         out[family] = d
     return out
@@ -136,6 +136,24 @@ def test_evaluate_and_analyze_end_to_end(saved, family, tmp_path):
     norms = json.loads((tmp_path / "an" / "norms.json").read_text())
     names = [g["name"] for g in norms["groups"]]
     assert names == ["embedding", "layers.0", "layers.1", "final_norm", "lm_head"]  # nothing left in "other"
+
+
+@pytest.mark.parametrize("family", ["qwen2", "qwen3", "mistral"])
+def test_finetune_other_families(family, tmp_path):
+    """Fine-tuning loads, trains and saves each family (GPT-NeoX: the study test below)."""
+    import math
+
+    import plasticity
+
+    tok, d = make_tokenizer(), tmp_path / family
+    tiny(family, vocab_size=len(tok) + 16).save_pretrained(d)
+    tok.save_pretrained(d)
+    s = plasticity.finetune({"init_from": str(d), "task": "demo_arith", "task_options": {"n_train": 16, "n_test": 4},
+                             "cutoff_len": 256, "out_dir": str(tmp_path / "ft"), "optim": {"lr": 1e-3},
+                             "train": {"micro_batch_size": 8, "grad_accum": 1, "epochs": 1, "precision": "fp32"}})
+    assert s["status"] == "completed" and s["steps"] == 2 and math.isfinite(s["final_train_loss"])
+    saved = json.loads((tmp_path / "ft" / "final" / "config.json").read_text())
+    assert saved["model_type"] == family
 
 
 def test_checkpoints_study_over_neox_training_steps(tmp_path):
