@@ -19,7 +19,7 @@ from plasticity import architectures
 from plasticity.analysis.rank import attention_ranks, pseudo_rank
 from plasticity.evaluate import fast_decode
 from plasticity.evaluate.sampler import generate
-from tests.conftest import run_cli
+from tests.conftest import DEVICES, run_cli
 from tests.evaluate.conftest import make_tokenizer
 from tests.evaluate.test_sampler import _greedy, _hf_greedy
 
@@ -96,10 +96,11 @@ def test_fused_qkv_adapter_reads_neox_head_layout():
         assert torch.equal(hw.wv[h], w[h * 3 * d + 2 * d:(h + 1) * 3 * d])
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("family", ["mistral", "qwen2", "qwen3", "gpt_neox"])
-def test_other_families_decode_through_the_hf_forward(family):
+def test_other_families_decode_through_the_hf_forward(family, device):
     tok = make_tokenizer()
-    model = tiny(family, vocab_size=len(tok))
+    model = tiny(family, vocab_size=len(tok)).to(device)
     assert not fast_decode.supports(model)  # the lean step is Llama's; these keep the HF forward
     prompts = ["Human: What is two plus three?", "The quick brown fox", "Paris is"]
     out = generate(model, tok, prompts, 1, _greedy(max_new_tokens=12))
