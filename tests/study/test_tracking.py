@@ -157,3 +157,19 @@ def test_study_logs_each_node_to_wandb_offline(tracked_study):
             assert b"rank/qk_fraction" in data and b"summary/weight_norm" in data
         if kind == "evaluate":
             assert b"summary/demo_arith/pass@2" in data
+
+
+def test_a_resumed_run_drops_the_events_past_its_checkpoint(tmp_path):
+    """Records written after the checkpoint a run resumes from (metrics.jsonl drops them) leave TensorBoard too."""
+    from plasticity.tracking import open_run
+
+    first = open_run(["tensorboard"], tmp_path, "pretrain", {})
+    for step in range(1, 11):
+        first.log_record({"step": step, "loss": float(step)})
+    first.close()
+    resumed = open_run(["tensorboard"], tmp_path, "pretrain", {}, start_step=5)
+    for step in range(6, 9):
+        resumed.log_record({"step": step, "loss": 100.0 + step})
+    resumed.close()
+    assert scalars(tmp_path / "tensorboard")["train/loss"] == [(1, 1.0), (2, 2.0), (3, 3.0), (4, 4.0), (5, 5.0),
+                                                               (6, 106.0), (7, 107.0), (8, 108.0)]
