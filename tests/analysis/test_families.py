@@ -192,6 +192,8 @@ def test_checkpoints_study_over_neox_training_steps(tmp_path):
     plan = build_plan(load_spec(spec))
     labels = sorted(n.label for n in plan.nodes.values() if n.kind == "finetune")
     assert labels == ["checkpoint=step1000", "checkpoint=step143000"]  # the entry named once
+    assert rows["step1000"]["weights_sha256"] != rows["step143000"]["weights_sha256"]
+    assert "identical weights" not in r.stdout + r.stderr
     for seed, rev in enumerate(("step1000", "step143000")):
         row = rows[rev]
         assert row["status"] == "completed" and row["source"] == f"EleutherAI/pythia-160m@{rev}"
@@ -199,3 +201,25 @@ def test_checkpoints_study_over_neox_training_steps(tmp_path):
         want = [q for i in range(2) for q, _ in direct_ranks(model, i)]
         assert float(row["qk_rank_frac"]) == pytest.approx(sum(want) / len(want) / 8)
         assert row["demo_arith/demo_arith/pass@2"] != ""
+
+
+def test_weights_digest_spots_revisions_that_serve_one_file(tmp_path):
+    """A Hub snapshot links to blobs named by their sha256 (read for free), a plain dir is hashed: one digest for
+    the same weights either way; the study warns when two entries hold the same weights."""
+    from plasticity.checkpoints import sha256_file, weights_digest
+    from plasticity.study.runner import _warn_same_weights
+
+    plain, other, snap = tmp_path / "plain", tmp_path / "other", tmp_path / "snap"
+    for d in (plain, other, snap):
+        d.mkdir()
+    (plain / "model.safetensors").write_bytes(b"weights-a")
+    (other / "model.safetensors").write_bytes(b"weights-b")
+    blob = tmp_path / sha256_file(plain / "model.safetensors")
+    blob.write_bytes(b"weights-a")
+    (snap / "model.safetensors").symlink_to(blob)
+    assert weights_digest(plain) == weights_digest(snap) != weights_digest(other)
+    logged: list[str] = []
+    rows = [{"checkpoint": "step1000", "weights_sha256": "x"}, {"checkpoint": "step2000", "weights_sha256": "x"},
+            {"checkpoint": "step3000", "weights_sha256": "y"}]
+    _warn_same_weights(rows, logged.append)
+    assert len(logged) == 1 and "step1000, step2000 have identical weights" in logged[0]
