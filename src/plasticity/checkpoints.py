@@ -45,6 +45,18 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+def weights_digest(model_dir: str | Path) -> str:
+    """One sha256 for a model's weights: of its ``*.safetensors`` files' sha256s (sorted by name). A Hub snapshot's
+    files link to blobs named by their sha256, so that costs nothing; other files are hashed. Two checkpoints
+    with the same digest hold the same weights (e.g. two Hub revisions that serve one file)."""
+    parts = []
+    for f in sorted(Path(model_dir).glob("*.safetensors")):
+        blob = f.resolve()
+        name = blob.name if f.is_symlink() and re.fullmatch(r"[0-9a-f]{64}", blob.name) else sha256_file(blob)
+        parts.append(f"{f.name}:{name}")
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+
 def step_dir_name(step: int) -> str:
     return f"step_{step:07d}"
 

@@ -19,7 +19,7 @@ from plasticity import architectures
 from plasticity.analysis.rank import attention_ranks, pseudo_rank
 from plasticity.evaluate import fast_decode
 from plasticity.evaluate.sampler import generate
-from tests.conftest import run_cli
+from tests.conftest import DEVICES, run_cli
 from tests.evaluate.conftest import make_tokenizer
 from tests.evaluate.test_sampler import _greedy, _hf_greedy
 
@@ -96,10 +96,11 @@ def test_fused_qkv_adapter_reads_neox_head_layout():
         assert torch.equal(hw.wv[h], w[h * 3 * d + 2 * d:(h + 1) * 3 * d])
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("family", ["mistral", "qwen2", "qwen3", "gpt_neox"])
-def test_other_families_decode_through_the_hf_forward(family):
+def test_other_families_decode_through_the_hf_forward(family, device):
     tok = make_tokenizer()
-    model = tiny(family, vocab_size=len(tok))
+    model = tiny(family, vocab_size=len(tok)).to(device)
     assert not fast_decode.supports(model)  # the lean step is Llama's; these keep the HF forward
     prompts = ["Human: What is two plus three?", "The quick brown fox", "Paris is"]
     out = generate(model, tok, prompts, 1, _greedy(max_new_tokens=12))
@@ -113,7 +114,7 @@ def saved(tmp_path_factory) -> dict[str, Path]:
     out = {}
     for family in ("gpt_neox", "qwen2", "mistral"):
         d = root / family
-        tiny(family, vocab_size=len(tok)).save_pretrained(d)
+        tiny(family, vocab_size=len(tok) + 16).save_pretrained(d)  # room for a family tokenizer's own specials
         tok.save_pretrained(d)
         out[family] = d
     return out
@@ -127,7 +128,7 @@ def test_evaluate_and_analyze_end_to_end(saved, family, tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     res = json.loads((tmp_path / "eval" / "demo_arith.json").read_text())
     assert {"greedy", "maj@2", "pass@2"} <= set(res["metrics"])
-    r = run_cli("analyze", str(d), "--what", "rank,norms", "--out-dir", str(tmp_path / "an"))
+    r = run_cli("analyze", str(d), "--what", "rank,norms", "--out", str(tmp_path / "an"))
     assert r.returncode == 0, r.stderr[-2000:]
     rank = json.loads((tmp_path / "an" / "rank.json").read_text())["checkpoints"][-1]
     model = AutoModelForCausalLM.from_pretrained(d, dtype=torch.float32)
@@ -136,6 +137,24 @@ def test_evaluate_and_analyze_end_to_end(saved, family, tmp_path):
     norms = json.loads((tmp_path / "an" / "norms.json").read_text())
     names = [g["name"] for g in norms["groups"]]
     assert names == ["embedding", "layers.0", "layers.1", "final_norm", "lm_head"]  # nothing left in "other"
+
+
+@pytest.mark.parametrize("family", ["qwen2", "qwen3", "mistral"])
+def test_finetune_other_families(family, tmp_path):
+    """Fine-tuning loads, trains and saves each family (GPT-NeoX: the study test below)."""
+    import math
+
+    import plasticity
+
+    tok, d = make_tokenizer(), tmp_path / family
+    tiny(family, vocab_size=len(tok) + 16).save_pretrained(d)
+    tok.save_pretrained(d)
+    s = plasticity.finetune({"init_from": str(d), "task": "demo_arith", "task_options": {"n_train": 16, "n_test": 4},
+                             "cutoff_len": 256, "out_dir": str(tmp_path / "ft"), "optim": {"lr": 1e-3},
+                             "train": {"micro_batch_size": 8, "grad_accum": 1, "epochs": 1, "precision": "fp32"}})
+    assert s["status"] == "completed" and s["steps"] == 2 and math.isfinite(s["final_train_loss"])
+    saved = json.loads((tmp_path / "ft" / "final" / "config.json").read_text())
+    assert saved["model_type"] == family
 
 
 def test_checkpoints_study_over_neox_training_steps(tmp_path):
@@ -173,6 +192,8 @@ def test_checkpoints_study_over_neox_training_steps(tmp_path):
     plan = build_plan(load_spec(spec))
     labels = sorted(n.label for n in plan.nodes.values() if n.kind == "finetune")
     assert labels == ["checkpoint=step1000", "checkpoint=step143000"]  # the entry named once
+    assert rows["step1000"]["weights_sha256"] != rows["step143000"]["weights_sha256"]
+    assert "identical weights" not in r.stdout + r.stderr
     for seed, rev in enumerate(("step1000", "step143000")):
         row = rows[rev]
         assert row["status"] == "completed" and row["source"] == f"EleutherAI/pythia-160m@{rev}"
@@ -180,3 +201,25 @@ def test_checkpoints_study_over_neox_training_steps(tmp_path):
         want = [q for i in range(2) for q, _ in direct_ranks(model, i)]
         assert float(row["qk_rank_frac"]) == pytest.approx(sum(want) / len(want) / 8)
         assert row["demo_arith/demo_arith/pass@2"] != ""
+
+
+def test_weights_digest_spots_revisions_that_serve_one_file(tmp_path):
+    """A Hub snapshot links to blobs named by their sha256 (read for free), a plain dir is hashed: one digest for
+    the same weights either way; the study warns when two entries hold the same weights."""
+    from plasticity.checkpoints import sha256_file, weights_digest
+    from plasticity.study.runner import _warn_same_weights
+
+    plain, other, snap = tmp_path / "plain", tmp_path / "other", tmp_path / "snap"
+    for d in (plain, other, snap):
+        d.mkdir()
+    (plain / "model.safetensors").write_bytes(b"weights-a")
+    (other / "model.safetensors").write_bytes(b"weights-b")
+    blob = tmp_path / sha256_file(plain / "model.safetensors")
+    blob.write_bytes(b"weights-a")
+    (snap / "model.safetensors").symlink_to(blob)
+    assert weights_digest(plain) == weights_digest(snap) != weights_digest(other)
+    logged: list[str] = []
+    rows = [{"checkpoint": "step1000", "weights_sha256": "x"}, {"checkpoint": "step2000", "weights_sha256": "x"},
+            {"checkpoint": "step3000", "weights_sha256": "y"}]
+    _warn_same_weights(rows, logged.append)
+    assert len(logged) == 1 and "step1000, step2000 have identical weights" in logged[0]

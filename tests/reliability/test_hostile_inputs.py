@@ -453,7 +453,7 @@ def test_20_tokenizer_bigger_than_the_model(command: str, tiny_run: Path, tmp_pa
     out = tmp_path / "out"
     argv = {"evaluate_cot": ["evaluate", str(d), "--task", "demo_arith", "--out", str(out), "--max-questions", "2"],
             "evaluate_cloze": ["evaluate", str(d), "--task", "demo_choice", "--out", str(out), "--max-questions", "2"],
-            "analyze": ["analyze", str(d), "--out-dir", str(out), "--what", "norms,probes", "--n-probe", "10"]}
+            "analyze": ["analyze", str(d), "--out", str(out), "--what", "norms,probes", "--n-probe", "10"]}
     r = run_cli(*argv[command])
     line = assert_one_line_exit_2(r, str(d), "vocab mismatch")
     assert not out.exists() or not any(out.iterdir())

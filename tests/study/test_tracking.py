@@ -157,3 +157,63 @@ def test_study_logs_each_node_to_wandb_offline(tracked_study):
             assert b"rank/qk_fraction" in data and b"summary/weight_norm" in data
         if kind == "evaluate":
             assert b"summary/demo_arith/pass@2" in data
+
+
+def test_a_resumed_run_drops_the_events_past_its_checkpoint(tmp_path):
+    """Records written after the checkpoint a run resumes from (metrics.jsonl drops them) leave TensorBoard too."""
+    from plasticity.tracking import open_run
+
+    first = open_run(["tensorboard"], tmp_path, "pretrain", {})
+    for step in range(1, 11):
+        first.log_record({"step": step, "loss": float(step)})
+    first.close()
+    resumed = open_run(["tensorboard"], tmp_path, "pretrain", {}, start_step=5)
+    for step in range(6, 9):
+        resumed.log_record({"step": step, "loss": 100.0 + step})
+    resumed.close()
+    assert scalars(tmp_path / "tensorboard")["train/loss"] == [(1, 1.0), (2, 2.0), (3, 3.0), (4, 4.0), (5, 5.0),
+                                                               (6, 106.0), (7, 107.0), (8, 108.0)]
+
+
+class Recording:
+    """A third backend in a few lines: what the `Tracker` protocol asks for."""
+
+    calls: list = []
+
+    def __init__(self, run):
+        Recording.calls.append(("init", run.name, run.job_type))
+
+    def log(self, metrics, step):
+        Recording.calls.append(("log", step, metrics))
+
+    def summary(self, metrics):
+        Recording.calls.append(("summary", metrics))
+
+    def close(self):
+        Recording.calls.append(("close",))
+
+
+class Broken(Recording):
+    def log(self, metrics, step):
+        raise OSError("disk full")
+
+
+def test_a_backend_is_one_small_class_and_a_failing_one_never_stops_the_run(monkeypatch, tmp_path):
+    from plasticity import tracking
+
+    monkeypatch.setitem(tracking.BACKENDS, "recording", (f"{__name__}:Recording", "pytest"))
+    monkeypatch.setitem(tracking.BACKENDS, "broken", (f"{__name__}:Broken", "pytest"))
+    Recording.calls = []
+    warnings: list[str] = []
+    t = tracking.open_run(["recording", "broken"], tmp_path / "run", "pretrain", {"a": 1}, warn=warnings.append)
+    t.log_record({"step": 1, "tokens": 64, "loss": 2.5, "lr": 0.1})
+    t.log_record({"step": 1, "tokens": 64, "val_loss": 2.75})
+    t.log_record({"step": 2, "tokens": 128, "loss": 2.0, "lr": 0.1})
+    t.summary({"status": "completed", "final_val_loss": 2.5, "skipped_batches": 0, "ok": True})
+    t.close()
+    logged = [c for c in Recording.calls if c[0] == "log"]
+    assert Recording.calls[0] == ("init", "run", "pretrain") and Recording.calls[-1] == ("close",)
+    assert len(logged) == 3  # the recording backend saw every record; the broken one was dropped after its first
+    assert logged[1] == ("log", 1, {"eval/tokens": 64.0, "eval/val_loss": 2.75})
+    assert ("summary", {"final_val_loss": 2.5, "skipped_batches": 0.0}) in Recording.calls  # numbers only
+    assert len(warnings) == 1 and "tracker broken failed (OSError: disk full)" in warnings[0]

@@ -91,7 +91,7 @@ def check_probe_sets(sets: Sequence[str], data_root: str | Path | None = None) -
                and not (root is not None and (root / _PROBE_FILES[s][0] / _PROBE_FILES[s][1]).is_file())]
     if missing and importlib.util.find_spec("datasets") is None:
         raise DataError(f"probe sets {', '.join(missing)}: no local copy (data root: {root or 'none'}) and no "
-                        "'datasets' package for the Hub copies (pip install 'plasticity[hub]')")
+                        "'datasets' package for the Hub copies (pip install 'lm-plasticity[hub]')")
 
 
 # --------------------------------------------------------------------------------------------- probes

@@ -135,9 +135,25 @@ def run_study(spec: StudySpec, workers: int | None = None, executor: str | None 
         for nid, res in ran.items():  # nodes this run skipped or that were interrupted keep that state
             if res["status"] in ("skipped", "interrupted") and states[nid] == "pending":
                 states[nid] = res["status"]
-        return StudyOutcome(study_dir=sdir, rows=write_results(states), states=states, ran=ran)
+        rows = write_results(states)
+        _warn_same_weights(rows, log)
+        return StudyOutcome(study_dir=sdir, rows=rows, states=states, ran=ran)
     finally:
         lock.release()
+
+
+def _warn_same_weights(rows: list[dict[str, Any]], log: Callable[[str], None]) -> None:
+    """Checkpoint entries whose weights are identical (a Hub repo may serve one file under several revisions)."""
+    by_digest: dict[str, list[str]] = {}
+    for r in rows:
+        if r.get("weights_sha256") and r.get("checkpoint"):
+            names = by_digest.setdefault(r["weights_sha256"], [])
+            if r["checkpoint"] not in names:
+                names.append(r["checkpoint"])
+    for names in by_digest.values():
+        if len(names) > 1:
+            log(f"  warning: checkpoint entries {', '.join(names)} have identical weights (weights_sha256): their "
+                "rows measure one model")
 
 
 def training_progress(run_dir: Path, running: bool) -> str | None:

@@ -141,7 +141,7 @@ def require(names: list[str]) -> None:
 def _load(name: str, import_it: bool = True) -> type:
     target, package = BACKENDS[name]
     if importlib.util.find_spec(package) is None:
-        raise UserError(f"tracker {name!r} needs the {package} package: pip install 'plasticity[track]' "
+        raise UserError(f"tracker {name!r} needs the {package} package: pip install 'lm-plasticity[track]' "
                         f"(or pip install {package})")
     module, cls = target.split(":")
     if not import_it:

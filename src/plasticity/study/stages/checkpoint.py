@@ -75,7 +75,7 @@ class CheckpointStage(Stage):
         return str(Path(node.out) / "model")
 
     def run(self, node: Node, ctx: RunContext) -> dict[str, Any]:
-        from ...checkpoints import check_model_dir, read_manifest, resolve_model_source
+        from ...checkpoints import check_model_dir, read_manifest, resolve_model_source, weights_digest
 
         src = resolve_model_source(node.config["path"], node.config["revision"])
         local = src.local_dir()  # a Hub snapshot is fetched here (the only download)
@@ -93,7 +93,7 @@ class CheckpointStage(Stage):
         info = {"name": node.config["name"], "source": src.describe(), "kind": src.kind,
                 "revision": node.config["revision"], "model_dir": str(local),
                 "run_dir": str(src.run_dir) if src.run_dir is not None else None, "model_type": model_type,
-                "manifest_verified": manifest is not None}
+                "manifest_verified": manifest is not None, "weights_sha256": weights_digest(local)}
         from ...io import write_json
 
         write_json(out / "checkpoint.json", info)
@@ -106,7 +106,8 @@ class CheckpointStage(Stage):
 
     def metrics(self, node: Node, label: str) -> dict[str, Any]:
         info = read_json(Path(node.out) / "checkpoint.json") or {}
-        out: dict[str, Any] = {"source": info.get("source") or node.config["path"]}
+        out: dict[str, Any] = {"source": info.get("source") or node.config["path"],
+                               "weights_sha256": info.get("weights_sha256")}
         if info.get("kind") == "run":  # one of our runs: its pretraining numbers
             out.update(PretrainStage().metrics(Node(**dict(vars(node), out=info["run_dir"])), label))
         return out
