@@ -14,6 +14,7 @@ from ...io import read_json_or_none as read_json
 from .base import Node, RunContext, Stage, run_summary
 
 NOT_IDENTITY = ("threads", "parallel", "allow_large_memory")  # how fast / whether to refuse, not what
+DATA_NOT_IDENTITY = ("num_workers", "shard_mb")  # how the token cache is prepared, not its tokens
 
 
 class PretrainStage(Stage):
@@ -26,6 +27,8 @@ class PretrainStage(Stage):
         ident = json.loads(json.dumps(d))
         for how in NOT_IDENTITY:
             ident["train"].pop(how, None)
+        for how in DATA_NOT_IDENTITY:
+            ident["data"].pop(how, None)
         return ident
 
     def build(self, pcfg: PretrainConfig, data_id: str, runs: Path, label: str, gpus: int, nproc: int) -> Node:
