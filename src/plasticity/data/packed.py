@@ -48,7 +48,7 @@ def training_documents(data: DataConfig, limit: int | None) -> Iterator[str]:
     same documents the token cache puts in its train split (a corpus with no hash-held-out document at all keeps
     its last one for validation, so that one is left out here too)."""
     docs = iter_documents(data.source, data.text_field, data.hf_config, data.hf_split, data.hf_revision,
-                          data.max_documents)
+                          data.max_documents, warn=lambda m: None)  # the token cache reports skipped lines
     if data.val_source:
         yield from itertools.islice(docs, limit)
         return
@@ -121,13 +121,15 @@ def prepare_tokenizer(data: DataConfig, tok_cfg: TokenizerConfig, log=print) -> 
             if not (tok_dir / "tokenizer.json").exists():
                 n = [0]
 
+                cap = f"the first {tok_cfg.train_documents:,}" if tok_cfg.train_documents else "all"
+
                 def sample() -> Iterator[str]:
                     for doc in training_documents(data, tok_cfg.train_documents):
+                        if n[0] == 0:  # once the source proved readable
+                            log(f"training byte-level BPE (vocab {tok_cfg.vocab_size}) on {cap} training documents")
                         n[0] += 1
                         yield doc
 
-                cap = f"the first {tok_cfg.train_documents:,}" if tok_cfg.train_documents else "all"
-                log(f"training byte-level BPE (vocab {tok_cfg.vocab_size}) on {cap} training documents")
                 tmp = tok_dir.with_name(tok_dir.name + ".tmp")
                 shutil.rmtree(tmp, ignore_errors=True)
                 train_bpe(sample(), tok_cfg.vocab_size, tmp)
