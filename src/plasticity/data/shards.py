@@ -14,6 +14,7 @@ This module imports no torch or transformers: spawn workers and Ray tasks start 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 from collections.abc import Callable, Iterator
@@ -186,17 +187,22 @@ def _run_job(job: Job, spec: JobSpec, progress) -> dict[str, Any]:
             return
         ids = enc.encode([(t, not starts) for t, starts, _, _ in batch])
         n_docs = tokens = 0
+        out: dict[str, list[list[int]]] = {"train": [], "val": []}
         for (_, starts, ends, s), doc_ids in zip(batch, ids, strict=True):
             w = writers[s]
             if ends:
                 doc_ids.append(spec.eos_id)
-            w.write(np.asarray(doc_ids, dtype=np.int64))
+            out[s].append(doc_ids)
             w.last_doc_tokens = (0 if starts else w.last_doc_tokens) + len(doc_ids)
             w.last_doc_whole = starts or w.last_doc_whole
             tokens += len(doc_ids)
             if ends:
                 w.documents += 1
                 n_docs += 1
+        for s, lists in out.items():  # one array and one write per side and batch
+            if lists:
+                n = sum(len(x) for x in lists)
+                writers[s].write(np.fromiter(itertools.chain.from_iterable(lists), dtype=np.int64, count=n))
         if progress is not None:
             progress(n_docs, tokens, pending)
         batch.clear()
