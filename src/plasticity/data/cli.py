@@ -11,91 +11,12 @@ from typing import Any
 
 import typer
 
-PAPER_RUNS = (("llama2-0.5b", 20.0), ("llama2-1b", 20.0), ("llama2-4b", 20.0), ("olmo2-1b", 20.0),
-              ("olmo2-1b", 140.0))
-
-
-def token_budget(cfg) -> dict[str, Any] | None:
-    """Steps and tokens a pretraining config trains on, from its model shape alone (None when the vocabulary,
-    hence the parameter count, is only known from a tokenizer that is not available offline)."""
-    from ..models import count_params, get_preset, resolve_shape
-    from ..train.pretrain import resolve_total_steps
-
-    vocab = cfg.model.vocab_size or get_preset(cfg.model.preset).vocab_size
-    if vocab is None and cfg.tokenizer.name == "bpe":
-        vocab = cfg.tokenizer.vocab_size
-    if vocab is None and not cfg.train.max_steps:
-        return None
-    counts = count_params(resolve_shape(cfg.model, vocab or 1))
-    steps, budget = resolve_total_steps(cfg, counts.total, counts.non_embedding)
-    per_step = cfg.train.micro_batch_size * cfg.train.grad_accum * cfg.data.seq_len
-    return dict(total_steps=steps, token_budget=budget, tokens_trained=steps * per_step, tokens_per_step=per_step,
-                params_total=counts.total, params_non_embedding=counts.non_embedding)
-
-
-def paper_budgets() -> list[dict[str, Any]]:
-    """The paper's pretraining budgets (Table 1 shapes at 20 TPP; OLMo-2-1B also at 140 TPP)."""
-    from ..models import count_params, get_preset
-
-    out = []
-    for preset, tpp in PAPER_RUNS:
-        n = count_params(get_preset(preset)).total
-        out.append(dict(run=f"{preset} @ {tpp:g} TPP", tokens=int(tpp * n)))
-    return out
-
-
-def cached_meta(cfg) -> dict | None:
-    """meta.json of the config's token cache if it is prepared and its tokenizer is local (no download)."""
-    from ..data.packed import load_prepared, token_cache_dir, tokenizer_dir
-    from ..tokenizer import load_tokenizer
-
-    tdir = tokenizer_dir(cfg.data, cfg.tokenizer)
-    if tdir is None:
-        p = Path(cfg.tokenizer.name).expanduser()
-        tdir = p if p.is_dir() else None
-    if tdir is None or not (tdir / "tokenizer.json").is_file():
-        return None
-    prepared = load_prepared(token_cache_dir(cfg.data, load_tokenizer(tdir)), tdir)
-    return prepared.meta if prepared is not None else None
-
-
-def epochs_for(cfg, meta: dict | None = None) -> float | None:
-    """Epochs a pretraining config makes over its prepared training tokens (packed whole sequences, as the
-    trainer counts them); None when the cache is not prepared or the budget is unknown offline."""
-    meta = meta if meta is not None else cached_meta(cfg)
-    budget = token_budget(cfg)
-    if meta is None or budget is None:
-        return None
-    usable = meta["train_tokens"] // cfg.data.seq_len * cfg.data.seq_len
-    return budget["tokens_trained"] / max(usable, 1)
-
-
-def shard_plan(cfg) -> dict[str, Any]:
-    """What preparing the config's corpus would read, without reading it: local files, input bytes and jobs; a
-    streamed source (Hub, packaged, capped by data.max_documents) says why its size is unknown."""
-    from .pieces import group_jobs, local_files, plan_pieces
-    from .prepare import is_streamed
-
-    d = cfg.data
-    if is_streamed(d.source, d.max_documents):
-        if isinstance(d.source, str) and d.source.startswith("hf:"):
-            what = f"{d.source}" + (f" ({d.hf_config})" if d.hf_config else "")
-            why = f"corpus size unknown without the Hub: {what} is streamed when prepared"
-        elif d.max_documents is not None:
-            why = f"streamed: the first {d.max_documents:,} documents of {d.source}"
-        else:
-            why = f"streamed: {d.source}"
-        return dict(streamed=True, note=why)
-    files = local_files(d.source)
-    shard_bytes = max(1, int(d.shard_mb * 2**20))
-    pieces = plan_pieces(files, shard_bytes, d.text_field)
-    return dict(streamed=False, files=len(files), input_bytes=sum(p.size for p in pieces),
-                jobs=len(group_jobs(pieces, shard_bytes)), shard_mb=d.shard_mb)
-
 
 def data_report(cfg, meta: dict | None, stats: dict | None) -> dict[str, Any]:
     """Everything ``plasticity data`` prints: the corpus (when prepared), the budget, and the epochs over the
     corpus at the config's own budget and at each of the paper's."""
+    from ..train.budget import epochs_for, paper_budgets, token_budget
+
     budget = token_budget(cfg)
     rep: dict[str, Any] = dict(source=cfg.data.source, budget=budget, prepared=meta is not None)
     if meta is not None:
@@ -179,7 +100,10 @@ def register(app: typer.Typer) -> None:
         stats = None
         plan = None
         if dry_run:
-            plan = shard_plan(cfg)
+            from ..train.budget import cached_meta
+            from .prepare import shard_plan
+
+            plan = shard_plan(cfg.data)
             meta = cached_meta(cfg)
         else:
             from .packed import prepare_data

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import multiprocessing as mp
 import os
 import shutil
 import time
@@ -107,6 +108,25 @@ def plan_source(data, index: int, previous: dict | None, warn: Callable[[str], N
             for k, g in enumerate(group_jobs(pieces, shard_bytes))]
     return SourcePlan(index, role, dict(source=source, streamed=False, pieces=[p.to_dict() for p in pieces]),
                       jobs=jobs, total_size=sum(p.size for p in pieces))
+
+
+def shard_plan(d) -> dict[str, Any]:
+    """What preparing the config's corpus would read, without reading it: local files, input bytes and jobs; a
+    streamed source (Hub, packaged, capped by data.max_documents) says why its size is unknown."""
+    if is_streamed(d.source, d.max_documents):
+        if isinstance(d.source, str) and d.source.startswith("hf:"):
+            what = f"{d.source}" + (f" ({d.hf_config})" if d.hf_config else "")
+            why = f"corpus size unknown without the Hub: {what} is streamed when prepared"
+        elif d.max_documents is not None:
+            why = f"streamed: the first {d.max_documents:,} documents of {d.source}"
+        else:
+            why = f"streamed: {d.source}"
+        return dict(streamed=True, note=why)
+    files = local_files(d.source)
+    shard_bytes = max(1, int(d.shard_mb * 2**20))
+    pieces = plan_pieces(files, shard_bytes, d.text_field)
+    return dict(streamed=False, files=len(files), input_bytes=sum(p.size for p in pieces),
+                jobs=len(group_jobs(pieces, shard_bytes)), shard_mb=d.shard_mb)
 
 
 # ------------------------------------------------------------------------------------------- progress
@@ -360,12 +380,16 @@ def _execute(plans: list[SourcePlan], spec: JobSpec, workers: int, executor: str
         runner: Any = RayTasks(workers, progress)
     elif workers <= 1 or len(head) <= 1:
         runner = InProcess(progress, threads=workers)
+    elif mp.current_process().daemon:  # a study's pool worker may not start processes: Rust threads instead
+        progress.log(f"tokenizing in this process with {workers} tokenizer threads (a pool worker cannot start "
+                     "worker processes; `plasticity data` prepares with processes)")
+        runner = InProcess(progress, threads=workers)
     else:
         runner = LocalPool(workers, progress)
     inflight: list = []
     try:
         for job in itertools.chain(head, jobs):
-            while len(inflight) >= 2 * workers:
+            while len(inflight) >= workers + 2:  # a bounded window: streamed chunks carry their text
                 _collect(runner, inflight, markers)
             inflight.append(runner.submit(job, spec))
         while inflight:
