@@ -71,6 +71,11 @@ def _corpus(root: Path, n: int = 120) -> Path:
         for t in arts[n // 2:]:
             f.write(json.dumps({"text": t, "id": 1}) + "\n")
     (root / "c.txt").write_text(" ".join(arts[:40]))  # one long document
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"text": arts[:30] + [None, " "], "id": list(range(32))}), root / "d.parquet",
+                   row_group_size=5)
     return root
 
 
@@ -162,5 +167,37 @@ def test_a_glob_or_a_list_of_files_is_one_source(tmp_path: Path, source, monkeyp
     monkeypatch.chdir(src)
     files = pieces.local_files(source)
     assert [f.name for f in files] == ["a.jsonl", "b.jsonl"]
+    assert [f.name for f in pieces.local_files(str(src))] == ["a.jsonl", "b.jsonl", "c.txt", "d.parquet"]
     got = list(iter_documents(source))
     assert got == list(iter_documents(str(src / "a.jsonl"))) + list(iter_documents(str(src / "b.jsonl")))
+
+
+def _prepare_in_daemon(src: str, cache: str, q) -> None:
+    from plasticity.config import DataConfig, TokenizerConfig
+    from plasticity.data.packed import prepare_data
+
+    msgs: list[str] = []
+    d = prepare_data(DataConfig(source=src, cache_dir=cache, num_workers=2, shard_mb=0.02),
+                     TokenizerConfig(vocab_size=400, train_documents=50), log=msgs.append)
+    q.put((d.meta, msgs))
+
+
+def test_a_study_pool_worker_prepares_with_threads_and_the_same_tokens(tmp_path: Path) -> None:
+    """A study's node runs in a daemonic pool worker, which may not start processes: it tokenizes in-process
+    with Rust threads, and the cache is the one `plasticity data` makes with worker processes."""
+    import multiprocessing as mp
+
+    src = _corpus(tmp_path / "corpus")
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    p = ctx.Process(target=_prepare_in_daemon, args=(str(src), str(tmp_path / "a"), q), daemon=True)
+    p.start()
+    meta, msgs = q.get(timeout=300)
+    p.join()
+    assert any("tokenizer threads" in m for m in msgs)
+    import shutil
+
+    shutil.rmtree(tmp_path / "a" / "tokens")  # the same cache again, from one worker (the tokenizer is kept)
+    ref = prepare_data(DataConfig(source=str(src), cache_dir=str(tmp_path / "a"), num_workers=1, shard_mb=0.02),
+                       TokenizerConfig(vocab_size=400, train_documents=50), log=lambda m: None)
+    assert meta == ref.meta
