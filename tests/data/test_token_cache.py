@@ -182,6 +182,7 @@ def _prepare_in_daemon(src: str, cache: str, q) -> None:
     q.put((d.meta, msgs))
 
 
+@pytest.mark.slow
 def test_a_study_pool_worker_prepares_with_threads_and_the_same_tokens(tmp_path: Path) -> None:
     """A study's node runs in a daemonic pool worker, which may not start processes: it tokenizes in-process
     with Rust threads, and the cache is the one `plasticity data` makes with worker processes."""
