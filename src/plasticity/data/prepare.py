@@ -314,6 +314,8 @@ def prepare_cache(data, out: Path, tokenizer_file: Path, eos_id: int, vocab: int
         if previous != plan:
             _clear(out)
             write_json(out / "plan.json", plan)
+        for tmp in out.glob(".*.tmp"):  # a killed worker's unfinished shard (we hold the lock: nobody writes)
+            tmp.unlink(missing_ok=True)
         spec = JobSpec(str(out), str(tokenizer_file), eos_id, dtype, data.val_fraction, data.text_field)
         workers = data.num_workers or usable_cpus()
         totals = [p.total_size for p in plans]
@@ -376,7 +378,7 @@ def _execute(plans: list[SourcePlan], spec: JobSpec, workers: int, executor: str
 
     jobs = todo()
     head = list(itertools.islice(jobs, 2))
-    if executor == "ray":
+    if executor == "ray" and head:
         runner: Any = RayTasks(workers, progress)
     elif workers <= 1 or len(head) <= 1:
         runner = InProcess(progress, threads=workers)
