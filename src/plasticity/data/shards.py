@@ -175,6 +175,7 @@ def _run_job(job: Job, spec: JobSpec, progress) -> dict[str, Any]:
     stats: dict[str, FileStats] = {}
     batch: list[tuple[str, bool, bool, str]] = []  # (text, starts, ends, side)
     pending = 0
+    sent = [0]  # progress reported in characters read; the job's input size is settled at its end
 
     def side_of(text: str) -> str:
         if job.role != "split":
@@ -205,6 +206,7 @@ def _run_job(job: Job, spec: JobSpec, progress) -> dict[str, Any]:
                 writers[s].write(np.fromiter(itertools.chain.from_iterable(lists), dtype=np.int64, count=n))
         if progress is not None:
             progress(n_docs, tokens, pending)
+            sent[0] += pending
         batch.clear()
         pending = 0
 
@@ -221,6 +223,8 @@ def _run_job(job: Job, spec: JobSpec, progress) -> dict[str, Any]:
             if pending >= BATCH_CHARS or len(batch) >= BATCH_DOCS:
                 flush()
         flush()
+        if progress is not None and job.size != sent[0]:
+            progress(0, 0, job.size - sent[0])
     except BaseException:
         for w in writers.values():
             w.abort()
