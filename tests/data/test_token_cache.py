@@ -202,3 +202,26 @@ def test_a_study_pool_worker_prepares_with_threads_and_the_same_tokens(tmp_path:
     ref = prepare_data(DataConfig(source=str(src), cache_dir=str(tmp_path / "a"), num_workers=1, shard_mb=0.02),
                        TokenizerConfig(vocab_size=400, train_documents=50), log=lambda m: None)
     assert meta == ref.meta
+
+
+def test_tiny_corpus_and_separate_validation_source_keep_the_old_splits(tmp_path: Path) -> None:
+    """No document hashed into validation: the last one is held out (moved out of its shard at the end, as the
+    old cache did); with `data.val_source` every document of each source goes to its side."""
+    src = _corpus(tmp_path / "corpus")
+    f = src / "b.jsonl"
+    tok_dir = prepare_tokenizer(DataConfig(source=str(src), cache_dir=str(tmp_path / "c")),
+                                TokenizerConfig(vocab_size=400, train_documents=50), log=lambda m: None)
+    tok = load_tokenizer(tok_dir)
+    tiny = DataConfig(source=str(f), val_fraction=1e-9, cache_dir=str(tmp_path / "c"), num_workers=1, shard_mb=0.01)
+    prepared = prepare_tokens(tiny, tok_dir, log=lambda m: None)
+    ref = reference_streams(tiny, tok)
+    assert prepared.meta["val_documents"] == 1 and prepared.meta["shards"]["train"] > 3
+    for split in ("train", "val"):
+        assert np.array_equal(stream(prepared, split), ref[split])
+    sep = DataConfig(source=str(src / "a.jsonl"), val_source=str(f), cache_dir=str(tmp_path / "c"), num_workers=1,
+                     shard_mb=0.01)
+    prepared = prepare_tokens(sep, tok_dir, log=lambda m: None)
+    whole = {name: reference_streams(DataConfig(source=str(p), val_fraction=1e-9), tok)
+             for name, p in (("train", src / "a.jsonl"), ("val", f))}
+    for split in ("train", "val"):  # the reference's tiny rule moved each file's last document: put it back
+        assert np.array_equal(stream(prepared, split), np.concatenate([whole[split]["train"], whole[split]["val"]]))
