@@ -225,3 +225,14 @@ def test_tiny_corpus_and_separate_validation_source_keep_the_old_splits(tmp_path
              for name, p in (("train", src / "a.jsonl"), ("val", f))}
     for split in ("train", "val"):  # the reference's tiny rule moved each file's last document: put it back
         assert np.array_equal(stream(prepared, split), np.concatenate([whole[split]["train"], whole[split]["val"]]))
+
+
+def test_streamed_chunks_on_two_workers_give_the_reference_stream(tmp_path: Path) -> None:
+    """A streamed source (here capped by max_documents) in many chunks tokenized by a pool of 2 workers."""
+    data = DataConfig(source="packaged:bbc_news", max_documents=100, cache_dir=str(tmp_path), num_workers=2,
+                      shard_mb=0.02)
+    prepared = prepare_data(data, TokenizerConfig(vocab_size=400, train_documents=60), log=lambda m: None)
+    assert prepared.meta["shards"]["train"] >= 4
+    ref = reference_streams(data, prepared.tokenizer())
+    for split in ("train", "val"):
+        assert np.array_equal(stream(prepared, split), ref[split])
