@@ -266,7 +266,8 @@ class PretrainBatches:
 
     def _perm(self, epoch: int) -> np.ndarray:
         if epoch not in self._perms:
-            self._perms = {epoch: np.random.default_rng([self.seed, epoch]).permutation(self.seqs.n)}
+            perm = np.random.default_rng([self.seed, epoch]).permutation(self.seqs.n)
+            self._perms = {epoch: perm.astype(np.uint32) if self.seqs.n < 2**32 else perm}  # 4 B/sequence held
         return self._perms[epoch]
 
     def tokens_per_step(self) -> int:
