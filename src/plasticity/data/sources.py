@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import importlib.util
+import itertools
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -137,13 +138,22 @@ def read_hub(dataset_id: str, text_field: str, config: str | None, split: str, r
         import datasets
     except ImportError:
         raise DataError("hf: sources need the 'datasets' package (pip install 'plasticity[hub]')") from None
-    ds = datasets.load_dataset(dataset_id, config, split=split, streaming=True, revision=revision)
-    for i, row in enumerate(ds):
-        if limit is not None and i >= limit:
-            break
-        if text_field not in row:
-            raise DataError(f"hf:{dataset_id}: missing field '{text_field}'")
-        yield row[text_field]
+    where = f"hf:{dataset_id}@{revision or 'main'}"
+    try:  # offline, gated, missing, a dropped connection: one line (a killed preparation resumes from its shards)
+        rows = iter(datasets.load_dataset(dataset_id, config, split=split, streaming=True, revision=revision))
+        for i in itertools.count():
+            if limit is not None and i >= limit:
+                break
+            row = next(rows, None)
+            if row is None:
+                break
+            if text_field not in row:
+                raise DataError(f"{where}: missing field '{text_field}' (data.text_field)")
+            yield row[text_field]
+    except DataError:
+        raise
+    except Exception as e:  # noqa: BLE001 - whatever the datasets library raises
+        raise DataError(f"{where}: cannot stream the dataset: {_first_line(e)}") from None
 
 
 def iter_documents(source: str | list[str], text_field: str = "text", hf_config: str | None = None,
