@@ -78,7 +78,9 @@ class InProcess:
 
     def submit(self, job: Job, spec: JobSpec):
         old = os.environ.get("TOKENIZERS_PARALLELISM")
-        os.environ["TOKENIZERS_PARALLELISM"] = "true" if self.threads > 1 else "false"
+        # one worker: one thread. Several: the Rust threads, unless the environment (or tokenizers' own fork
+        # handler, after a fork that would leave its thread pool unusable) turned them off
+        os.environ["TOKENIZERS_PARALLELISM"] = "false" if self.threads <= 1 else (old or "true")
         try:
             return run_job(job, spec, lambda d, t, c: self.progress.add(d, t, c))
         finally:
