@@ -129,6 +129,7 @@ def _human(n: float) -> str:
 def _register_stage_commands() -> None:
     from .analysis.cli import register as register_analyze
     from .bench_cmd import register as register_bench
+    from .data.cli import register as register_data
     from .evaluate.cli import register as register_evaluate
     from .report.cli import register as register_report
     from .study.cli import register as register_study
@@ -138,6 +139,7 @@ def _register_stage_commands() -> None:
     register_report(app)
     register_study(app)
     register_bench(app)
+    register_data(app)
 
 
 _register_stage_commands()

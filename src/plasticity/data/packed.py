@@ -1,16 +1,22 @@
-"""Tokenize documents once into cached token streams (numpy memmap) and serve fixed-length packed sequences.
+"""Tokenize documents once into a sharded token cache (memory-mapped) and serve fixed-length packed sequences.
 
-Cache layout (``<cache>/tokens/<key>/``): ``train.bin`` and ``val.bin`` (flat token ids, documents joined
-with EOS), ``meta.json``. The key hashes the source, split rule and tokenizer, so a changed source or
-tokenizer never reuses stale tokens. Validation documents are split off *before* tokenization and never
-enter ``train.bin``.
+Cache layout (``<cache>/tokens/<key>/``): ``train-<job>.bin`` / ``val-<job>.bin`` shards (flat token ids,
+documents joined with EOS), ``job-<job>.json`` markers, ``plan.json``, ``prepare.json`` and ``meta.json``
+(written last; lists the shards in order). The train stream is the concatenation of the train shards (the
+documents in source order), so its packed sequences do not depend on the shard size or the number of workers.
+The key hashes the source, split rule, tokenizer and cache format, so a changed source or tokenizer never reuses
+stale tokens. Validation documents are split off by content hash *before* tokenization and never enter the train
+shards. Preparation itself lives in ``plasticity.data.prepare``.
 """
 
 from __future__ import annotations
 
+import itertools
+import json
 import os
 import shutil
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -19,10 +25,11 @@ from filelock import FileLock
 
 from ..config import DataConfig, TokenizerConfig
 from ..errors import DataError
-from ..hashing import hash_fraction, stable_hash
-from ..io import atomic_path, write_json
+from ..hashing import stable_hash
 from ..tokenizer import load_tokenizer, tokenizer_fingerprint, train_bpe
 from .cache_check import read_meta, verify_cache
+from .prepare import FORMAT, prepare_cache
+from .shards import is_val
 from .sources import iter_documents, source_fingerprint
 
 
@@ -34,39 +41,60 @@ def cache_root(cfg_dir: str | None = None) -> Path:
 
 
 def _is_val(doc: str, fraction: float) -> bool:
-    return hash_fraction(doc[:4096], bits=32) < fraction
+    return is_val(doc, fraction)
 
 
-def split_documents(data: DataConfig) -> tuple[list[str], list[str]]:
-    """Training and validation documents. With ``val_source`` the validation text comes from there;
-    otherwise a deterministic (content-hashed) ``val_fraction`` of documents is held out."""
-    docs = list(iter_documents(data.source, data.text_field, data.hf_config, data.hf_split, data.hf_revision,
-                               data.max_documents))
-    if not docs:
-        raise DataError(f"{data.source}: no documents")
+def training_documents(data: DataConfig, limit: int | None) -> Iterator[str]:
+    """The first `limit` training documents (all with None), streamed: what the BPE tokenizer trains on. The
+    same documents the token cache puts in its train split (a corpus with no hash-held-out document at all keeps
+    its last one for validation, so that one is left out here too)."""
+    docs = iter_documents(data.source, data.text_field, data.hf_config, data.hf_split, data.hf_revision,
+                          data.max_documents, warn=lambda m: None)  # the token cache reports skipped lines
     if data.val_source:
-        val = list(iter_documents(data.val_source, data.text_field, data.hf_config, "validation",
-                                  data.hf_revision, None))
-        train = docs
-    else:
-        train = [d for d in docs if not _is_val(d, data.val_fraction)]
-        val = [d for d in docs if _is_val(d, data.val_fraction)]
-        if not val:  # tiny corpora: hold out the last document
-            train, val = docs[:-1], docs[-1:]
-    if not train or not val:
-        raise DataError(f"{data.source}: need at least 2 documents to split train/validation")
-    return train, val
+        yield from itertools.islice(docs, limit)
+        return
+    held = None  # the latest training document, yielded once another document follows it
+    n = 0
+    seen_val = False
+    for doc in docs:
+        if held is not None:
+            yield held
+            n += 1
+            held = None
+            if limit is not None and n >= limit:
+                return
+        if _is_val(doc, data.val_fraction):
+            seen_val = True
+        else:
+            held = doc
+    if held is not None and seen_val:
+        yield held
 
 
 @dataclass
 class PreparedData:
+    """A prepared token cache: `meta` is meta.json with shard counts instead of its shard lists (`shards`)."""
+
     tokenizer_dir: Path
-    train_bin: Path
-    val_bin: Path
+    dir: Path
     meta: dict
+    shards: dict = field(default_factory=dict)
 
     def tokenizer(self):
         return load_tokenizer(self.tokenizer_dir)
+
+    @property
+    def train_shards(self) -> list[Path]:
+        return [self.dir / s["file"] for s in self.shards["train"]]
+
+    @property
+    def val_shards(self) -> list[Path]:
+        return [self.dir / s["file"] for s in self.shards["val"]]
+
+    def sequences(self, split: str, seq_len: int) -> PackedSequences:
+        """The packed sequences of the ``train`` or ``val`` stream."""
+        return PackedSequences(self.train_shards if split == "train" else self.val_shards, seq_len,
+                               self.meta["dtype"])
 
 
 def source_key(data: DataConfig) -> dict:
@@ -85,21 +113,33 @@ def tokenizer_dir(data: DataConfig, tok_cfg: TokenizerConfig) -> Path | None:
     return cache_root(data.cache_dir) / "tokenizers" / key
 
 
-def prepare_tokenizer(data: DataConfig, tok_cfg: TokenizerConfig, log=print) -> tuple[Path, list | None]:
-    """Train (or reuse) the BPE tokenizer, or fetch and store a pretrained one. Returns (its cache dir, the
-    split documents if they had to be read)."""
-    docs = None
+def prepare_tokenizer(data: DataConfig, tok_cfg: TokenizerConfig, log=print) -> Path:
+    """Train (or reuse) the BPE tokenizer on a streamed sample of `tokenizer.train_documents` training documents,
+    or fetch and store a pretrained one. Returns its cache dir."""
     tok_dir = tokenizer_dir(data, tok_cfg)
     if tok_dir is not None:
         with FileLock(str(tok_dir) + ".lock"):
             if not (tok_dir / "tokenizer.json").exists():
-                docs = split_documents(data)
-                log(f"training byte-level BPE (vocab {tok_cfg.vocab_size}) on {len(docs[0])} documents")
+                n = [0]
+
+                cap = f"the first {tok_cfg.train_documents:,}" if tok_cfg.train_documents else "all"
+
+                def sample() -> Iterator[str]:
+                    for doc in training_documents(data, tok_cfg.train_documents):
+                        if n[0] == 0:  # once the source proved readable
+                            log(f"training byte-level BPE (vocab {tok_cfg.vocab_size}) on {cap} training documents")
+                        n[0] += 1
+                        yield doc
+
                 tmp = tok_dir.with_name(tok_dir.name + ".tmp")
                 shutil.rmtree(tmp, ignore_errors=True)
-                train_bpe(docs[0][: tok_cfg.train_documents], tok_cfg.vocab_size, tmp)
+                train_bpe(sample(), tok_cfg.vocab_size, tmp)
+                if n[0] == 0:
+                    shutil.rmtree(tmp, ignore_errors=True)
+                    raise DataError(f"{source_label(data.source)}: no training documents")
                 os.replace(tmp, tok_dir)
-        return tok_dir, docs
+                log(f"BPE trained on {n[0]:,} documents")
+        return tok_dir
     tok = load_tokenizer(tok_cfg.name, revision=tok_cfg.revision)
     tok_dir = cache_root(data.cache_dir) / "tokenizers" / f"ext-{tokenizer_fingerprint(tok)}"
     with FileLock(str(tok_dir) + ".lock"):
@@ -108,77 +148,115 @@ def prepare_tokenizer(data: DataConfig, tok_cfg: TokenizerConfig, log=print) -> 
             shutil.rmtree(tmp, ignore_errors=True)
             tok.save_pretrained(str(tmp))
             os.replace(tmp, tok_dir)
-    return tok_dir, docs
+    return tok_dir
+
+
+def source_label(source: str | list[str]) -> str:
+    return source if isinstance(source, str) else ", ".join(source)
 
 
 def token_cache_dir(data: DataConfig, tok) -> Path:
-    """Cache directory of this data tokenized with `tok`."""
-    return cache_root(data.cache_dir) / "tokens" / stable_hash(dict(source_key(data), tok=tokenizer_fingerprint(tok)))
+    """Cache directory of this data tokenized with `tok` (in the current cache format)."""
+    key = dict(source_key(data), tok=tokenizer_fingerprint(tok), format=FORMAT)
+    return cache_root(data.cache_dir) / "tokens" / stable_hash(key)
 
 
-def prepare_tokens(data: DataConfig, tok_dir: Path, log=print, docs=None) -> PreparedData:
-    """Tokenize (or reuse) the train/validation token streams with the tokenizer in `tok_dir`."""
+def load_prepared(out: Path, tok_dir: Path) -> PreparedData | None:
+    """A complete cache (its meta.json), or None."""
+    try:
+        meta = json.loads((out / "meta.json").read_text())
+    except (OSError, ValueError):
+        return None
+    shards = meta.pop("shards")
+    meta["shards"] = {k: len(v) for k, v in shards.items()}
+    return PreparedData(tokenizer_dir=tok_dir, dir=out, meta=meta, shards=shards)
+
+
+def prepare_tokens(data: DataConfig, tok_dir: Path, log=print, executor: str = "local",
+                   bar: bool = False) -> PreparedData:
+    """Tokenize (or reuse) the train/validation shards with the tokenizer in `tok_dir`. A second process
+    preparing the same cache waits for the first (file lock) and then reuses its cache."""
     tok = load_tokenizer(tok_dir)
     out = token_cache_dir(data, tok)
+    out.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(out) + ".lock"):
-        meta_path = out / "meta.json"
-        if not meta_path.exists():
-            if docs is None:
-                docs = split_documents(data)
-            out.mkdir(parents=True, exist_ok=True)
-            dtype = np.uint16 if len(tok) <= 65535 else np.uint32
-            log(f"tokenizing {len(docs[0])} train / {len(docs[1])} validation documents")
-            n_train = _write_tokens(docs[0], tok, out / "train.bin", dtype)
-            n_val = _write_tokens(docs[1], tok, out / "val.bin", dtype)
-            meta = dict(source=data.source, text_field=data.text_field, train_tokens=n_train, val_tokens=n_val,
-                        train_documents=len(docs[0]), val_documents=len(docs[1]), dtype=np.dtype(dtype).name,
-                        eos_id=tok.eos_token_id, vocab=len(tok), tokenizer_fingerprint=tokenizer_fingerprint(tok))
-            write_json(meta_path, meta)  # written last: its presence marks a complete cache
-        meta = read_meta(out)
-        verify_cache(out, meta, len(tok))
-    return PreparedData(tokenizer_dir=tok_dir, train_bin=out / "train.bin", val_bin=out / "val.bin", meta=meta)
+        if (out / "meta.json").exists():  # complete (meta.json is written last): verify it before any use
+            verify_cache(out, read_meta(out), len(tok))
+        done = load_prepared(out, tok_dir)
+        if done is not None:
+            return done
+        tok_file = tok_dir / "tokenizer.json"
+        if not tok_file.is_file():
+            raise DataError(f"{tok_dir}: no tokenizer.json (a fast tokenizer is needed to tokenize a corpus)")
+        log(f"tokenizing {source_label(data.source)} into {out}")
+        res = prepare_cache(data, out, tok_file, tok.eos_token_id, len(tok), tokenizer_fingerprint(tok), log,
+                            executor, bar)
+        m, st = res.meta, res.stats
+        log(f"token cache: {m['train_documents']:,} train / {m['val_documents']:,} validation documents, "
+            f"{m['train_tokens']:,} / {m['val_tokens']:,} tokens in {len(m['shards']['train'])} + "
+            f"{len(m['shards']['val'])} shards, {st['seconds']:.1f}s, {st['tokens_per_second']:,.0f} tok/s "
+            f"({st['workers']} workers, {st['executor']}"
+            + (f", {st['resumed_jobs']} of {st['jobs']} jobs resumed" if st["resumed_jobs"] else "") + ")")
+        done = load_prepared(out, tok_dir)
+        assert done is not None
+        return done
 
 
-def prepare_data(data: DataConfig, tok_cfg: TokenizerConfig, log=print) -> PreparedData:
+def prepare_data(data: DataConfig, tok_cfg: TokenizerConfig, log=print, executor: str = "local",
+                 bar: bool = False) -> PreparedData:
     """Build (or reuse) the tokenizer and the token caches for a data config."""
-    tok_dir, docs = prepare_tokenizer(data, tok_cfg, log)
-    return prepare_tokens(data, tok_dir, log, docs)
-
-
-def _write_tokens(docs: list[str], tok, path: Path, dtype) -> int:
-    eos = tok.eos_token_id
-    backend = tok.backend_tokenizer
-    total = 0
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        for i in range(0, len(docs), 512):
-            encs = backend.encode_batch(docs[i: i + 512], add_special_tokens=False)
-            ids = []
-            for e in encs:
-                ids.extend(e.ids)
-                ids.append(eos)
-            arr = np.asarray(ids, dtype=dtype)
-            f.write(arr.tobytes())
-            total += arr.size
-    return total
+    tok_dir = prepare_tokenizer(data, tok_cfg, log)
+    return prepare_tokens(data, tok_dir, log, executor, bar)
 
 
 class PackedSequences:
-    """Fixed-length views ``tokens[i*L:(i+1)*L]`` of a token stream (the last partial chunk is dropped)."""
+    """Fixed-length views ``tokens[i*L:(i+1)*L]`` of a token stream: one file, or shards memory-mapped and read
+    as one stream in order (a sequence may span shards). The last partial chunk is dropped."""
 
-    def __init__(self, path: str | Path, seq_len: int, dtype: str):
-        self.tokens = np.memmap(path, dtype=np.dtype(dtype), mode="r")
+    def __init__(self, paths: str | Path | list[Path], seq_len: int, dtype: str):
+        self.paths = [Path(p) for p in (paths if isinstance(paths, list) else [paths])]
+        self.dtype = np.dtype(dtype)
+        sizes = [p.stat().st_size // self.dtype.itemsize for p in self.paths]
+        self.starts = np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)]).astype(np.int64)
+        self._maps: dict[int, np.memmap] = {}
         self.seq_len = seq_len
-        self.n = len(self.tokens) // seq_len
+        self.n_tokens = int(self.starts[-1])
+        self.n = self.n_tokens // seq_len
         if self.n == 0:
-            raise DataError(f"{path}: only {len(self.tokens)} tokens, fewer than one sequence of {seq_len}")
+            where = self.paths[0] if len(self.paths) == 1 else (self.paths[0].parent if self.paths else "data")
+            raise DataError(f"{where}: only {self.n_tokens} tokens, fewer than one sequence of {seq_len}")
+
+    @property
+    def tokens(self) -> np.ndarray:
+        """The whole stream (a memmap with one shard; a copy otherwise: for small corpora and tests)."""
+        if len(self.paths) == 1:
+            return self._map(0)
+        return self.read(0, self.n_tokens)
+
+    def _map(self, i: int) -> np.memmap:
+        if i not in self._maps:
+            self._maps[i] = np.memmap(self.paths[i], dtype=self.dtype, mode="r")
+        return self._maps[i]
+
+    def read(self, a: int, b: int) -> np.ndarray:
+        """Tokens [a, b) of the stream as int64."""
+        i = int(np.searchsorted(self.starts, a, side="right")) - 1
+        parts = []
+        while a < b:
+            lo = a - int(self.starts[i])
+            hi = min(b, int(self.starts[i + 1])) - int(self.starts[i])
+            if hi > lo:
+                parts.append(np.asarray(self._map(i)[lo:hi], dtype=np.int64))
+                a += hi - lo
+            i += 1
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
     def __len__(self) -> int:
         return self.n
 
-    def get(self, indices: np.ndarray | list[int]) -> torch.Tensor:
+    def get(self, indices: np.ndarray | list[int] | range) -> torch.Tensor:
         L = self.seq_len
-        rows = [np.asarray(self.tokens[i * L: (i + 1) * L], dtype=np.int64) for i in indices]
-        return torch.from_numpy(np.stack(rows))
+        return torch.from_numpy(np.stack([self.read(i * L, (i + 1) * L) for i in indices]))
 
 
 class PretrainBatches:
@@ -191,7 +269,8 @@ class PretrainBatches:
 
     def _perm(self, epoch: int) -> np.ndarray:
         if epoch not in self._perms:
-            self._perms = {epoch: np.random.default_rng([self.seed, epoch]).permutation(self.seqs.n)}
+            perm = np.random.default_rng([self.seed, epoch]).permutation(self.seqs.n)
+            self._perms = {epoch: perm.astype(np.uint32) if self.seqs.n < 2**32 else perm}  # 4 B/sequence held
         return self._perms[epoch]
 
     def tokens_per_step(self) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import importlib.util
+import itertools
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -13,6 +14,7 @@ from pathlib import Path
 from ..errors import DataError
 from ..hashing import hash_fraction
 from ..io import BadLine, iter_jsonl
+from .pieces import is_pattern, local_files
 
 PACKAGED = {"bbc_news"}
 BBC_TOPICS = ("business", "entertainment", "politics", "sports", "tech")
@@ -136,25 +138,36 @@ def read_hub(dataset_id: str, text_field: str, config: str | None, split: str, r
         import datasets
     except ImportError:
         raise DataError("hf: sources need the 'datasets' package (pip install 'lm-plasticity[hub]')") from None
-    ds = datasets.load_dataset(dataset_id, config, split=split, streaming=True, revision=revision)
-    for i, row in enumerate(ds):
-        if limit is not None and i >= limit:
-            break
-        if text_field not in row:
-            raise DataError(f"hf:{dataset_id}: missing field '{text_field}'")
-        yield row[text_field]
+    where = f"hf:{dataset_id}@{revision or 'main'}"
+    try:  # offline, gated, missing, a dropped connection: one line (a killed preparation resumes from its shards)
+        rows = iter(datasets.load_dataset(dataset_id, config, split=split, streaming=True, revision=revision))
+        for i in itertools.count():
+            if limit is not None and i >= limit:
+                break
+            row = next(rows, None)
+            if row is None:
+                break
+            if text_field not in row:
+                raise DataError(f"{where}: missing field '{text_field}' (data.text_field)")
+            yield row[text_field]
+    except DataError:
+        raise
+    except Exception as e:  # noqa: BLE001 - whatever the datasets library raises
+        raise DataError(f"{where}: cannot stream the dataset: {_first_line(e)}") from None
 
 
-def iter_documents(source: str, text_field: str = "text", hf_config: str | None = None, hf_split: str = "train",
-                   hf_revision: str | None = None, limit: int | None = None,
+def iter_documents(source: str | list[str], text_field: str = "text", hf_config: str | None = None,
+                   hf_split: str = "train", hf_revision: str | None = None, limit: int | None = None,
                    warn: Callable[[str], None] | None = None) -> Iterator[str]:
     """Documents of a source spec, in a deterministic order, at most `limit` of them. Skipped bad lines of
     local files are reported through `warn` (default: one line on stderr per file)."""
-    if source.startswith("packaged:"):
+    if isinstance(source, list) or is_pattern(source) and not Path(os.path.expanduser(source)).exists():
+        it: Iterator[str] = (d for f in local_files(source) for d in read_local(f, text_field, warn))
+    elif source.startswith("packaged:"):
         name = source.split(":", 1)[1]
         if name not in PACKAGED:
             raise DataError(f"unknown packaged source '{name}' (known: {', '.join(sorted(PACKAGED))})")
-        it: Iterator[str] = (t for aid, _, t in bbc_news_articles() if not is_probe_holdout(aid))
+        it = (t for aid, _, t in bbc_news_articles() if not is_probe_holdout(aid))
     elif source.startswith("hf:"):
         it = read_hub(source[3:], text_field, hf_config, hf_split, hf_revision, limit)
     else:
@@ -171,13 +184,22 @@ def iter_documents(source: str, text_field: str = "text", hf_config: str | None 
             close()  # a reader stopped at `limit` reports its skipped lines now, not when collected
 
 
-def source_fingerprint(source: str) -> str:
+def source_fingerprint(source: str | list[str]) -> str:
     """Content identity of a source: the sha256 of every local file's bytes (with its path inside a directory),
     the spec itself for `packaged:` and `hf:` sources. Not paths or mtimes: a copied, re-downloaded or
     re-mounted corpus keeps its tokenizer and token caches, and an edited one gets new ones."""
+    if isinstance(source, list):
+        return hashlib.sha256("|".join(source_fingerprint(s) for s in source).encode()).hexdigest()[:16]
     if source.startswith(("packaged:", "hf:")):
         return source
     p = Path(os.path.expanduser(source))
+    if is_pattern(source) and not p.exists():
+        try:
+            files = local_files(source)
+        except DataError:
+            return hashlib.sha256(source.encode()).hexdigest()[:16]  # reading it fails with the real error
+        parts = [f"{f.name}:{_file_sha256(f.resolve(), *_stat_key(f))}" for f in files]
+        return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
     files = sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [f for f in [p] if f.is_file()]
     if not files:
         return hashlib.sha256(source.encode()).hexdigest()[:16]  # missing: reading it fails with the real error

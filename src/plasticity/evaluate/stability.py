@@ -129,12 +129,12 @@ def upstream_stability(finetune_run: str | Path, max_sequences: int = 128, out_p
 
 def _loss_change(base_run: Path, init_dir: Path, run: Path, max_sequences: int, log) -> dict[str, Any]:
     """Validation loss on the base run's held-out pretraining text, before and after fine-tuning."""
-    from ..data.packed import PackedSequences, prepare_data
+    from ..data.packed import prepare_data
     from ..losses import mean_token_loss
 
     pcfg = from_dict(PretrainConfig, read_yaml(base_run / "config.yaml"))
     data = prepare_data(pcfg.data, pcfg.tokenizer, log=log)
-    seqs = PackedSequences(data.val_bin, pcfg.data.seq_len, data.meta["dtype"])
+    seqs = data.sequences("val", pcfg.data.seq_len)
     val = seqs.get(range(min(len(seqs), max_sequences)))
     device = default_device()
     precision = resolve_precision("auto", device)

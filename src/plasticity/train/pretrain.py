@@ -12,7 +12,7 @@ import torch
 
 from .. import checkpoints
 from ..config import PretrainConfig, to_dict
-from ..data.packed import PackedSequences, PretrainBatches, cache_root, prepare_data
+from ..data.packed import PretrainBatches, cache_root, prepare_data
 from ..errors import CheckpointError, DataError, UserError
 from ..hardware import default_device, resolve_precision
 from ..io import check_output_dir, write_json
@@ -124,9 +124,9 @@ def _run_pretrain(cfg: PretrainConfig, resume: bool, dist: pdist.Dist, log) -> d
         "vocab_size", "max_seq_len", "hidden_size", "intermediate_size", "num_layers", "num_heads",
         "num_kv_heads", "rope_theta")}), optim=replace(cfg.optim, wd_policy=policy))
     cfg_dict = to_dict(resolved)
-    train_seqs = PackedSequences(data.train_bin, cfg.data.seq_len, data.meta["dtype"])
+    train_seqs = data.sequences("train", cfg.data.seq_len)
     try:
-        val_seqs = PackedSequences(data.val_bin, cfg.data.seq_len, data.meta["dtype"])
+        val_seqs = data.sequences("val", cfg.data.seq_len)
     except DataError as e:
         raise DataError(f"{cfg.data.val_source or cfg.data.source}: validation split too small for "
                         f"data.seq_len={cfg.data.seq_len} (raise data.val_fraction or set data.val_source): "

@@ -18,7 +18,8 @@ from .loop import LoopState, TrainJob, restore, train, truncate_metrics
 
 IGNORED_ON_RESUME = {("out_dir",), ("train", "threads"), ("train", "parallel"),  # how fast, not what
                      ("train", "allow_large_memory"), ("train", "activation_checkpointing"),
-                     ("train", "tracker")}  # where numbers are mirrored
+                     ("train", "tracker"),  # where numbers are mirrored
+                     ("data", "num_workers"), ("data", "shard_mb")}
 
 
 def _config_diffs(old: dict[str, Any], new: dict[str, Any], prefix: tuple[str, ...] = ()) -> list[str]:

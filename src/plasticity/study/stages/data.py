@@ -19,15 +19,18 @@ class DataStage(Stage):
         return [source_key(pcfg.data), tokenizer_id]
 
     def build(self, pcfg: PretrainConfig, tokenizer_id: str) -> Node:
+        from ...data.packed import source_label
+
         return Node(id=self.node_id(self.identity(pcfg, tokenizer_id)), kind=self.kind, deps=[tokenizer_id], out="",
-                    config={"data": to_dict(pcfg.data), "tokenizer": to_dict(pcfg.tokenizer)}, label=pcfg.data.source)
+                    config={"data": to_dict(pcfg.data), "tokenizer": to_dict(pcfg.tokenizer)},
+                    label=source_label(pcfg.data.source))
 
     def run(self, node: Node, ctx: RunContext) -> dict[str, Any]:
         from ...data.packed import prepare_data
 
         d = prepare_data(from_dict(DataConfig, node.config["data"]),
                          from_dict(TokenizerConfig, node.config["tokenizer"]), ctx.log)
-        return {"status": "done", "out": str(d.train_bin.parent),
+        return {"status": "done", "out": str(d.dir),
                 "metrics": {"train_tokens": d.meta["train_tokens"], "val_tokens": d.meta["val_tokens"]}}
 
     def outputs_present(self, node: Node, out: Path) -> bool:

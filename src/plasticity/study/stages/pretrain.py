@@ -12,6 +12,7 @@ from .base import Node, RunContext, Stage, completed_run, run_summary, torchrun
 
 # how fast / how much memory / whether to refuse / where numbers are mirrored, not what is computed
 NOT_IDENTITY = ("threads", "parallel", "allow_large_memory", "activation_checkpointing", "tracker")
+DATA_NOT_IDENTITY = ("num_workers", "shard_mb")  # how the token cache is prepared, not its tokens
 
 
 class PretrainStage(Stage):
@@ -23,6 +24,8 @@ class PretrainStage(Stage):
         d.pop("out_dir")
         ident = json.loads(json.dumps(d))
         ident["train"] = train_identity(ident["train"], NOT_IDENTITY)
+        for how in DATA_NOT_IDENTITY:
+            ident["data"].pop(how, None)
         return ident
 
     def build(self, pcfg: PretrainConfig, data_id: str, runs: Path, label: str, gpus: int, nproc: int) -> Node:

@@ -24,17 +24,18 @@ class TokenizerStage(Stage):
         return f"{self.kind}-{identity}"
 
     def build(self, pcfg: PretrainConfig) -> Node:
-        from ...data.packed import tokenizer_dir
+        from ...data.packed import source_label, tokenizer_dir
 
         tdir = tokenizer_dir(pcfg.data, pcfg.tokenizer)
         return Node(id=self.node_id(self.identity(pcfg)), kind=self.kind, deps=[], out=str(tdir) if tdir else "",
-                    config={"data": to_dict(pcfg.data), "tokenizer": to_dict(pcfg.tokenizer)}, label=pcfg.data.source)
+                    config={"data": to_dict(pcfg.data), "tokenizer": to_dict(pcfg.tokenizer)},
+                    label=source_label(pcfg.data.source))
 
     def run(self, node: Node, ctx: RunContext) -> dict[str, Any]:
         from ...data.packed import prepare_tokenizer
 
-        tok_dir, _ = prepare_tokenizer(from_dict(DataConfig, node.config["data"]),
-                                       from_dict(TokenizerConfig, node.config["tokenizer"]), ctx.log)
+        tok_dir = prepare_tokenizer(from_dict(DataConfig, node.config["data"]),
+                                 from_dict(TokenizerConfig, node.config["tokenizer"]), ctx.log)
         return {"status": "done", "out": str(tok_dir)}
 
     def outputs_present(self, node: Node, out: Path) -> bool:
