@@ -75,6 +75,8 @@ def test_each_task_takes_its_own_best_lr_and_the_headline_averages_them(tmp_path
     assert r.returncode == 0, r.stderr[-3000:]
     ds = _csv(study / "report" / "downstream.csv")
     assert len(ds) == len(WDS) * len(SEEDS)  # one row per pretraining run
+    for fig in ("fig2_per_finetune_setting", "fig2_average_over_finetune_settings"):  # paper Figs 21-23
+        assert (study / "report" / f"{fig}.png").is_file(), fig
     for row in ds:
         wd, seed = float(row["optim.weight_decay"]), int(row["train.seed"])
         assert row["addition/chosen"] == "finetune.optim.lr=0.003" and row["sst2/chosen"] == "finetune.optim.lr=0.001"

@@ -660,6 +660,9 @@ def build_report(study_dir: Path, out_dir: Path | None = None, headline: dict[st
         summary.append(f"{main_metric} fine-tuned from {fracs[0]:g} vs {fracs[-1]:g} of pretraining: {change}.")
 
     _fig_val_loss_vs_each_task(figs, ds, color, metric_cols)  # paper Figs 9a-f
+    ft_cols = ([selection.task_column(fields, t, m) for t, m in headline_spec.items()] if headline_spec and ds
+               else [main_metric] if main_metric and not headline_spec else [])
+    _fig_finetune_settings(figs, completed, fields, wds, ft_cols)  # paper Figs 21-23
     _fig_probe_average(figs, points, style)  # paper Fig 24: train and test, averaged over the probe sets
     _fig_probe_vs_headline(figs, ds, color, main_metric)  # paper Fig 25
     _fig_group_norms(figs, points, wds)  # paper Fig 29
@@ -877,6 +880,52 @@ def _fig_upstream_accuracy(figs, ds: list[_Point], wds: list[float], color: dict
     ax[0][1].set_ylabel(main_metric or "headline")
     ax[0][1].set_title("Plasticity vs upstream accuracy")
     figs.save(fig, "fig8_upstream_accuracy", cap)
+
+
+def _fig_finetune_settings(figs, completed: list[_Point], fields: list[str], wds: list[float], cols: list[str]) -> None:
+    """Paper App. E.2 with swept fine-tuning axes: each column vs weight decay, one line per fine-tuning setting
+    (Figs 21-22), and per pretraining run the mean over the settings (Fig 23 rows 1, 3, 5; the report's other
+    downstream figures take the best setting, rows 2, 4, 6). Nothing without fine-tuning axes."""
+    axes = slices.finetune_axes(fields)
+    if not axes or not cols:
+        return
+    rows = completed
+    if slices.FROM in fields:  # fine-tuned from the end of pretraining, as the other downstream figures
+        last = max((f for f in (_num(p.row.get(slices.FROM)) for p in rows) if f is not None), default=None)
+        rows = [p for p in rows if last is None or _num(p.row.get(slices.FROM)) == last]
+    settings = sorted({tuple(p.row.get(a, "") for a in axes) for p in rows})
+    fig, ax = figs.new(len(cols))
+    for a, col in zip(ax[0], cols, strict=True):
+        for i, s in enumerate(settings):
+            pts = [p for p in rows if tuple(p.row.get(x, "") for x in axes) == s]
+            agg = _agg(pts, col)
+            if agg:
+                a.plot(list(agg), [v["mean"] for v in agg.values()], marker=".", color=f"C{i % 10}",
+                       label=" ".join(f"{x.split('.')[-1]}={v}" for x, v in zip(axes, s, strict=True)), lw=1)
+        _wd_axis(a, wds)
+        a.set_ylabel(col)
+        a.set_title(f"{col.split('/')[0]}: per fine-tuning setting")
+    ax[0][-1].legend(fontsize=6)
+    figs.save(fig, "fig2_per_finetune_setting", "Each headline column vs pretraining weight decay, one line per "
+              f"fine-tuning setting ({', '.join(axes)}), mean over seeds; paper Figs 21-22.")
+    fig, ax = figs.new(len(cols))
+    for a, col in zip(ax[0], cols, strict=True):
+        by_run: dict[str, list[_Point]] = defaultdict(list)
+        for p in rows:
+            by_run[p.row.get("run", "")].append(p)
+        groups: dict[float, list[float]] = defaultdict(list)
+        for pts in by_run.values():
+            vals = [v for v in (p.get(col) for p in pts) if v is not None]
+            if vals:
+                groups[pts[0].wd].append(float(np.mean(vals)))
+        if groups:
+            _errplot(a, dict(sorted(bootstrap_ci_over_seeds(dict(groups), n_boot=1000, seed=0).items())), color="C0")
+        _wd_axis(a, wds)
+        a.set_ylabel(f"{col} (mean over settings)")
+        a.set_title(f"{col.split('/')[0]}: average over settings")
+    figs.save(fig, "fig2_average_over_finetune_settings", "Each headline column averaged over the fine-tuning "
+              f"settings ({', '.join(axes)}) per pretraining run, vs pretraining weight decay; paper Fig 23 rows 1, "
+              "3, 5. Error bars: 95% bootstrap CI over seeds.")
 
 
 def _fig_probe_average(figs, points: list[_Point], style: dict[int, dict[str, Any]]) -> None:
