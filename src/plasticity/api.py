@@ -56,7 +56,7 @@ def _quiet(_msg: str) -> None:
     pass
 
 
-def load_config(cls: type[T], config: T | Mapping[str, Any] | str | Path | None,
+def _load_config(cls: type[T], config: T | Mapping[str, Any] | str | Path | None,
                 overrides: Mapping[str, Any] | Sequence[str] = ()) -> T:
     """A validated `cls` from a YAML path, a mapping or an instance of `cls`, plus dotted `overrides`."""
     if config is None:
@@ -90,7 +90,7 @@ def pretrain(config: PretrainConfig | Mapping[str, Any] | str | Path | None = No
     ``tokens_seen``, ...). The run directory is the config's ``out_dir``."""
     from .train.pretrain import run_pretrain
 
-    return run_pretrain(load_config(PretrainConfig, config, overrides), resume=resume, log=log)
+    return run_pretrain(_load_config(PretrainConfig, config, overrides), resume=resume, log=log)
 
 
 def finetune(config: FinetuneConfig | Mapping[str, Any] | str | Path,
@@ -99,7 +99,7 @@ def finetune(config: FinetuneConfig | Mapping[str, Any] | str | Path,
     """Fine-tune a checkpoint on a task (`plasticity finetune`); returns its ``summary.json``."""
     from .train.finetune import run_finetune
 
-    return run_finetune(load_config(FinetuneConfig, config, overrides), resume=resume, log=log)
+    return run_finetune(_load_config(FinetuneConfig, config, overrides), resume=resume, log=log)
 
 
 def evaluate(model: str | Path, task: str | None = None, out_dir: str | Path | None = None,
@@ -111,7 +111,7 @@ def evaluate(model: str | Path, task: str | None = None, out_dir: str | Path | N
     task and ``<run>/eval``."""
     from .evaluate.run import run_evaluate
 
-    cfg = load_config(EvaluateConfig, config, options)
+    cfg = _load_config(EvaluateConfig, config, options)
     return run_evaluate(str(model), task, Path(out_dir) if out_dir is not None else None, cfg, log=log,
                         revision=revision)
 
@@ -123,7 +123,7 @@ def analyze(model: str | Path, what: Iterable[str] | str | None = None, out_dir:
     pseudo-rank, loss gaps, norms; returns ``{"files": ..., "rank": ..., "norms": ..., ...}``."""
     from .analysis.run import run_analyze
 
-    cfg = load_config(AnalyzeConfig, config, options)
+    cfg = _load_config(AnalyzeConfig, config, options)
     return run_analyze(model, what, out_dir, cfg, log=log, revision=revision)
 
 

@@ -17,7 +17,7 @@ from transformers import AutoModelForCausalLM
 
 from plasticity import architectures
 from plasticity.analysis.rank import attention_ranks, pseudo_rank
-from plasticity.evaluate import fast_decode
+from plasticity.evaluate import engine
 from plasticity.evaluate.sampler import generate
 from tests.conftest import DEVICES, run_cli
 from tests.evaluate.conftest import make_tokenizer
@@ -101,7 +101,7 @@ def test_fused_qkv_adapter_reads_neox_head_layout():
 def test_other_families_decode_through_the_hf_forward(family, device):
     tok = make_tokenizer()
     model = tiny(family, vocab_size=len(tok)).to(device)
-    assert not fast_decode.supports(model)  # the lean step is Llama's; these keep the HF forward
+    assert not engine.supports(model)  # the engine's step is Llama's and OLMo-2's; these keep the HF forward
     prompts = ["Human: What is two plus three?", "The quick brown fox", "Paris is"]
     out = generate(model, tok, prompts, 1, _greedy(max_new_tokens=12))
     assert [s[0].token_ids for s in out] == _hf_greedy(model, tok, prompts, 12)

@@ -165,11 +165,12 @@ def test_02_runs_of_ours_stay_usable(tiny_run: Path, tmp_path: Path) -> None:
     old = tmp_path / "old"
     shutil.copytree(tiny_run, old)
     (old / ".plasticity-run").unlink()
-    from plasticity.train.run import is_ours
+    from plasticity.train.run import is_plasticity_run
 
-    assert is_ours(old) and is_ours(tmp_path / "new") and is_ours(tmp_path / "old" / "final" / "nothing")
+    assert is_plasticity_run(old) and is_plasticity_run(tmp_path / "new")
+    assert is_plasticity_run(tmp_path / "old" / "final" / "nothing")
     (tmp_path / "empty").mkdir()
-    assert is_ours(tmp_path / "empty") and not is_ours(tiny_run / "final")
+    assert is_plasticity_run(tmp_path / "empty") and not is_plasticity_run(tiny_run / "final")
 
 
 def test_03_study_name_is_never_a_path(tmp_path: Path, request) -> None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import itertools
 import json
 import multiprocessing as mp
-import os
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -23,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import DataError
+from ..hardware import usable_cpus
 from ..io import atomic_path, write_json
 from .pieces import FileStats, first_line, group_jobs, local_files, plan_pieces
 from .runners import InProcess, LocalPool, Progress, RayTasks
@@ -30,14 +30,6 @@ from .shards import Job, JobSpec, job_done
 from .sources import iter_documents
 
 FORMAT = 2
-
-
-def usable_cpus() -> int:
-    """CPUs this process may run on (its affinity mask, not the machine's count)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not Linux
-        return max(1, os.cpu_count() or 1)
 
 
 def is_streamed(source: str | list[str], limit: int | None) -> bool:

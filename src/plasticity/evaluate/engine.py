@@ -247,7 +247,7 @@ class Finished:
     reason: str
 
 
-def run(model: Any, prompts: list[list[int]], work: list[tuple[int, int]], seeds: list[int], dec: Decoding,
+def decode(model: Any, prompts: list[list[int]], work: list[tuple[int, int]], seeds: list[int], dec: Decoding,
         eos: set[int], trigger: list[bool] | None, stop_hit: Any, prefill: Any, slots: int) -> list[Finished]:
     """Decode every (prompt index, sample index) pair of `work` (sample seeds `seeds`, same order) and return
     them as they finish. `prefill(list of token lists)` returns each one's unpadded per-layer keys/values;

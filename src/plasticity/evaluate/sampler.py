@@ -500,7 +500,7 @@ def _run_engine(model: Any, tokenizer: Any, ids: list[list[int]], keys: list[Has
                 size += len(p)
         return kv
 
-    done = _engine.run(model, ids, work, seeds, dec, eos, stopper.trigger if stopper else None,
+    done = _engine.decode(model, ids, work, seeds, dec, eos, stopper.trigger if stopper else None,
                        stopper.hit if stopper else None, prefill, slots)
     for f in done:
         i, j = f.work

@@ -8,7 +8,6 @@ the same ``out_dir``), ``<out_dir>/nodes/<id>.json|.lock`` node state, ``<out_di
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -16,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
+from ..hardware import usable_cpus
 from ..io import tail_text, write_json, write_text
 from .executor import execute_plan, make_engine
 from .plan import Plan, build_plan
@@ -50,14 +50,6 @@ def row_axes(spec: StudySpec) -> list[str]:
     """The axis columns of results.csv: ``checkpoint`` (the entry name) when the study has checkpoints, then
     the grid's axes."""
     return (["checkpoint"] if spec.checkpoints else []) + list(all_axes(spec))
-
-
-def usable_cpus() -> int:
-    """CPUs this process may run on (its affinity mask, e.g. under ``taskset``), else ``os.cpu_count()``."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):  # not on Linux
-        return os.cpu_count() or 1
 
 
 def study_dir_of(spec: StudySpec) -> Path:

@@ -16,6 +16,7 @@ from typing import Any
 
 from ..errors import ConfigError
 from ..train import memory as mem
+from .executor import duration
 from .plan import Node, Plan
 
 USABLE = 0.9  # of a GPU's memory: the rest goes to the CUDA context, library workspaces and allocator fragmentation
@@ -163,7 +164,3 @@ def describe(size: NodeSize) -> tuple[str, str, str]:
     return dev, mem_cell, duration(size.seconds) if size.seconds is not None else "-"
 
 
-def duration(seconds: float) -> str:
-    from .executor import duration as fmt
-
-    return fmt(seconds)

@@ -39,7 +39,7 @@ def _config_diffs(old: dict[str, Any], new: dict[str, Any], prefix: tuple[str, .
 RUN_MARKER = ".plasticity-run"  # in every run directory we made: what is ours to write and delete in
 
 
-def is_ours(run_dir: Path) -> bool:
+def is_plasticity_run(run_dir: Path) -> bool:
     """Whether `run_dir` may be trained into: missing, empty (a `.lock` of ours aside), marked as ours, or a run of
     an earlier plasticity (``config.yaml`` beside the ``.lock`` it took before writing it)."""
     run_dir = Path(run_dir)
@@ -52,7 +52,7 @@ def is_ours(run_dir: Path) -> bool:
 def check_ours(run_dir: Path, what: str = "out_dir") -> None:
     """Refuse (one line) an existing non-empty folder that is not one of our runs: training would replace its
     ``final/`` and ``checkpoints/`` and append to its ``metrics.jsonl``."""
-    if not is_ours(run_dir):
+    if not is_plasticity_run(run_dir):
         raise UserError(f"{what}: {run_dir} is a non-empty folder that is not a plasticity run (no {RUN_MARKER}); "
                         "nothing was written: give a new or empty folder")
 
