@@ -44,6 +44,8 @@ def _commands() -> list[tuple[str, str, str]]:
     for doc in DOCS:
         for text in _code_texts(doc.read_text()):
             text = re.split(r"\s#", text)[0]  # a shell / YAML comment is prose
+            if text.lstrip().startswith(("error:", "warning:")):  # a quoted message is output, not a command
+                continue
             for m in COMMAND.finditer(text):
                 found.append((doc.name, m.group(1), text if m.group(2) else m.group(1)))
     return found

@@ -81,26 +81,30 @@ def test_local_engine_gives_each_node_its_own_gpus():
         def get(self):
             return {"status": "done"}
 
+        def ready(self):
+            return True
+
     class Pool:
         def apply_async(self, fn, args):
             return Handle(args)
 
     eng = LocalEngine.__new__(LocalEngine)  # no worker pool: only the GPU bookkeeping
     eng.slots, eng.threads, eng.free_gpus, eng.total_gpus, eng.held, eng.pool = 4, 1, [0, 1, 2], 3, {}, Pool()
+    eng.lost = False
 
     def node(gpus: int) -> Node:
         return Node(id=f"n{gpus}", kind="finetune", deps=[], out="", config={}, label="", gpus=gpus)
 
     a = eng.submit(node(2), "r", "l")
-    assert a.args[4] == [0, 1] and eng.fits(node(1)) and not eng.fits(node(2))
+    assert a.async_result.args[4] == [0, 1] and eng.fits(node(1)) and not eng.fits(node(2))
     b = eng.submit(node(1), "r", "l")
-    assert b.args[4] == [2] and not eng.fits(node(1)) and eng.fits(node(0))
+    assert b.async_result.args[4] == [2] and not eng.fits(node(1)) and eng.fits(node(0))
     eng.result(a)
     assert eng.free_gpus == [0, 1] and eng.fits(node(2))
     assert not eng.fits(node(16))
     eng.result(b)
     assert eng.fits(node(16))  # more than the machine has: all of its GPUs, once they are all free
-    assert eng.submit(node(0), "r", "l").args[4] is None
+    assert eng.submit(node(0), "r", "l").async_result.args[4] is None
 
 
 @pytest.mark.slow

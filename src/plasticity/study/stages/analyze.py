@@ -56,6 +56,15 @@ class AnalyzeStage(Stage):
             out["probe_mean_best"] = probe_mean_best(probes)  # paper Fig. 25: sets averaged per layer, best layer
         return out
 
+    def tracked(self, node: Node, result: dict[str, Any]) -> tuple[dict[str, Any], dict[int, dict[str, float]]]:
+        """The results-row numbers, and the attention pseudo-rank of every analysed checkpoint at its step."""
+        series: dict[int, dict[str, float]] = {}
+        rank = read_json(Path(node.out) / "rank.json") or {}
+        for c in rank.get("checkpoints") or []:
+            if isinstance(c.get("step"), int) and c.get("mean"):
+                series[c["step"]] = {f"rank/{k}_fraction": c["mean"][k]["fraction"] for k in ("qk", "vp")}
+        return self.metrics(node, node.label), series
+
 
 def rank_columns(rank: dict[str, Any]) -> dict[str, Any]:
     """Final checkpoint: ``qk_rank_frac`` / ``vp_rank_frac`` (mean over all layers and heads, ours) and
@@ -71,14 +80,6 @@ def rank_columns(rank: dict[str, Any]) -> dict[str, Any]:
         out.update(qk_rank_frac_layers=sm["qk"], vp_rank_frac_layers=sm["vp"],
                    rank_layers=";".join(str(i) for i in sel["layers"]))
     return out
-    def tracked(self, node: Node, result: dict[str, Any]) -> tuple[dict[str, Any], dict[int, dict[str, float]]]:
-        """The results-row numbers, and the attention pseudo-rank of every analysed checkpoint at its step."""
-        series: dict[int, dict[str, float]] = {}
-        rank = read_json(Path(node.out) / "rank.json") or {}
-        for c in rank.get("checkpoints") or []:
-            if isinstance(c.get("step"), int) and c.get("mean"):
-                series[c["step"]] = {f"rank/{k}_fraction": c["mean"][k]["fraction"] for k in ("qk", "vp")}
-        return self.metrics(node, node.label), series
 
 
 def _non_default(acfg: AnalyzeConfig) -> dict[str, Any]:
