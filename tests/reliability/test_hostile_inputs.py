@@ -123,6 +123,7 @@ def test_01_task_name_is_never_a_path(name: str, tiny_run: Path, tmp_path: Path,
     spec = task_file(tmp_path, name)
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run)
+    shutil.rmtree(run / "eval", ignore_errors=True)  # another test may have evaluated the shared run
     before = snapshot(tmp_path)
     r = run_cli("evaluate", str(run), "--task", str(spec), "--out", str(run / "eval"), "--max-questions", "2")
     line = assert_one_line_exit_2(r, str(spec), "key 'name'")
@@ -466,6 +467,7 @@ def test_20_tokenizer_bigger_than_the_model(command: str, tiny_run: Path, tmp_pa
 def test_21_damaged_summary_is_one_line(tiny_run: Path, tmp_path: Path, request) -> None:
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run)
+    shutil.rmtree(run / "analysis", ignore_errors=True)  # another test may have analysed the shared run
     (run / "summary.json").write_text('{"status": "comp')
     before = snapshot(run)
     r = _resume(run)
