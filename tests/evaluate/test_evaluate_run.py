@@ -164,7 +164,11 @@ def test_run_dir_defaults(ckpt, tmp_path):
 
     run = tmp_path / "run"
     shutil.copytree(ckpt, run / "final")
-    (run / "summary.json").write_text("{}")
+    from plasticity.checkpoints import FORMAT_VERSION, sha256_file
+
+    files = {f.name: {"sha256": sha256_file(f), "bytes": f.stat().st_size} for f in sorted((run / "final").iterdir())}
+    (run / "final" / "manifest.json").write_text(json.dumps({"format_version": FORMAT_VERSION, "files": files}))
+    (run / "summary.json").write_text("{}")  # a run's final/ carries its manifest (an HF dir copied in would not)
     template = "Q: {question}\nA: {response}"
     (run / "config.yaml").write_text(yaml.safe_dump({"task": "demo_arith", "template": template}))
     res = run_evaluate(str(run), None, None, k=2, max_questions=2, max_new_tokens=8, log=_quiet)

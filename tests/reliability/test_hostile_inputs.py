@@ -123,6 +123,7 @@ def test_01_task_name_is_never_a_path(name: str, tiny_run: Path, tmp_path: Path,
     spec = task_file(tmp_path, name)
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run)
+    shutil.rmtree(run / "eval", ignore_errors=True)  # another test may have evaluated the shared run
     before = snapshot(tmp_path)
     r = run_cli("evaluate", str(run), "--task", str(spec), "--out", str(run / "eval"), "--max-questions", "2")
     line = assert_one_line_exit_2(r, str(spec), "key 'name'")
@@ -407,8 +408,10 @@ def test_18_runaway_sizes_are_refused_before_allocating(case: str, tiny_run: Pat
     peak_mb = int(rss.read_text()) / 1024
     assert peak_mb < MAX_RSS_MB, f"peak RSS {peak_mb:.0f} MB: something was allocated"
     assert not (tmp_path / "ft").exists()
-    record(request, 18, f"`{' '.join(a for a in argv if '=' in a or a.startswith('--k') or a[:1].isdigit())}`"
-           .replace(str(tiny_run), "<run>"), line, tmp_path)
+    record(request, 18, {"n_train_huge": "`finetune task=demo_arith task_options.n_train=1000000000`",
+                         "k_huge": "`evaluate RUN/final --task demo_arith --k 1000000000`",
+                         "max_new_tokens_huge": "`evaluate RUN/final --task demo_arith --max-new-tokens 1000000000`"
+                         }[case] + " (peak RSS below 1.5 GB)", _anon(line, tiny_run.parent), tmp_path)
 
 
 def test_16_huge_grid_is_refused_before_expansion(tmp_path: Path, request) -> None:
@@ -465,6 +468,7 @@ def test_20_tokenizer_bigger_than_the_model(command: str, tiny_run: Path, tmp_pa
 def test_21_damaged_summary_is_one_line(tiny_run: Path, tmp_path: Path, request) -> None:
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run)
+    shutil.rmtree(run / "analysis", ignore_errors=True)  # another test may have analysed the shared run
     (run / "summary.json").write_text('{"status": "comp')
     before = snapshot(run)
     r = _resume(run)
@@ -596,7 +600,7 @@ def test_24_ctrl_c_of_a_study_is_one_quiet_line(tmp_path: Path, request) -> None
     r = run_cli("study", str(spec), "--no-report")
     assert r.returncode == 0, r.stderr[-3000:]
     record(request, 24, "Ctrl-C (SIGINT to the process group) while a node trains; then the same command",
-           "exit 130, last line `interrupted`, no traceback; the re-run resumes and completes", tmp_path)
+           "exit 130, last line 'interrupted', no traceback; the re-run resumes and completes", tmp_path)
 
 
 # ------------------------------------------------------------------------------------------- docs/reliability.md
@@ -614,7 +618,7 @@ def record(request: pytest.FixtureRequest, n: int, what: str, line: str, tmp: Pa
     """Record the case of defect `n` a test tried and the one line (or outcome) it saw, for the docs table."""
     assert n in DEFECTS
     _ROWS.setdefault(n, [])
-    entry = (what, _anon(line, tmp))
+    entry = (_anon(what, tmp), _anon(line, tmp))
     if entry[0] not in [w for w, _ in _ROWS[n]] and len(_ROWS[n]) < 2:
         _ROWS[n].append(entry)
 

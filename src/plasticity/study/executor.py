@@ -54,7 +54,6 @@ class LocalEngine:
         self.total_gpus = len(self.free_gpus)
         self.held: dict[Any, list[int]] = {}
         self.pool = mp.get_context("spawn").Pool(workers, initializer=die_with_parent)
-        self.lost = False  # a task whose worker died: the pool never answers for it
 
     def _need(self, node: Node) -> int:
         return min(node.gpus, self.total_gpus)  # more than the machine has: all of them (the sizing warns first)
@@ -88,15 +87,14 @@ class LocalEngine:
         reason = (f"the worker process running it died (killed by a signal: out of memory?); see "
                   f"{handle.log_path}")
         write_marker(handle.root, handle.node, "failed", reason=reason)
-        self.lost = True
+        # settle the task the pool will never answer for: a pending task keeps the pool replacing workers
+        # (close + join would wait forever, terminate can block on the task queue's lock an idle worker holds)
+        handle.async_result._set(0, (False, RuntimeError(reason)))
         pid_path(handle.root, handle.node.id).unlink(missing_ok=True)
         return {"status": "failed", "reason": reason}
 
     def close(self) -> None:
-        if self.lost:  # the pool waits forever for a task whose worker died: stop its (idle) workers instead
-            self.pool.terminate()
-        else:
-            self.pool.close()
+        self.pool.close()
         self.pool.join()
 
 
