@@ -28,6 +28,7 @@ from ..errors import DataError
 from ..hashing import stable_hash
 from ..tokenizer import load_tokenizer, tokenizer_fingerprint, train_bpe
 from .cache_check import read_meta, verify_cache
+from .pieces import PIECE_CHARS, safe_char_cuts
 from .prepare import FORMAT, prepare_cache
 from .shards import is_val
 from .sources import iter_documents, source_fingerprint
@@ -129,7 +130,11 @@ def prepare_tokenizer(data: DataConfig, tok_cfg: TokenizerConfig, log=print) -> 
                         if n[0] == 0:  # once the source proved readable
                             log(f"training byte-level BPE (vocab {tok_cfg.vocab_size}) on {cap} training documents")
                         n[0] += 1
-                        yield doc
+                        if len(doc) <= PIECE_CHARS:
+                            yield doc
+                        else:  # in the pieces tokenization uses: the trainer's per-byte work stays bounded
+                            cuts = safe_char_cuts(doc)
+                            yield from (doc[a:b] for a, b in itertools.pairwise(cuts))
 
                 tmp = tok_dir.with_name(tok_dir.name + ".tmp")
                 shutil.rmtree(tmp, ignore_errors=True)
