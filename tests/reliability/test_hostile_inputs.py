@@ -568,8 +568,6 @@ def _wait_training(tmp: Path, proc: subprocess.Popen) -> Path:
 
 
 @pytest.mark.slow
-@pytest.mark.skip(reason="open (issue 30, defect 15): after the killed worker's node fails, the study process "
-                         "does not exit (seen on the issue-30 branch alone too); the fix is not finished")
 def test_15_a_killed_worker_fails_its_node(tmp_path: Path, request) -> None:
     import signal
 

@@ -54,6 +54,7 @@ class LocalEngine:
         self.total_gpus = len(self.free_gpus)
         self.held: dict[Any, list[int]] = {}
         self.pool = mp.get_context("spawn").Pool(workers, initializer=die_with_parent)
+        self.lost = False  # a worker died under a node (its task was settled by hand)
 
     def _need(self, node: Node) -> int:
         return min(node.gpus, self.total_gpus)  # more than the machine has: all of them (the sizing warns first)
@@ -91,11 +92,17 @@ class LocalEngine:
         # (close + join would wait forever, terminate can block on the task queue's lock an idle worker holds)
         handle.async_result._set(0, (False, RuntimeError(reason)))
         pid_path(handle.root, handle.node.id).unlink(missing_ok=True)
+        self.lost = True
         return {"status": "failed", "reason": reason}
 
     def close(self) -> None:
         self.pool.close()
-        self.pool.join()
+        self.pool.join()  # every worker and handler thread has ended here
+        if getattr(self, "lost", False):
+            # the pool's finalizer would run its terminate step again when the pool is collected, and that step
+            # waits for the task queue's lock, which the killed worker may have died holding: nothing is left
+            # for it to do after join, so it is cancelled
+            self.pool._terminate.cancel()
 
 
 class _Handle:
