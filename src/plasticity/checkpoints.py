@@ -22,6 +22,7 @@ from typing import Any, Literal
 
 from .architectures import FAMILIES, family_names
 from .errors import CheckpointError
+from .hashing import sha256_file
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -35,14 +36,6 @@ TOKENIZER_FILES = ["*.json", "*.jinja", "*.model", "*.txt", "*.tiktoken", "*.py"
 
 
 # --------------------------------------------------------------------------------------------- manifests
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def weights_digest(model_dir: str | Path) -> str:

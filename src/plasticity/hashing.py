@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 from typing import Any, Literal
 
 
@@ -16,6 +17,15 @@ def hash_fraction(key: str, seed: int | None = None, bits: Literal[32, 64] = 64)
     if bits == 32:
         return int.from_bytes(digest[:4], "big") / 0xFFFFFFFF
     return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def sha256_file(path: str | Path) -> str:
+    """The sha256 hex digest of a file's bytes (read in 4 MB chunks)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def stable_hash(obj: Any, length: int = 16) -> str:

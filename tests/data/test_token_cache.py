@@ -93,7 +93,7 @@ def test_local_files_in_many_shards_give_the_reference_stream(tmp_path: Path, mo
     for split in ("train", "val"):
         assert np.array_equal(stream(prepared, split), ref[split])
     for s in prepared.shards["train"] + prepared.shards["val"]:
-        assert shards.file_sha256(prepared.dir / s["file"]) == s["sha256"]
+        assert shards.sha256_file(prepared.dir / s["file"]) == s["sha256"]
         assert (prepared.dir / s["file"]).stat().st_size == 2 * s["tokens"]
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -120,3 +122,25 @@ def prompts() -> list[str]:
         "Paris is",
         "He could not lift the box",
     ]
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory, tokenizer, llama) -> Path:
+    """The tiny Llama and its tokenizer saved as a checkpoint directory."""
+    d = tmp_path_factory.mktemp("tiny_llama")
+    llama.save_pretrained(d)
+    tokenizer.save_pretrained(d)
+    return d
+
+
+@pytest.fixture(scope="module")
+def rm_dir(ckpt, tmp_path_factory, tokenizer) -> Path:
+    """A real HF sequence-classification reward model: the tiny Llama body plus a seeded random score head."""
+    d = tmp_path_factory.mktemp("tiny_rm")
+    torch.manual_seed(1)
+    from transformers import LlamaForSequenceClassification
+
+    rm = LlamaForSequenceClassification.from_pretrained(ckpt, num_labels=1)
+    rm.save_pretrained(d)
+    tokenizer.save_pretrained(d)
+    return d

@@ -13,29 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
-from transformers import LlamaForSequenceClassification
 
 from plasticity.evaluate.sampler import SamplingConfig, generate
 from plasticity.evaluate.shard import Shard
 from tests.conftest import run_cli
-
-
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory, tokenizer, llama) -> Path:
-    d = tmp_path_factory.mktemp("tiny_llama")
-    llama.save_pretrained(d)
-    tokenizer.save_pretrained(d)
-    return d
-
-
-@pytest.fixture(scope="module")
-def rm_dir(ckpt, tmp_path_factory, tokenizer) -> Path:
-    d = tmp_path_factory.mktemp("tiny_rm")
-    torch.manual_seed(1)
-    LlamaForSequenceClassification.from_pretrained(ckpt, num_labels=1).save_pretrained(d)
-    tokenizer.save_pretrained(d)
-    return d
 
 
 @pytest.fixture(scope="module")

@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
-import torch
 import typer
-from transformers import LlamaForSequenceClassification
 
 from plasticity.errors import CheckpointError, UserError
 from plasticity.evaluate.reward import HFRewardModel, RefusalPatternJudge
@@ -18,25 +15,6 @@ from tests.conftest import needs_data
 
 SAMPLE_KEYS = {"prompt_id", "sample_index", "text", "extracted", "answer_key", "correct", "reward",
                "num_tokens", "finished_by"}
-
-
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory, tokenizer, llama) -> Path:
-    d = tmp_path_factory.mktemp("tiny_llama")
-    llama.save_pretrained(d)
-    tokenizer.save_pretrained(d)
-    return d
-
-
-@pytest.fixture(scope="module")
-def rm_dir(ckpt, tmp_path_factory, tokenizer) -> Path:
-    """A real HF sequence-classification reward model: the tiny Llama body plus a seeded random score head."""
-    d = tmp_path_factory.mktemp("tiny_rm")
-    torch.manual_seed(1)
-    rm = LlamaForSequenceClassification.from_pretrained(ckpt, num_labels=1)
-    rm.save_pretrained(d)
-    tokenizer.save_pretrained(d)
-    return d
 
 
 def _quiet(_msg: str) -> None:

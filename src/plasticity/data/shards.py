@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import DataError
-from ..hashing import hash_fraction
+from ..hashing import hash_fraction, sha256_file
 from ..io import write_json
 from .pieces import PIECE_CHARS, FileStats, Piece, read_piece, safe_char_cuts
 
@@ -248,17 +248,9 @@ def job_done(out: Path, key: str) -> dict[str, Any] | None:
         s = marker.get(side) or {}
         if s.get("tokens"):
             f = out / str(s.get("file"))
-            if not f.is_file() or file_sha256(f) != s.get("sha256"):
+            if not f.is_file() or sha256_file(f) != s.get("sha256"):
                 return None
     return marker
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 # ------------------------------------------------------------------------------------- worker processes
