@@ -75,6 +75,13 @@ def uniform(seeds: torch.Tensor, counters: torch.Tensor) -> torch.Tensor:
     return ((a << 21) + (b >> 11)).double() / float(1 << 53)
 
 
+def apply_repetition_penalty(logits: torch.Tensor, seen: torch.Tensor, penalty: float) -> torch.Tensor:
+    """Hugging Face's repetition penalty: the logit of every `seen` token divided by `penalty` if positive,
+    multiplied by it if negative."""
+    penalized = torch.where(logits < 0, logits * penalty, logits / penalty)
+    return torch.where(seen, penalized, logits)
+
+
 def sample_tokens(logits: torch.Tensor, temperature: float, top_k: int, top_p: float, seeds: torch.Tensor,
                   counters: torch.Tensor) -> torch.Tensor:
     """One token per row of float32 `logits`: argmax when `temperature` is 0, else a draw from the softmax at
@@ -181,8 +188,7 @@ def _decode_step(model: Any, olmo2: bool, st: _State, dec: Decoding, width: int)
     """One token for every slot, sampled and recorded on the device; `st.flags` says which rows need the host."""
     logits = _slot_step(model, olmo2, st.tokens, st.pos, st.keys, st.values, width)
     if st.seen is not None:
-        penalized = torch.where(logits < 0, logits * dec.repetition_penalty, logits / dec.repetition_penalty)
-        logits = torch.where(st.seen, penalized, logits)
+        logits = apply_repetition_penalty(logits, st.seen, dec.repetition_penalty)
     nxt = sample_tokens(logits, dec.temperature, dec.top_k, dec.top_p, st.seeds, st.ntok)
     rows = torch.arange(nxt.shape[0], device=nxt.device)
     st.out[rows, st.ntok.clamp(max=dec.max_new_tokens - 1)] = nxt

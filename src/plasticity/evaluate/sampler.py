@@ -240,11 +240,6 @@ def _prefill(model: Any, prompts: list[list[int]], pad_id: int, device: torch.de
     ]
 
 
-def _apply_repetition_penalty(logits: torch.Tensor, seen: torch.Tensor, penalty: float) -> torch.Tensor:
-    penalized = torch.where(logits < 0, logits * penalty, logits / penalty)
-    return torch.where(seen, penalized, logits)
-
-
 def _next_tokens(logits: torch.Tensor, cfg: SamplingConfig, seeds: torch.Tensor, step: int) -> torch.Tensor:
     """Pick one token per row: argmax when greedy, else the row's draw number `step` (`engine.sample_tokens`)."""
     counters = torch.full_like(seeds, step)
@@ -303,7 +298,7 @@ def _decode_chunk(
     reasons: list[FinishReason | None] = [None] * len(rows)
     for step in range(cfg.max_new_tokens):
         if seen is not None:
-            logits = _apply_repetition_penalty(logits, seen, cfg.repetition_penalty)
+            logits = _engine.apply_repetition_penalty(logits, seen, cfg.repetition_penalty)
         nxt = _next_tokens(logits, cfg, seed_t, step)
         if seen is not None:
             seen[torch.arange(len(alive), device=device), nxt] = True
