@@ -119,13 +119,171 @@ def check_model_dir(p: str | Path) -> None:
     p = Path(p)
     if not p.is_dir():
         raise CheckpointError(f"{p}: not a checkpoint directory")
-    if (p / MANIFEST).exists() or _owning_run(p) is not None:  # a run's own checkpoints need their manifest
+    if (p / MANIFEST).exists() or RunDir.owning(p) is not None:  # a run's own checkpoints need their manifest
         reason = verify_checkpoint(p, hashes=True)
         if reason:
             raise CheckpointError(f"{p}: invalid checkpoint: {reason}")
     check_architecture(p)
     if not any(p.glob("*.safetensors")):
         raise CheckpointError(f"{p}: no .safetensors weights (only safetensors checkpoints are loaded)")
+
+
+# --------------------------------------------------------------------------------------------- run dirs
+
+CONFIG_FILE = "config.yaml"  # the resolved config of the run
+SUMMARY_FILE = "summary.json"  # written when the run stops: status, losses, sizes
+METRICS_FILE = "metrics.jsonl"
+RUN_INFO_FILE = "run_info.json"
+FINAL_DIR = "final"
+CHECKPOINTS_DIR = "checkpoints"
+ANALYSIS_DIR = "analysis"
+EVAL_DIR = "eval"
+UPSTREAM_CLOZE_DIR = "upstream_cloze"
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """A plasticity run directory (pretraining or fine-tuning; docs/artifacts.md): the one place that knows its
+    layout. Readers ask it for files and parsed contents instead of joining paths themselves."""
+
+    path: Path
+
+    def __init__(self, path: str | Path) -> None:
+        object.__setattr__(self, "path", Path(path))
+
+    def __fspath__(self) -> str:
+        return str(self.path)
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+    # ---- files
+    @property
+    def config_path(self) -> Path:
+        return self.path / CONFIG_FILE
+
+    @property
+    def summary_path(self) -> Path:
+        return self.path / SUMMARY_FILE
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.path / METRICS_FILE
+
+    @property
+    def run_info_path(self) -> Path:
+        return self.path / RUN_INFO_FILE
+
+    @property
+    def final(self) -> Path:
+        """The model after the last step (an HF directory)."""
+        return self.path / FINAL_DIR
+
+    @property
+    def checkpoints_dir(self) -> Path:
+        return self.path / CHECKPOINTS_DIR
+
+    def snapshot(self, step: int) -> Path:
+        """The checkpoint directory after `step` optimizer steps (present or not)."""
+        return self.checkpoints_dir / step_dir_name(step)
+
+    def snapshots(self) -> list[tuple[int, Path]]:
+        """(step, dir) of every complete checkpoint, oldest first (size check only)."""
+        return list_checkpoints(self.checkpoints_dir)
+
+    @property
+    def analysis_dir(self) -> Path:
+        return self.path / ANALYSIS_DIR
+
+    def analysis_path(self, name: str) -> Path:
+        return self.analysis_dir / f"{name}.json"
+
+    @property
+    def eval_dir(self) -> Path:
+        return self.path / EVAL_DIR
+
+    @property
+    def upstream_cloze_dir(self) -> Path:
+        return self.path / UPSTREAM_CLOZE_DIR
+
+    # ---- contents
+    def is_run(self) -> bool:
+        """A plasticity run (config.yaml or summary.json, and not itself an HF model dir)."""
+        p = self.path
+        return (p.is_dir() and not (p / "config.json").is_file()
+                and (self.config_path.is_file() or self.summary_path.is_file()))
+
+    def config(self, cls: type | None = None) -> Any:
+        """The run's resolved config: the raw mapping, or typed as `cls` (``PretrainConfig``, ``FinetuneConfig``).
+        One-line UserError for a missing or malformed file."""
+        from .config import from_dict, read_yaml
+
+        raw = read_yaml(self.config_path)
+        return raw if cls is None else from_dict(cls, raw)
+
+    def summary(self) -> dict[str, Any] | None:
+        """``summary.json`` (None when missing or unreadable: a run that never stopped cleanly)."""
+        from .io import read_json_or_none
+
+        return read_json_or_none(self.summary_path)
+
+    def kind(self) -> str | None:
+        """``pretrain`` / ``finetune`` from the summary (None: no readable summary)."""
+        summary = self.summary()
+        kind = summary.get("kind") if isinstance(summary, dict) else None
+        return kind if isinstance(kind, str) else None
+
+    def completed(self) -> bool:
+        """The summary parses and says completed, and ``final/`` has its manifest (a damaged summary is not a
+        finished run: its results row would have no numbers)."""
+        summary = self.summary()
+        return summary is not None and summary.get("status") == "completed" and (self.final / MANIFEST).is_file()
+
+    def analysis(self, name: str) -> dict[str, Any] | None:
+        """``analysis/<name>.json`` (``probes``, ``rank``, ``gap``, ``norms``), None when absent or unreadable."""
+        from .io import read_json_or_none
+
+        return read_json_or_none(self.analysis_path(name))
+
+    def eval(self, task: str) -> dict[str, Any] | None:
+        """``eval/<task>.json`` of ``plasticity evaluate RUN`` (None when absent or unreadable)."""
+        from .io import read_json_or_none
+
+        return read_json_or_none(self.eval_dir / f"{task}.json")
+
+    def snapshot_at(self, fraction: float) -> ModelSource:
+        """The model at `fraction` of the run's steps: ``final/`` (fraction >= 1) or the snapshot
+        ``checkpoints/step_N`` (N = round(fraction x total steps), at least 1)."""
+        if fraction >= 1:
+            return resolve_model_source(self.path)
+        total = (self.summary() or {}).get("total_steps")
+        if not isinstance(total, int):
+            raise CheckpointError(f"{self.summary_path}: missing or without total_steps (not a completed run?)")
+        step = round(fraction * total)
+        if not 1 <= step < total:
+            raise CheckpointError(f"{self.path}: {fraction:g} of {total} steps is step {step}, not a snapshot "
+                                  "between step 1 and the final model")
+        path = self.snapshot(step)
+        if not (path / MANIFEST).exists():
+            raise CheckpointError(f"{self.path}: no checkpoint at {fraction:g} of pretraining ({path.name}); "
+                                  f"add {fraction} to train.checkpoint_fractions")
+        return ModelSource("checkpoint", str(path), None, self.path)
+
+    def pretrain_run(self) -> RunDir | None:
+        """For a fine-tuning run: the plasticity pretraining run it started from (None for external
+        checkpoints and Hub models)."""
+        from .config import FinetuneConfig
+
+        p = Path(self.config(FinetuneConfig).init_from).expanduser()
+        run = RunDir(p) if RunDir(p).is_run() else RunDir.owning(p) if p.is_dir() else None
+        return run if run is not None and run.kind() == "pretrain" else None
+
+    @classmethod
+    def owning(cls, model_dir: str | Path) -> RunDir | None:
+        """The run a checkpoint directory belongs to: ``<run>/final`` or ``<run>/checkpoints/step_N``."""
+        p = Path(model_dir)
+        cand = p.parent if p.name == FINAL_DIR else p.parent.parent if p.parent.name == CHECKPOINTS_DIR else None
+        return RunDir(cand) if cand is not None and RunDir(cand).is_run() else None
 
 
 # --------------------------------------------------------------------------------------------- sources
@@ -151,18 +309,6 @@ class ModelSource:
         return f"{self.path}@{self.revision}" if self.kind == "hub" and self.revision else self.path
 
 
-def is_run_dir(p: Path) -> bool:
-    """A plasticity run directory (config.yaml / summary.json, and not itself an HF model dir)."""
-    return (p.is_dir() and not (p / "config.json").is_file()
-            and ((p / "config.yaml").is_file() or (p / "summary.json").is_file()))
-
-
-def _owning_run(p: Path) -> Path | None:
-    """The run a checkpoint dir belongs to: ``<run>/final`` or ``<run>/checkpoints/step_N``."""
-    cand = p.parent if p.name == "final" else p.parent.parent if p.parent.name == "checkpoints" else None
-    return cand if cand is not None and is_run_dir(cand) else None
-
-
 def resolve_model_source(spec: str | Path, revision: str | None = None) -> ModelSource:
     """A run dir (its ``final/`` model), a checkpoint dir (itself) or a Hub id (``owner/name`` at `revision`).
     Downloads nothing; one-line CheckpointError for a missing path, an incomplete run, a non-model dir."""
@@ -171,8 +317,9 @@ def resolve_model_source(spec: str | Path, revision: str | None = None) -> Model
     if p.exists():
         if not p.is_dir():
             raise CheckpointError(f"{p}: not a checkpoint directory (give a run dir, a checkpoint dir or a Hub id)")
-        if is_run_dir(p):
-            final = p / "final"
+        run = RunDir(p)
+        if run.is_run():
+            final = run.final
             if not final.is_dir():
                 raise CheckpointError(f"{p}: run has no final/ model (unfinished, or final/ was removed): finish it "
                                       f"with `plasticity pretrain|finetune {p / 'config.yaml'} --resume`")
@@ -180,49 +327,13 @@ def resolve_model_source(spec: str | Path, revision: str | None = None) -> Model
                 raise CheckpointError(f"{final}: no config.json (unfinished run?)")
             return ModelSource("run", str(final), None, p)
         if (p / "config.json").is_file():
-            return ModelSource("checkpoint", str(p), None, _owning_run(p))
+            owner = RunDir.owning(p)
+            return ModelSource("checkpoint", str(p), None, owner.path if owner else None)
         raise CheckpointError(f"{p}: neither a run directory (config.yaml + final/) nor an HF checkpoint "
                               "(config.json)")
     if spec.startswith((".", "/", "~")) or not _HUB_ID.match(spec):
         raise CheckpointError(f"{spec}: no such run or checkpoint directory (and not a Hub id owner/name)")
     return ModelSource("hub", spec, revision, None)
-
-
-def snapshot_at(run_dir: str | Path, fraction: float) -> ModelSource:
-    """A run's model at `fraction` of its steps: ``final/`` (fraction >= 1) or the snapshot
-    ``checkpoints/step_N`` (N = round(fraction x total steps), at least 1)."""
-    if fraction >= 1:
-        return resolve_model_source(run_dir)
-    p = Path(run_dir)
-    try:
-        total = json.loads((p / "summary.json").read_text())["total_steps"]
-    except (OSError, ValueError, KeyError, TypeError):
-        raise CheckpointError(f"{p}/summary.json: missing or without total_steps (not a completed run?)") from None
-    step = round(fraction * total)
-    if not 1 <= step < total:
-        raise CheckpointError(f"{run_dir}: {fraction:g} of {total} steps is step {step}, not a snapshot between "
-                              "step 1 and the final model")
-    path = p / "checkpoints" / step_dir_name(step)
-    if not (path / MANIFEST).exists():
-        raise CheckpointError(f"{run_dir}: no checkpoint at {fraction:g} of pretraining ({path.name}); "
-                              f"add {fraction} to train.checkpoint_fractions")
-    return ModelSource("checkpoint", str(path), None, p)
-
-
-def pretrain_run_of(finetune_run: str | Path) -> Path | None:
-    """The plasticity pretraining run a fine-tuning run started from (None for external checkpoints)."""
-    from .config import FinetuneConfig, from_dict, read_yaml
-
-    cfg = from_dict(FinetuneConfig, read_yaml(Path(finetune_run) / "config.yaml"))
-    p = Path(cfg.init_from).expanduser()
-    run = p if is_run_dir(p) else _owning_run(p) if p.is_dir() else None
-    if run is None or not (run / "summary.json").is_file():
-        return None
-    try:
-        kind = json.loads((run / "summary.json").read_text()).get("kind")
-    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
-        return None
-    return run if kind == "pretrain" else None
 
 
 # --------------------------------------------------------------------------------------------- Hub

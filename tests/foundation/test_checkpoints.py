@@ -38,11 +38,32 @@ def test_resolve_run_checkpoint_and_hub(tiny_run):
     assert (src.kind, src.path, src.run_dir, src.revision) == ("checkpoint", str(tiny_run / "final"), tiny_run, None)
     step = ck.list_checkpoints(tiny_run / "checkpoints")[0][1]
     assert ck.resolve_model_source(step).run_dir == tiny_run
-    assert ck.snapshot_at(tiny_run, 0.25).path == str(tiny_run / "checkpoints" / "step_0000005")
-    assert ck.snapshot_at(tiny_run, 1.0).path == str(tiny_run / "final")
+    assert ck.RunDir(tiny_run).snapshot_at(0.25).path == str(tiny_run / "checkpoints" / "step_0000005")
+    assert ck.RunDir(tiny_run).snapshot_at(1.0).path == str(tiny_run / "final")
     hub = ck.resolve_model_source("allenai/OLMo-2-0425-1B", "stage1-step1000")
     assert (hub.kind, hub.path, hub.revision, hub.run_dir) == ("hub", "allenai/OLMo-2-0425-1B", "stage1-step1000", None)
     assert hub.describe() == "allenai/OLMo-2-0425-1B@stage1-step1000"
+
+
+def test_run_dir_knows_the_layout(tiny_run, tmp_path):
+    """RunDir: files, parsed contents and the run a checkpoint belongs to, on a real pretraining run."""
+    from plasticity.config import PretrainConfig
+
+    run = ck.RunDir(tiny_run)
+    assert run.is_run() and run.completed() and run.kind() == "pretrain"
+    assert isinstance(run.config(PretrainConfig), PretrainConfig) and run.config()["train"]["max_steps"] >= 1
+    assert run.summary()["status"] == "completed"
+    assert run.final == tiny_run / "final" and run.snapshot(5) == tiny_run / "checkpoints" / "step_0000005"
+    assert [s for s, _ in run.snapshots()] == [s for s, _ in ck.list_checkpoints(tiny_run / "checkpoints")]
+    assert ck.RunDir.owning(run.snapshot(5)) == run and ck.RunDir.owning(run.final) == run
+    assert ck.RunDir.owning(tmp_path) is None and not ck.RunDir(run.final).is_run()
+    assert run.analysis("norms") is None and run.eval("demo_arith") is None  # absent files: None
+    fake = tmp_path / "ft"
+    fake.mkdir()
+    (fake / "config.yaml").write_text(f"init_from: {tiny_run / 'final'}\ntask: demo_arith\nout_dir: {fake}\n")
+    assert ck.RunDir(fake).pretrain_run() == run  # fine-tuned from the run's final/ model
+    (fake / "config.yaml").write_text(f"init_from: {tmp_path}\ntask: demo_arith\nout_dir: {fake}\n")
+    assert ck.RunDir(fake).pretrain_run() is None  # not a plasticity run
 
 
 def test_resolve_errors(tiny_run, tmp_path):
@@ -59,7 +80,7 @@ def test_resolve_errors(tiny_run, tmp_path):
         with pytest.raises(CheckpointError, match=needles[name]):
             ck.resolve_model_source(spec)
     with pytest.raises(CheckpointError, match="step_0000006.*add 0.3 to train.checkpoint_fractions"):
-        ck.snapshot_at(tiny_run, 0.3)
+        ck.RunDir(tiny_run).snapshot_at(0.3)
 
 
 def test_architecture_and_manifest_checks(tiny_run, tmp_path):

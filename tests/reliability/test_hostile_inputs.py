@@ -256,13 +256,13 @@ def test_06_07_11_26_study_plan_refusals(case: str, tmp_path: Path, request) -> 
 
 
 def test_11_snapshot_fraction_that_is_no_snapshot(tiny_run: Path) -> None:
-    from plasticity.checkpoints import snapshot_at
+    from plasticity.checkpoints import RunDir
     from plasticity.errors import CheckpointError
 
-    assert snapshot_at(tiny_run, 0.5).path.endswith("step_0000010")
+    assert RunDir(tiny_run).snapshot_at(0.5).path.endswith("step_0000010")
     for f in (1e-9, 0.999):
         with pytest.raises(CheckpointError, match="not a snapshot"):
-            snapshot_at(tiny_run, f)
+            RunDir(tiny_run).snapshot_at(f)
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ def _fmt(v) -> str:
 def add_downstream(res: dict, finetuned: list[Path]) -> None:
     """Join evaluated fine-tuning runs onto their pretraining rows of a ``compare_runs`` result: the study's
     ``{task}/{eval_set}/{metric}``, ``avg_<family>/<metric>`` and ``stability`` columns, correlated with val loss."""
-    from ..checkpoints import pretrain_run_of
+    from ..checkpoints import RunDir
     from ..errors import UserError
     from ..io import read_json
     from ..study.results import _task_results, headline
@@ -30,8 +30,8 @@ def add_downstream(res: dict, finetuned: list[Path]) -> None:
     rows = {str(Path(r["run"]).resolve()): r for r in res["rows"]}
     per_row: dict[str, dict] = {}
     for ft in finetuned:
-        base = pretrain_run_of(ft) if (ft / "config.yaml").is_file() else None
-        key = str(base.resolve()) if base is not None else None
+        base = RunDir(ft).pretrain_run() if (ft / "config.yaml").is_file() else None
+        key = str(base.path.resolve()) if base is not None else None
         if key not in rows:
             raise UserError(f"--finetuned {ft}: not fine-tuned from one of the compared pretraining runs")
         task = read_json(ft / "summary.json").get("task") if (ft / "summary.json").is_file() else None

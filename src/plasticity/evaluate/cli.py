@@ -101,12 +101,12 @@ def register(app: typer.Typer) -> None:
                 ci = "-" if m["ci_low"] is None else f"[{_fmt(m['ci_low'])}, {_fmt(m['ci_high'])}]"
                 table.add_row(name, metric, _fmt(m["value"]), ci, str(m["n"]))
         out.print(table)
-        from plasticity.checkpoints import pretrain_run_of
+        from plasticity.checkpoints import RunDir
         from plasticity.evaluate.stability import upstream_stability
 
         run = Path(target)
         if stability and (run / "config.yaml").exists() and (run / "summary.json").exists():
-            if pretrain_run_of(run) is not None:
+            if RunDir(run).pretrain_run() is not None:
                 sets = [t.strip() for t in stability_tasks.split(",") if t.strip()] if stability_tasks else None
                 st = upstream_stability(run, out_path=(out_dir / "stability.json") if out_dir else None, log=log,
                                         cloze_tasks=sets, cloze_max_questions=max_questions, batch_size=batch_size,

@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..checkpoints import check_vocab, load_model_checked, pretrain_run_of, resolve_model_source
+from ..checkpoints import RunDir, check_vocab, load_model_checked, resolve_model_source
 from ..config import FinetuneConfig, PretrainConfig, from_dict, read_yaml
 from ..errors import UserError
 from ..hardware import default_device, resolve_precision
@@ -100,8 +100,10 @@ def upstream_stability(finetune_run: str | Path, max_sequences: int = 128, out_p
     validation loss change (``upstream_loss_change``, only for runs fine-tuned from a plasticity pretraining run).
     Written to `out_path` (default ``<run>/eval/stability.json``)."""
     run = Path(finetune_run)
-    base_run = pretrain_run_of(run)
-    ft_cfg = from_dict(FinetuneConfig, read_yaml(run / "config.yaml"))
+    ft = RunDir(run)
+    base = ft.pretrain_run()
+    base_run = base.path if base is not None else None
+    ft_cfg = ft.config(FinetuneConfig)
     source = resolve_model_source(ft_cfg.init_from, ft_cfg.revision)  # a Hub base model: its snapshot
     init_dir = source.local_dir()
     data_root = data_root if data_root is not None else ft_cfg.data_root

@@ -69,10 +69,9 @@ class Stage:
 def completed_run(out: Path) -> bool:
     """A training node's outputs: ``summary.json`` parses and says completed, and ``final/`` has its manifest (a
     damaged summary is not a done node: its row would have no numbers)."""
-    from ...io import read_json_or_none
+    from ...checkpoints import RunDir
 
-    summary = read_json_or_none(out / "summary.json")
-    return summary is not None and summary.get("status") == "completed" and (out / "final" / "manifest.json").is_file()
+    return RunDir(out).completed()
 def torchrun(node: Node, ctx: RunContext, args: list[str]) -> int:
     """Run ``python -m ARGS`` as `node.nproc` torchrun processes on this machine (the node's GPUs: those the
     executor gave it); output to the node's log. Returns the exit code."""

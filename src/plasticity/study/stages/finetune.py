@@ -82,6 +82,6 @@ def _config_dict(fcfg: FinetuneConfig) -> dict[str, Any]:
 def finetune_init(model_dir: str, fraction: float) -> str:
     """The model fine-tuning starts from: a run's ``final/`` or its snapshot at `fraction` of pretraining; a
     checkpoint node's model (a run dir or a model dir) as is at fraction 1."""
-    from ...checkpoints import snapshot_at
+    from ...checkpoints import RunDir
 
-    return snapshot_at(model_dir, fraction).path
+    return RunDir(model_dir).snapshot_at(fraction).path
