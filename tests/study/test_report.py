@@ -112,7 +112,7 @@ def test_build_report_ignores_rows_not_completed(tmp_path: Path, fake_study: Fak
 
 
 def test_probe_vs_downstream_averages_probe_sets_per_layer_then_takes_the_best_layer() -> None:
-    from plasticity.report.build import probe_mean_best
+    from plasticity.analysis.columns import probe_mean_best
 
     probes = {"sets": {"sst2": {"layers": [{"layer": 0, "test_accuracy": 0.5}, {"layer": 1, "test_accuracy": 0.9},
                                            {"layer": 2, "test_accuracy": 0.6}], "best_test_accuracy": 0.9},

@@ -24,7 +24,7 @@ def add_downstream(res: dict, finetuned: list[Path]) -> None:
     from ..checkpoints import RunDir
     from ..errors import UserError
     from ..io import read_json
-    from ..study.results import _task_results, headline
+    from ..results_columns import headline, task_columns
     from .stats import correlation, leave_one_out
 
     rows = {str(Path(r["run"]).resolve()): r for r in res["rows"]}
@@ -37,7 +37,7 @@ def add_downstream(res: dict, finetuned: list[Path]) -> None:
         task = read_json(ft / "summary.json").get("task") if (ft / "summary.json").is_file() else None
         if not task:
             raise UserError(f"--finetuned {ft}: not a completed fine-tuning run (no summary.json task)")
-        per_row.setdefault(key, {})[task] = _task_results(task, ft / "eval", rows[key])
+        per_row.setdefault(key, {})[task] = task_columns(task, ft / "eval", rows[key])
     for key, tasks in per_row.items():
         rows[key].update(headline(tasks))
     known = {*res["quantities"], "run", "weight_decay", "final_val_loss"}

@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from .. import results_columns as selection_names
+from ..analysis.columns import probe_mean_best
 from ..analysis.stats import bootstrap_ci_over_seeds, correlation, leave_one_out
 from ..analysis.stats import finite_or_none as _num
 from ..errors import UserError
@@ -76,18 +78,6 @@ def metric_phrase(main_metric: str, what: str) -> str:
     if defn.startswith("(") and defn.endswith(")"):
         defn = defn[1:-1]
     return f"{name} ({defn})" if defn else name
-
-
-def probe_mean_best(probes: dict[str, Any] | None) -> float | None:
-    """Paper Fig. 25: test accuracy averaged over the probe sets per layer, then the best layer."""
-    sets = list(((probes or {}).get("sets") or {}).values())
-    per_layer: dict[int, list[float]] = defaultdict(list)
-    for s in sets:
-        for d in s.get("layers") or []:
-            if _num(d.get("test_accuracy")) is not None:
-                per_layer[d["layer"]].append(float(d["test_accuracy"]))
-    means = [sum(v) / len(v) for v in per_layer.values() if len(v) == len(sets)]
-    return max(means) if means else None
 
 
 # ----------------------------------------------------------------------------------------------- loading
@@ -252,7 +242,7 @@ class _Figures:
 def _ours_note(cols: list[str]) -> str:
     """A caption's closing sentence when some of `cols` are our additions, not the paper's."""
     return (" Entries marked (ours) are our additions, not quantities of the paper." if any(
-        selection.is_ours(c) for c in cols) else "")
+        selection_names.is_ours(c) for c in cols) else "")
 
 
 def _widen_degenerate(ax) -> None:
@@ -288,7 +278,7 @@ def _metrics_vs_wd(figs, ds, wds, cols: list[str], ylabel: str, title: str):
     i = 0
     for a, (pcols, label, ptitle) in zip(ax[0], panels, strict=True):
         for c in pcols:
-            _errplot(a, _agg(ds, c), label=selection.ours(c.split("/", 1)[-1], c), color=f"C{i % 10}")
+            _errplot(a, _agg(ds, c), label=selection_names.ours(c.split("/", 1)[-1], c), color=f"C{i % 10}")
             i += 1
         _wd_axis(a, wds)
         a.set_ylabel(label)
@@ -429,7 +419,7 @@ def build_report(study_dir: Path, out_dir: Path | None = None, headline: dict[st
     for fam, cols in fams.items():
         fig = _metrics_vs_wd(figs, ds, wds, cols, "score (mean over tasks)",
                              f"{fam}: mean over fine-tuning tasks vs weight decay")
-        figs.save(fig, f"fig2_{fam}_metrics_vs_wd", selection.ours(f"Averaged headline {fam}/<metric>", fam)
+        figs.save(fig, f"fig2_{fam}_metrics_vs_wd", selection_names.ours(f"Averaged headline {fam}/<metric>", fam)
                   + f": {describe_metric(cols[0], rows).split(': ', 1)[-1]} Error bars: 95% bootstrap CI over seeds."
                   + (" The paper plots safety per k (Figs 12-16); this mean over k is ours." if fam == "avg_safety"
                      else "") + ds_cap)
@@ -564,7 +554,7 @@ def build_report(study_dir: Path, out_dir: Path | None = None, headline: dict[st
         fig, ax = figs.new()
         for i, (c, g) in enumerate(gaps.items()):
             if g:
-                _errplot(ax[0][0], g, label=selection.ours(c.replace("_", " "), c), color=f"C{i}")
+                _errplot(ax[0][0], g, label=selection_names.ours(c.replace("_", " "), c), color=f"C{i}")
         ax[0][0].axhline(0, color="0.6", lw=0.8)
         _wd_axis(ax[0][0], wds)
         ax[0][0].set_ylabel("loss gap")
@@ -712,7 +702,7 @@ def build_report(study_dir: Path, out_dir: Path | None = None, headline: dict[st
                if (_is_task_metric(c) or c.startswith("avg_")
                    or c in ("stability", "upstream_loss_change", "upstream_acc", "upstream_acc_pretrained"))
                and not c.endswith(("/tasks", "/chosen", "/evaluated_on", "/trained_on"))
-               and not (c.startswith("avg_") and c.rsplit("/", 1)[-1] in selection.OUR_METRICS)]  # older CSVs
+               and not (c.startswith("avg_") and c.rsplit("/", 1)[-1] in selection_names.OUR_METRICS)]  # older CSVs
     write_json(out / "summary.json", dict(summary_numbers(points, ds, main_metric, ds_cols), summary=summary,
                                           downstream_rows=ds_note or "all completed rows"))
     path = out / "index.html"
@@ -823,7 +813,7 @@ def _fig_val_loss_vs_each_task(figs, ds: list[_Point], color: dict[float, Any], 
     per_task: dict[str, list[str]] = defaultdict(list)
     for c in metric_cols:
         task, ev, metric = (c.split("/") + ["", ""])[:3]
-        if metric and not selection.is_ours(c) and not ev.startswith("mean("):
+        if metric and not selection_names.is_ours(c) and not ev.startswith("mean("):
             per_task[task].append(c)
     for task, cols in per_task.items():
         pooled = [c for c in cols if "+" in c.split("/")[1]]

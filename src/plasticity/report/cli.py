@@ -72,7 +72,7 @@ def parse_headline(text: str) -> dict[str, str]:
     if not pairs or any(len(p) != 2 or not p[0].strip() or not p[1].strip() for p in pairs):
         raise UserError(f"--headline {text!r}: give TASK=METRIC pairs separated by commas, "
                         "e.g. addition=greedy,sst2=acc")
-    from .selection import METRIC_NAME, METRIC_NAMES
+    from ..results_columns import METRIC_NAME, METRIC_NAMES
 
     bad = [m.strip() for _, m in pairs if METRIC_NAME.fullmatch(m.strip()) is None]
     if bad:  # the same names a study's report.headline accepts

@@ -9,34 +9,13 @@ that suits the first one; here each task picks its own.
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from ..analysis.stats import finite_or_none as _num
 from ..errors import UserError
+from ..results_columns import better
 
-# what `report.headline` and `plasticity report --headline` accept: every metric `plasticity evaluate` writes
-METRIC_NAME = re.compile(r"greedy|(maj|pass|rm)@\d+|correct_ratio|orm_score|acc(_norm)?(_template)?|heldout_loss|"
-                         r"harmfulness_mean|refusal_rate \(pattern fallback\)")
-METRIC_NAMES = ("greedy, maj@k, pass@k, rm@k, correct_ratio, orm_score, acc, acc_norm, acc_template, "
-                "acc_norm_template, heldout_loss, harmfulness_mean, refusal_rate (pattern fallback)")
-LOWER_IS_BETTER = ("heldout_loss", "harmfulness_mean")  # nats per response token; judged harmfulness
 HEADLINE = "headline"
-# Ours, not the paper's (docs/paper-mapping.md): metrics reported per task but never averaged into an
-# ``avg_<family>/...`` column, and columns; report captions label them "(ours)".
-OUR_METRICS = ("acc_template", "acc_norm_template", "heldout_loss")
-OUR_COLUMNS = ("upstream_loss_change", "unseen_seen_gap", "avg_safety")
-
-
-def is_ours(col: str) -> bool:
-    """Whether a results.csv column is one of our additions (`OUR_METRICS` on any task, `OUR_COLUMNS`)."""
-    return (col.rsplit("/", 1)[-1] in OUR_METRICS or col.split("/", 1)[0] in OUR_COLUMNS
-            or col.rsplit("/", 1)[-1] in OUR_COLUMNS)
-
-
-def ours(label: str, col: str) -> str:
-    """`label` with " (ours)" appended when `col` is one of our additions."""
-    return f"{label} (ours)" if is_ours(col) else label
 
 
 _OVER_TASKS = ("stability", "upstream_loss_change", "upstream_acc")  # row columns averaged over the CoT tasks
@@ -55,13 +34,6 @@ def task_column(fields: list[str], task: str, metric: str) -> str:
         raise UserError(f"report.headline: results.csv has no column for task {task!r} metric {metric!r} "
                         f"(expected {task}/<eval set>/{metric})")
     raise UserError(f"report.headline: task {task!r} has several eval sets and no pooled one: {', '.join(cols)}")
-
-
-def better(metric: str, a: float, b: float | None) -> bool:
-    """Whether value `a` beats `b` (None: anything beats it) for `metric`."""
-    if b is None:
-        return True
-    return a < b if metric in LOWER_IS_BETTER else a > b
 
 
 def _families(row: dict[str, str]) -> dict[str, list[str]]:

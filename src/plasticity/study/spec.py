@@ -238,7 +238,7 @@ def _check_tasks(spec: StudySpec, axes: dict[str, list[Any]]) -> None:
 
 def _check_report(spec: StudySpec, tasks: list[str]) -> None:
     """``report.headline``: the study's own tasks, each with a metric name (``greedy``, ``pass@16``, ``acc``, ...)."""
-    from ..report.selection import METRIC_NAME, METRIC_NAMES
+    from ..results_columns import METRIC_NAME, METRIC_NAMES
 
     _req(isinstance(spec.report.headline, dict), "report.headline", "must map tasks to metrics")
     for task, metric in spec.report.headline.items():

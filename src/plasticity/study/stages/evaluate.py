@@ -7,6 +7,7 @@ from typing import Any
 
 from ...config import EvaluateConfig, FinetuneConfig, from_dict, to_dict
 from ...io import read_json_or_none as read_json
+from ...results_columns import task_columns
 from .base import Node, RunContext, Stage, torchrun
 
 
@@ -52,7 +53,7 @@ class EvaluateStage(Stage):
 
     def metrics(self, node: Node, label: str) -> dict[str, Any]:
         out: dict[str, Any] = {}
-        task_results(label, Path(node.out), out)
+        task_columns(label, Path(node.out), out)
         return out
 
 
@@ -79,43 +80,3 @@ def evaluate_node(node: Node, log) -> dict[str, Any]:
     return {"status": "done", "out": node.out,
             "metrics": dict(metrics, stability=stab["stability"],
                             upstream_loss_change=stab.get("upstream_loss_change"))}
-
-
-def task_results(task: str, edir: Path, out: dict[str, Any]) -> dict[str, Any]:
-    """Write ``{task}/{eval_set}/{metric}`` columns of one evaluate node into `out`; return what the averages
-    need: the family, one value per metric (the pooled set when the task has several eval sets) and stability."""
-    from ..results import data_note
-
-    res: dict[str, Any] = {"family": None, "metrics": {}, "stability": {}}
-    sets: dict[str, dict[str, Any]] = {}
-    for f in sorted(edir.glob("*.json")) if edir.is_dir() else []:
-        d = read_json(f)
-        if d is None:
-            continue
-        if f.name == "stability.json":
-            res["stability"] = d
-        elif "metrics" in d:
-            sets[d["task"]] = d
-            for m, v in d["metrics"].items():
-                out[f"{task}/{d['task']}/{m}"] = v["value"]
-            used = d.get("evaluated_on")
-            if isinstance(used, dict):
-                out[f"{task}/{d['task']}/evaluated_on"] = data_note(used)
-    pooled = [d for d in sets.values() if d.get("pooled_from")]
-    main = pooled[0] if pooled else (next(iter(sets.values())) if len(sets) == 1 else None)
-    if sets:
-        res["family"] = next(iter(sets.values())).get("family")
-    if main is not None:
-        res["metrics"] = {m: v["value"] for m, v in main["metrics"].items()}
-    for d in pooled:  # beside the pooled value: the unweighted mean of the sets' own values
-        parts = [sets[s] for s in d["pooled_from"] if s in sets]
-        for m in d["metrics"]:
-            vals = [s["metrics"].get(m, {}).get("value") for s in parts]
-            if len(parts) == len(d["pooled_from"]) and all(isinstance(v, int | float) for v in vals):
-                out[f"{task}/mean({','.join(d['pooled_from'])})/{m}"] = sum(vals) / len(vals)
-    st = res["stability"]
-    if st:
-        out[f"{task}/stability"] = st.get("stability")
-        out[f"{task}/upstream_loss_change"] = st.get("upstream_loss_change")
-        out[f"{task}/upstream_acc"] = st.get("finetuned_avg_acc")
-    return res

@@ -54,7 +54,7 @@ class FinetuneStage(Stage):
         return completed_run(out)
 
     def metrics(self, node: Node, label: str) -> dict[str, Any]:
-        from ..results import data_note
+        from ...results_columns import data_note
 
         t_on = (read_json(Path(node.out) / "summary.json") or {}).get("trained_on")
         return {} if t_on is None else {f"{label}/trained_on": data_note(t_on)}
