@@ -18,7 +18,7 @@ from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 import yaml
 
 from .errors import ConfigError
-from .io import load_yaml
+from .io import load_yaml, yaml_error
 
 T = TypeVar("T")
 
@@ -499,10 +499,7 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     try:
         data = load_yaml(p.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(e, "problem", None) or "invalid YAML"
-        raise ConfigError(str(path), f"malformed YAML{where}: {problem}") from None
+        raise ConfigError(str(path), yaml_error(e)) from None
     except UnicodeDecodeError:
         raise ConfigError(str(path), "not a UTF-8 text file") from None
     if data is None:

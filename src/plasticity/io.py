@@ -43,6 +43,13 @@ def load_yaml(text: str) -> Any:
     return yaml.load(text, Loader=_BoundedLoader)  # noqa: S506 - a SafeLoader subclass
 
 
+def yaml_error(e: yaml.YAMLError) -> str:
+    """One line for a YAML parse error: ``malformed YAML at line L, column C: <problem>``."""
+    mark = getattr(e, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+    return f"malformed YAML{where}: {getattr(e, 'problem', None) or 'invalid YAML'}"
+
+
 def check_output_dir(path: str | Path, what: str) -> Path:
     """Refuse, before any work, an output directory that cannot be created or written: an existing file, a file
     among its parents, or a nearest existing parent this process may not write (immutable, read-only file system,

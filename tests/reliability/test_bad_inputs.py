@@ -329,7 +329,7 @@ def _finetune(t: Path, e: Path, needles: tuple[str, ...], max_s: float | None = 
 
 def _bad_task_yaml(t: Path, e: Path) -> Bad:
     spec = write_bytes(t / "task.yaml", b"name: parity\nfamily: [cot\n")
-    return _finetune(t, e, (str(spec), "not valid YAML at line"), task=str(spec))
+    return _finetune(t, e, (str(spec), "malformed YAML at line"), task=str(spec))
 
 
 NOTHING = "everything: nothing is written"

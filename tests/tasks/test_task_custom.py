@@ -150,7 +150,7 @@ def test_yaml_file_errors(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="must be a YAML mapping"):
         load_task_file(tmp_path / "list.yaml")
     (tmp_path / "broken.yaml").write_text("name: [unclosed\n")
-    with pytest.raises(DataError, match="not valid YAML"):
+    with pytest.raises(DataError, match="malformed YAML"):
         load_task_file(tmp_path / "broken.yaml")
     write_jsonl(tmp_path / "train.jsonl", arith_rows(1))
     write_jsonl(tmp_path / "eval.jsonl", arith_rows(1))

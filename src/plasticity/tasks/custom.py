@@ -30,7 +30,7 @@ from typing import Any
 import yaml
 
 from plasticity.errors import DataError
-from plasticity.io import load_yaml
+from plasticity.io import load_yaml, yaml_error
 from plasticity.names import name_problem
 from plasticity.tasks import answers
 from plasticity.tasks.base import (
@@ -128,10 +128,7 @@ def load_task_file(path: str | Path) -> Task:
     try:
         cfg = load_yaml(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(e, "problem", None) or "invalid YAML"
-        raise DataError(f"{path}: not valid YAML{where}: {problem}") from None
+        raise DataError(f"{path}: {yaml_error(e)}") from None
     except UnicodeDecodeError:
         raise DataError(f"{path}: not a UTF-8 text file") from None
     if not isinstance(cfg, Mapping):
