@@ -54,7 +54,7 @@ def test_build_report(tmp_path: Path, fake_study: FakeStudy) -> None:
 
 def test_build_report_missing_analysis_skips_with_note(tmp_path: Path, fake_study: FakeStudy) -> None:
     study = fake_study(tmp_path)
-    for run in study.glob("pretrain-*"):
+    for run in (study.parent / "runs").glob("pretrain-*"):
         (run / "analysis" / "probes.json").unlink()
     out = tmp_path / "elsewhere"
     text = build_report(study, out).read_text()
@@ -189,7 +189,7 @@ def test_a_running_study_reports_its_finished_pretraining_before_any_downstream_
         rows = list(csv.DictReader(f))
     for r, status in zip(rows, ("pending", "running", "pending"), strict=True):
         r.update({"status": status, "demo_arith/greedy": "", "demo_arith/pass@4": "", "forgetting": ""})
-    rows.append(dict(rows[0], **{"optim.weight_decay": "3.0", "run": "runs/demo/pretrain-x", "status": "pending",
+    rows.append(dict(rows[0], **{"optim.weight_decay": "3.0", "run": "../runs/pretrain-x", "status": "pending",
                                  "val_loss": "", "weight_norm": ""}))  # still pretraining: in no figure
     with (study / "results.csv").open("w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
