@@ -39,6 +39,32 @@ def test_every_registered_figure_is_shown_once_in_order() -> None:
         assert fig.rows in ("runs", "downstream", "completed"), fig.name
 
 
+def test_a_registered_figure_is_drawn_by_the_report(tmp_path: Path, fake_study: FakeStudy) -> None:
+    """Registering a figure is all it takes: build_report draws it (after the report's own), or skips it with
+    the reason its needs give."""
+    from plasticity.report.figures import figure
+
+    def bars(canvas, data, points, item) -> None:
+        fig, ax = canvas.new()
+        ax[0][0].bar([p.label for p in points], [p.get("weight_norm") for p in points])
+        canvas.save(fig)
+
+    try:
+        figure("weight_norm_bars", "Weight norm per run.", needs=Needs(columns=("weight_norm",)))(bars)
+        figure("needs_nope_json", "Never drawn.", needs=Needs(analysis=("nope",)))(bars)
+        with pytest.raises(ValueError, match="registered twice"):
+            figure("weight_norm_bars", "again")(bars)
+        assert [f.name for f in figures()][-2:] == ["weight_norm_bars", "needs_nope_json"]
+        study = fake_study(tmp_path)
+        text = build_report(study).read_text()
+    finally:
+        for name in ("weight_norm_bars", "needs_nope_json"):
+            REGISTRY.pop(name, None)
+    assert (study / "report" / "weight_norm_bars.png").is_file()
+    assert "<figcaption>Weight norm per run.</figcaption>" in text
+    assert "Skipped: Never drawn. (no analysis/nope.json in the run directories)" in text
+
+
 def test_build_report_is_a_short_loop_over_the_registry() -> None:
     lines = inspect.getsource(build_report).splitlines()
     assert len(lines) < 80

@@ -2,7 +2,8 @@
 downstream, probes, rank, norms) and `ORDER`, the sequence the report shows them in.
 
 Adding a figure: a draw function decorated with ``@figure(name, caption, rows=..., needs=...)`` in a theme module
-(or a new one imported here) and its name in `ORDER`; ``build_report`` needs no change.
+(or a new one imported here) and its name in `ORDER` (a figure registered elsewhere comes after those of `ORDER`);
+``build_report`` needs no change.
 """
 
 from __future__ import annotations
@@ -36,11 +37,9 @@ ORDER = (
 
 
 def figures() -> list[Figure]:
-    """The registered figures in report order."""
-    missing = set(REGISTRY) ^ set(ORDER)
-    if missing:
-        raise RuntimeError(f"figures registered but not in ORDER, or the reverse: {sorted(missing)}")
-    return [REGISTRY[name] for name in ORDER]
+    """The registered figures in report order: those of `ORDER`, then any other registered one (e.g. by a
+    user's module with ``@figure``) in registration order."""
+    return [REGISTRY[name] for name in ORDER] + [f for name, f in REGISTRY.items() if name not in ORDER]
 
 
 __all__ = ["ORDER", "REGISTRY", "Canvas", "Figure", "Missing", "Needs", "figure", "figures"]
