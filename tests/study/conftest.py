@@ -57,8 +57,9 @@ def _write_run(run: Path, wd: float, i: int) -> None:
 
 
 def make_fake_study(root: Path, seeds: Sequence[int] | None = None) -> Path:
-    """``root/runs/demo`` with one run per weight decay in WDS (per seed, plus a ``train.seed`` column, if given)."""
-    study = root / "runs" / "demo"
+    """``root/out/demo`` with one run per weight decay in WDS (per seed, plus a ``train.seed`` column, if given) in
+    ``root/out/runs/``: a study's layout, ``run`` relative to the study directory."""
+    study = root / "out" / "demo"
     study.mkdir(parents=True)
     fields = [
         "optim.weight_decay", "run", "demo_arith/greedy", "demo_arith/pass@4", "forgetting", "probe_sst2",
@@ -71,10 +72,10 @@ def make_fake_study(root: Path, seeds: Sequence[int] | None = None) -> Path:
     for s in seeds if seeds is not None else [None]:
         k = s or 0
         for i, wd in enumerate(WDS):
-            run = study / (f"pretrain-{i:04x}" + (f"-s{s}" if s is not None else ""))
+            run = study.parent / "runs" / (f"pretrain-{i:04x}" + (f"-s{s}" if s is not None else ""))
             _write_run(run, wd, i)
             row = {
-                "optim.weight_decay": wd, "run": f"runs/demo/{run.name}", "demo_arith/greedy": 0.1 * i,
+                "optim.weight_decay": wd, "run": f"../runs/{run.name}", "demo_arith/greedy": 0.1 * i,
                 "demo_arith/pass@4": PASS4[i] + k * SEED_OFFSET["pass@4"], "forgetting": 0.5 - 0.1 * i,
                 "probe_sst2": 0.6 + 0.01 * i, "qk_rank_frac": 0.8 - 0.05 * i, "status": "completed",
                 "train_loss": VAL[wd] - 0.01, "train_val_gap": -0.001 * i, "unseen_seen_gap": 0.002 * i,

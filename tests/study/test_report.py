@@ -54,7 +54,7 @@ def test_build_report(tmp_path: Path, fake_study: FakeStudy) -> None:
 
 def test_build_report_missing_analysis_skips_with_note(tmp_path: Path, fake_study: FakeStudy) -> None:
     study = fake_study(tmp_path)
-    for run in study.glob("pretrain-*"):
+    for run in (study.parent / "runs").glob("pretrain-*"):
         (run / "analysis" / "probes.json").unlink()
     out = tmp_path / "elsewhere"
     text = build_report(study, out).read_text()
@@ -154,27 +154,29 @@ def test_scores_and_losses_get_their_own_panels_and_degenerate_axes_are_widened(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from plasticity.report.build import _Figures, _metrics_vs_wd, _Point, _widen_degenerate
+    from plasticity.report.data import Point
+    from plasticity.report.figures import Canvas
+    from plasticity.report.figures.plot import metrics_vs_wd, widen_degenerate
 
-    figs = _Figures(Path("."))
-    ds = [_Point({"t/t/greedy": str(0.2 + wd), "t/t/heldout_loss": str(6 - wd)}, wd, None, None) for wd in (0.0, 1.0)]
-    fig = _metrics_vs_wd(figs, ds, [0.0, 1.0], ["t/t/greedy", "t/t/heldout_loss"], "score", "t")
+    figs = Canvas(Path("."))
+    ds = [Point({"t/t/greedy": str(0.2 + wd), "t/t/heldout_loss": str(6 - wd)}, wd) for wd in (0.0, 1.0)]
+    fig = metrics_vs_wd(figs, ds, [0.0, 1.0], ["t/t/greedy", "t/t/heldout_loss"], "score", "t")
     (scores, losses) = fig.axes
     assert [t.get_text() for t in scores.get_legend().get_texts()] == ["t/greedy"]
     assert [t.get_text() for t in losses.get_legend().get_texts()] == ["t/heldout_loss (ours)"]  # not the paper's
     assert losses.get_ylabel() == "loss (lower is better)" and scores.get_ylim()[1] < 2  # not squashed by the loss
     plt.close(fig)
-    only = _metrics_vs_wd(figs, ds, [0.0, 1.0], ["t/t/greedy"], "score", "t")
+    only = metrics_vs_wd(figs, ds, [0.0, 1.0], ["t/t/greedy"], "score", "t")
     assert len(only.axes) == 1
     plt.close(only)
 
     fig, ax = plt.subplots()
     ax.scatter([0.025, 0.025 + 3e-15], [0.25, 0.25])  # equal up to rounding (two summation orders)
-    _widen_degenerate(ax)
+    widen_degenerate(ax)
     lo, hi = ax.get_xlim()
     assert lo == pytest.approx(0.025 - 0.00125) and hi == pytest.approx(0.025 + 0.00125)
     ax.set_ylim(1.0, 3.0)
-    _widen_degenerate(ax)
+    widen_degenerate(ax)
     assert ax.get_ylim() == (1.0, 3.0)  # a real span is left alone
     plt.close(fig)
 
@@ -189,7 +191,7 @@ def test_a_running_study_reports_its_finished_pretraining_before_any_downstream_
         rows = list(csv.DictReader(f))
     for r, status in zip(rows, ("pending", "running", "pending"), strict=True):
         r.update({"status": status, "demo_arith/greedy": "", "demo_arith/pass@4": "", "forgetting": ""})
-    rows.append(dict(rows[0], **{"optim.weight_decay": "3.0", "run": "runs/demo/pretrain-x", "status": "pending",
+    rows.append(dict(rows[0], **{"optim.weight_decay": "3.0", "run": "../runs/pretrain-x", "status": "pending",
                                  "val_loss": "", "weight_norm": ""}))  # still pretraining: in no figure
     with (study / "results.csv").open("w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))

@@ -56,3 +56,18 @@ def probe_mean_best(probes: dict[str, Any] | None) -> float | None:
                 per_layer[d["layer"]].append(float(d["test_accuracy"]))
     means = [sum(v) / len(v) for v in per_layer.values() if len(v) == len(sets)]
     return max(means) if means else None
+
+
+def probe_layer_means(probes: dict[str, Any] | None) -> tuple[list[int], list[float], list[float]]:
+    """Paper Fig 24 (right columns): the layers with a train and a test accuracy in every probe set, and per
+    layer the mean over the sets of each (train, test)."""
+    sets = list(((probes or {}).get("sets") or {}).values())
+    per: dict[int, dict[str, list[float]]] = defaultdict(lambda: {"train": [], "test": []})
+    for s in sets:
+        for d in s.get("layers") or []:
+            for k in ("train", "test"):
+                if finite_or_none(d.get(f"{k}_accuracy")) is not None:
+                    per[d["layer"]][k].append(float(d[f"{k}_accuracy"]))
+    layers = sorted(ly for ly, v in per.items() if len(v["train"]) == len(v["test"]) == len(sets) > 0)
+    return (layers, [sum(per[ly]["train"]) / len(sets) for ly in layers],
+            [sum(per[ly]["test"]) / len(sets) for ly in layers])

@@ -62,10 +62,17 @@ def _describe(groups: dict[float, list[float]], lower_is_better: bool | None) ->
     return out
 
 
+def lower_is_better(col: str) -> bool:
+    """Whether a lower value of a downstream column is better (its metric is in ``LOWER_IS_BETTER``)."""
+    return col.rsplit("/", 1)[-1] in LOWER_IS_BETTER
+
+
 def summary_numbers(points: list[Point], ds: list[Point], main_metric: str | None,
-                    downstream_cols: list[str]) -> dict[str, Any]:
+                    downstream_cols: list[str], headline_lower: bool | None = False) -> dict[str, Any]:
     """`points`: one per pretraining run; `ds`: the downstream rows (one per run when the study has a
-    ``report.headline``); `downstream_cols`: the downstream columns to describe beside the headline."""
+    ``report.headline``); `downstream_cols`: the downstream columns to describe beside the headline;
+    `headline_lower`: whether a lower headline is better (None: no direction, e.g. a report.headline mixing
+    metrics of both, so no optimum)."""
     out: dict[str, Any] = {"headline": main_metric, "n_runs": len(points),
                            "weight_decays": sorted({p.wd for p in points}), "n_boot": N_BOOT, "columns": {}}
     for col, lower in PRETRAIN_COLS.items():
@@ -76,11 +83,13 @@ def summary_numbers(points: list[Point], ds: list[Point], main_metric: str | Non
         g = by_wd(ds, col)
         if g:
             no_optimum = col.endswith(("stability", "loss_change"))  # a change, not a score
-            out["columns"][col] = _describe(g, None if no_optimum else col.endswith(LOWER_IS_BETTER))
+            lower = headline_lower if col == main_metric else lower_is_better(col)
+            out["columns"][col] = _describe(g, None if no_optimum else lower)
     if main_metric:
         val, head = by_wd(ds, "val_loss", also=main_metric), by_wd(ds, main_metric, also="val_loss")
-        if len(val) >= 2:
-            out["optimum_order"] = dict(optimum_order_bootstrap(val, True, head, False, n_boot=N_BOOT, seed=0),
+        if len(val) >= 2 and headline_lower is not None:
+            out["optimum_order"] = dict(optimum_order_bootstrap(val, True, head, headline_lower, n_boot=N_BOOT,
+                                                                seed=0),
                                         meaning=f"fraction of seed resamples in which the wd with the best "
                                                 f"{main_metric} is greater than / equal to / smaller than the wd "
                                                 "with the lowest val_loss")

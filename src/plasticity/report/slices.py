@@ -4,7 +4,8 @@ results.csv has one row per pretrained x fine-tuned model. Pretraining-level num
 ranks, gaps, norms) are the same in every row of one pretraining run, so those figures use one row per run.
 Downstream figures use the rows fine-tuned from the end of pretraining (``finetune_from`` = its largest
 value) and, when fine-tuning hyperparameters are swept too, the best setting per pretraining run (stated in
-the caption); ``finetune_from`` itself gets its own figure (plasticity over pretraining time).
+the caption; the lowest value for a metric of ``LOWER_IS_BETTER``, ties to the first row); ``finetune_from``
+itself gets its own figure (plasticity over pretraining time), at the best setting per run from each point.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..analysis.stats import finite_or_none as _num
+from ..results_columns import better
 from .selection import best_per_task
 
 FROM = "finetune_from"
@@ -53,10 +55,11 @@ def downstream(rows: list[dict[str, str]], fields: list[str], metric: str | None
         return merged, "; ".join(notes + [note])
     if ft_axes and metric is not None:
         best: dict[str, dict[str, str]] = {}
+        name = metric.rsplit("/", 1)[-1]  # lower is better for LOWER_IS_BETTER (a loss, harmfulness)
         for r in rows:
             v = _num(r.get(metric))
             cur = best.get(r.get("run", ""))
-            if v is not None and (cur is None or v > (_num(cur.get(metric)) or float("-inf"))):
+            if v is not None and (cur is None or better(name, v, _num(cur.get(metric)))):
                 best[r.get("run", "")] = r
         rows = [r for r in rows if best.get(r.get("run", "")) is r]
         notes.append(f"best {', '.join(ft_axes)} per pretraining run by {metric}")
