@@ -269,12 +269,12 @@ class RunDir:
                                   f"add {fraction} to train.checkpoint_fractions")
         return ModelSource("checkpoint", str(path), None, self.path)
 
-    def pretrain_run(self) -> RunDir | None:
+    def pretrain_run(self, config: Any = None) -> RunDir | None:
         """For a fine-tuning run: the plasticity pretraining run it started from (None for external
-        checkpoints and Hub models)."""
+        checkpoints and Hub models). `config`: the run's ``FinetuneConfig`` when the caller has read it already."""
         from .config import FinetuneConfig
 
-        p = Path(self.config(FinetuneConfig).init_from).expanduser()
+        p = Path((config if config is not None else self.config(FinetuneConfig)).init_from).expanduser()
         run = RunDir(p) if RunDir(p).is_run() else RunDir.owning(p) if p.is_dir() else None
         return run if run is not None and run.kind() == "pretrain" else None
 
