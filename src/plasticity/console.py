@@ -183,6 +183,9 @@ def config_from_options(cls: type, values: dict[str, Any], config_file: Path | N
     return cfg
 
 
+_CONTEXT = "_typer_context"  # the click context Typer passes to a parameter annotated typer.Context
+
+
 def config_command(cls: type, **special: tuple[Any, Any]):
     """Decorator of a command function with a ``cfg`` parameter: the command gets the function's other
     parameters, one option per field of dataclass `cls` (`config_parameters`; `special` as there) and
@@ -203,15 +206,14 @@ def config_command(cls: type, **special: tuple[Any, Any]):
 
         @functools.wraps(fn)
         def command(**kwargs: Any) -> Any:
-            import click
-
-            ctx = click.get_current_context()
-            given = {n: kwargs.pop(n) for n in names}
-            given = {n: v for n, v in given.items() if ctx.get_parameter_source(n) not in (
-                click.core.ParameterSource.DEFAULT, click.core.ParameterSource.DEFAULT_MAP)}
+            ctx = kwargs.pop(_CONTEXT)
+            values = {n: kwargs.pop(n) for n in names}
+            given = {n: v for n, v in values.items()  # options the command line set (not their defaults)
+                     if getattr(ctx.get_parameter_source(n), "name", None) not in ("DEFAULT", "DEFAULT_MAP")}
             return fn(cfg=config_from_options(cls, given, kwargs.pop("config")), **kwargs)
 
-        params = [*own, config_file, *fields]
+        context = inspect.Parameter(_CONTEXT, inspect.Parameter.KEYWORD_ONLY, annotation=typer.Context)
+        params = [*own, config_file, *fields, context]
         del command.__wrapped__  # Typer reads the generated signature, not `fn`'s
         command.__signature__ = sig.replace(parameters=params)  # type: ignore[attr-defined]
         command.__annotations__ = {p.name: p.annotation for p in params}
