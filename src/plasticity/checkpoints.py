@@ -221,10 +221,13 @@ class RunDir:
         raw = read_yaml(self.config_path)
         return raw if cls is None else from_dict(cls, raw)
 
-    def summary(self) -> dict[str, Any] | None:
-        """``summary.json`` (None when missing or unreadable: a run that never stopped cleanly)."""
-        from .io import read_json_or_none
+    def summary(self, strict: bool = False) -> dict[str, Any] | None:
+        """``summary.json`` (None when missing or unreadable: a run that never stopped cleanly). `strict`: a file
+        that does not parse is a one-line error naming it (`io.read_json`) instead of None."""
+        from .io import read_json, read_json_or_none
 
+        if strict:
+            return read_json(self.summary_path) if self.summary_path.is_file() else None
         return read_json_or_none(self.summary_path)
 
     def kind(self) -> str | None:

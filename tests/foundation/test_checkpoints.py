@@ -159,9 +159,11 @@ def test_finetune_evaluate_analyze_a_hub_model(mock_hub, tmp_path):
 
 def test_analyze_a_hub_model(mock_hub, tmp_path):
     from plasticity.analysis.run import run_analyze
+    from plasticity.config import AnalyzeConfig
 
-    res = run_analyze("org/tiny", what="norms", out_dir=tmp_path / "an", revision="r1", log=lambda _: None)
+    res = run_analyze("org/tiny", AnalyzeConfig(what=["norms"]), out_dir=tmp_path / "an", revision="r1",
+                      log=lambda _: None)
     assert res["target"] == "org/tiny@r1" and res["kind"] == "checkpoint"
     assert (tmp_path / "an" / "norms.json").is_file()
     with pytest.raises(UserError, match="--out is required"):
-        run_analyze("org/tiny", what="norms", revision="r1")
+        run_analyze("org/tiny", AnalyzeConfig(what=["norms"]), revision="r1")
