@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from ..checkpoints import (
+    ANALYSIS_DIR,
     ModelSource,
     RunDir,
     check_model_dir,
@@ -47,7 +48,7 @@ def _resolve_target(target: str | Path | ModelSource, out_dir: str | Path | None
         raise UserError(f"{source.describe()}: --out is required when TARGET is a Hub model")
     model_dir = source.local_dir()
     check_model_dir(model_dir)  # manifest, architecture, safetensors: before any work or output
-    default_out = RunDir(source.run_dir).analysis_dir if source.kind == "run" else model_dir / "analysis"
+    default_out = RunDir(source.run_dir).analysis_dir if source.kind == "run" else model_dir / ANALYSIS_DIR
     return source, model_dir, Path(out_dir) if out_dir is not None else default_out
 
 

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..checkpoints import ModelSource, RunDir, check_vocab, load_model_checked, resolve_model_source
+from ..checkpoints import MANIFEST, ModelSource, RunDir, check_vocab, load_model_checked, resolve_model_source
 from ..config import EvaluateConfig, PretrainConfig
 from ..errors import UserError
 from ..hardware import resolve_precision
@@ -86,7 +86,7 @@ def _base_cloze(base: _Base, base_run: RunDir | None, key: dict[str, Any], log) 
     from filelock import FileLock
 
     init_dir = base.local
-    manifest = init_dir / "manifest.json"
+    manifest = init_dir / MANIFEST
     yaml_tasks = {t: Path(t).read_text() for t in key["tasks"] if t.endswith((".yaml", ".yml")) and Path(t).is_file()}
     ident = dict(key, checkpoint=init_dir.name, manifest=manifest.read_text() if manifest.is_file() else None,
                  task_files=yaml_tasks)  # a changed checkpoint or task file is a new cache entry
