@@ -112,19 +112,22 @@ def evaluate(model: str | Path, task: str | None = None, out_dir: str | Path | N
     from .evaluate.run import run_evaluate
 
     cfg = _load_config(EvaluateConfig, config, options)
-    return run_evaluate(str(model), task, Path(out_dir) if out_dir is not None else None, cfg, log=log,
-                        revision=revision)
+    return run_evaluate(model, cfg, task=task, out_dir=out_dir, log=log, revision=revision)
 
 
 def analyze(model: str | Path, what: Iterable[str] | str | None = None, out_dir: str | Path | None = None,
             config: AnalyzeConfig | Mapping[str, Any] | str | Path | None = None, *, revision: str | None = None,
             log: Log = _quiet, **options: Any) -> dict[str, Any]:
     """Analyse a pretraining run dir, an HF checkpoint dir or a Hub id (`plasticity analyze`): probes, attention
-    pseudo-rank, loss gaps, norms; returns ``{"files": ..., "rank": ..., "norms": ..., ...}``."""
+    pseudo-rank, loss gaps, norms; returns ``{"files": ..., "rank": ..., "norms": ..., ...}``. `what`: the
+    analyses (a list or ``"rank,norms"``; default all); `options`: any other `AnalyzeConfig` field."""
     from .analysis.run import run_analyze
 
+    if what is not None:
+        names = what.split(",") if isinstance(what, str) else list(what)
+        options = dict(options, what=[w.strip() for w in names if w.strip()])
     cfg = _load_config(AnalyzeConfig, config, options)
-    return run_analyze(model, what, out_dir, cfg, log=log, revision=revision)
+    return run_analyze(model, cfg, out_dir=out_dir, log=log, revision=revision)
 
 
 # --------------------------------------------------------------------------------------------- studies

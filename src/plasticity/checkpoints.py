@@ -221,10 +221,13 @@ class RunDir:
         raw = read_yaml(self.config_path)
         return raw if cls is None else from_dict(cls, raw)
 
-    def summary(self) -> dict[str, Any] | None:
-        """``summary.json`` (None when missing or unreadable: a run that never stopped cleanly)."""
-        from .io import read_json_or_none
+    def summary(self, strict: bool = False) -> dict[str, Any] | None:
+        """``summary.json`` (None when missing or unreadable: a run that never stopped cleanly). `strict`: a file
+        that does not parse is a one-line error naming it (`io.read_json`) instead of None."""
+        from .io import read_json, read_json_or_none
 
+        if strict:
+            return read_json(self.summary_path) if self.summary_path.is_file() else None
         return read_json_or_none(self.summary_path)
 
     def kind(self) -> str | None:
@@ -269,12 +272,12 @@ class RunDir:
                                   f"add {fraction} to train.checkpoint_fractions")
         return ModelSource("checkpoint", str(path), None, self.path)
 
-    def pretrain_run(self) -> RunDir | None:
+    def pretrain_run(self, config: Any = None) -> RunDir | None:
         """For a fine-tuning run: the plasticity pretraining run it started from (None for external
-        checkpoints and Hub models)."""
+        checkpoints and Hub models). `config`: the run's ``FinetuneConfig`` when the caller has read it already."""
         from .config import FinetuneConfig
 
-        p = Path(self.config(FinetuneConfig).init_from).expanduser()
+        p = Path((config if config is not None else self.config(FinetuneConfig)).init_from).expanduser()
         run = RunDir(p) if RunDir(p).is_run() else RunDir.owning(p) if p.is_dir() else None
         return run if run is not None and run.kind() == "pretrain" else None
 

@@ -217,17 +217,18 @@ class EvaluateConfig:
     `plasticity.evaluate.run.run_evaluate` and of a study's ``evaluate`` section."""
 
     k: int = 16  # samples per question at temperature `temperature` (Maj@k / Pass@k)
-    max_questions: int | None = None
-    max_new_tokens: int = 256
-    temperature: float = 1.0
+    max_questions: int | None = None  # evaluate only the first N questions of each eval set
+    max_new_tokens: int = 256  # tokens generated per answer at most
+    temperature: float = 1.0  # temperature of the k samples (greedy decoding is temperature 0)
     greedy_repetition_penalty: float = 1.0  # the paper's greedy is temperature 0 only; > 1 penalizes repeats
-    seed: int = 0
-    batch_size: int = 16
+    seed: int = 0  # seed of the samples (per question and sample index)
+    batch_size: int = 16  # prompts or cloze items per forward pass
     data_root: str | None = None
+    # local files under the data root, the Hugging Face Hub, or auto (local where the files exist, else the Hub)
     data_source: Literal["local", "hub", "auto"] = "auto"
     reward_model: str | None = None  # ORM (HF sequence classifier) for RM@k
     judge: str | None = None  # harmfulness reward model for safety (None: refusal-pattern fallback)
-    template: str | None = None
+    template: str | None = None  # prompt template with {question} (None: the fine-tuning run's, else the paper's)
     stability_sequences: int = 128  # pretraining validation sequences scored before/after (upstream_loss_change)
     stability_tasks: list[str] | None = None  # App. D cloze sets; None = the paper's five where local, else demo_choice
     stability_max_questions: int | None = None  # items per stability cloze set (None = max_questions)
@@ -252,12 +253,12 @@ class AnalyzeConfig:
 
     LIST_FIELD: typing.ClassVar[str] = "what"  # a bare list given for the section sets this field
 
-    what: list[str] = field(default_factory=lambda: list(ANALYSES))
-    probe_sets: list[str] | None = None  # None: sst2 + ag_news where local, else the offline bbc_topic
+    what: list[str] = field(default_factory=lambda: list(ANALYSES))  # analyses to run (probes, rank, gap, norms)
+    probe_sets: list[str] | None = None  # bbc_topic, sst2, ag_news; None: sst2 + ag_news where local, else bbc_topic
     n_probe: int = 400  # examples per probe set
     gap_sequences: int = 64  # sequences per set for the loss gaps
     rank_threshold: float = 0.95  # pseudo-rank energy threshold
-    rank_layers: list[int] | None = None  # layers of the `*_rank_frac_layers` columns; None: the paper's 5 and 15
+    rank_layers: list[int] | None = None  # 0-based layers of the paper-style pseudo-rank; None: the paper's 5 and 15
     data_root: str | None = None
     gap_data: str | None = None  # external checkpoints: text/JSONL held-out data for the gap
 

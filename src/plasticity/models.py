@@ -19,6 +19,12 @@ from .errors import ConfigError
 Family = Literal["llama2", "olmo2"]
 
 
+def model_device(model: torch.nn.Module) -> torch.device:
+    """The device a model's weights live on (its ``device`` attribute where it has one, as HF models do)."""
+    device = getattr(model, "device", None)
+    return device if isinstance(device, torch.device) else next(model.parameters()).device
+
+
 @dataclass(frozen=True)
 class ModelShape:
     """The numbers that define a decoder-only transformer of one family."""

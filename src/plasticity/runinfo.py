@@ -26,7 +26,24 @@ def git_revision() -> str | None:
     return None
 
 
+def versions(device: torch.device) -> dict:
+    """What computed a result, and nothing that changes between two runs of it (no time, git state or argv):
+    library versions, device, CPU and GPU name. Recorded in every evaluation result, which must stay
+    byte-identical for the same inputs."""
+    import transformers
+
+    from .hardware import cpu_name
+
+    info = {"plasticity": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
+            "device": str(device), "cpu": cpu_name()}
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
+
+
 def run_info(device: torch.device, seed: int, precision: str, extra: dict | None = None) -> dict:
+    """``run_info.json`` of a training run: library versions, git revision, seed, precision, hardware (a
+    superset of `versions`), argv and start time."""
     import numpy
     import tokenizers
     import transformers

@@ -58,6 +58,17 @@ def load_tokenizer(name_or_path: str | Path, revision: str | None = None, trust_
     return tok
 
 
+def padding_id(tokenizer) -> int:
+    """The id that fills padded positions: the tokenizer's pad token, else its EOS (the Hugging Face convention),
+    else UNK, else 0. Padded positions are masked (or lie after the last real token) and never read, so any
+    id in the vocabulary works; the fallbacks only make sure there is one."""
+    for attr in ("pad_token_id", "eos_token_id", "unk_token_id"):
+        value = getattr(tokenizer, attr, None)
+        if value is not None:
+            return int(value)
+    return 0
+
+
 def tokenizer_fingerprint(tok) -> str:
     """A stable hash of a tokenizer's vocabulary and rules (keys data caches)."""
     try:

@@ -10,8 +10,10 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
+import plasticity
 from plasticity.analysis.cli import register
 from plasticity.analysis.run import compare_runs, run_analyze
+from plasticity.config import AnalyzeConfig
 from plasticity.errors import CheckpointError, UserError
 from tests.conftest import WDS, needs_data
 
@@ -22,7 +24,8 @@ def analysed(wd_runs, tmp_path_factory) -> dict[float, tuple[Path, dict]]:
     out = {}
     for wd in WDS:
         run = wd_runs[wd]
-        res = run_analyze(run, n_probe=100, gap_sequences=16, probe_sets=("bbc_topic",), log=lambda m: None)
+        res = run_analyze(run, AnalyzeConfig(n_probe=100, gap_sequences=16, probe_sets=["bbc_topic"]),
+                          log=lambda m: None)
         out[wd] = (run, res)
     return out
 
@@ -73,21 +76,26 @@ def test_compare_runs(analysed, tmp_path):
     assert [r["weight_decay"] for r in res["rows"]] == [0.0, 3.0]
     assert res["correlations_with_val_loss"] == {}
     row = res["rows"][0]
-    for k in ("final_val_loss", "total_norm", "qk_rank", "vp_rank", "probe_bbc_topic", "train_val_gap",
-              "unseen_seen_gap"):
+    for k in ("final_val_loss", "weight_norm", "qk_rank", "vp_rank", "qk_rank_frac", "qk_rank_frac_layers",
+              "probe_bbc_topic", "probe_mean_best", "train_val_gap", "unseen_seen_gap"):
         assert row[k] is not None
+    # the same analysis value has the same name as in a study's results.csv (plasticity.analysis.columns)
+    from plasticity.analysis.columns import analysis_columns
+
+    cols = analysis_columns(analysed[0.0][0] / "analysis")
+    assert {k: row[k] for k in cols} == cols
     assert json.loads(dest.read_text())["n_runs"] == 2
 
 
 def test_external_checkpoint_and_cli(analysed, tmp_path):
     run = analysed[0.0][0]
-    res = run_analyze(run / "final", what={"rank", "gap"}, out_dir=tmp_path / "ext", log=lambda m: None)
+    res = run_analyze(run / "final", AnalyzeConfig(what=["rank", "gap"]), out_dir=tmp_path / "ext", log=lambda m: None)
     assert [c["step"] for c in res["rank"]["checkpoints"]] == [-1]
     assert res["gap"]["train_val"] is None and "gap-data" in res["gap"]["reason"]
     txt = tmp_path / "held.txt"
     txt.write_text("The economy grew faster than expected in the last quarter. " * 60)
-    res = run_analyze(run / "final", what="gap", out_dir=tmp_path / "ext2", gap_data=txt, gap_sequences=4,
-                      log=lambda m: None)
+    res = run_analyze(run / "final", AnalyzeConfig(what=["gap"], gap_data=str(txt), gap_sequences=4),
+                      out_dir=tmp_path / "ext2", log=lambda m: None)
     assert math.isfinite(res["gap"]["data_loss"]["loss"])
 
     app = typer.Typer()
@@ -104,7 +112,11 @@ def test_external_checkpoint_and_cli(analysed, tmp_path):
     r = runner.invoke(app, ["analyze", str(tmp_path / "missing")])
     assert r.exit_code == 2
     r = runner.invoke(app, ["analyze", str(run), "--what", "bogus"])
-    assert r.exit_code == 2
+    assert r.exit_code == 2 and "unknown analysis 'bogus'" in r.output
+    r = runner.invoke(app, ["analyze", str(run), "--what", ""])
+    assert r.exit_code == 2 and "nothing to analyse" in r.output
+    r = runner.invoke(app, ["analyze", str(run), "--rank-layers", "5,x"])
+    assert r.exit_code == 2 and "--rank-layers '5,x'" in r.output
     r = runner.invoke(app, ["analyze", "--compare", str(analysed[0.0][0]), str(analysed[3.0][0]),
                             "--out", str(tmp_path / "c.json")])
     assert r.exit_code == 0, r.output
@@ -117,8 +129,8 @@ def test_user_errors(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(CheckpointError):
         run_analyze(tmp_path / "empty")
-    with pytest.raises(UserError):
-        run_analyze(tmp_path, what="ranks")
+    with pytest.raises(UserError, match="unknown analysis 'ranks'"):
+        plasticity.analyze(tmp_path, what="ranks")
 
 
 def test_compare_three_runs_correlates(analysed, tmp_path):
@@ -139,14 +151,14 @@ def test_compare_three_runs_correlates(analysed, tmp_path):
     assert [r["weight_decay"] for r in res["rows"]] == [0.0, 1.0, 3.0]
     c = res["correlations_with_val_loss"]
     assert c["weight_decay"]["n"] == 3 and c["weight_decay"]["pearson_r"] > 0.9
-    assert "total_norm" in c
+    assert "weight_norm" in c and "rank_layers" not in c  # numbers only
 
 
 @needs_data("sst2", "train.jsonl")
 def test_local_probe_sets(analysed, tmp_path):
     run = analysed[0.0][0]
-    res = run_analyze(run, what="probes", out_dir=tmp_path, n_probe=40, probe_sets=("sst2", "ag_news"),
-                      log=lambda m: None)
+    res = run_analyze(run, AnalyzeConfig(what=["probes"], n_probe=40, probe_sets=["sst2", "ag_news"]),
+                      out_dir=tmp_path, log=lambda m: None)
     assert set(res["probes"]["sets"]) == {"sst2", "ag_news"}
     assert res["probes"]["sets"]["ag_news"]["n_examples"] == 40
 
@@ -204,12 +216,13 @@ def test_pinned_paper_probe_sets_refuse_in_one_line_when_not_loadable(tmp_path, 
 def test_rank_at_configured_layers(analysed, tmp_path):
     """The paper-style pseudo-rank (Figs 5, 26) over configured layers; layers the model lacks are dropped and said."""
     run = analysed[0.0][0]
-    res = run_analyze(run, what="rank", out_dir=tmp_path, rank_layers=[0, 9], log=lambda m: None)
+    res = run_analyze(run, AnalyzeConfig(what=["rank"], rank_layers=[0, 9]), out_dir=tmp_path, log=lambda m: None)
     sel = res["rank"]["selected_layers"]
     assert sel["layers"] == [0] and sel["requested"] == [0, 9] and "9" in sel["note"]
     last = res["rank"]["checkpoints"][-1]
     assert last["selected_mean"]["qk"] == pytest.approx(last["layers"][0]["mean"]["qk"]["fraction"])
-    default = run_analyze(run, what="rank", out_dir=tmp_path / "d", log=lambda m: None)["rank"]["selected_layers"]
+    default = run_analyze(run, AnalyzeConfig(what=["rank"]), out_dir=tmp_path / "d",
+                          log=lambda m: None)["rank"]["selected_layers"]
     assert default["layers"] == [1, 3] and default["requested"] == [5, 15]  # 4 layers: the paper's relative depths
-    with pytest.raises(Exception, match="rank_layers"):
-        run_analyze(run, what="rank", out_dir=tmp_path / "e", rank_layers=[], log=lambda m: None)
+    with pytest.raises(UserError, match="rank_layers"):  # validated where the config is built
+        plasticity.analyze(run, what="rank", out_dir=tmp_path / "e", rank_layers=[])

@@ -166,3 +166,16 @@ def test_template_scoring_is_the_fine_tuning_loss_of_each_choice(model, tokenize
         assert per["pred"] == int(torch.tensor(want).argmax())
     raw = cloze_accuracy(model, tokenizer, items, batch_size=2)
     assert [p["logprobs"] for p in raw["per_item"]] != [p["logprobs"] for p in res["per_item"]]
+
+
+def test_one_padding_id_for_cloze_probes_sampler_and_heldout():
+    """`tokenizer.padding_id`: pad, else EOS (the HF convention), else UNK, else 0; padded positions are masked
+    or after the last real token, so the choice never changes a score (the cloze tests above pin the scores)."""
+    from types import SimpleNamespace as T
+
+    from plasticity.tokenizer import padding_id
+
+    assert padding_id(T(pad_token_id=5, eos_token_id=2, unk_token_id=1)) == 5
+    assert padding_id(T(pad_token_id=None, eos_token_id=2, unk_token_id=1)) == 2
+    assert padding_id(T(pad_token_id=None, eos_token_id=None, unk_token_id=1)) == 1
+    assert padding_id(T(pad_token_id=None, eos_token_id=None, unk_token_id=None)) == 0

@@ -7,6 +7,7 @@ import json
 import pytest
 import typer
 
+from plasticity.config import EvaluateConfig
 from plasticity.errors import CheckpointError, UserError
 from plasticity.evaluate.reward import HFRewardModel, RefusalPatternJudge
 from plasticity.evaluate.run import run_evaluate
@@ -22,8 +23,8 @@ def _quiet(_msg: str) -> None:
 
 
 def _cot(ckpt, out, **kw):
-    return run_evaluate(str(ckpt), "demo_arith", out, k=4, max_questions=6, max_new_tokens=16, batch_size=8,
-                        log=_quiet, **kw)
+    cfg = EvaluateConfig(k=4, max_questions=6, max_new_tokens=16, batch_size=8, **kw)
+    return run_evaluate(str(ckpt), cfg, task="demo_arith", out_dir=out, log=_quiet)
 
 
 def test_cot_files_metrics_and_determinism(ckpt, tmp_path):
@@ -68,8 +69,8 @@ def test_cot_with_reward_model(ckpt, rm_dir, tmp_path):
 
 @needs_data("ai2_arc")
 def test_cloze(ckpt, tmp_path):
-    res = run_evaluate(str(ckpt), "arc_easy", tmp_path, max_questions=10, data_root=DATA, data_source="local",
-                       log=_quiet)["arc_easy"]
+    res = run_evaluate(str(ckpt), EvaluateConfig(max_questions=10, data_root=DATA, data_source="local"),
+                       task="arc_easy", out_dir=tmp_path, log=_quiet)["arc_easy"]
     assert set(res["metrics"]) == {"acc", "acc_norm", "acc_template", "acc_norm_template", "heldout_loss"}
     assert res["metrics"].pop("heldout_loss")["n"] == 10
     for m in res["metrics"].values():
@@ -82,8 +83,8 @@ def test_cloze(ckpt, tmp_path):
 
 @needs_data("safety", "eval")
 def test_safety_fallback_judge(ckpt, tmp_path):
-    res = run_evaluate(str(ckpt), "safety", tmp_path, max_questions=5, max_new_tokens=8, data_root=DATA,
-                       data_source="local", log=_quiet)["safety"]
+    cfg = EvaluateConfig(max_questions=5, max_new_tokens=8, data_root=DATA, data_source="local")
+    res = run_evaluate(str(ckpt), cfg, task="safety", out_dir=tmp_path, log=_quiet)["safety"]
     m = res["metrics"]["refusal_rate (pattern fallback)"]
     assert m["n"] == 5 and 0.0 <= m["value"] <= 1.0
     judge = RefusalPatternJudge()
@@ -103,15 +104,15 @@ def test_paper_harmfulness_judge_gets_its_authors_conversation_format(rm_dir, tm
 
 def test_bad_targets(ckpt, tmp_path):
     with pytest.raises(CheckpointError):
-        run_evaluate(str(tmp_path / "nope"), "demo_arith", tmp_path / "o", log=_quiet)
+        run_evaluate(str(tmp_path / "nope"), task="demo_arith", out_dir=tmp_path / "o", log=_quiet)
     with pytest.raises(UserError):
-        run_evaluate(str(ckpt), None, tmp_path / "o", log=_quiet)
+        run_evaluate(str(ckpt), out_dir=tmp_path / "o", log=_quiet)
     with pytest.raises(UserError):
-        run_evaluate(str(ckpt), "demo_arith", None, log=_quiet)
+        run_evaluate(str(ckpt), task="demo_arith", log=_quiet)
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(CheckpointError):
-        run_evaluate(str(empty), "demo_arith", tmp_path / "o", log=_quiet)
+        run_evaluate(str(empty), task="demo_arith", out_dir=tmp_path / "o", log=_quiet)
 
 
 def test_cli(ckpt, tmp_path):
@@ -149,6 +150,6 @@ def test_run_dir_defaults(ckpt, tmp_path):
     (run / "summary.json").write_text("{}")  # a run's final/ carries its manifest (an HF dir copied in would not)
     template = "Q: {question}\nA: {response}"
     (run / "config.yaml").write_text(yaml.safe_dump({"task": "demo_arith", "template": template}))
-    res = run_evaluate(str(run), None, None, k=2, max_questions=2, max_new_tokens=8, log=_quiet)
+    res = run_evaluate(str(run), EvaluateConfig(k=2, max_questions=2, max_new_tokens=8), log=_quiet)
     assert set(res) == {"demo_arith"} and res["demo_arith"]["config"]["template"] == template
     assert (run / "eval" / "demo_arith.json").is_file() and (run / "eval" / "demo_arith.samples.jsonl").is_file()

@@ -57,13 +57,24 @@ def test_run_dir_knows_the_layout(tiny_run, tmp_path):
     assert [s for s, _ in run.snapshots()] == [s for s, _ in ck.list_checkpoints(tiny_run / "checkpoints")]
     assert ck.RunDir.owning(run.snapshot(5)) == run and ck.RunDir.owning(run.final) == run
     assert ck.RunDir.owning(tmp_path) is None and not ck.RunDir(run.final).is_run()
-    assert run.analysis("norms") is None and run.eval("demo_arith") is None  # absent files: None
+    bare = ck.RunDir(tmp_path)  # (the shared run may have been analysed by another test of the session)
+    assert bare.analysis("norms") is None and bare.eval("demo_arith") is None  # absent files: None
     fake = tmp_path / "ft"
     fake.mkdir()
     (fake / "config.yaml").write_text(f"init_from: {tiny_run / 'final'}\ntask: demo_arith\nout_dir: {fake}\n")
     assert ck.RunDir(fake).pretrain_run() == run  # fine-tuned from the run's final/ model
     (fake / "config.yaml").write_text(f"init_from: {tmp_path}\ntask: demo_arith\nout_dir: {fake}\n")
     assert ck.RunDir(fake).pretrain_run() is None  # not a plasticity run
+    from plasticity.config import FinetuneConfig
+    from plasticity.errors import CorruptFileError
+
+    read_already = FinetuneConfig(init_from=str(tiny_run / "final"))  # the caller's config: no second read
+    assert ck.RunDir(fake).pretrain_run(read_already) == run
+    (fake / "summary.json").write_text('{"status": "compl')
+    assert ck.RunDir(fake).summary() is None  # damaged: None, or a one-line error when strict
+    with pytest.raises(CorruptFileError, match="summary.json: not valid JSON"):
+        ck.RunDir(fake).summary(strict=True)
+    assert ck.RunDir(tmp_path / "none").summary(strict=True) is None
 
 
 def test_resolve_errors(tiny_run, tmp_path):
@@ -159,9 +170,11 @@ def test_finetune_evaluate_analyze_a_hub_model(mock_hub, tmp_path):
 
 def test_analyze_a_hub_model(mock_hub, tmp_path):
     from plasticity.analysis.run import run_analyze
+    from plasticity.config import AnalyzeConfig
 
-    res = run_analyze("org/tiny", what="norms", out_dir=tmp_path / "an", revision="r1", log=lambda _: None)
+    res = run_analyze("org/tiny", AnalyzeConfig(what=["norms"]), out_dir=tmp_path / "an", revision="r1",
+                      log=lambda _: None)
     assert res["target"] == "org/tiny@r1" and res["kind"] == "checkpoint"
     assert (tmp_path / "an" / "norms.json").is_file()
     with pytest.raises(UserError, match="--out is required"):
-        run_analyze("org/tiny", what="norms", revision="r1")
+        run_analyze("org/tiny", AnalyzeConfig(what=["norms"]), revision="r1")

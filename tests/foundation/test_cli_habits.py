@@ -18,7 +18,7 @@ import plasticity
 from plasticity.cli import app
 from tests.conftest import REPO, run_cli
 
-WIDE = {"COLUMNS": "200", "NO_COLOR": "1", "TERM": "dumb"}
+WIDE = {"COLUMNS": "250", "NO_COLOR": "1", "TERM": "dumb"}  # no help row wraps (evaluate has long options)
 
 
 def _invoke(*args: str):

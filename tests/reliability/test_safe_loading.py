@@ -142,7 +142,7 @@ def test_evaluate_revision(calls, monkeypatch, tmp_path: Path) -> None:
     from plasticity.evaluate.run import run_evaluate
 
     with pytest.raises(CheckpointError, match="org/model"):
-        run_evaluate("org/model", "demo_arith", tmp_path / "eval", revision="r4", log=lambda _: None)
+        run_evaluate("org/model", task="demo_arith", out_dir=tmp_path / "eval", revision="r4", log=lambda _: None)
     assert _only(calls, "snapshot")["revision"] == "r4"
 
 

@@ -6,9 +6,8 @@ from pathlib import Path
 
 import typer
 
-from ..config import ANALYSES, AnalyzeConfig
+from ..config import AnalyzeConfig
 
-_D = AnalyzeConfig()  # option defaults (the single source: plasticity.config.AnalyzeConfig)
 
 def _fmt(v) -> str:
     if v is None:
@@ -23,21 +22,21 @@ def add_downstream(res: dict, finetuned: list[Path]) -> None:
     ``{task}/{eval_set}/{metric}``, ``avg_<family>/<metric>`` and ``stability`` columns, correlated with val loss."""
     from ..checkpoints import RunDir
     from ..errors import UserError
-    from ..io import read_json
     from ..results_columns import headline, task_columns
     from .stats import correlation, leave_one_out
 
     rows = {str(Path(r["run"]).resolve()): r for r in res["rows"]}
     per_row: dict[str, dict] = {}
-    for ft in finetuned:
-        base = RunDir(ft).pretrain_run() if (ft / "config.yaml").is_file() else None
+    for path in finetuned:
+        ft = RunDir(path)
+        base = ft.pretrain_run() if ft.config_path.is_file() else None
         key = str(base.path.resolve()) if base is not None else None
         if key not in rows:
             raise UserError(f"--finetuned {ft}: not fine-tuned from one of the compared pretraining runs")
-        task = read_json(ft / "summary.json").get("task") if (ft / "summary.json").is_file() else None
+        task = (ft.summary(strict=True) or {}).get("task")
         if not task:
             raise UserError(f"--finetuned {ft}: not a completed fine-tuning run (no summary.json task)")
-        per_row.setdefault(key, {})[task] = task_columns(task, ft / "eval", rows[key])
+        per_row.setdefault(key, {})[task] = task_columns(task, ft.eval_dir, rows[key])
     for key, tasks in per_row.items():
         rows[key].update(headline(tasks))
     known = {*res["quantities"], "run", "weight_decay", "final_val_loss"}
@@ -54,31 +53,23 @@ def add_downstream(res: dict, finetuned: list[Path]) -> None:
 
 def register(app: typer.Typer) -> None:
     """Add the ``analyze`` command to ``app``."""
-    from ..console import data_root_option, user_errors
+    from ..console import config_command, data_root_option, user_errors
 
     @app.command()
     @user_errors
+    @config_command(AnalyzeConfig, data_root=(Path, data_root_option()))
     def analyze(
         targets: list[Path] = typer.Argument(..., help="pretraining run dirs, HF checkpoint dirs or a Hub id"),
         revision: str = typer.Option(None, "--revision", help="Hub commit sha, tag or branch of a Hub id TARGET"),
-        what: str = typer.Option(",".join(ANALYSES), "--what", help="comma-separated analyses"),
         compare: bool = typer.Option(False, "--compare", help="compare already analysed runs; writes --out"),
         finetuned: list[Path] = typer.Option(None, "--finetuned", help="--compare: evaluated fine-tuning runs of "
                                              "those pretraining runs (repeatable); adds their result columns"),
         out: Path = typer.Option(None, "--out", help="the output folder of one TARGET (default: <target>/analysis; "
                                  "required for a Hub id); with --compare, the output JSON (default: compare.json)"),
-        data_root: Path = data_root_option(),
-        n_probe: int = typer.Option(_D.n_probe, "--n-probe", help="examples per probe set"),
-        probe_sets: str = typer.Option(None, "--probe-sets", help="comma-separated: bbc_topic,sst2,ag_news"),
-        gap_sequences: int = typer.Option(_D.gap_sequences, "--gap-sequences",
-                                          help="sequences per set for the loss gaps"),
-        gap_data: Path = typer.Option(None, "--gap-data", help="external checkpoints: text/JSONL held-out data"),
-        threshold: float = typer.Option(_D.rank_threshold, "--rank-threshold", help="pseudo-rank energy threshold"),
-        rank_layers: str = typer.Option(None, "--rank-layers",
-                                        help="comma-separated 0-based layers of the paper-style pseudo-rank "
-                                             "(default: the paper's 5,15)"),
+        cfg: AnalyzeConfig = None,
     ) -> None:
-        """Probes, attention pseudo-rank, loss gaps and parameter norms of runs or checkpoints."""
+        """Probes, attention pseudo-rank, loss gaps and parameter norms of runs or checkpoints. Every AnalyzeConfig
+        field is an option (or a key of --config)."""
         from rich.table import Table
 
         from ..console import log
@@ -104,21 +95,9 @@ def register(app: typer.Typer) -> None:
             from ..errors import UserError
 
             raise UserError("--out works with a single target (without --compare)")
-        sets = [s.strip() for s in probe_sets.split(",") if s.strip()] if probe_sets else None
-        layers = None
-        if rank_layers:
-            from ..errors import UserError
-
-            try:
-                layers = [int(x) for x in rank_layers.split(",") if x.strip()]
-            except ValueError:
-                raise UserError(f"--rank-layers {rank_layers!r}: give 0-based layer numbers, e.g. 5,15") from None
-        cfg = AnalyzeConfig(probe_sets=sets, n_probe=n_probe, gap_sequences=gap_sequences, rank_threshold=threshold,
-                            rank_layers=layers, data_root=str(data_root) if data_root else None,
-                            gap_data=str(gap_data) if gap_data else None)
         table = Table("target", "total norm", "QK rank", "VP rank", "best probe", "train-val gap", "unseen-seen")
         for t in targets:
-            r = run_analyze(t, what, out, cfg, log=log, revision=revision)
+            r = run_analyze(t, cfg, out_dir=out, log=log, revision=revision)
             norm = (r.get("norms") or {}).get("total_norm")
             cks = (r.get("rank") or {}).get("checkpoints") or []
             mean = cks[-1]["mean"] if cks else {}

@@ -46,6 +46,13 @@ def rank_columns(rank: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def final_ranks(rank: dict[str, Any]) -> dict[str, Any]:
+    """Final checkpoint: ``qk_rank`` / ``vp_rank``, the absolute pseudo-ranks (mean over all layers and heads) behind
+    the ``*_rank_frac`` fractions (``plasticity analyze --compare``; results.csv keeps the fractions)."""
+    last = rank["checkpoints"][-1]
+    return {"qk_rank": last["mean"]["qk"]["rank"], "vp_rank": last["mean"]["vp"]["rank"]}
+
+
 def probe_mean_best(probes: dict[str, Any] | None) -> float | None:
     """Paper Fig. 25: test accuracy averaged over the probe sets per layer, then the best layer."""
     sets = list(((probes or {}).get("sets") or {}).values())

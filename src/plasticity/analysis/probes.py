@@ -29,14 +29,8 @@ from sklearn.preprocessing import StandardScaler
 from torch import nn
 
 from plasticity import architectures
-
-
-def _pad_id(tokenizer: Any) -> int:
-    for attr in ("pad_token_id", "eos_token_id", "unk_token_id"):
-        v = getattr(tokenizer, attr, None)
-        if v is not None:
-            return int(v)
-    return 0  # any id works: padded positions are masked and never read
+from plasticity.models import model_device
+from plasticity.tokenizer import padding_id
 
 
 def extract_features(
@@ -65,8 +59,8 @@ def extract_features(
     empty = [i for i, ids in enumerate(enc) if len(ids) == 0]
     if empty:
         raise ValueError(f"texts {empty[:5]} tokenize to zero tokens")
-    device = next(model.parameters()).device
-    pad = _pad_id(tokenizer)
+    device = model_device(model)
+    pad = padding_id(tokenizer)
     n_states = len(architectures.decoder_layers(model)) + 1
     feats = np.zeros((n_states, len(enc), model.config.hidden_size), dtype=np.float32)
     was_training = model.training

@@ -7,7 +7,7 @@ analysed runs into one row per run (keyed by weight decay) plus correlations wit
 from __future__ import annotations
 
 import gc
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +15,9 @@ import numpy as np
 import torch
 
 from ..checkpoints import (
+    ANALYSIS_DIR,
     ModelSource,
+    RunDir,
     check_model_dir,
     check_vocab,
     load_model_checked,
@@ -23,12 +25,11 @@ from ..checkpoints import (
     resolve_model_source,
     verify_checkpoint,
 )
-from ..config import ANALYSES, AnalyzeConfig
+from ..config import AnalyzeConfig, PretrainConfig
 from ..errors import CheckpointError, DataError, UserError
-from ..io import BadLine, iter_jsonl, read_json, write_json
+from ..io import BadLine, iter_jsonl, write_json
 from .stats import finite_or_none
 
-ALL_ANALYSES = frozenset(ANALYSES)
 PROBE_SETS = ("bbc_topic", "sst2", "ag_news")
 _PROBE_FILES = {"sst2": ("sst2", "train.jsonl", "sentence"), "ag_news": ("ag_news", "train.jsonl", "text")}
 # Hub ids for users without the local copies: same field names as the local JSONL files.
@@ -38,35 +39,17 @@ _PROBE_HUB = {"sst2": ("stanfordnlp/sst2", "train"), "ag_news": ("fancyzhx/ag_ne
 # --------------------------------------------------------------------------------------------- target
 
 
-def _resolve_target(target: str | Path, out_dir: str | Path | None,
+def _resolve_target(target: str | Path | ModelSource, out_dir: str | Path | None,
                     revision: str | None) -> tuple[ModelSource, Path, Path]:
     """(source, model dir, output dir): a run analyses its ``final/`` model into ``<run>/analysis``, a checkpoint
     dir into ``<dir>/analysis``; a Hub model (fetched here) needs `out_dir`."""
-    source = resolve_model_source(target, revision)
+    source = target if isinstance(target, ModelSource) else resolve_model_source(target, revision)
     if source.kind == "hub" and out_dir is None:
         raise UserError(f"{source.describe()}: --out is required when TARGET is a Hub model")
     model_dir = source.local_dir()
     check_model_dir(model_dir)  # manifest, architecture, safetensors: before any work or output
-    tdir = source.run_dir if source.kind == "run" else model_dir
-    return source, model_dir, Path(out_dir) if out_dir is not None else tdir / "analysis"
-
-
-def _load_run_config(run: Path):
-    from ..config import PretrainConfig, from_dict, read_yaml
-
-    return from_dict(PretrainConfig, read_yaml(run / "config.yaml"))
-
-
-def _parse_what(what: Iterable[str] | str | None) -> set[str]:
-    if what is None:
-        return set(ALL_ANALYSES)
-    items = [w.strip() for w in (what.split(",") if isinstance(what, str) else what) if w and w.strip()]
-    bad = sorted(set(items) - ALL_ANALYSES)
-    if bad:
-        raise UserError(f"unknown analysis {', '.join(bad)}; choose from {', '.join(sorted(ALL_ANALYSES))}")
-    if not items:
-        raise UserError("nothing to analyse: --what is empty")
-    return set(items)
+    default_out = RunDir(source.run_dir).analysis_dir if source.kind == "run" else model_dir / ANALYSIS_DIR
+    return source, model_dir, Path(out_dir) if out_dir is not None else default_out
 
 
 def default_probe_sets(data_root: str | Path | None = None) -> tuple[str, ...]:
@@ -191,16 +174,15 @@ def _sample(ix: np.ndarray, n: int, seed: int) -> np.ndarray:
     return np.sort(rng.choice(ix, size=min(n, ix.size), replace=False)) if ix.size else ix
 
 
-def _run_gap(run: Path, model, n_seq: int, log) -> dict[str, Any]:
+def _run_gap(run: RunDir, summary: dict[str, Any], model, n_seq: int, log) -> dict[str, Any]:
     """Train-val gap on seen training sequences vs validation, and unseen-seen gap on the run's own data."""
     from ..data.packed import PretrainBatches, prepare_data
     from .gap import train_val_gap, unseen_seen_gap
 
-    cfg = _load_run_config(run)
-    summary = read_json(run / "summary.json") if (run / "summary.json").is_file() else {}
+    cfg = run.config(PretrainConfig)
     steps = int(summary.get("steps") or 0)
     if steps <= 0:
-        raise DataError(f"{run}/summary.json: no completed steps recorded (unfinished run?)")
+        raise DataError(f"{run.summary_path}: no completed steps recorded (unfinished run?)")
     data = prepare_data(cfg.data, cfg.tokenizer, log=log)
     L = cfg.data.seq_len
     train = data.sequences("train", L)
@@ -320,49 +302,38 @@ def _verified_snapshots(ckpt_root: Path, log) -> tuple[list[tuple[int, Path]], l
 # --------------------------------------------------------------------------------------------- main
 
 
-def _config(cfg: AnalyzeConfig | None, options: dict[str, Any]) -> AnalyzeConfig:
-    """`cfg` with keyword overrides applied, validated (one-line ConfigError naming the field)."""
-    from plasticity.config import with_overrides
-
-    return with_overrides(AnalyzeConfig, cfg, options, "run_analyze")
-
-
 def run_analyze(
-    target: str | Path,
-    what: Iterable[str] | str | None = None,
-    out_dir: str | Path | None = None,
+    source: str | Path | ModelSource,
     cfg: AnalyzeConfig | None = None,
+    *,
+    out_dir: str | Path | None = None,
     log: Callable[[str], Any] = print,
     revision: str | None = None,
-    **options: Any,
 ) -> dict[str, Any]:
     """Analyse a pretraining run dir (its ``final/`` model; ranks over every checkpoint), an HF checkpoint dir or a
-    Hub model (at `revision`; needs `out_dir`).
-
-    Settings come from `cfg` (default: ``AnalyzeConfig()``), overridden by `what` and keyword `options` (any
-    `AnalyzeConfig` field: probe_sets, n_probe, gap_sequences, rank_threshold, data_root, gap_data).
+    Hub model (at `revision`; needs `out_dir`) with the settings `cfg` (a validated `AnalyzeConfig`, default
+    ``AnalyzeConfig()``: which analyses (`what`), probe sets, sizes, rank layers, data root, gap data).
     Returns ``{"target", "kind": "run"|"checkpoint", "out_dir", "files": {name: path}, name: result...}``.
     """
     from ..io import check_output_dir
     from .norms import parameter_norms
     from .rank import ranks_over_checkpoints
 
-    cfg = _config(cfg, options)
-    sel = _parse_what(what if what is not None else cfg.what)
-    probe_sets, n_probe, gap_sequences = cfg.probe_sets, cfg.n_probe, cfg.gap_sequences
-    rank_threshold, data_root, gap_data = cfg.rank_threshold, cfg.data_root, cfg.gap_data
-    source, model_dir, out = _resolve_target(target, out_dir, revision)
+    cfg = cfg if cfg is not None else AnalyzeConfig()
+    sel = set(cfg.what)
+    if not sel:
+        raise UserError("nothing to analyse: --what is empty")
+    source, model_dir, out = _resolve_target(source, out_dir, revision)
     is_run = source.kind == "run"
-    tdir = source.run_dir if is_run else model_dir
+    run = RunDir(source.run_dir) if is_run else None
     check_output_dir(out, "--out")
-    if is_run and (tdir / "summary.json").is_file():
-        read_json(tdir / "summary.json")  # damaged: one line before any analysis is written
-    sets = tuple(probe_sets) if probe_sets else default_probe_sets(data_root)
+    summary = (run.summary(strict=True) or {}) if run is not None else {}  # damaged: one line before any output
+    sets = tuple(cfg.probe_sets) if cfg.probe_sets else default_probe_sets(cfg.data_root)
     for s in sets:
         if s not in PROBE_SETS:
             raise UserError(f"unknown probe set {s!r}; choose from {', '.join(PROBE_SETS)}")
 
-    result: dict[str, Any] = {"target": source.describe() if source.kind == "hub" else str(tdir),
+    result: dict[str, Any] = {"target": source.describe() if source.kind == "hub" else str(run or model_dir),
                               "kind": "run" if is_run else "checkpoint", "out_dir": str(out),
                               "files": {}}
 
@@ -376,9 +347,8 @@ def run_analyze(
     if "rank" in sel:
         ckpts: list[tuple[int, Path]] = []
         skipped: list[dict[str, Any]] = []
-        if is_run:
-            ckpts, skipped = _verified_snapshots(tdir / "checkpoints", log)
-            summary = read_json(tdir / "summary.json") if (tdir / "summary.json").is_file() else {}
+        if run is not None:
+            ckpts, skipped = _verified_snapshots(run.checkpoints_dir, log)
             final_step = summary.get("steps")
             if final_step is None:
                 final_step = (read_manifest(model_dir) or {}).get("step", -1)
@@ -386,7 +356,7 @@ def run_analyze(
         else:
             ckpts = [(-1, model_dir)]
         log(f"rank: {len(ckpts)} checkpoint(s)" + (f", {len(skipped)} skipped (damaged)" if skipped else ""))
-        save("rank", _rank_json(ranks_over_checkpoints(ckpts, rank_threshold), rank_threshold, skipped,
+        save("rank", _rank_json(ranks_over_checkpoints(ckpts, cfg.rank_threshold), cfg.rank_threshold, skipped,
                                 cfg.rank_layers))
 
     if sel & {"probes", "gap", "norms"}:
@@ -403,14 +373,14 @@ def run_analyze(
             if "norms" in sel:
                 save("norms", parameter_norms(model))
             if "probes" in sel:
-                save("probes", _analyse_probes(model, tokenizer, sets, n_probe, data_root, log))
+                save("probes", _analyse_probes(model, tokenizer, sets, cfg.n_probe, cfg.data_root, log))
             if "gap" in sel:
-                if is_run:
-                    gap = _run_gap(tdir, model, gap_sequences, log)
+                if run is not None:
+                    gap = _run_gap(run, summary, model, cfg.gap_sequences, log)
                 else:
                     ctx = int(getattr(model.config, "max_position_embeddings", 256) or 256)
-                    gap = _external_gap(model, tokenizer, Path(gap_data) if gap_data else None, gap_sequences,
-                                        min(ctx, 256))
+                    gap = _external_gap(model, tokenizer, Path(cfg.gap_data) if cfg.gap_data else None,
+                                        cfg.gap_sequences, min(ctx, 256))
                 save("gap", gap)
         finally:
             del model
@@ -424,38 +394,34 @@ def run_analyze(
 
 
 def compare_row(run: str | Path) -> dict[str, Any]:
-    """One row of :func:`compare_runs` from an analysed run dir."""
-    p = Path(run)
-    a = p / "analysis"
-    if not (p / "config.yaml").is_file():
-        raise UserError(f"{p}: not a pretraining run (no config.yaml)")
-    if not a.is_dir():
-        raise UserError(f"{p}: not analysed yet (run 'plasticity analyze {p}' first)")
-    cfg = _load_run_config(p)
-    summary = read_json(p / "summary.json") if (p / "summary.json").is_file() else {}
-    row: dict[str, Any] = {"run": str(p), "weight_decay": float(cfg.optim.weight_decay),
+    """One row of :func:`compare_runs` from an analysed run dir: ``run``, ``weight_decay``, ``final_val_loss``, the
+    absolute pseudo-ranks ``qk_rank`` / ``vp_rank`` (`columns.final_ranks`) and the analysis columns of the
+    study's results.csv, under the same names (`columns.analysis_columns`)."""
+    from ..config import ANALYSES
+    from ..io import read_json
+    from .columns import analysis_columns, final_ranks
+
+    rd = RunDir(run)
+    if not rd.config_path.is_file():
+        raise UserError(f"{rd}: not a pretraining run (no config.yaml)")
+    if not rd.analysis_dir.is_dir():
+        raise UserError(f"{rd}: not analysed yet (run 'plasticity analyze {rd}' first)")
+    cfg = rd.config(PretrainConfig)
+    summary = rd.summary(strict=True) or {}
+    for name in ANALYSES:  # a damaged analysis file is a one-line error, not a silently missing column
+        if rd.analysis_path(name).is_file():
+            read_json(rd.analysis_path(name))
+    row: dict[str, Any] = {"run": str(rd), "weight_decay": float(cfg.optim.weight_decay),
                            "final_val_loss": finite_or_none(summary.get("final_val_loss"))}
-    if (a / "norms.json").is_file():
-        row["total_norm"] = finite_or_none(read_json(a / "norms.json").get("total_norm"))
-    if (a / "rank.json").is_file():
-        cks = read_json(a / "rank.json").get("checkpoints") or []
-        if cks:
-            last = max(cks, key=lambda c: c.get("step", -1))
-            row["qk_rank"] = finite_or_none(last.get("mean", {}).get("qk", {}).get("rank"))
-            row["vp_rank"] = finite_or_none(last.get("mean", {}).get("vp", {}).get("rank"))
-            row["qk_rank_fraction"] = finite_or_none(last.get("mean", {}).get("qk", {}).get("fraction"))
-            row["vp_rank_fraction"] = finite_or_none(last.get("mean", {}).get("vp", {}).get("fraction"))
-            sm = last.get("selected_mean") or {}  # the paper's layers 5 and 15 (rank.json `selected_layers`)
-            row["qk_rank_fraction_layers"] = finite_or_none(sm.get("qk"))
-            row["vp_rank_fraction_layers"] = finite_or_none(sm.get("vp"))
-    if (a / "probes.json").is_file():
-        for name, res in (read_json(a / "probes.json").get("sets") or {}).items():
-            row[f"probe_{name}"] = finite_or_none(res.get("best_test_accuracy"))
-    if (a / "gap.json").is_file():
-        g = read_json(a / "gap.json")
-        row["train_val_gap"] = finite_or_none((g.get("train_val") or {}).get("gap"))
-        row["unseen_seen_gap"] = finite_or_none((g.get("unseen_seen") or {}).get("gap"))
+    if (rank := rd.analysis("rank")) is not None and rank.get("checkpoints"):
+        row.update(final_ranks(rank))
+    for key, value in analysis_columns(rd.analysis_dir).items():
+        row[key] = finite_or_none(value) if isinstance(value, int | float) else value
     return row
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
 
 
 def compare_runs(run_dirs: Sequence[str | Path], out: str | Path | None = None) -> dict[str, Any]:
@@ -471,7 +437,7 @@ def compare_runs(run_dirs: Sequence[str | Path], out: str | Path | None = None) 
     if len(rows) >= 3:
         for k in ["weight_decay", *keys]:
             pairs = [(r["final_val_loss"], r.get(k)) for r in rows
-                     if r.get("final_val_loss") is not None and r.get(k) is not None]
+                     if r.get("final_val_loss") is not None and _number(r.get(k))]
             if len(pairs) >= 3:
                 corr[k] = correlation([p[1] for p in pairs], [p[0] for p in pairs])
                 corr[k]["leave_one_out"] = leave_one_out([p[1] for p in pairs], [p[0] for p in pairs])

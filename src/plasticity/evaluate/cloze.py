@@ -25,7 +25,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..models import model_device
 from ..tasks.base import ClozeItem as ClozeItem  # the one cloze item type: tasks build items, this module scores
+from ..tokenizer import padding_id
 from .shard import ONE, Shard
 
 
@@ -60,15 +62,6 @@ def _max_length(model: Any) -> int | None:
     return getattr(getattr(model, "config", None), "max_position_embeddings", None)
 
 
-def _pad_id(tokenizer: Any) -> int:
-    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-
-
-def _model_device(model: Any) -> torch.device:
-    device = getattr(model, "device", None)
-    return device if isinstance(device, torch.device) else next(model.parameters()).device
-
-
 @torch.inference_mode()
 def score_token_requests(
     model: Any,
@@ -85,7 +78,7 @@ def score_token_requests(
     `shard` (several processes): this process scores its share of the batches; every process gets all scores.
     """
     max_length = max_length or _max_length(model)
-    device = _model_device(model)
+    device = model_device(model)
     # (request index, (context, continuation)): one piece per request unless its continuation outgrows the window
     pieces = [(r, piece) for r, (ctx, cont) in enumerate(requests) for piece in _window_pieces(ctx, cont, max_length)]
     inputs: list[list[int]] = []
@@ -172,7 +165,7 @@ def score_requests(
 ) -> list[float]:
     """Sum of continuation log-probs for each (context, continuation) string pair (lm-eval tokenization)."""
     encoded = [encode_request(tokenizer, c, x, add_special_tokens) for c, x in requests]
-    return score_token_requests(model, encoded, batch_size=batch_size, pad_id=_pad_id(tokenizer), shard=shard)
+    return score_token_requests(model, encoded, batch_size=batch_size, pad_id=padding_id(tokenizer), shard=shard)
 
 
 def choose(logprobs: Sequence[float], norm_lengths: Sequence[int]) -> tuple[int, int]:
@@ -224,7 +217,7 @@ def cloze_accuracy(
                                 shard=shard)
     else:
         encoded = [template_request(tokenizer, template, c, x) for c, x in flat]
-        scores = score_token_requests(model, encoded, batch_size=batch_size, pad_id=_pad_id(tokenizer), shard=shard)
+        scores = score_token_requests(model, encoded, batch_size=batch_size, pad_id=padding_id(tokenizer), shard=shard)
     per_item = []
     for item, (a, b) in zip(items, spans, strict=True):
         lls = scores[a:b]

@@ -14,6 +14,8 @@ import torch.nn.functional as F
 
 from plasticity.data.sft import encode_example
 from plasticity.evaluate.shard import ONE, Shard
+from plasticity.models import model_device
+from plasticity.tokenizer import padding_id
 
 
 @torch.no_grad()
@@ -33,8 +35,8 @@ def example_losses(model, tok, template: str, pairs: Sequence[tuple[str, str]], 
         for ex in encoded:
             del ex.input_ids[cutoff_len:], ex.labels[cutoff_len:]
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i].input_ids))
-    device = next(model.parameters()).device
-    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    device = model_device(model)
+    pad = padding_id(tok)
     out: list[float | None] = [float("nan")] * len(encoded)
     for start in range(0, len(order), max(1, batch_size)):
         idx = order[start:start + batch_size]

@@ -35,30 +35,19 @@ from typing import Any
 
 import numpy as np
 import torch
-import yaml
 
+from plasticity.checkpoints import ModelSource, RunDir
 from plasticity.config import EvaluateConfig
 from plasticity.errors import DataError, UserError
 from plasticity.evaluate.metrics import QuestionRecord, SampleRecord, bootstrap_ci, summarize
 from plasticity.evaluate.sampler import SamplingConfig, generate
 from plasticity.evaluate.shard import ONE, Shard
-from plasticity.io import atomic_path, load_yaml, write_json
+from plasticity.evaluate.target import Target
+from plasticity.io import atomic_path, write_json
+from plasticity.runinfo import versions
 
 N_BOOT = 1000
 ALPHA = 0.05
-
-
-def _read_run_config(run_dir: Path) -> dict[str, Any] | None:
-    cfg_path = run_dir / "config.yaml"
-    if not (run_dir / "summary.json").is_file() or not cfg_path.is_file():
-        return None
-    try:
-        cfg = load_yaml(cfg_path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as e:
-        raise UserError(f"{cfg_path}: not valid YAML: {e}") from None
-    if not isinstance(cfg, dict):
-        raise UserError(f"{cfg_path}: expected a mapping")
-    return cfg
 
 
 def _metric(values: list[float], seed: int) -> dict[str, Any]:
@@ -66,24 +55,6 @@ def _metric(values: list[float], seed: int) -> dict[str, Any]:
         return {"value": None, "n": 0, "ci_low": None, "ci_high": None}
     low, high = bootstrap_ci(values, n_boot=N_BOOT, alpha=ALPHA, seed=seed)
     return {"value": float(np.mean(values)), "n": len(values), "ci_low": low, "ci_high": high}
-
-
-def _versions(device: torch.device) -> dict[str, Any]:
-    import transformers
-
-    from plasticity import __version__
-    from plasticity.hardware import cpu_name
-
-    info: dict[str, Any] = {
-        "plasticity": __version__,
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "device": str(device),
-        "cpu": cpu_name(),
-    }
-    if device.type == "cuda":
-        info["gpu"] = torch.cuda.get_device_name(device)
-    return info
 
 
 def _write_jsonl(path: Path, records: list[dict[str, Any]]) -> None:
@@ -106,7 +77,7 @@ def _score(scorer, prompts, texts, questions, shard: Shard) -> list[float]:
     return scorer.score(prompts, texts, questions)
 
 
-def _eval_cot(task, rows, model, tok, template, args, reward_model, log, shard: Shard = ONE
+def _eval_cot(task, rows, model, tok, template, cfg: EvaluateConfig, reward_model, log, shard: Shard = ONE
               ) -> tuple[dict, list[dict], list]:
     from plasticity.data.sft import prompt_text
     from plasticity.tasks.answers import answer_key
@@ -115,13 +86,13 @@ def _eval_cot(task, rows, model, tok, template, args, reward_model, log, shard: 
     golds = [task.gold(r) for r in rows]
     prompts = [prompt_text(template, q) for q in questions]
     keys = [f"{task.name}:{i}" for i in range(len(rows))]
-    common = dict(max_new_tokens=args["max_new_tokens"], batch_size=args["batch_size"], seed=args["seed"])
-    greedy_cfg = SamplingConfig(temperature=0.0, repetition_penalty=args["greedy_repetition_penalty"], **common)
-    sample_cfg = SamplingConfig(temperature=args["temperature"], **common)
+    common = dict(max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size, seed=cfg.seed)
+    greedy_cfg = SamplingConfig(temperature=0.0, repetition_penalty=cfg.greedy_repetition_penalty, **common)
+    sample_cfg = SamplingConfig(temperature=cfg.temperature, **common)
     t0 = time.perf_counter()
     greedy = generate(model, tok, prompts, 1, greedy_cfg, prompt_keys=keys, shard=shard)
-    sampled = generate(model, tok, prompts, args["k"], sample_cfg, prompt_keys=keys, shard=shard)
-    log(f"{task.name}: generated {len(prompts)} x (1 greedy + {args['k']}) in {time.perf_counter() - t0:.1f}s")
+    sampled = generate(model, tok, prompts, cfg.k, sample_cfg, prompt_keys=keys, shard=shard)
+    log(f"{task.name}: generated {len(prompts)} x (1 greedy + {cfg.k}) in {time.perf_counter() - t0:.1f}s")
 
     # (prompt id, sample index, Sample) for every generation; greedy has sample index -1
     flat = [(i, -1, greedy[i][0]) for i in range(len(rows))]
@@ -160,32 +131,32 @@ def _eval_cot(task, rows, model, tok, template, args, reward_model, log, shard: 
             }
         )
     qrecs = [QuestionRecord(samples=tuple(v["samples"]), greedy=v["greedy"]) for _, v in sorted(per_q.items())]
-    return _cot_metrics(qrecs, args, reward_model is not None), records, qrecs
+    return _cot_metrics(qrecs, cfg, reward_model is not None), records, qrecs
 
 
-def _cot_metrics(qrecs: list[QuestionRecord], args: dict[str, Any], has_reward: bool) -> dict[str, Any]:
-    metrics = summarize(qrecs, args["k"], n_boot=N_BOOT, alpha=ALPHA, seed=args["seed"])
+def _cot_metrics(qrecs: list[QuestionRecord], cfg: EvaluateConfig, has_reward: bool) -> dict[str, Any]:
+    metrics = summarize(qrecs, cfg.k, n_boot=N_BOOT, alpha=ALPHA, seed=cfg.seed)
     if not has_reward:
-        metrics = {n: m for n, m in metrics.items() if n not in (f"rm@{args['k']}", "orm_score")}
+        metrics = {n: m for n, m in metrics.items() if n not in (f"rm@{cfg.k}", "orm_score")}
     return metrics
 
 
-def _heldout_loss(task, rows, model, tok, template, args, log, shard: Shard = ONE) -> dict[str, Any]:
+def _heldout_loss(task, rows, model, tok, template, cfg: EvaluateConfig, log, shard: Shard = ONE) -> dict[str, Any]:
     """The fine-tuning loss on the eval rows (`plasticity.evaluate.heldout`), mean over examples with a CI."""
     from plasticity.evaluate.heldout import example_losses
 
     t0 = time.perf_counter()
-    losses = example_losses(model, tok, template, [task.format_example(r) for r in rows], args["batch_size"],
+    losses = example_losses(model, tok, template, [task.format_example(r) for r in rows], cfg.batch_size,
                             shard=shard)
     log(f"{task.name}: held-out fine-tuning loss of {len(rows)} examples in {time.perf_counter() - t0:.1f}s")
-    return _metric([v for v in losses if np.isfinite(v)], args["seed"])
+    return _metric([v for v in losses if np.isfinite(v)], cfg.seed)
 
 
-def eval_cloze(task, rows, model, tok, args, log, template: str | None = None, shard: Shard = ONE
-               ) -> tuple[dict, list[dict]]:
-    """Cloze metrics (acc, acc_norm with bootstrap CIs) and per-item records of `rows` (lm-eval semantics); with
-    the fine-tuning `template` also ``acc_template`` / ``acc_norm_template``, each choice scored in the format the
-    model was fine-tuned on (`cloze.cloze_accuracy`)."""
+def eval_cloze(task, rows, model, tok, batch_size: int, seed: int, log, template: str | None = None,
+               shard: Shard = ONE) -> tuple[dict, list[dict]]:
+    """Cloze metrics (acc, acc_norm with bootstrap CIs seeded by `seed`) and per-item records of `rows` (lm-eval
+    semantics); with the fine-tuning `template` also ``acc_template`` / ``acc_norm_template``, each choice scored
+    in the format the model was fine-tuned on (`cloze.cloze_accuracy`)."""
     from dataclasses import replace
 
     from plasticity.evaluate.cloze import cloze_accuracy
@@ -206,10 +177,10 @@ def eval_cloze(task, rows, model, tok, args, log, template: str | None = None, s
         scorings.append(("_template", template, " in the fine-tuning template"))
     for suffix, tmpl, where in scorings:
         t0 = time.perf_counter()
-        per = cloze_accuracy(model, tok, items, batch_size=args["batch_size"], template=tmpl, shard=shard)["per_item"]
+        per = cloze_accuracy(model, tok, items, batch_size=batch_size, template=tmpl, shard=shard)["per_item"]
         log(f"{task.name}: scored {len(items)} cloze items{where} in {time.perf_counter() - t0:.1f}s")
-        metrics[f"acc{suffix}"] = _metric([float(p["correct"]) for p in per], args["seed"])
-        metrics[f"acc_norm{suffix}"] = _metric([float(p["correct_norm"]) for p in per], args["seed"])
+        metrics[f"acc{suffix}"] = _metric([float(p["correct"]) for p in per], seed)
+        metrics[f"acc_norm{suffix}"] = _metric([float(p["correct_norm"]) for p in per], seed)
         for rec, p in zip(records, per, strict=True):
             rec.update({f"logprobs{suffix}": p["logprobs"], f"pred{suffix}": p["pred"],
                         f"pred_norm{suffix}": p["pred_norm"], f"correct{suffix}": bool(p["correct"]),
@@ -217,22 +188,18 @@ def eval_cloze(task, rows, model, tok, args, log, template: str | None = None, s
     return metrics, records
 
 
-def _eval_safety(task, rows, model, tok, template, args, judge, log, shard: Shard = ONE) -> tuple[dict, list[dict]]:
+def _eval_safety(task, rows, model, tok, template, cfg: EvaluateConfig, judge, log, shard: Shard = ONE
+                 ) -> tuple[dict, list[dict]]:
     from plasticity.data.sft import prompt_text
     from plasticity.evaluate.reward import RefusalPatternJudge
 
     judge = judge if judge is not None else RefusalPatternJudge()
     questions = [task.question(r) for r in rows]
     prompts = [prompt_text(template, q) for q in questions]
-    cfg = SamplingConfig(
-        temperature=0.0,
-        repetition_penalty=args["greedy_repetition_penalty"],
-        max_new_tokens=args["max_new_tokens"],
-        batch_size=args["batch_size"],
-        seed=args["seed"],
-    )
+    greedy_cfg = SamplingConfig(temperature=0.0, repetition_penalty=cfg.greedy_repetition_penalty,
+                                max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size, seed=cfg.seed)
     t0 = time.perf_counter()
-    outs = generate(model, tok, prompts, 1, cfg, prompt_keys=[f"{task.name}:{i}" for i in range(len(rows))],
+    outs = generate(model, tok, prompts, 1, greedy_cfg, prompt_keys=[f"{task.name}:{i}" for i in range(len(rows))],
                     shard=shard)
     texts = [o[0].text for o in outs]
     scores = _score(judge, prompts, texts, questions, shard)
@@ -241,7 +208,7 @@ def _eval_safety(task, rows, model, tok, template, args, judge, log, shard: Shar
         values = [1.0 - s for s in scores]  # score 0 = refusal
     else:
         values = list(scores)
-    metrics = {judge.metric: _metric(values, args["seed"])}
+    metrics = {judge.metric: _metric(values, cfg.seed)}
     records = [
         {
             "prompt_id": i,
@@ -259,30 +226,24 @@ def _eval_safety(task, rows, model, tok, template, args, judge, log, shard: Shar
     return metrics, records
 
 
-def _config(cfg: EvaluateConfig | None, options: dict[str, Any]) -> EvaluateConfig:
-    """`cfg` (default ``EvaluateConfig()``) with keyword overrides, validated (one-line ConfigError)."""
-    from plasticity.config import with_overrides
-
-    return with_overrides(EvaluateConfig, cfg, options, "run_evaluate")
-
-
 def run_evaluate(
-    target: str,
-    task: str | None,
-    out_dir: Path | None,
+    source: str | Path | ModelSource | RunDir | Target,
     cfg: EvaluateConfig | None = None,
+    *,
+    task: str | None = None,
+    out_dir: str | Path | None = None,
     log: Callable[[str], None] = print,
     device: str | torch.device | None = None,
     revision: str | None = None,
-    **options: Any,
 ) -> dict[str, Any]:
-    """Evaluate `target` (a fine-tuning run dir or an HF checkpoint dir / Hub id); returns {task: result}.
-    `revision` pins a Hub id's download (commit sha, tag or branch). Settings: `cfg` (default
-    ``EvaluateConfig()``) overridden by keyword `options` (any `EvaluateConfig` field: k, max_questions, ...).
+    """Evaluate `source` (a fine-tuning run dir, an HF checkpoint dir, a Hub id at `revision`, or a resolved
+    `Target`) with the settings `cfg` (a validated `EvaluateConfig`; default ``EvaluateConfig()``); returns
+    {task: result}.
 
-    `reward_model` / `judge`: None, a path / Hub id of a sequence-classification model, or a scorer object
-    (see `plasticity.evaluate.reward`). For a run dir, task / template / data root / task options default
-    to its config.yaml and output goes to ``<run>/eval/``; otherwise `task` and `out_dir` are required.
+    `cfg.reward_model` / `cfg.judge`: None, a path / Hub id of a sequence-classification model, or (from Python) a
+    scorer object (see `plasticity.evaluate.reward`). For a fine-tuning run, `task`, the template, the data root
+    and the task options default to its config and output goes to ``<run>/eval/``; otherwise `task` and
+    `out_dir` are required.
 
     Launched by torchrun (``plasticity evaluate --workers N`` launches it on CPU), every process computes its
     share of every batched computation (`plasticity.evaluate.shard`), each process gets all per-question
@@ -290,10 +251,11 @@ def run_evaluate(
     """
     from plasticity.evaluate.shard import join, leave
 
+    target = Target.of(source, revision)  # a missing path or an incomplete run: one line, first
     shard, rank_device = join()
     try:
-        return _run_evaluate(target, task, out_dir, cfg, log if shard.rank == 0 else _quiet,
-                             device if device is not None else rank_device, revision, shard, **options)
+        return _run_evaluate(target, cfg if cfg is not None else EvaluateConfig(), task, out_dir,
+                             log if shard.rank == 0 else _quiet, device if device is not None else rank_device, shard)
     finally:
         leave(shard)
 
@@ -302,8 +264,8 @@ def _quiet(msg: str) -> None:
     """Log sink of ranks other than 0 (rank 0 speaks for the job)."""
 
 
-def _run_evaluate(target, task, out_dir, cfg, log, device, revision, shard: Shard, **options: Any) -> dict[str, Any]:
-    from plasticity.checkpoints import check_vocab, load_model_checked, load_tokenizer_of, resolve_model_source
+def _run_evaluate(target: Target, cfg: EvaluateConfig, task: str | None, out_dir: str | Path | None, log,
+                  device, shard: Shard) -> dict[str, Any]:
     from plasticity.config import task_options_for
     from plasticity.data.sft import prompt_text
     from plasticity.evaluate.reward import HFRewardModel, describe_scorer
@@ -311,23 +273,15 @@ def _run_evaluate(target, task, out_dir, cfg, log, device, revision, shard: Shar
     from plasticity.tasks.loading import load_rows
     from plasticity.tasks.registry import get_task
 
-    cfg = _config(cfg, options)
-    k, max_questions, max_new_tokens, seed, batch_size = (cfg.k, cfg.max_questions, cfg.max_new_tokens, cfg.seed,
-                                                          cfg.batch_size)
-    temperature, greedy_repetition_penalty, template = cfg.temperature, cfg.greedy_repetition_penalty, cfg.template
-    data_root, data_source, reward_model, judge = cfg.data_root, cfg.data_source, cfg.reward_model, cfg.judge
-    target_path = Path(target).expanduser()
-    run_cfg = _read_run_config(target_path) if target_path.is_dir() else None
-    task_options: dict[str, Any] = {}
-    trust_remote_code = False
-    if run_cfg is not None:
-        task = task or run_cfg.get("task")
-        template = template or run_cfg.get("template")
-        data_root = data_root if data_root is not None else run_cfg.get("data_root")
-        task_options = task_options_for(run_cfg.get("task_options"), task, written_for=run_cfg.get("task"))
-        trust_remote_code = bool(run_cfg.get("trust_remote_code", False))
-        out_dir = out_dir if out_dir is not None else target_path / "eval"
-    source = resolve_model_source(target, revision)  # a missing path or an incomplete run: one line, first
+    template, data_root, task_options = cfg.template, cfg.data_root, {}
+    ft = target.finetune
+    if ft is not None:  # a fine-tuning run: its task, template, data root and task options
+        task = task or ft.task
+        template = template or ft.template
+        data_root = data_root if data_root is not None else ft.data_root
+        task_options = task_options_for(ft.task_options, task, written_for=ft.task)
+    if out_dir is None and target.run is not None:
+        out_dir = target.run.eval_dir
     if not task:
         raise UserError("--task is required when TARGET is not a fine-tuning run directory")
     if out_dir is None:
@@ -339,34 +293,32 @@ def _run_evaluate(target, task, out_dir, cfg, log, device, revision, shard: Shar
     base_task = get_task(task, **task_options)
     eval_names = base_task.evaluated_on()
 
-    model_dir = source.path
+    model_dir = target.source.path
     dev = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     main = shard.rank == 0
     t0 = time.perf_counter()
-    local = source.local_dir()
-    model = load_model_checked(local, trust_remote_code=trust_remote_code, device=dev)
-    tok = load_tokenizer_of(source, trust_remote_code, local)
-    check_vocab(tok, model, model_dir)
+    model, tok = target.load(dev)
     log(f"loaded {model_dir} on {dev} in {time.perf_counter() - t0:.1f}s")
+    reward_model, judge = cfg.reward_model, cfg.judge
     if isinstance(reward_model, str | Path):
         reward_model = HFRewardModel(reward_model, device=dev)
     if isinstance(judge, str | Path):
         judge = HFRewardModel(judge, device=dev)
 
-    args = {
-        "target": str(target),
+    record = {  # the settings as run, in every result file
+        "target": target.spec,
         "model_dir": str(model_dir),
         "task": task,
         "task_options": task_options,
-        "k": k,
-        "max_questions": max_questions,
-        "max_new_tokens": max_new_tokens,
-        "temperature": temperature,
-        "greedy_repetition_penalty": greedy_repetition_penalty,
-        "seed": seed,
-        "batch_size": batch_size,
+        "k": cfg.k,
+        "max_questions": cfg.max_questions,
+        "max_new_tokens": cfg.max_new_tokens,
+        "temperature": cfg.temperature,
+        "greedy_repetition_penalty": cfg.greedy_repetition_penalty,
+        "seed": cfg.seed,
+        "batch_size": cfg.batch_size,
         "data_root": None if data_root is None else str(data_root),
-        "data_source": data_source,
+        "data_source": cfg.data_source,
         "template": template,
         "reward_model": describe_scorer(reward_model) or None,
         "judge": describe_scorer(judge) or None,
@@ -379,21 +331,21 @@ def _run_evaluate(target, task, out_dir, cfg, log, device, revision, shard: Shar
     for name in eval_names:
         t_task = time.perf_counter()
         etask = base_task if name == base_task.name else get_task(name)
-        loaded = load_rows(etask, "eval", data_root, max_questions, source=data_source)
+        loaded = load_rows(etask, "eval", data_root, cfg.max_questions, source=cfg.data_source)
         rows = list(loaded.rows)
         if not rows:
             raise DataError(f"task {name}: the eval split has no rows")
         if etask.family == "cot":
-            metrics, records, qrecs = _eval_cot(etask, rows, model, tok, template, args, reward_model, log, shard)
+            metrics, records, qrecs = _eval_cot(etask, rows, model, tok, template, cfg, reward_model, log, shard)
         elif etask.family == "cloze":
-            metrics, records = eval_cloze(etask, rows, model, tok, args, log,
+            metrics, records = eval_cloze(etask, rows, model, tok, cfg.batch_size, cfg.seed, log,
                                           template=template if "{response}" in template else None, shard=shard)
         elif etask.family == "safety":
-            metrics, records = _eval_safety(etask, rows, model, tok, template, args, judge, log, shard)
+            metrics, records = _eval_safety(etask, rows, model, tok, template, cfg, judge, log, shard)
         else:  # pragma: no cover - Task validates its family
             raise DataError(f"task {name}: unknown family {etask.family!r}")
         if etask.family in ("cot", "cloze") and "{response}" in template:
-            metrics["heldout_loss"] = _heldout_loss(etask, rows, model, tok, template, args, log, shard)
+            metrics["heldout_loss"] = _heldout_loss(etask, rows, model, tok, template, cfg, log, shard)
         samples_path = out_dir / f"{name}.samples.jsonl"
         if main:
             _write_jsonl(samples_path, records)
@@ -403,20 +355,21 @@ def _run_evaluate(target, task, out_dir, cfg, log, device, revision, shard: Shar
         result = {
             "task": name,
             "family": etask.family,
-            "target": str(target),
-            "config": args,
+            "target": target.spec,
+            "config": record,
             "metrics": metrics,
             "n_questions": len(rows),
             "samples_path": samples_path.name,
             "evaluated_on": used,
-            "versions": _versions(dev),
+            "versions": versions(dev),
         }
         if main:
             write_json(out_dir / f"{name}.json", result)
         results[name] = result
         log(f"{name}: done in {time.perf_counter() - t_task:.1f}s -> {out_dir / (name + '.json')}")
     if len(cot_records) > 1:
-        pooled = _pooled(cot_records, out_dir, args, reward_model is not None, str(target), _versions(dev), main)
+        pooled = _pooled(cot_records, out_dir, cfg, record, reward_model is not None, target.spec, versions(dev),
+                         main)
         results[pooled["task"]] = pooled
     return results
 
@@ -427,8 +380,8 @@ def evaluated_on(name: str, loaded: Any, n: int) -> dict[str, Any]:
             "notes": list(loaded.notes)}
 
 
-def _pooled(cot: dict[str, Any], out_dir: Path, args: dict[str, Any], has_reward: bool, target: str,
-            versions: dict[str, Any], write: bool = True) -> dict[str, Any]:
+def _pooled(cot: dict[str, Any], out_dir: Path, cfg: EvaluateConfig, record: dict[str, Any], has_reward: bool,
+            target: str, versions: dict[str, Any], write: bool = True) -> dict[str, Any]:
     """Metrics over the union of several CoT eval sets' per-question records (concatenated per question, not
     the mean of the per-set numbers): the paper's pooled GSM8K-Platinum + MATH value (Table 7)."""
     name = "+".join(cot)
@@ -442,8 +395,8 @@ def _pooled(cot: dict[str, Any], out_dir: Path, args: dict[str, Any], has_reward
         "family": "cot",
         "pooled_from": list(cot),
         "target": target,
-        "config": args,
-        "metrics": _cot_metrics(qrecs, args, has_reward),
+        "config": record,
+        "metrics": _cot_metrics(qrecs, cfg, has_reward),
         "n_questions": len(qrecs),
         "samples_path": samples_path.name,
         "evaluated_on": [used for _, _, used in cot.values()],

@@ -37,6 +37,8 @@ from transformers import DynamicCache
 
 from plasticity.config import EvaluateConfig
 from plasticity.errors import ConfigError
+from plasticity.models import model_device
+from plasticity.tokenizer import padding_id
 
 from . import engine as _engine
 from .shard import ONE, Shard
@@ -181,11 +183,6 @@ def _eos_ids(model: Any, tokenizer: Any, cfg: SamplingConfig) -> set[int]:
     if tokenizer.eos_token_id is not None:
         ids.add(tokenizer.eos_token_id)
     return ids
-
-
-def _model_device(model: Any) -> torch.device:
-    device = getattr(model, "device", None)
-    return device if isinstance(device, torch.device) else next(model.parameters()).device
 
 
 def _accepts_logits_to_keep(model: Any) -> bool:
@@ -390,15 +387,13 @@ def generate(
         raise ValueError(f"{len(prompt_keys or [])} prompt_keys for {len(prompts)} prompts")
     if not prompts:
         return []
-    device = _model_device(model)
+    device = model_device(model)
     ids = [list(tokenizer(p, add_special_tokens=cfg.add_special_tokens)["input_ids"]) for p in prompts]
     if any(len(x) == 0 for x in ids):
         raise ValueError(
             "a prompt encodes to zero tokens; pass add_special_tokens=True or a non-empty prompt"
         )
-    pad_id = tokenizer.pad_token_id
-    if pad_id is None:
-        pad_id = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0
+    pad_id = padding_id(tokenizer)
     eos = _eos_ids(model, tokenizer, cfg)
     stopper = _StopChecker(tokenizer, tuple(cfg.stop_strings)) if cfg.stop_strings else None
 

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 from ..config import (
-    ANALYSES,
     AnalyzeConfig,
     CheckpointConfig,
     EvaluateConfig,
@@ -147,9 +146,7 @@ def validate_spec(spec: StudySpec) -> None:
     from ..tracking import check_backends
 
     check_backends(spec.tracker, "tracker")
-    if spec.analyze is not None:
-        for a in spec.analyze.what:
-            _req(a in ANALYSES, "analyze", f"unknown analysis '{a}' (choose from {', '.join(ANALYSES)})")
+    if spec.analyze is not None:  # AnalyzeConfig.validate checks `what` (one place)
         try:
             validate(spec.analyze)
         except ConfigError as e:

@@ -62,21 +62,13 @@ def evaluate_node(node: Node, log) -> dict[str, Any]:
     0 then measures stability and returns the node result (other ranks: {"status": "done"})."""
     import os
 
-    from ...evaluate.run import run_evaluate
-    from ...evaluate.stability import upstream_stability
+    from ...evaluate.pipeline import evaluate_with_stability
 
     cfg = from_dict(EvaluateConfig, node.config["evaluate"])
-    ft_dir = node.config["finetune_dir"]
-    results = run_evaluate(ft_dir, None, Path(node.out), cfg, log=log)
+    ev = evaluate_with_stability(node.config["finetune_dir"], cfg, out_dir=Path(node.out), log=log)
     if int(os.environ.get("RANK", "0")) != 0:
         return {"status": "done"}
-    stab_q = cfg.stability_max_questions if cfg.stability_max_questions is not None else cfg.max_questions
-    stab = upstream_stability(ft_dir, max_sequences=cfg.stability_sequences,
-                              out_path=Path(node.out) / "stability.json", log=log,
-                              cloze_tasks=cfg.stability_tasks, cloze_max_questions=stab_q,
-                              batch_size=cfg.batch_size, data_root=cfg.data_root,
-                              data_source=cfg.data_source)  # written last
-    metrics = {f"{task}/{m}": v["value"] for task, r in results.items() for m, v in r.get("metrics", {}).items()}
+    metrics = {f"{task}/{m}": v["value"] for task, r in ev.results.items() for m, v in r.get("metrics", {}).items()}
     return {"status": "done", "out": node.out,
-            "metrics": dict(metrics, stability=stab["stability"],
-                            upstream_loss_change=stab.get("upstream_loss_change"))}
+            "metrics": dict(metrics, stability=ev.stability["stability"],
+                            upstream_loss_change=ev.stability.get("upstream_loss_change"))}
