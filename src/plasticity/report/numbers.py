@@ -24,13 +24,15 @@ PRETRAIN_COLS = {"val_loss": True, "train_loss": True, "last_step_train_loss": T
 N_BOOT = 2000
 
 
-class Point(Protocol):
+class WdValues(Protocol):
+    """Anything with a weight decay and column values (a report `Point`, a row of scripts/reproduction_tables)."""
+
     wd: float
 
     def get(self, col: str) -> float | None: ...
 
 
-def by_wd(points: list[Point], col: str, also: str | None = None) -> dict[float, list[float]]:
+def by_wd(points: list[WdValues], col: str, also: str | None = None) -> dict[float, list[float]]:
     """Values of `col` per weight decay, in point order (only points that also have `also`, when given)."""
     out: dict[float, list[float]] = defaultdict(list)
     for p in points:
@@ -67,7 +69,7 @@ def lower_is_better(col: str) -> bool:
     return col.rsplit("/", 1)[-1] in LOWER_IS_BETTER
 
 
-def summary_numbers(points: list[Point], ds: list[Point], main_metric: str | None,
+def summary_numbers(points: list[WdValues], ds: list[WdValues], main_metric: str | None,
                     downstream_cols: list[str], headline_lower: bool | None = False) -> dict[str, Any]:
     """`points`: one per pretraining run; `ds`: the downstream rows (one per run when the study has a
     ``report.headline``); `downstream_cols`: the downstream columns to describe beside the headline;
