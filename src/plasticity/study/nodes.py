@@ -130,13 +130,16 @@ def _run_node(node: dict[str, Any], root: str, threads: int, log_path: str) -> d
 
 
 def _track_result(node, result: dict[str, Any], log) -> None:
-    """An analyze / evaluate node's numbers as a run of the study's trackers (training nodes log their own)."""
-    if node.kind not in ("analyze", "evaluate") or not (node.track or {}).get("backends"):
-        return
-    from ..tracking import node_context, open_run
+    """The numbers of a node that is not a training run (`Stage.tracked`) as a run of the study's trackers
+    (training nodes log their own steps)."""
     from .stages import STAGES
 
-    final, series = STAGES[node.kind].tracked(node, result)
+    numbers = STAGES[node.kind].tracked(node, result)
+    if numbers is None or not (node.track or {}).get("backends"):
+        return
+    from ..tracking import node_context, open_run
+
+    final, series = numbers
     try:
         with node_context(node.track):
             trackers = open_run([], Path(node.out), node.kind, dict(node.config), warn=log)

@@ -21,6 +21,7 @@ from .executor import execute_plan, make_engine
 from .plan import Plan, build_plan
 from .results import collect_rows, to_csv
 from .spec import StudySpec, all_axes
+from .stages import STAGES
 from .state import FORMAT_VERSION, check_study_dir, clear_marker, node_states
 
 
@@ -47,9 +48,9 @@ def choose_workers(requested: int | None, spec: StudySpec) -> tuple[int, int]:
 
 
 def row_axes(spec: StudySpec) -> list[str]:
-    """The axis columns of results.csv: ``checkpoint`` (the entry name) when the study has checkpoints, then
-    the grid's axes."""
-    return (["checkpoint"] if spec.checkpoints else []) + list(all_axes(spec))
+    """The axis columns of results.csv: those the stages add (a checkpoint study's entry name), then the grid's
+    axes."""
+    return [k for s in STAGES.values() for k in s.row_keys(spec)] + list(all_axes(spec))
 
 
 def study_dir_of(spec: StudySpec) -> Path:
@@ -128,24 +129,11 @@ def run_study(spec: StudySpec, workers: int | None = None, executor: str | None 
             if res["status"] in ("skipped", "interrupted") and states[nid] == "pending":
                 states[nid] = res["status"]
         rows = write_results(states)
-        _warn_same_weights(rows, log)
+        for s in STAGES.values():
+            s.review(rows, log)
         return StudyOutcome(study_dir=sdir, rows=rows, states=states, ran=ran)
     finally:
         lock.release()
-
-
-def _warn_same_weights(rows: list[dict[str, Any]], log: Callable[[str], None]) -> None:
-    """Checkpoint entries whose weights are identical (a Hub repo may serve one file under several revisions)."""
-    by_digest: dict[str, list[str]] = {}
-    for r in rows:
-        if r.get("weights_sha256") and r.get("checkpoint"):
-            names = by_digest.setdefault(r["weights_sha256"], [])
-            if r["checkpoint"] not in names:
-                names.append(r["checkpoint"])
-    for names in by_digest.values():
-        if len(names) > 1:
-            log(f"  warning: checkpoint entries {', '.join(names)} have identical weights (weights_sha256): their "
-                "rows measure one model")
 
 
 def training_progress(run_dir: Path, running: bool) -> str | None:
@@ -186,7 +174,7 @@ def plan_table(plan: Plan, states: dict[str, str]) -> list[dict[str, Any]]:
         m = read_marker(plan.root, n.id) or {}
         metric = m.get("reason") if states[n.id] == "failed" else next(
             (f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in (m.get("metrics") or {}).items()), "")
-        if states[n.id] in ("running", "pending") and n.kind in ("pretrain", "finetune"):
+        if states[n.id] in ("running", "pending") and STAGES[n.kind].trains:
             metric = training_progress(Path(n.out), running=states[n.id] == "running") or metric
         out.append(dict(node=n.id, kind=n.kind, state=states[n.id], label=n.label, metric=metric or "",
                         est_tokens=n.est_tokens, est_flops=n.est_flops, out=m.get("out") or n.out))
