@@ -44,6 +44,10 @@ class Plan:
     def root(self) -> Path:
         return Path(self.spec.out_dir).resolve()
 
+    def row_nodes(self, row: Row, kind: str) -> list[tuple[str, Node]]:
+        """(column label, node) of a row's nodes of one kind, in plan order (``finetune``: one per task)."""
+        return [(label, self.nodes[nid]) for label, nid in row.nodes if self.nodes[nid].kind == kind]
+
     def dependents(self, node_id: str) -> set[str]:
         """Every node that (transitively) depends on `node_id`."""
         out: set[str] = set()

@@ -30,8 +30,7 @@ def collect_row(plan: Plan, row: Row, states: dict[str, str], study_dir: Path) -
     status, node, reason = _row_status(plan, row, states)
     out.update(status=status, failed_node=node, reason=reason)
     for stage in STAGES.values():
-        mine = [(label, plan.nodes[nid]) for label, nid in row.nodes if plan.nodes[nid].kind == stage.kind]
-        if mine:
+        if mine := plan.row_nodes(row, stage.kind):
             out.update(stage.columns(mine, study_dir))
     return out
 
