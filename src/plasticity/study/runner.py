@@ -102,21 +102,15 @@ def run_study(spec: StudySpec, workers: int | None = None, executor: str | None 
     try:
         write_json(sdir / "study.json", dict(format_version=FORMAT_VERSION, name=spec.name, spec=asdict(spec),
                                              nodes=list(plan.nodes), written=time.strftime("%Y-%m-%dT%H:%M:%S")))
-        states = node_states(plan)
-        if retry_failed:
-            for nid, s in states.items():
-                if s == "failed":
-                    clear_marker(plan.root, nid)
-            states = node_states(plan)
+        states = _starting_states(plan, retry_failed)
         todo = [nid for nid, s in states.items() if s in ("pending", "running")]
         done = {nid for nid, s in states.items() if s == "done"}
-        n_failed = sum(s == "failed" for s in states.values())
-        n_skip = sum(s == "skipped" for s in states.values())
         w, threads = choose_workers(workers, spec)
         kind = executor or spec.executor
         log(f"study '{spec.name}': {len(plan.nodes)} nodes ({len(plan.rows)} result rows): {len(done)} cached, "
-            f"{n_failed} failed before and {n_skip} skipped (--retry-failed to re-run), {len(todo)} to run "
-            f"({kind} executor, {w} workers x {threads} threads)")
+            f"{_count(states, 'failed')} failed before and {_count(states, 'skipped')} skipped (--retry-failed to "
+            f"re-run), {len(todo)} to run ({kind} executor, {w} workers x {threads} threads)")
+
         def write_results(states: dict[str, str]) -> list[dict[str, Any]]:
             rows = collect_rows(plan, states, sdir)
             write_text(sdir / "results.csv", to_csv(rows, row_axes(spec)))
@@ -134,6 +128,21 @@ def run_study(spec: StudySpec, workers: int | None = None, executor: str | None 
         return StudyOutcome(study_dir=sdir, rows=rows, states=states, ran=ran)
     finally:
         lock.release()
+
+
+def _starting_states(plan: Plan, retry_failed: bool) -> dict[str, str]:
+    """Every node's state before the run (failed nodes' markers cleared first with `retry_failed`)."""
+    states = node_states(plan)
+    if retry_failed and "failed" in states.values():
+        for nid, s in states.items():
+            if s == "failed":
+                clear_marker(plan.root, nid)
+        states = node_states(plan)
+    return states
+
+
+def _count(states: dict[str, str], state: str) -> int:
+    return sum(s == state for s in states.values())
 
 
 def training_progress(run_dir: Path, running: bool) -> str | None:
