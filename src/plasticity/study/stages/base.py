@@ -118,7 +118,11 @@ class Stage:
     Declared: `kind`; `config_type` (its `plasticity.config` dataclass) and `section` (the study field holding
     its base config); `consumes` / `provides` (what it is built on, what it gives the stages built on it: the
     planner chains stages through them); `axis_prefix` / `axis_aliases` (the axis keys it owns). Defined per
-    stage: `build`, `run`, `outputs_present`, `columns`."""
+    stage: `build`, `run`, `outputs_present`, `columns`.
+
+    A config's path: `config` types the study section with the point's axis values and validates it (once, at
+    plan time); `build` puts it in the node as a JSON dict (workers run in other processes); `run` only
+    deserialises it (`from_dict`), never validates it again."""
 
     kind: ClassVar[str]
     config_type: ClassVar[type | None] = None
