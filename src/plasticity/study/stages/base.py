@@ -4,6 +4,7 @@ the nodes it is built on, how it runs, what it leaves on disk and which results 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -242,6 +243,12 @@ class Stage:
 
     def review(self, rows: list[dict[str, Any]], log: Callable[[str], None]) -> None:
         """Warnings about a finished study's rows (e.g. two checkpoint entries with one model)."""
+
+
+def grid_points(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
+    """Every combination of the axis values of `grid` (one point: no axes)."""
+    keys = list(grid)
+    return [dict(zip(keys, values, strict=True)) for values in itertools.product(*(grid[k] for k in keys))]
 
 
 def overrides(values: dict[str, Any]) -> dict[str, Any]:

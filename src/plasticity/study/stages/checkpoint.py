@@ -5,7 +5,6 @@ model dir, the Hub snapshot included) and ``checkpoint.json`` (where it came fro
 from __future__ import annotations
 
 import hashlib
-import itertools
 import json
 import os
 from collections.abc import Callable
@@ -16,7 +15,8 @@ from ...config import CheckpointConfig
 from ...errors import CheckpointError, ConfigError
 from ...io import read_json_or_none as read_json
 from ...names import name_problem
-from .base import Node, Point, RunContext, Stage, StudySpec, Upstream, runs_dir
+from .base import Node, Point, RunContext, Stage, StudySpec, Upstream, grid_points, runs_dir
+from .finetune import start_fractions
 from .pretrain import PretrainStage
 
 ROW_KEY = "checkpoint"  # the results column (and row point key) naming a row's checkpoint entry
@@ -32,8 +32,6 @@ class CheckpointStage(Stage):
 
     def check_spec(self, spec: StudySpec, axes: dict[str, list[Any]]) -> None:
         """Each entry's source (plan-time, nothing downloaded), and what a study over checkpoints cannot do."""
-        from .finetune import start_fractions
-
         if not spec.checkpoints:
             return
         for name, cfg in spec.checkpoints.items():
@@ -49,8 +47,7 @@ class CheckpointStage(Stage):
 
     def rows(self, spec: StudySpec, grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
         """Every entry crossed with every point of `grid`."""
-        keys = list(grid)
-        points = [dict(zip(keys, values, strict=True)) for values in itertools.product(*(grid[k] for k in keys))]
+        points = grid_points(grid)
         return [{ROW_KEY: name, **p} for name in spec.checkpoints for p in points]
 
     def check(self, name: str, cfg: CheckpointConfig) -> None:

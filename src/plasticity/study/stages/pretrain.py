@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import json
 from pathlib import Path
 from typing import Any
@@ -11,7 +10,19 @@ from typing import Any
 from ...config import PretrainConfig, deep_merge, from_dict, to_dict, train_identity
 from ...errors import ConfigError
 from ...io import read_json_or_none as read_json
-from .base import Node, Point, RunContext, Stage, StudySpec, Upstream, completed_run, run_summary, runs_dir, torchrun
+from .base import (
+    Node,
+    Point,
+    RunContext,
+    Stage,
+    StudySpec,
+    Upstream,
+    completed_run,
+    grid_points,
+    run_summary,
+    runs_dir,
+    torchrun,
+)
 from .finetune import start_fractions
 
 # how fast / how much memory / whether to refuse / where numbers are mirrored, not what is computed
@@ -72,8 +83,7 @@ class PretrainStage(Stage):
         """Every point of the grid, when the study pretrains."""
         if not self.enabled(spec):
             return []
-        keys = list(grid)
-        return [dict(zip(keys, values, strict=True)) for values in itertools.product(*(grid[k] for k in keys))]
+        return grid_points(grid)
 
     def identity(self, pcfg: PretrainConfig) -> dict[str, Any]:
         d = to_dict(pcfg)
