@@ -207,7 +207,7 @@ def test_weights_digest_spots_revisions_that_serve_one_file(tmp_path):
     """A Hub snapshot links to blobs named by their sha256 (read for free), a plain dir is hashed: one digest for
     the same weights either way; the study warns when two entries hold the same weights."""
     from plasticity.checkpoints import sha256_file, weights_digest
-    from plasticity.study.runner import _warn_same_weights
+    from plasticity.study.stages.checkpoint import CheckpointStage
 
     plain, other, snap = tmp_path / "plain", tmp_path / "other", tmp_path / "snap"
     for d in (plain, other, snap):
@@ -221,5 +221,5 @@ def test_weights_digest_spots_revisions_that_serve_one_file(tmp_path):
     logged: list[str] = []
     rows = [{"checkpoint": "step1000", "weights_sha256": "x"}, {"checkpoint": "step2000", "weights_sha256": "x"},
             {"checkpoint": "step3000", "weights_sha256": "y"}]
-    _warn_same_weights(rows, logged.append)
+    CheckpointStage().review(rows, logged.append)
     assert len(logged) == 1 and "step1000, step2000 have identical weights" in logged[0]

@@ -110,5 +110,5 @@ def test_paper_configs_studies_table_6_and_evaluation(name):
     if "safety" in spec.tasks:
         assert spec.task_axes == {"safety": {"k": SAFETY_K}}
         plan = build_plan(spec)
-        labels = {t for r in plan.rows for t, _, _ in r.finetunes}
+        labels = {t for r in plan.rows for t, _ in plan.row_nodes(r, "finetune")}
         assert {f"safety[k={k}]" for k in SAFETY_K} <= labels

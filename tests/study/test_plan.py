@@ -38,7 +38,7 @@ def test_axes_over_every_stage_and_checkpoint_fraction():
     plan = build_plan(s)
     # 2 wd x 2 seeds pretraining runs; fine-tuning per (run, ft lr, fraction, task); tasks share a row
     assert kinds(plan) == {"tokenizer": 1, "data": 1, "pretrain": 4, "analyze": 4, "finetune": 32, "evaluate": 32}
-    assert len(plan.rows) == 16 and all(len(r.finetunes) == 2 for r in plan.rows)
+    assert len(plan.rows) == 16 and all(len(plan.row_nodes(r, "finetune")) == 2 for r in plan.rows)
     for n in plan.nodes.values():
         if n.kind == "pretrain":
             assert 0.25 in n.config["train"]["checkpoint_fractions"]  # kept for fine-tuning from 25%

@@ -283,9 +283,9 @@ def test_safety_k_sweep_is_a_per_task_axis(tmp_path):
     path = tmp_path / "k.yaml"
     path.write_text(yaml.safe_dump(s))
     plan = build_plan(load_spec(path))
-    labels = [t for t, _, _ in plan.rows[0].finetunes]
+    labels = [t for t, _ in plan.row_nodes(plan.rows[0], "finetune")]
     assert labels == ["demo_arith", "demo_arith_short", "cloze_small", "cloze_parity", "safety[k=2]", "safety[k=4]"]
-    opts = [plan.nodes[f].config["finetune"]["task_options"] for t, f, _ in plan.rows[0].finetunes if "k=" in t]
+    opts = [f.config["finetune"]["task_options"] for t, f in plan.row_nodes(plan.rows[0], "finetune") if "k=" in t]
     assert opts == [{"k": 2}, {"k": 4}]
 
 

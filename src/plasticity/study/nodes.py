@@ -8,11 +8,12 @@ from __future__ import annotations
 import contextlib
 import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from ..errors import DivergenceError, UserError
+from .stages.base import Node, RunContext
 
 
 def die_with_parent() -> None:
@@ -74,9 +75,6 @@ def _run_node(node: dict[str, Any], root: str, threads: int, log_path: str) -> d
     from filelock import FileLock, Timeout
     from transformers.utils import logging as hf_logging
 
-    from .stages import STAGES, Node, RunContext
-    from .state import clear_marker, write_marker
-
     hf_logging.disable_progress_bar()
     torch.set_num_threads(threads)
     n = Node(**node)
@@ -100,43 +98,59 @@ def _run_node(node: dict[str, Any], root: str, threads: int, log_path: str) -> d
             f.write(msg + "\n")
             f.flush()
 
-        from ..errors import InterruptedRun
-        from ..tracking import node_context
-
-        try:
-            with node_context(n.track):  # training nodes mirror their steps to the study's trackers
-                result = STAGES[n.kind].run(n, RunContext(log, threads, log_path))
-        except InterruptedRun as e:
-            result = {"status": "interrupted", "reason": f"{e} (resumes on the next run)"}
-        except KeyboardInterrupt:
-            result = {"status": "interrupted", "reason": "interrupted (Ctrl-C); resumes on the next run"}
-        except (UserError, DivergenceError) as e:
-            result = {"status": "failed", "reason": str(e)}
-        except Exception as e:  # noqa: BLE001 - a failed node is recorded; the other nodes go on
-            log(traceback.format_exc().rstrip())  # a crash (not a user error): its traceback goes to the node's log
-            result = {"status": "failed", "reason": f"{type(e).__name__}: {e}"}
+        result = _attempt(n, RunContext(log, threads, log_path))
         result["seconds"] = round(time.time() - t0, 2)
-        if result["status"] == "done":
-            write_marker(rootp, n, **result)
-            _track_result(n, result, log)
-        elif result["status"] == "failed":
-            log(f"{n.id} failed: {result['reason']}")
-            write_marker(rootp, n, **result)
-        else:
-            clear_marker(rootp, n.id)
+        _record(rootp, n, result, log)
         signal.signal(signal.SIGINT, previous)
         pid_file.unlink(missing_ok=True)
         return result
 
 
-def _track_result(node, result: dict[str, Any], log) -> None:
-    """An analyze / evaluate node's numbers as a run of the study's trackers (training nodes log their own)."""
-    if node.kind not in ("analyze", "evaluate") or not (node.track or {}).get("backends"):
-        return
-    from ..tracking import node_context, open_run
+def _attempt(n: Node, ctx: RunContext) -> dict[str, Any]:
+    """Run the node's stage; a failure (with its reason) or an interruption is a result, not an exception."""
+    from ..errors import InterruptedRun
+    from ..tracking import node_context
     from .stages import STAGES
 
-    final, series = STAGES[node.kind].tracked(node, result)
+    try:
+        with node_context(n.track):  # training nodes mirror their steps to the study's trackers
+            return STAGES[n.kind].run(n, ctx)
+    except InterruptedRun as e:
+        return {"status": "interrupted", "reason": f"{e} (resumes on the next run)"}
+    except KeyboardInterrupt:
+        return {"status": "interrupted", "reason": "interrupted (Ctrl-C); resumes on the next run"}
+    except (UserError, DivergenceError) as e:
+        return {"status": "failed", "reason": str(e)}
+    except Exception as e:  # noqa: BLE001 - a failed node is recorded; the other nodes go on
+        ctx.log(traceback.format_exc().rstrip())  # a crash (not a user error): its traceback goes to the node's log
+        return {"status": "failed", "reason": f"{type(e).__name__}: {e}"}
+
+
+def _record(root: Path, n: Node, result: dict[str, Any], log: Callable[[str], None]) -> None:
+    """A done or failed node's marker (a done one's numbers to the trackers); an interrupted one leaves none."""
+    from .state import clear_marker, write_marker
+
+    if result["status"] == "done":
+        write_marker(root, n, **result)
+        _track_result(n, result, log)
+    elif result["status"] == "failed":
+        log(f"{n.id} failed: {result['reason']}")
+        write_marker(root, n, **result)
+    else:
+        clear_marker(root, n.id)
+
+
+def _track_result(node: Node, result: dict[str, Any], log: Callable[[str], None]) -> None:
+    """The numbers of a node that is not a training run (`Stage.tracked`) as a run of the study's trackers
+    (training nodes log their own steps)."""
+    from .stages import STAGES
+
+    numbers = STAGES[node.kind].tracked(node, result)
+    if numbers is None or not (node.track or {}).get("backends"):
+        return
+    from ..tracking import node_context, open_run
+
+    final, series = numbers
     try:
         with node_context(node.track):
             trackers = open_run([], Path(node.out), node.kind, dict(node.config), warn=log)

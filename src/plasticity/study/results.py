@@ -8,17 +8,14 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..results_columns import headline, task_columns
 from .plan import Plan, Row
 from .stages import STAGES
 from .state import read_marker
 
 
 def _row_status(plan: Plan, row: Row, states: dict[str, str]) -> tuple[str, str | None, str | None]:
-    ids = [row.pretrain] + ([row.analyze] if row.analyze else []) + [i for _, f, e in row.finetunes
-                                                                      for i in (f, e) if i]
     for want in ("failed", "skipped", "running", "pending"):
-        for nid in ids:
+        for _, nid in row.nodes:
             if states.get(nid) == want:
                 m = read_marker(plan.root, nid) or {}
                 return want, nid, m.get("reason")
@@ -26,28 +23,20 @@ def _row_status(plan: Plan, row: Row, states: dict[str, str]) -> tuple[str, str 
 
 
 def collect_row(plan: Plan, row: Row, states: dict[str, str], study_dir: Path) -> dict[str, Any]:
-    """Axis values, status, then what each of the row's nodes contributes (`Stage.metrics`) and the headline."""
-    model = plan.nodes[row.pretrain]
+    """Axis values, the model's run, status, then the columns each stage makes of its nodes in the row
+    (`Stage.columns`), in stage order."""
+    model = plan.nodes[row.model]
     out: dict[str, Any] = dict(row.axes, run=os.path.relpath(model.out, study_dir))
     status, node, reason = _row_status(plan, row, states)
     out.update(status=status, failed_node=node, reason=reason)
-    out.update(STAGES[model.kind].metrics(model, model.label))
-    if row.analyze:
-        out.update(STAGES["analyze"].metrics(plan.nodes[row.analyze], model.label))
-    per_task: dict[str, dict[str, Any]] = {}  # task label -> {family, metrics, stability, ...}
-    runs = []
-    for task, f_id, e_id in row.finetunes:
-        runs.append(os.path.relpath(plan.nodes[f_id].out, study_dir))
-        out.update(STAGES["finetune"].metrics(plan.nodes[f_id], task))
-        if e_id is not None:
-            per_task[task] = task_columns(task, Path(plan.nodes[e_id].out), out)
-    if runs:
-        out["finetune_runs"] = ";".join(runs)
-    out.update(headline(per_task))
+    for stage in STAGES.values():
+        if mine := plan.row_nodes(row, stage.kind):
+            out.update(stage.columns(mine, study_dir))
     return out
 
 
 def collect_rows(plan: Plan, states: dict[str, str], study_dir: Path) -> list[dict[str, Any]]:
+    """Every row of the plan (`collect_row`)."""
     return [collect_row(plan, r, states, study_dir) for r in plan.rows]
 
 

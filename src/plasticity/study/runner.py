@@ -21,6 +21,7 @@ from .executor import execute_plan, make_engine
 from .plan import Plan, build_plan
 from .results import collect_rows, to_csv
 from .spec import StudySpec, all_axes
+from .stages import STAGES
 from .state import FORMAT_VERSION, check_study_dir, clear_marker, node_states
 
 
@@ -47,9 +48,9 @@ def choose_workers(requested: int | None, spec: StudySpec) -> tuple[int, int]:
 
 
 def row_axes(spec: StudySpec) -> list[str]:
-    """The axis columns of results.csv: ``checkpoint`` (the entry name) when the study has checkpoints, then
-    the grid's axes."""
-    return (["checkpoint"] if spec.checkpoints else []) + list(all_axes(spec))
+    """The axis columns of results.csv: those the stages add (a checkpoint study's entry name), then the grid's
+    axes."""
+    return [k for s in STAGES.values() for k in s.row_keys(spec)] + list(all_axes(spec))
 
 
 def study_dir_of(spec: StudySpec) -> Path:
@@ -101,21 +102,15 @@ def run_study(spec: StudySpec, workers: int | None = None, executor: str | None 
     try:
         write_json(sdir / "study.json", dict(format_version=FORMAT_VERSION, name=spec.name, spec=asdict(spec),
                                              nodes=list(plan.nodes), written=time.strftime("%Y-%m-%dT%H:%M:%S")))
-        states = node_states(plan)
-        if retry_failed:
-            for nid, s in states.items():
-                if s == "failed":
-                    clear_marker(plan.root, nid)
-            states = node_states(plan)
+        states = _starting_states(plan, retry_failed)
         todo = [nid for nid, s in states.items() if s in ("pending", "running")]
         done = {nid for nid, s in states.items() if s == "done"}
-        n_failed = sum(s == "failed" for s in states.values())
-        n_skip = sum(s == "skipped" for s in states.values())
         w, threads = choose_workers(workers, spec)
         kind = executor or spec.executor
         log(f"study '{spec.name}': {len(plan.nodes)} nodes ({len(plan.rows)} result rows): {len(done)} cached, "
-            f"{n_failed} failed before and {n_skip} skipped (--retry-failed to re-run), {len(todo)} to run "
-            f"({kind} executor, {w} workers x {threads} threads)")
+            f"{_count(states, 'failed')} failed before and {_count(states, 'skipped')} skipped (--retry-failed to "
+            f"re-run), {len(todo)} to run ({kind} executor, {w} workers x {threads} threads)")
+
         def write_results(states: dict[str, str]) -> list[dict[str, Any]]:
             rows = collect_rows(plan, states, sdir)
             write_text(sdir / "results.csv", to_csv(rows, row_axes(spec)))
@@ -128,24 +123,26 @@ def run_study(spec: StudySpec, workers: int | None = None, executor: str | None 
             if res["status"] in ("skipped", "interrupted") and states[nid] == "pending":
                 states[nid] = res["status"]
         rows = write_results(states)
-        _warn_same_weights(rows, log)
+        for s in STAGES.values():
+            s.review(rows, log)
         return StudyOutcome(study_dir=sdir, rows=rows, states=states, ran=ran)
     finally:
         lock.release()
 
 
-def _warn_same_weights(rows: list[dict[str, Any]], log: Callable[[str], None]) -> None:
-    """Checkpoint entries whose weights are identical (a Hub repo may serve one file under several revisions)."""
-    by_digest: dict[str, list[str]] = {}
-    for r in rows:
-        if r.get("weights_sha256") and r.get("checkpoint"):
-            names = by_digest.setdefault(r["weights_sha256"], [])
-            if r["checkpoint"] not in names:
-                names.append(r["checkpoint"])
-    for names in by_digest.values():
-        if len(names) > 1:
-            log(f"  warning: checkpoint entries {', '.join(names)} have identical weights (weights_sha256): their "
-                "rows measure one model")
+def _starting_states(plan: Plan, retry_failed: bool) -> dict[str, str]:
+    """Every node's state before the run (failed nodes' markers cleared first with `retry_failed`)."""
+    states = node_states(plan)
+    if retry_failed and "failed" in states.values():
+        for nid, s in states.items():
+            if s == "failed":
+                clear_marker(plan.root, nid)
+        states = node_states(plan)
+    return states
+
+
+def _count(states: dict[str, str], state: str) -> int:
+    return sum(s == state for s in states.values())
 
 
 def training_progress(run_dir: Path, running: bool) -> str | None:
@@ -186,7 +183,7 @@ def plan_table(plan: Plan, states: dict[str, str]) -> list[dict[str, Any]]:
         m = read_marker(plan.root, n.id) or {}
         metric = m.get("reason") if states[n.id] == "failed" else next(
             (f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in (m.get("metrics") or {}).items()), "")
-        if states[n.id] in ("running", "pending") and n.kind in ("pretrain", "finetune"):
+        if states[n.id] in ("running", "pending") and STAGES[n.kind].trains:
             metric = training_progress(Path(n.out), running=states[n.id] == "running") or metric
         out.append(dict(node=n.id, kind=n.kind, state=states[n.id], label=n.label, metric=metric or "",
                         est_tokens=n.est_tokens, est_flops=n.est_flops, out=m.get("out") or n.out))

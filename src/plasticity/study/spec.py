@@ -1,16 +1,16 @@
 """The study spec: base configs for every stage plus grid axes over any of their keys.
 
-Axis keys route to a stage by prefix: ``finetune.<key>`` (fine-tuning config), ``evaluate.<key>`` (evaluation
-settings), ``finetune_from`` (fraction of pretraining the fine-tuning starts from, e.g. 0.25/0.5/1.0),
-``task`` (= ``finetune.task``), ``seed`` (= ``train.seed``); anything else (optionally ``pretrain.``-prefixed)
-is a pretraining key such as ``optim.weight_decay``. ``seeds``, ``tasks`` and ``finetune_from`` may also be
-given as top-level lists. ``task_axes: {task: {option: [values]}}`` sweeps one task's options only (the
-paper's safety k in {300, 500, 1000, 2000}); each value is a separate fine-tuning run in the same row.
+Each axis key belongs to the stage that owns it (`plasticity.study.stages.axis_owner`): ``finetune.<key>``
+(fine-tuning config), ``evaluate.<key>`` (evaluation settings), ``finetune_from`` (fraction of pretraining the
+fine-tuning starts from, e.g. 0.25/0.5/1.0), ``task`` (= ``finetune.task``), ``seed`` (= ``train.seed``); anything
+else (optionally ``pretrain.``-prefixed) is a pretraining key such as ``optim.weight_decay``. ``seeds``, ``tasks``
+and ``finetune_from`` may also be given as top-level lists. ``task_axes: {task: {option: [values]}}`` sweeps one
+task's options only (the paper's safety k in {300, 500, 1000, 2000}); each value is a separate fine-tuning run in
+the same row.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,13 +24,11 @@ from ..config import (
     deep_merge,
     from_dict,
     read_yaml,
-    scope_task_options,
-    set_dotted,
-    to_dict,
-    validate,
 )
 from ..errors import ConfigError
 from ..names import name_problem
+from .stages import STAGES, axis_owner, inputs_of, stage
+from .stages.finetune import study_tasks
 
 EXECUTORS = ("local", "ray")
 
@@ -54,8 +52,8 @@ class ResourceSpec:
     gpu_tflops: float = 150.0  # sustained bf16 TFLOP/s per GPU, for the time estimates of --dry-run
 
     def of(self, stage: str) -> tuple[int, int]:
-        """(GPUs, processes) of one node of `stage` (pretrain / finetune / evaluate; others: (gpus, 1))."""
-        if stage not in ("pretrain", "finetune", "evaluate"):
+        """(GPUs, processes) of one node of `stage` (those with ``<stage>_gpus``; others: (gpus, 1))."""
+        if not hasattr(self, f"{stage}_nproc"):
             return self.gpus, 1
         gpus = getattr(self, f"{stage}_gpus")
         gpus = self.gpus if gpus is None else gpus
@@ -96,24 +94,14 @@ class StudySpec:
     # grouped by the study name and tagged with its axis values; not part of any node id
     tracker: str | list[str] | None = None
 
-    def has_pretraining(self) -> bool:
-        """Whether the study pretrains: always without checkpoints; beside them only when asked for."""
-        return (not self.checkpoints or self.base is not None
-                or any(stage_of(k)[0] == "pretrain" for k in all_axes(self)))
-
-
-def stage_of(axis: str) -> tuple[str, str]:
-    """(stage, key within the stage's config) of an axis key."""
-    if axis in ("finetune_from",):
-        return "finetune_from", ""
-    if axis in ("task", "finetune.task"):
-        return "finetune", "task"
-    if axis == "seed":
-        return "pretrain", "train.seed"
-    for stage in ("finetune", "evaluate", "pretrain"):
-        if axis.startswith(stage + "."):
-            return stage, axis[len(stage) + 1:]
-    return "pretrain", axis
+    def axes_of(self, kind: str) -> dict[str, tuple[str, list[Any]]]:
+        """The axes stage `kind` owns: {axis key: (key within its config, values)}."""
+        out = {}
+        for axis, values in all_axes(self).items():
+            owner, key = axis_owner(axis)
+            if owner.kind == kind:
+                out[axis] = (key, values)
+        return out
 
 
 def all_axes(spec: StudySpec) -> dict[str, list[Any]]:
@@ -126,7 +114,8 @@ def all_axes(spec: StudySpec) -> dict[str, list[Any]]:
             axes[key] = list(values)
     seen: dict[tuple[str, str], str] = {}
     for key in axes:  # `seed` and `train.seed`, `task` and `finetune.task`, `x` and `pretrain.x`: one key
-        where = stage_of(key)
+        owner, sub = axis_owner(key)
+        where = (owner.kind, sub)
         if where in seen:
             raise ConfigError(f"axes.{key}", f"is the same key as axes.{seen[where]}: give it once")
         seen[where] = key
@@ -146,49 +135,20 @@ def validate_spec(spec: StudySpec) -> None:
     from ..tracking import check_backends
 
     check_backends(spec.tracker, "tracker")
-    if spec.analyze is not None:  # AnalyzeConfig.validate checks `what` (one place)
-        try:
-            validate(spec.analyze)
-        except ConfigError as e:
-            raise ConfigError(f"analyze.{e.key}", e.problem) from None
-    _req(spec.evaluate is None or spec.finetune is not None, "evaluate", "needs a `finetune` section")
     axes = all_axes(spec)
-    tasks = [str(t) for t in axes.get("task", [])] + [str(spec.finetune.task if spec.finetune else None)]
-    for task, opts in spec.task_axes.items():
-        _req(task in tasks or any(t.endswith((".yaml", ".yml")) for t in tasks), f"task_axes.{task}",
-             f"is not one of the study's tasks ({', '.join(t for t in tasks if t != 'None')})")
-        _req(isinstance(opts, dict) and bool(opts), f"task_axes.{task}", "must map task options to value lists")
-        for opt, values in opts.items():
-            _req(isinstance(values, list) and len(values) > 0, f"task_axes.{task}.{opt}", "must be a non-empty list")
-            _req(len(values) == len({repr(v) for v in values}), f"task_axes.{task}.{opt}", "has repeated values")
     _check_size(spec, axes)
-    _check_report(spec, tasks)
-    _check_tasks(spec, axes)
+    _check_report(spec, study_tasks(spec, axes))
     for key, values in axes.items():
         _req(isinstance(values, list) and len(values) > 0, f"axes.{key}", "must be a non-empty list")
-        stage, sub = stage_of(key)
-        if stage in ("finetune", "evaluate", "finetune_from"):
-            _req(spec.finetune is not None, f"axes.{key}", "sweeps fine-tuning but the study has no `finetune`")
-        if stage == "evaluate":
-            _req(spec.evaluate is not None, f"axes.{key}", "sweeps evaluation but the study has no `evaluate`")
-        if stage == "finetune_from":
-            for v in values:
-                ok = isinstance(v, int | float) and not isinstance(v, bool) and 0 < v <= 1
-                _req(ok, f"axes.{key}", f"{v!r}: fractions of pretraining must be in (0, 1]")
-        seen: dict[str, Any] = {}
-        for v in values:  # each value alone must give a valid stage config (type and range checks)
-            try:
-                cfg = stage_config(spec, stage, {sub: v} if sub else {})
-            except ConfigError as e:
-                raise ConfigError(f"axes.{key}", f"{v!r}: {e.key}: {e.problem}") from None
-            coerced = _value_at(cfg, sub) if sub else float(v)
-            norm = json.dumps(coerced, sort_keys=True, default=str)
-            _req(norm not in seen, f"axes.{key}",
-                 f"has repeated values {seen.get(norm)!r} and {v!r} (both are {coerced!r} as a config value)")
-            seen[norm] = v
-    for stage in ("pretrain", "finetune", "evaluate"):
-        stage_config(spec, stage, {})
-    _check_checkpoints(spec, axes)
+        owner, sub = axis_owner(key)
+        for s in [*inputs_of(owner), owner]:  # the stages it is built on first (evaluation needs fine-tuning)
+            problem = s.sweep_problem(spec)
+            _req(problem is None, f"axes.{key}", problem or "")
+        owner.check_axis(spec, key, sub, values)
+    for s in STAGES.values():
+        if s.axis_prefix is not None:  # a stage configured by the study: its base config alone is valid
+            s.config(spec, {})
+        s.check_spec(spec, axes)
 
 
 MAX_GRID_POINTS = 5_000  # rows x task variants a study may plan; more is refused before anything is expanded
@@ -206,110 +166,28 @@ def _check_size(spec: StudySpec, axes: dict[str, list[Any]]) -> None:
                               "split the study into several")
 
 
-def _check_tasks(spec: StudySpec, axes: dict[str, list[Any]]) -> None:
-    """Every fine-tuning task exists now, not after pretraining: a registered name, or a YAML task file that
-    loads; two tasks with one name (a YAML task named like a built-in) would share result columns: refused."""
-    if spec.finetune is None:
-        return
-    from ..errors import UserError
-    from ..tasks.registry import get_task, task_names
-
-    key = "axes.task" if "task" in axes else "finetune.task"
-    by_name: dict[str, str] = {}
-    for task in [str(t) for t in axes.get("task", [spec.finetune.task])]:
-        if task.endswith((".yaml", ".yml")):
-            try:
-                name = get_task(task).name
-            except UserError as e:
-                raise ConfigError(key, str(e)) from None
-        elif task in task_names():
-            name = task
-        else:
-            raise ConfigError(key, f"unknown task '{task}'; known tasks: {', '.join(task_names())} (or a path to "
-                              "a task YAML)")
-        if name in by_name:
-            raise ConfigError(key, f"'{by_name[name]}' and '{task}' are both the task '{name}': their results would "
-                              "share columns (rename the YAML task)")
-        by_name[name] = task
-
-
 def _check_report(spec: StudySpec, tasks: list[str]) -> None:
     """``report.headline``: the study's own tasks, each with a metric name (``greedy``, ``pass@16``, ``acc``, ...)."""
     from ..results_columns import METRIC_NAME, METRIC_NAMES
 
     _req(isinstance(spec.report.headline, dict), "report.headline", "must map tasks to metrics")
     for task, metric in spec.report.headline.items():
-        _req(task in tasks, f"report.headline.{task}",
-             f"is not one of the study's tasks ({', '.join(t for t in tasks if t != 'None')})")
+        _req(task in tasks, f"report.headline.{task}", f"is not one of the study's tasks ({', '.join(tasks)})")
         _req(isinstance(metric, str) and METRIC_NAME.fullmatch(metric) is not None, f"report.headline.{task}",
              f"{metric!r}: not a metric name ({METRIC_NAMES})")
 
 
-def _check_checkpoints(spec: StudySpec, axes: dict[str, list[Any]]) -> None:
-    """Checkpoint entries: each one's source (plan-time, nothing downloaded), and what they cannot do."""
-    if not spec.checkpoints:
-        return
-    from .stages import STAGES
-
-    for name, cfg in spec.checkpoints.items():
-        STAGES["checkpoint"].check(name, cfg)
-    _req(spec.analyze is not None or spec.finetune is not None, "checkpoints",
-         "a study over checkpoints needs `analyze` or `finetune`")
-    _req(all(float(f) >= 1 for f in axes.get("finetune_from", [1.0])), "finetune_from",
-         "fractions of pretraining need pretraining runs; checkpoint entries are fine-tuned as they are "
-         "(give each intermediate checkpoint its own entry)")
-
-
 def check_memory_fits(spec: StudySpec) -> None:
-    """Every pretraining config of the grid (axis values one at a time) must fit the memory of this machine
-    (`plasticity study` and its ``--dry-run`` on the local executor; not part of `load_spec`, so `status` and
-    the validation of the paper's GPU studies work anywhere). Pretraining on GPUs (``resources.pretrain_gpus``)
-    is sized per node by `plasticity.study.sizing` instead (its processes, sharding and GPUs)."""
-    from ..hardware import default_device, resolve_precision
-    from ..train.pretrain import early_memory_check
-
-    if not spec.has_pretraining() or spec.resources.pretrain_gpus:
-        return  # pretraining on GPUs: `plasticity.study.sizing` sizes it against resources.gpu_memory_gb
-    axes = all_axes(spec)
-    device = default_device()
-    checks: list[tuple[str, dict[str, Any]]] = [("base", {})]
-    for key, values in axes.items():
-        stage, sub = stage_of(key)
-        if stage == "pretrain":
-            checks += [(f"axes.{key}", {sub: v}) for v in values]
-    for where, values in checks:
-        cfg = stage_config(spec, "pretrain", values)
-        try:
-            early_memory_check(cfg, device, resolve_precision(cfg.train.precision, device), lambda m: None)
-        except ConfigError as e:
-            value = f"{next(iter(values.values()))!r}: " if values else ""
-            raise ConfigError(where, f"{value}{e.key}: {e.problem}") from None
+    """Every config of the grid (axis values one at a time) must fit the memory of this machine (`plasticity
+    study` and its ``--dry-run`` on the local executor; not part of `load_spec`, so `status` and the validation
+    of the paper's GPU studies work anywhere): each stage checks its own (`Stage.check_memory`)."""
+    for s in STAGES.values():
+        s.check_memory(spec)
 
 
-def stage_config(spec: StudySpec, stage: str, values: dict[str, Any]) -> Any:
-    """The validated config of one stage with axis `values` (``{dotted key: value}``) applied."""
-    over: dict[str, Any] = {}
-    for k, v in values.items():
-        set_dotted(over, k, v)
-    try:
-        if stage == "pretrain":
-            data = deep_merge(to_dict(spec.base or PretrainConfig()), over)
-            data.pop("out_dir", None)
-            cfg = from_dict(PretrainConfig, data)
-        elif stage == "finetune":
-            base = to_dict(spec.finetune or FinetuneConfig())
-            for k in ("init_from", "out_dir"):
-                _req(base[k] == getattr(FinetuneConfig, k) and k not in over, k, "is set by the study (remove it)")
-            data = scope_task_options(base, deep_merge(base, over))
-            cfg = from_dict(FinetuneConfig, dict(data, init_from="<pretrained>", out_dir="<study>"))
-        elif stage == "evaluate":
-            cfg = from_dict(EvaluateConfig, deep_merge(to_dict(spec.evaluate or EvaluateConfig()), over))
-        else:
-            return None
-        validate(cfg)
-        return cfg
-    except ConfigError as e:
-        raise ConfigError(f"{'base' if stage == 'pretrain' else stage}.{e.key}", e.problem) from None
+def stage_config(spec: StudySpec, kind: str, values: dict[str, Any]) -> Any:
+    """The validated config of stage `kind` with axis `values` (``{dotted key: value}``) applied."""
+    return stage(kind).config(spec, values)
 
 
 def load_spec(path: str | Path | None) -> StudySpec:
@@ -327,14 +205,6 @@ def load_spec(path: str | Path | None) -> StudySpec:
     spec = from_dict(StudySpec, raw)
     validate_spec(spec)
     return spec
-
-
-def _value_at(cfg: Any, dotted: str) -> Any:
-    """The (type-coerced) value of `dotted` in a config dataclass (mappings such as task_options included)."""
-    cur = cfg
-    for part in dotted.split("."):
-        cur = cur.get(part) if isinstance(cur, dict) else getattr(cur, part, None)
-    return cur
 
 
 def _req(cond: bool, key: str, problem: str) -> None:

@@ -8,12 +8,25 @@ from typing import Any
 from ...analysis.columns import analysis_columns
 from ...config import AnalyzeConfig, from_dict, to_dict
 from ...io import read_json_or_none as read_json
-from .base import Node, RunContext, Stage
+from .base import Node, Point, RunContext, Stage, StudySpec, Upstream
 
 
 class AnalyzeStage(Stage):
+    """One node per model (pretraining run or checkpoint), its files in the model's ``analysis/`` folder."""
+
     kind = "analyze"
     config_type = AnalyzeConfig
+    section = "analyze"
+    consumes = "model"
+    provides = "analysis"
+
+    def enabled(self, spec: StudySpec) -> bool:
+        return spec.analyze is not None and bool(spec.analyze.what)
+
+    def check_spec(self, spec: StudySpec, axes: dict[str, list[Any]]) -> None:
+        """Every analysis is known and the options are valid (`AnalyzeConfig.validate`, through `config`)."""
+        if spec.analyze is not None:
+            self.config(spec, {})
 
     def identity(self, model_id: str, acfg: AnalyzeConfig) -> list[Any]:
         """The model and the sorted analyses, plus any option that differs from its default (so studies written
@@ -21,14 +34,18 @@ class AnalyzeStage(Stage):
         opts = _non_default(acfg)
         return [model_id, sorted(acfg.what)] + ([opts] if opts else [])
 
-    def build(self, model_id: str, target: str, acfg: AnalyzeConfig, out: str, label: str, gpus: int) -> Node:
-        return Node(id=self.node_id(self.identity(model_id, acfg)), kind=self.kind, deps=[model_id], out=out,
-                    config={"run": target, "what": sorted(acfg.what), "options": _non_default(acfg)}, label=label,
-                    gpus=gpus)
+    def build(self, spec: StudySpec, point: Point, upstream: Upstream) -> Node:
+        model = upstream[self.consumes]
+        acfg = point.config(self.kind)
+        gpus, _ = spec.resources.of(self.kind)
+        return Node(id=self.node_id(self.identity(model.id, acfg)), kind=self.kind, deps=[model.id],
+                    out=str(Path(model.out) / "analysis"), label=model.label, gpus=gpus,
+                    config={"run": upstream.model_dir, "what": sorted(acfg.what), "options": _non_default(acfg)})
 
     def run(self, node: Node, ctx: RunContext) -> dict[str, Any]:
         from ...analysis.run import run_analyze
 
+        # validated once, when the plan built it
         cfg = from_dict(AnalyzeConfig, dict(node.config.get("options") or {}, what=node.config["what"]))
         run_analyze(node.config["run"], out_dir=node.out, cfg=cfg, log=ctx.log)
         metrics = {}

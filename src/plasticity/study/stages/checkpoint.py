@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,13 +15,40 @@ from ...config import CheckpointConfig
 from ...errors import CheckpointError, ConfigError
 from ...io import read_json_or_none as read_json
 from ...names import name_problem
-from .base import Node, RunContext, Stage
+from .base import Node, Point, RunContext, Stage, StudySpec, Upstream, grid_points, runs_dir
+from .finetune import start_fractions
 from .pretrain import PretrainStage
+
+ROW_KEY = "checkpoint"  # the results column (and row point key) naming a row's checkpoint entry
 
 
 class CheckpointStage(Stage):
+    """A model per ``checkpoints`` entry; its rows cross the entry with the axes of the stages built on a model."""
+
     kind = "checkpoint"
     config_type = CheckpointConfig
+    section = "checkpoints"
+    provides = "model"
+
+    def check_spec(self, spec: StudySpec, axes: dict[str, list[Any]]) -> None:
+        """Each entry's source (plan-time, nothing downloaded), and what a study over checkpoints cannot do."""
+        if not spec.checkpoints:
+            return
+        for name, cfg in spec.checkpoints.items():
+            self.check(name, cfg)
+        if spec.analyze is None and spec.finetune is None:
+            raise ConfigError("checkpoints", "a study over checkpoints needs `analyze` or `finetune`")
+        if start_fractions(axes):
+            raise ConfigError("finetune_from", "fractions of pretraining need pretraining runs; checkpoint entries "
+                              "are fine-tuned as they are (give each intermediate checkpoint its own entry)")
+
+    def row_keys(self, spec: StudySpec) -> list[str]:
+        return [ROW_KEY] if spec.checkpoints else []
+
+    def rows(self, spec: StudySpec, grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
+        """Every entry crossed with every point of `grid`."""
+        points = grid_points(grid)
+        return [{ROW_KEY: name, **p} for name in spec.checkpoints for p in points]
 
     def check(self, name: str, cfg: CheckpointConfig) -> None:
         """Plan-time checks (nothing downloaded): the source exists, a Hub id has a revision, a local model is
@@ -64,15 +92,17 @@ class CheckpointStage(Stage):
         return {"path": str(model), "run": str(src.run_dir.resolve()) if src.kind == "run" else None,
                 "fingerprint": fp}
 
-    def build(self, name: str, cfg: CheckpointConfig, runs: Path, gpus: int) -> Node:
+    def build(self, spec: StudySpec, point: Point, upstream: Upstream) -> Node:
+        name = point.axes[ROW_KEY]
+        cfg = spec.checkpoints[name]
         c_id = self.node_id(self.identity(cfg))
-        return Node(id=c_id, kind=self.kind, deps=[], out=str(runs / c_id), label=f"checkpoint={name}", gpus=gpus,
-                    config={"name": name, "path": cfg.path, "revision": cfg.revision})
+        gpus, _ = spec.resources.of(self.kind)
+        return Node(id=c_id, kind=self.kind, deps=[], out=str(runs_dir(spec) / c_id), label=f"{ROW_KEY}={name}",
+                    gpus=gpus, config={"name": name, "path": cfg.path, "revision": cfg.revision})
 
-    @staticmethod
-    def model_dir(node: Node) -> str:
-        """What analyze and finetune are given: the node's ``model`` link (a run dir or a model dir)."""
-        return str(Path(node.out) / "model")
+    def extend(self, upstream: Upstream, node: Node) -> Upstream:
+        """Analyze and finetune are given the node's ``model`` link (a run dir or a model dir)."""
+        return upstream.add(self.provides, node, model_dir=str(Path(node.out) / "model"), shape=None)
 
     def run(self, node: Node, ctx: RunContext) -> dict[str, Any]:
         from ...checkpoints import check_model_dir, read_manifest, resolve_model_source, weights_digest
@@ -111,3 +141,16 @@ class CheckpointStage(Stage):
         if info.get("kind") == "run":  # one of our runs: its pretraining numbers
             out.update(PretrainStage().metrics(Node(**dict(vars(node), out=info["run_dir"])), label))
         return out
+
+    def review(self, rows: list[dict[str, Any]], log: Callable[[str], None]) -> None:
+        """Entries whose weights are identical (a Hub repo may serve one file under several revisions)."""
+        by_digest: dict[str, list[str]] = {}
+        for r in rows:
+            if r.get("weights_sha256") and r.get(ROW_KEY):
+                names = by_digest.setdefault(r["weights_sha256"], [])
+                if r[ROW_KEY] not in names:
+                    names.append(r[ROW_KEY])
+        for names in by_digest.values():
+            if len(names) > 1:
+                log(f"  warning: checkpoint entries {', '.join(names)} have identical weights (weights_sha256): "
+                    "their rows measure one model")

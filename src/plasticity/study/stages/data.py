@@ -6,21 +6,29 @@ from pathlib import Path
 from typing import Any
 
 from ...config import DataConfig, PretrainConfig, TokenizerConfig, from_dict, to_dict
-from .base import Node, RunContext, Stage
+from .base import Node, Point, RunContext, Stage, StudySpec, Upstream
 
 
 class DataStage(Stage):
+    """Its config is the ``data`` and ``tokenizer`` sections of the pretraining config it feeds (`config_of`)."""
+
     kind = "data"
-    config_type = DataConfig
+    config_type = PretrainConfig
+    config_of = "pretrain"
+    consumes = "tokenizer"
+    provides = "tokens"
+    in_tracker = False
 
     def identity(self, pcfg: PretrainConfig, tokenizer_id: str) -> list[Any]:
         from ...data.packed import source_key
 
         return [source_key(pcfg.data), tokenizer_id]
 
-    def build(self, pcfg: PretrainConfig, tokenizer_id: str) -> Node:
+    def build(self, spec: StudySpec, point: Point, upstream: Upstream) -> Node:
         from ...data.packed import source_label
 
+        pcfg = point.config(self.config_of)
+        tokenizer_id = upstream[self.consumes].id
         return Node(id=self.node_id(self.identity(pcfg, tokenizer_id)), kind=self.kind, deps=[tokenizer_id], out="",
                     config={"data": to_dict(pcfg.data), "tokenizer": to_dict(pcfg.tokenizer)},
                     label=source_label(pcfg.data.source))

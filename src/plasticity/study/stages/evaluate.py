@@ -7,13 +7,26 @@ from typing import Any
 
 from ...config import EvaluateConfig, FinetuneConfig, from_dict, to_dict
 from ...io import read_json_or_none as read_json
-from ...results_columns import task_columns
-from .base import Node, RunContext, Stage, torchrun
+from ...results_columns import headline, task_columns
+from .base import Node, Point, RunContext, Stage, StudySpec, Upstream, runs_dir, torchrun
 
 
 class EvaluateStage(Stage):
+    """Owns ``evaluate.``-prefixed axes; one node per fine-tuned model; its columns end in the row's headline."""
+
     kind = "evaluate"
     config_type = EvaluateConfig
+    section = "evaluate"
+    consumes = "finetuned"
+    provides = "evaluation"
+    axis_prefix = "evaluate"
+    sweep_name = "evaluation"
+
+    def check_spec(self, spec: StudySpec, axes: dict[str, list[Any]]) -> None:
+        from ...errors import ConfigError
+
+        if spec.evaluate is not None and spec.finetune is None:
+            raise ConfigError("evaluate", "needs a `finetune` section")
 
     def resolved(self, ecfg: EvaluateConfig, fcfg: FinetuneConfig) -> dict[str, Any]:
         """The settings as run; the default stability cloze sets are resolved here, so the node id says which."""
@@ -27,10 +40,17 @@ class EvaluateStage(Stage):
     def identity(self, finetune_id: str, settings: dict[str, Any]) -> list[Any]:
         return [finetune_id, settings]
 
-    def build(self, ft: Node, settings: dict[str, Any], runs: Path, gpus: int, nproc: int = 1) -> Node:
+    def build(self, spec: StudySpec, point: Point, upstream: Upstream) -> Node:
+        ft = upstream[self.consumes]
+        fcfg = point.config(ft.kind)
+        settings = self.resolved(point.config(self.kind), fcfg)
         ev_id = self.node_id(self.identity(ft.id, settings))
-        return Node(id=ev_id, kind=self.kind, deps=[ft.id], out=str(runs / ev_id), label=ft.label, gpus=gpus,
-                    nproc=nproc, config={"finetune_dir": ft.out, "evaluate": settings})
+        gpus, nproc = spec.resources.of(self.kind)
+        node = Node(id=ev_id, kind=self.kind, deps=[ft.id], out=str(runs_dir(spec) / ev_id), label=ft.label,
+                    gpus=gpus, nproc=nproc, config={"finetune_dir": ft.out, "evaluate": settings})
+        if upstream.shape is not None:
+            node.est_tokens, node.est_flops = evaluate_estimate(settings, fcfg, upstream.shape)
+        return node
 
     def run(self, node: Node, ctx: RunContext) -> dict[str, Any]:
         if node.nproc > 1:  # the questions split across torchrun processes (resources.evaluate_nproc)
@@ -51,10 +71,31 @@ class EvaluateStage(Stage):
         return (read_json(out / "stability.json") is not None
                 and all(read_json(f) is not None for f in out.glob("*.json")))
 
+    def tracked(self, node: Node, result: dict[str, Any]) -> tuple[dict[str, Any], dict[int, dict[str, float]]]:
+        return dict(result.get("metrics") or {}), {}
+
+    def columns(self, nodes: list[tuple[str, Node]], study_dir: Path) -> dict[str, Any]:
+        """``<task>/<eval set>/<metric>`` of every task (`task_columns`), then the row's averaged headline."""
+        out: dict[str, Any] = {}
+        per_task = {label: task_columns(label, Path(node.out), out) for label, node in nodes}
+        out.update(headline(per_task))
+        return out
+
     def metrics(self, node: Node, label: str) -> dict[str, Any]:
         out: dict[str, Any] = {}
         task_columns(label, Path(node.out), out)
         return out
+
+
+def evaluate_estimate(ev: dict[str, Any], fcfg: FinetuneConfig, model: tuple[Any, Any]
+                      ) -> tuple[int | None, float | None]:
+    """Upper bound: questions x (k + 1) samples x max_new_tokens."""
+    n = ev.get("max_questions") or fcfg.options_for_task().get("n_test")
+    if not n:
+        return None, None
+    tokens = int(n) * (int(ev["k"]) + 1) * int(ev["max_new_tokens"])
+    counts, shape = model
+    return tokens, 2.0 * (counts.non_embedding + shape.vocab_size * shape.hidden_size) * tokens
 
 
 def evaluate_node(node: Node, log) -> dict[str, Any]:

@@ -2,13 +2,28 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
 
-from ...config import PretrainConfig, from_dict, to_dict, train_identity, validate
+from ...config import PretrainConfig, deep_merge, from_dict, to_dict, train_identity
+from ...errors import ConfigError
 from ...io import read_json_or_none as read_json
-from .base import Node, RunContext, Stage, completed_run, run_summary, torchrun
+from .base import (
+    Node,
+    Point,
+    RunContext,
+    Stage,
+    StudySpec,
+    Upstream,
+    completed_run,
+    grid_points,
+    run_summary,
+    runs_dir,
+    torchrun,
+)
+from .finetune import start_fractions
 
 # how fast / how much memory / whether to refuse / where numbers are mirrored, not what is computed
 NOT_IDENTITY = ("threads", "parallel", "allow_large_memory", "activation_checkpointing", "tracker")
@@ -16,8 +31,59 @@ DATA_NOT_IDENTITY = ("num_workers", "shard_mb")  # how the token cache is prepar
 
 
 class PretrainStage(Stage):
+    """Owns the ``pretrain.``-prefixed axes, ``seed`` (= ``train.seed``) and every key no other stage owns."""
+
     kind = "pretrain"
     config_type = PretrainConfig
+    section = "base"
+    consumes = "tokens"
+    provides = "model"
+    axis_prefix = "pretrain"
+    axis_aliases = {"seed": "train.seed"}
+    owns_unprefixed_axes = True
+    sweep_name = "pretraining"
+    trains = True
+
+    def __init__(self) -> None:
+        self._estimates: dict[str, tuple[Any, tuple[int, float]]] = {}  # node id -> (model, (tokens, FLOPs))
+
+    def enabled(self, spec: StudySpec) -> bool:
+        """Always without checkpoints; beside them only when asked for (a base or a pretraining axis)."""
+        return not spec.checkpoints or spec.base is not None or bool(spec.axes_of(self.kind))
+
+    def config_data(self, spec: StudySpec, over: dict[str, Any]) -> dict[str, Any]:
+        data = deep_merge(to_dict(spec.base or PretrainConfig()), over)
+        data.pop("out_dir", None)  # named by the node id
+        return data
+
+    def sweep_problem(self, spec: StudySpec) -> str | None:
+        return None  # `base` defaults: any study may pretrain
+
+    def check_memory(self, spec: StudySpec) -> None:
+        """Every pretraining config of the grid (axis values one at a time) must fit this machine's memory;
+        pretraining on GPUs (``resources.pretrain_gpus``) is sized per node by `plasticity.study.sizing`."""
+        from ...hardware import default_device, resolve_precision
+        from ...train.pretrain import early_memory_check
+
+        if not self.enabled(spec) or spec.resources.pretrain_gpus:
+            return
+        device = default_device()
+        checks: list[tuple[str, dict[str, Any]]] = [("base", {})]
+        for axis, (key, values) in spec.axes_of(self.kind).items():
+            checks += [(f"axes.{axis}", {key: v}) for v in values]
+        for where, values in checks:
+            cfg = self.config(spec, values)
+            try:
+                early_memory_check(cfg, device, resolve_precision(cfg.train.precision, device), lambda m: None)
+            except ConfigError as e:
+                value = f"{next(iter(values.values()))!r}: " if values else ""
+                raise ConfigError(where, f"{value}{e.key}: {e.problem}") from None
+
+    def rows(self, spec: StudySpec, grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
+        """Every point of the grid, when the study pretrains."""
+        if not self.enabled(spec):
+            return []
+        return grid_points(grid)
 
     def identity(self, pcfg: PretrainConfig) -> dict[str, Any]:
         d = to_dict(pcfg)
@@ -28,17 +94,32 @@ class PretrainStage(Stage):
             ident["data"].pop(how, None)
         return ident
 
-    def build(self, pcfg: PretrainConfig, data_id: str, runs: Path, label: str, gpus: int, nproc: int) -> Node:
+    def build(self, spec: StudySpec, point: Point, upstream: Upstream) -> Node:
+        """The run keeps a snapshot at every fraction fine-tuning starts from (``finetune_from`` < 1)."""
+        pcfg = point.config(self.kind)
+        fracs = start_fractions(point.grid)
+        if fracs:
+            pcfg = dataclasses.replace(pcfg, train=dataclasses.replace(
+                pcfg.train, checkpoint_fractions=sorted(set(pcfg.train.checkpoint_fractions) | set(fracs))))
         p_id = self.node_id(self.identity(pcfg))
-        out = str(runs / p_id)
+        out = str(runs_dir(spec) / p_id)
         d = to_dict(pcfg)
         d.pop("out_dir")
-        return Node(id=p_id, kind=self.kind, deps=[data_id], out=out, config=dict(d, out_dir=out), label=label,
-                    gpus=gpus, nproc=nproc)
+        label = point.label({self.kind})
+        gpus, nproc = spec.resources.of(self.kind)
+        node = Node(id=p_id, kind=self.kind, deps=[upstream[self.consumes].id], out=out, config=dict(d, out_dir=out),
+                    label=label, gpus=gpus, nproc=nproc)
+        if p_id not in self._estimates:
+            self._estimates[p_id] = pretrain_estimate(pcfg)
+        node.est_tokens, node.est_flops = self._estimates[p_id][1]
+        _check_fractions(fracs, pcfg, node.est_tokens, label)
+        return node
+
+    def extend(self, upstream: Upstream, node: Node) -> Upstream:
+        return upstream.add(self.provides, node, model_dir=node.out, shape=self._estimates[node.id][0])
 
     def run(self, node: Node, ctx: RunContext) -> dict[str, Any]:
-        cfg = from_dict(PretrainConfig, node.config)
-        validate(cfg)
+        cfg = from_dict(PretrainConfig, node.config)  # validated once, when the plan built it
         resume = (Path(cfg.out_dir) / "config.yaml").exists()
         if node.nproc > 1:
             return run_summary(_torchrun(node, resume, ctx), cfg.out_dir, "final_val_loss")
@@ -55,6 +136,30 @@ class PretrainStage(Stage):
                     tokens=s.get("tokens_seen"), params=s.get("params_total"))
 
 
+def _check_fractions(fracs: list[float], pcfg: PretrainConfig, tokens: int, label: str) -> None:
+    """Each ``finetune_from`` fraction must name a snapshot of its own: step round(f x steps) in [1, steps), so
+    that a row labelled 1e-09 is never fine-tuned from step 1 (nor 0.999 from a snapshot that is the final model)."""
+    steps = tokens // max(1, pcfg.train.micro_batch_size * pcfg.train.grad_accum * pcfg.data.seq_len)
+    for f in fracs:
+        step = round(f * steps)
+        if not 1 <= step < steps:
+            raise ConfigError("finetune_from", f"{f:g} of {steps} pretraining steps ({label}) is step {step}, "
+                              f"not a checkpoint between step 1 and the final one (use 1.0 for the final model)")
+
+
+def pretrain_estimate(pcfg: PretrainConfig) -> tuple[Any, tuple[int, float]]:
+    """((param counts, shape), (tokens, FLOPs)) from the preset on the meta device (vocab from the config)."""
+    from ...models import build_model, count_params, flops_per_token, resolve_shape
+    from ...train.pretrain import resolve_total_steps
+
+    vocab = pcfg.model.vocab_size or (pcfg.tokenizer.vocab_size if pcfg.tokenizer.name == "bpe" else 32000)
+    shape = resolve_shape(pcfg.model, vocab)
+    counts = count_params(build_model(shape, device="meta"))
+    steps, _ = resolve_total_steps(pcfg, counts.total, counts.non_embedding)
+    tokens = steps * pcfg.train.micro_batch_size * pcfg.train.grad_accum * pcfg.data.seq_len
+    return (counts, shape), (tokens, tokens * flops_per_token(counts, shape, pcfg.data.seq_len))
+
+
 def _torchrun(node: Node, resume: bool, ctx: RunContext) -> dict[str, Any]:
     """Pretrain one node with `nproc` processes (DDP / FSDP2) through torchrun; its output goes to the log."""
     from ...io import write_yaml
@@ -66,3 +171,4 @@ def _torchrun(node: Node, resume: bool, ctx: RunContext) -> dict[str, Any]:
     if s.exists():
         return json.loads(s.read_text())
     return {"status": "failed", "reason": f"torchrun exited with code {rc} (see {ctx.log_path})"}
+

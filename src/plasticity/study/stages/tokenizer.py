@@ -6,12 +6,17 @@ from pathlib import Path
 from typing import Any
 
 from ...config import DataConfig, PretrainConfig, TokenizerConfig, from_dict, to_dict
-from .base import Node, RunContext, Stage, node_hash
+from .base import Node, Point, RunContext, Stage, StudySpec, Upstream, node_hash
 
 
 class TokenizerStage(Stage):
+    """Its config is the ``data`` and ``tokenizer`` sections of the pretraining config it feeds (`config_of`)."""
+
     kind = "tokenizer"
-    config_type = TokenizerConfig
+    config_type = PretrainConfig
+    config_of = "pretrain"  # the stage whose (already built) config holds this one's
+    provides = "tokenizer"
+    in_tracker = False
 
     def identity(self, pcfg: PretrainConfig) -> str:
         """The cache directory name of a trained tokenizer (already a content hash), else name@revision hashed."""
@@ -23,9 +28,10 @@ class TokenizerStage(Stage):
     def node_id(self, identity: Any) -> str:
         return f"{self.kind}-{identity}"
 
-    def build(self, pcfg: PretrainConfig) -> Node:
+    def build(self, spec: StudySpec, point: Point, upstream: Upstream) -> Node:
         from ...data.packed import source_label, tokenizer_dir
 
+        pcfg = point.config(self.config_of)
         tdir = tokenizer_dir(pcfg.data, pcfg.tokenizer)
         return Node(id=self.node_id(self.identity(pcfg)), kind=self.kind, deps=[], out=str(tdir) if tdir else "",
                     config={"data": to_dict(pcfg.data), "tokenizer": to_dict(pcfg.tokenizer)},
@@ -35,7 +41,7 @@ class TokenizerStage(Stage):
         from ...data.packed import prepare_tokenizer
 
         tok_dir = prepare_tokenizer(from_dict(DataConfig, node.config["data"]),
-                                 from_dict(TokenizerConfig, node.config["tokenizer"]), ctx.log)
+                                    from_dict(TokenizerConfig, node.config["tokenizer"]), ctx.log)
         return {"status": "done", "out": str(tok_dir)}
 
     def outputs_present(self, node: Node, out: Path) -> bool:
