@@ -8,9 +8,9 @@ import re
 from .errors import UserError
 
 MAX_NAME = 200  # bytes; file systems allow 255 per component and we add suffixes (".samples.jsonl")
-NODE_KINDS = ("tokenizer", "data", "pretrain", "checkpoint", "analyze", "finetune", "evaluate")
-# `<kind>-<hex hash>` (12 hex digits; a tokenizer node is named by its cache directory: 16)
-NODE_ID = re.compile(rf"^(?:{'|'.join(NODE_KINDS)})-[0-9a-f]{{1,64}}$")
+# `<kind>-<hex hash>` (12 hex digits; a tokenizer node is named by its cache directory: 16); the kind is any
+# stage's (lower-case letters and '_'), so a new stage needs no entry here; safe as a path component
+NODE_ID = re.compile(r"^[a-z][a-z_]*-[0-9a-f]{1,64}$")
 
 
 def name_problem(value: object) -> str | None:
