@@ -14,7 +14,7 @@ from dataclasses import replace
 
 import torch
 
-from plasticity.bench import PLANS, bench_sampler, environment, loadavg, set_clock
+from plasticity.bench.suite import PLANS, bench_sampler, environment, loadavg, set_clock
 from plasticity.hardware import default_device
 
 

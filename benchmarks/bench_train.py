@@ -1,6 +1,6 @@
 """Training throughput: our loop vs a plain HF eager fp32 loop, same preset, same process (A/B interleaved).
 
-Thin wrapper over `plasticity.bench` (what `plasticity bench` runs). Prints one JSON line.
+Thin wrapper over `plasticity.bench.suite` (what `plasticity bench` runs). Prints one JSON line.
 Usage: python benchmarks/bench_train.py [--preset llama2-small] [--steps 4] [--repeats 3] [--ablation]
        [--threads N] [--clock wall|cpu]
 """
@@ -13,7 +13,7 @@ from dataclasses import replace
 
 import torch
 
-from plasticity.bench import PLANS, bench_train, environment, loadavg, set_clock
+from plasticity.bench.suite import PLANS, bench_train, environment, loadavg, set_clock
 from plasticity.hardware import default_device, resolve_precision
 from plasticity.train.loop import FastPath
 

@@ -11,7 +11,7 @@ import json
 
 import torch
 
-from plasticity.bench import BenchPlan, bench_train, environment
+from plasticity.bench.suite import BenchPlan, bench_train, environment
 from plasticity.hardware import default_device
 from plasticity.train.loop import FastPath
 

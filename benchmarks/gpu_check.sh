@@ -33,7 +33,7 @@ git log -1 --format='commit %H %cd' 2>/dev/null | tee -a "$OUT/gpu.txt"
 if [[ $PARTS == *" tests "* ]]; then
   echo "== tests: CUDA ($((SECONDS - START)) s)"
   timeout "${TESTS_SECONDS:-170}" "$PY" -m pytest -q -p no:cacheprovider -m "" -k cuda -rs \
-    tests/gpu tests/foundation/test_fast_path.py tests/evaluate/test_sampler.py \
+    tests/gpu tests/train/test_fast_path.py tests/evaluate/test_sampler.py \
     > "$OUT/tests.log" 2>&1
   tail -5 "$OUT/tests.log"
 fi

@@ -2,7 +2,7 @@
 seed ranges (2 seeds: a bootstrap over seeds can give nothing but the min-max), the four claims' verdicts by the
 rules fixed in the doc before the results existed, and the analyses added afterwards (paired within-seed
 comparison, exact within-seed permutation tests, claim 2's robustness, the downstream optimum per measure,
-forgetting at equal fine-tuning lr, per-model addition accuracy). `tests/study/test_reproduction_tables.py`
+forgetting at equal fine-tuning lr, per-model addition accuracy). `tests/report/test_reproduction_tables.py`
 checks that every block printed here appears verbatim in docs/reproduction.md.
 
     .venv/bin/python scripts/reproduction_tables.py docs/reproduction/<study>/report/summary.json

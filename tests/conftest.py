@@ -51,9 +51,9 @@ def needs_data(*parts: str) -> pytest.MarkDecorator:
 LONG_FILES_FIRST = ("tests/reliability/test_kill_harness.py", "tests/study/test_study_e2e.py",
                     "tests/distributed/test_torchrun.py", "tests/study/test_executors.py",
                     "tests/study/test_study_fidelity.py", "tests/study/test_checkpoints_study.py",
-                    "tests/reliability/test_runtime_defects.py", "tests/study/test_report.py",
-                    "tests/finetune/test_finetune_e2e.py", "tests/foundation/test_pretrain_e2e.py",
-                    "tests/foundation/test_packaging.py", "tests/foundation/test_api.py",
+                    "tests/reliability/test_runtime_defects.py", "tests/report/test_report.py",
+                    "tests/train/test_finetune_e2e.py", "tests/train/test_pretrain_e2e.py",
+                    "tests/project/test_packaging.py", "tests/test_api.py",
                     "tests/study/test_tracking.py", "tests/analysis/test_families.py")
 
 

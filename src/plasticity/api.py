@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from .config import (
+from plasticity.config import (
     AnalyzeConfig,
     EvaluateConfig,
     FinetuneConfig,
@@ -39,12 +39,12 @@ from .config import (
     to_dict,
     validate,
 )
-from .errors import UserError
+from plasticity.errors import UserError
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from .study.spec import StudySpec
+    from plasticity.study.spec import StudySpec
 
 T = TypeVar("T")
 Log = Callable[[str], Any]
@@ -88,7 +88,7 @@ def pretrain(config: PretrainConfig | Mapping[str, Any] | str | Path | None = No
              log: Log = _quiet) -> dict[str, Any]:
     """Pretrain one model (`plasticity pretrain`); returns its ``summary.json`` (``status``, ``final_val_loss``,
     ``tokens_seen``, ...). The run directory is the config's ``out_dir``."""
-    from .train.pretrain import run_pretrain
+    from plasticity.train.pretrain import run_pretrain
 
     return run_pretrain(_load_config(PretrainConfig, config, overrides), resume=resume, log=log)
 
@@ -97,7 +97,7 @@ def finetune(config: FinetuneConfig | Mapping[str, Any] | str | Path,
              overrides: Mapping[str, Any] | Sequence[str] = (), *, resume: bool = False,
              log: Log = _quiet) -> dict[str, Any]:
     """Fine-tune a checkpoint on a task (`plasticity finetune`); returns its ``summary.json``."""
-    from .train.finetune import run_finetune
+    from plasticity.train.finetune import run_finetune
 
     return run_finetune(_load_config(FinetuneConfig, config, overrides), resume=resume, log=log)
 
@@ -109,7 +109,7 @@ def evaluate(model: str | Path, task: str | None = None, out_dir: str | Path | N
     ``{task: {"metrics": {name: {"value", "ci_low", "ci_high", "n"}}, ...}}``. `options`: any `EvaluateConfig`
     field (``k``, ``max_questions``, ``max_new_tokens``, ...). For a run dir, `task` and `out_dir` default to its
     task and ``<run>/eval``."""
-    from .evaluate.run import run_evaluate
+    from plasticity.evaluate.evaluator import run_evaluate
 
     cfg = _load_config(EvaluateConfig, config, options)
     return run_evaluate(model, cfg, task=task, out_dir=out_dir, log=log, revision=revision)
@@ -121,7 +121,7 @@ def analyze(model: str | Path, what: Iterable[str] | str | None = None, out_dir:
     """Analyse a pretraining run dir, an HF checkpoint dir or a Hub id (`plasticity analyze`): probes, attention
     pseudo-rank, loss gaps, norms; returns ``{"files": ..., "rank": ..., "norms": ..., ...}``. `what`: the
     analyses (a list or ``"rank,norms"``; default all); `options`: any other `AnalyzeConfig` field."""
-    from .analysis.run import run_analyze
+    from plasticity.analysis.analyzer import run_analyze
 
     if what is not None:
         names = what.split(",") if isinstance(what, str) else list(what)
@@ -156,21 +156,21 @@ class Study:
     read its results. Built from a YAML file, a mapping, or a `plasticity.study.spec.StudySpec`."""
 
     def __init__(self, spec: StudySpec):
-        from .study.spec import validate_spec
+        from plasticity.study.spec import validate_spec
 
         validate_spec(spec)
         self.spec = spec
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> Study:
-        from .study.spec import load_spec
+        from plasticity.study.spec import load_spec
 
         return cls(load_spec(path))
 
     @classmethod
     def from_dict(cls, mapping: Mapping[str, Any], base_dir: str | Path = ".") -> Study:
         """A study from a mapping shaped like the YAML; `base_config` is read relative to `base_dir`."""
-        from .study.spec import StudySpec
+        from plasticity.study.spec import StudySpec
 
         raw = dict(mapping)
         if isinstance(raw.get("base_config"), str):
@@ -181,7 +181,7 @@ class Study:
     @classmethod
     def default(cls) -> Study:
         """The default study (`plasticity study` without a file)."""
-        from .study.spec import load_spec
+        from plasticity.study.spec import load_spec
 
         return cls(load_spec(None))
 
@@ -192,16 +192,16 @@ class Study:
     @property
     def study_dir(self) -> Path:
         """``<out_dir>/<name>``: study.json, results.csv, report/."""
-        from .study.runner import study_dir_of
+        from plasticity.study.run_study import study_dir_of
 
         return study_dir_of(self.spec)
 
     def plan(self) -> list[dict[str, Any]]:
         """Every node, in dependency order: ``node``, ``kind``, ``state`` (done / failed / running / skipped /
         pending), ``label`` (its axis values), ``metric``, ``est_tokens``, ``est_flops``, ``out``."""
-        from .study.plan import build_plan
-        from .study.runner import plan_table
-        from .study.state import node_states
+        from plasticity.study.plan import build_plan
+        from plasticity.study.run_study import plan_table
+        from plasticity.study.state import node_states
 
         plan = build_plan(self.spec)
         return plan_table(plan, node_states(plan))
@@ -210,9 +210,9 @@ class Study:
             report: bool = True, log: Log = _quiet) -> StudyRun:
         """Run every node that is not done (like `plasticity study`), write results.csv and, with `report`, the
         HTML report. Nodes that fail are recorded (`StudyRun.failed`), the others go on."""
-        from .io import check_output_dir
-        from .study.runner import run_study
-        from .study.spec import check_memory_fits
+        from plasticity.files import check_output_dir
+        from plasticity.study.run_study import run_study
+        from plasticity.study.spec import check_memory_fits
 
         if executor is not None and executor not in ("local", "ray"):
             raise UserError(f"executor: {executor!r}: must be local or ray")
@@ -222,7 +222,7 @@ class Study:
         res = run_study(self.spec, workers=workers, executor=executor, retry_failed=retry_failed, log=log)
         page = None
         if report and any(r.get("status") == "completed" for r in res.rows):
-            from .report.build import build_report
+            from plasticity.report.build import build_report
 
             try:
                 page = build_report(res.study_dir)
@@ -278,7 +278,7 @@ def load_results(study: str | Path) -> pd.DataFrame:
 
 
 def _axis_columns(spec: dict[str, Any], columns: list[str]) -> list[str]:
-    from .study.spec import StudySpec, all_axes
+    from plasticity.study.spec import StudySpec, all_axes
 
     if not spec:
         return []

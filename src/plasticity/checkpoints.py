@@ -7,7 +7,7 @@
 * Our checkpoints carry ``manifest.json`` (sha256 and size of every file, written last);
   :func:`verify_checkpoint` checks it, :func:`check_model_dir` adds the architecture and safetensors checks,
   :func:`load_model_checked` runs them all before any weights load.
-Writing checkpoints and resuming from them is training's business (``plasticity.train.checkpoint``).
+Writing checkpoints and resuming from them is training's business (``plasticity.train.checkpoint_writer``).
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from .architectures import FAMILIES, family_names
-from .errors import CheckpointError
-from .hashing import sha256_file
+from plasticity.architectures import FAMILIES, family_names
+from plasticity.errors import CheckpointError
+from plasticity.hashing import sha256_file
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -216,7 +216,7 @@ class RunDir:
     def config(self, cls: type | None = None) -> Any:
         """The run's resolved config: the raw mapping, or typed as `cls` (``PretrainConfig``, ``FinetuneConfig``).
         One-line UserError for a missing or malformed file."""
-        from .config import from_dict, read_yaml
+        from plasticity.config import from_dict, read_yaml
 
         raw = read_yaml(self.config_path)
         return raw if cls is None else from_dict(cls, raw)
@@ -224,7 +224,7 @@ class RunDir:
     def summary(self, strict: bool = False) -> dict[str, Any] | None:
         """``summary.json`` (None when missing or unreadable: a run that never stopped cleanly). `strict`: a file
         that does not parse is a one-line error naming it (`io.read_json`) instead of None."""
-        from .io import read_json, read_json_or_none
+        from plasticity.files import read_json, read_json_or_none
 
         if strict:
             return read_json(self.summary_path) if self.summary_path.is_file() else None
@@ -244,13 +244,13 @@ class RunDir:
 
     def analysis(self, name: str) -> dict[str, Any] | None:
         """``analysis/<name>.json`` (``probes``, ``rank``, ``gap``, ``norms``), None when absent or unreadable."""
-        from .io import read_json_or_none
+        from plasticity.files import read_json_or_none
 
         return read_json_or_none(self.analysis_path(name))
 
     def eval(self, task: str) -> dict[str, Any] | None:
         """``eval/<task>.json`` of ``plasticity evaluate RUN`` (None when absent or unreadable)."""
-        from .io import read_json_or_none
+        from plasticity.files import read_json_or_none
 
         return read_json_or_none(self.eval_dir / f"{task}.json")
 
@@ -275,7 +275,7 @@ class RunDir:
     def pretrain_run(self, config: Any = None) -> RunDir | None:
         """For a fine-tuning run: the plasticity pretraining run it started from (None for external
         checkpoints and Hub models). `config`: the run's ``FinetuneConfig`` when the caller has read it already."""
-        from .config import FinetuneConfig
+        from plasticity.config import FinetuneConfig
 
         p = Path((config if config is not None else self.config(FinetuneConfig)).init_from).expanduser()
         run = RunDir(p) if RunDir(p).is_run() else RunDir.owning(p) if p.is_dir() else None

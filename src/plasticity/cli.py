@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from .console import data_root_option, log, out, user_errors
+from plasticity.console import data_root_option, log, out, user_errors
 
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False,
                   context_settings={"help_option_names": ["-h", "--help"]},
@@ -21,7 +21,7 @@ COMMAND_ORDER = ("study", "status", "report", "pretrain", "finetune", "evaluate"
 
 def _print_version(value: bool) -> None:
     if value:
-        from . import __version__
+        from plasticity import __version__
 
         print(f"plasticity {__version__}")
         raise typer.Exit()
@@ -43,8 +43,8 @@ def pretrain(
     resume: bool = typer.Option(False, "--resume", help="continue from the newest valid checkpoint"),
 ) -> None:
     """Pretrain one model (Llama-2 or OLMo-2 shape) from a YAML config plus key=value overrides."""
-    from .config import PretrainConfig, load_config
-    from .train.pretrain import run_pretrain
+    from plasticity.config import PretrainConfig, load_config
+    from plasticity.train.pretrain import run_pretrain
 
     cfg_path, ovr = _split_config_arg(config, overrides)
     cfg = load_config(PretrainConfig, cfg_path, ovr)
@@ -60,8 +60,8 @@ def finetune(
     resume: bool = typer.Option(False, "--resume", help="continue from the newest valid checkpoint"),
 ) -> None:
     """Supervised fine-tuning of a checkpoint on a task (loss on response tokens only)."""
-    from .config import FinetuneConfig, load_config
-    from .train.finetune import run_finetune
+    from plasticity.config import FinetuneConfig, load_config
+    from plasticity.train.finetune import run_finetune
 
     cfg_path, ovr = _split_config_arg(config, overrides)
     cfg = load_config(FinetuneConfig, cfg_path, ovr)
@@ -73,7 +73,7 @@ def finetune(
 @user_errors
 def tasks(data_root: Path = data_root_option()) -> None:
     """List the registered fine-tuning/evaluation tasks and where their data comes from."""
-    from .tasks.registry import describe_tasks
+    from plasticity.tasks.registry import describe_tasks
 
     rows = describe_tasks(data_root)
     t = Table(title="tasks")
@@ -101,7 +101,7 @@ def models(
     """List model presets with parameter counts and training FLOPs/token."""
     import json
 
-    from .models import describe_presets
+    from plasticity.models import describe_presets
 
     rows = describe_presets(vocab)
     if json_out:
@@ -127,12 +127,12 @@ def _human(n: float) -> str:
 
 
 def _register_stage_commands() -> None:
-    from .analysis.cli import register as register_analyze
-    from .bench_cmd import register as register_bench
-    from .data.cli import register as register_data
-    from .evaluate.cli import register as register_evaluate
-    from .report.cli import register as register_report
-    from .study.cli import register as register_study
+    from plasticity.analysis.cli import register as register_analyze
+    from plasticity.bench.cli import register as register_bench
+    from plasticity.data.cli import register as register_data
+    from plasticity.evaluate.cli import register as register_evaluate
+    from plasticity.report.cli import register as register_report
+    from plasticity.study.cli import register as register_study
 
     register_evaluate(app)
     register_analyze(app)

@@ -17,8 +17,8 @@ from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 
 import yaml
 
-from .errors import ConfigError
-from .io import load_yaml, yaml_error
+from plasticity.errors import ConfigError
+from plasticity.files import load_yaml, yaml_error
 
 T = TypeVar("T")
 
@@ -214,7 +214,7 @@ ANALYSES = ("probes", "rank", "gap", "norms")
 @dataclass
 class EvaluateConfig:
     """Evaluation settings: the single source of the defaults and checks of ``plasticity evaluate``, of
-    `plasticity.evaluate.run.run_evaluate` and of a study's ``evaluate`` section."""
+    `plasticity.evaluate.evaluator.run_evaluate` and of a study's ``evaluate`` section."""
 
     k: int = 16  # samples per question at temperature `temperature` (Maj@k / Pass@k)
     max_questions: int | None = None  # evaluate only the first N questions of each eval set
@@ -249,7 +249,7 @@ class EvaluateConfig:
 @dataclass
 class AnalyzeConfig:
     """Analysis settings: the single source of the defaults and checks of ``plasticity analyze``, of
-    `plasticity.analysis.run.run_analyze` and of a study's ``analyze`` section (a list there means `what`)."""
+    `plasticity.analysis.analyzer.run_analyze` and of a study's ``analyze`` section (a list there means `what`)."""
 
     LIST_FIELD: typing.ClassVar[str] = "what"  # a bare list given for the section sets this field
 
@@ -292,7 +292,7 @@ def _is_task_key(key: str, value: Any) -> bool:
         return False
     if key.endswith((".yaml", ".yml")):
         return True
-    from .tasks.registry import task_names
+    from plasticity.tasks.registry import task_names
 
     return key in task_names()
 
@@ -566,7 +566,7 @@ def validate_train(t: TrainConfig, p: str = "train") -> None:
         _check(0 < f <= 1, f"{p}.checkpoint_fractions[{i}]", f"must be in (0, 1], got {f}")
     _check(t.max_skipped_batches >= 0, f"{p}.max_skipped_batches", "must be >= 0")
     _check(t.seed >= 0, f"{p}.seed", f"must be >= 0, got {t.seed}")
-    from .tracking import check_backends
+    from plasticity.tracking import check_backends
 
     check_backends(t.tracker, f"{p}.tracker")
 

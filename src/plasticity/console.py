@@ -17,7 +17,7 @@ from typing import Any, Union
 import typer
 from rich.console import Console
 
-from .errors import DivergenceError, InterruptedRun, UserError
+from plasticity.errors import DivergenceError, InterruptedRun, UserError
 
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 out = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
@@ -167,7 +167,7 @@ def config_from_options(cls: type, values: dict[str, Any], config_file: Path | N
     """The validated `cls` from an optional YAML file of its fields (`config_file`) and the options the command
     line gave (`values`, the options given on the command line; they override the file). The one place a command
     builds and validates its config."""
-    from .config import from_dict, read_yaml, validate
+    from plasticity.config import from_dict, read_yaml, validate
 
     hints = typing.get_type_hints(cls)
     data = read_yaml(config_file) if config_file is not None else {}

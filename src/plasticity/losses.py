@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .hardware import autocast
+from plasticity.hardware import autocast
 
 
 def token_loss_sum(model: nn.Module, sequences: torch.Tensor, batch_size: int, precision: str = "fp32"

@@ -13,8 +13,8 @@ from typing import Literal
 
 import torch
 
-from .config import ModelConfig
-from .errors import ConfigError
+from plasticity.config import ModelConfig
+from plasticity.errors import ConfigError
 
 Family = Literal["llama2", "olmo2"]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-from .errors import UserError
+from plasticity.errors import UserError
 
 MAX_NAME = 200  # bytes; file systems allow 255 per component and we add suffixes (".samples.jsonl")
 # `<kind>-<hex hash>` (12 hex digits; a tokenizer node is named by its cache directory: 16); the kind is any

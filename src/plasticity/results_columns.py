@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from .io import read_json_or_none
+from plasticity.files import read_json_or_none
 
 # what `report.headline` and `plasticity report --headline` accept: every metric `plasticity evaluate` writes
 METRIC_NAME = re.compile(r"greedy|(maj|pass|rm)@\d+|correct_ratio|orm_score|acc(_norm)?(_template)?|heldout_loss|"

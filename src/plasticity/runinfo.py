@@ -9,8 +9,8 @@ from pathlib import Path
 
 import torch
 
-from . import __version__
-from .hardware import hardware_info
+from plasticity import __version__
+from plasticity.hardware import hardware_info
 
 
 def git_revision() -> str | None:
@@ -32,7 +32,7 @@ def versions(device: torch.device) -> dict:
     byte-identical for the same inputs."""
     import transformers
 
-    from .hardware import cpu_name
+    from plasticity.hardware import cpu_name
 
     info = {"plasticity": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
             "device": str(device), "cpu": cpu_name()}

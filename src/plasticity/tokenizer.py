@@ -7,8 +7,8 @@ import json
 from collections.abc import Iterable
 from pathlib import Path
 
-from .checkpoints import TOKENIZER_FILES, hub_snapshot
-from .errors import CheckpointError, ConfigError
+from plasticity.checkpoints import TOKENIZER_FILES, hub_snapshot
+from plasticity.errors import CheckpointError, ConfigError
 
 EOS = "<|endoftext|>"
 PAD = "<|pad|>"

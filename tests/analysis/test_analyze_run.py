@@ -11,8 +11,8 @@ import typer
 from typer.testing import CliRunner
 
 import plasticity
+from plasticity.analysis.analyzer import compare_runs, run_analyze
 from plasticity.analysis.cli import register
-from plasticity.analysis.run import compare_runs, run_analyze
 from plasticity.config import AnalyzeConfig
 from plasticity.errors import CheckpointError, UserError
 from tests.conftest import WDS, needs_data
@@ -198,7 +198,7 @@ def test_compare_with_finetuned_runs_keys_columns_by_task_and_eval_set(analysed,
 def test_pinned_paper_probe_sets_refuse_in_one_line_when_not_loadable(tmp_path, monkeypatch):
     import importlib.util
 
-    from plasticity.analysis.run import check_probe_sets
+    from plasticity.analysis.analyzer import check_probe_sets
     from plasticity.errors import DataError
 
     real = importlib.util.find_spec

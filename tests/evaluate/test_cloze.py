@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from plasticity.evaluate import cloze as cloze_mod
-from plasticity.evaluate.cloze import choose, cloze_accuracy, encode_request, score_requests
+from plasticity.evaluate import loglikelihood as cloze_mod
+from plasticity.evaluate.loglikelihood import choose, cloze_accuracy, encode_request, score_requests
 from plasticity.tasks.base import ClozeItem
 from plasticity.tasks.cloze import winogrande_partial as winogrande_item
 

@@ -117,8 +117,8 @@ def _two_ranks(fn):
 def test_every_batched_scorer_splits_into_the_single_process_numbers(llama, tokenizer, rm_dir):
     """cloze log-likelihoods (raw and templated), held-out losses and reward scores: two ranks, each computing
     its own batches, give exactly (==) the floats of one process."""
-    from plasticity.evaluate.cloze import ClozeItem, cloze_accuracy
     from plasticity.evaluate.heldout import example_losses
+    from plasticity.evaluate.loglikelihood import ClozeItem, cloze_accuracy
     from plasticity.evaluate.reward import HFRewardModel
 
     items = [ClozeItem(contexts=[f"Question {i}: which one fits{' well' * (i % 4)}?\nAnswer:"] * 3,

@@ -60,8 +60,8 @@ def _count_reads_and_loads(monkeypatch: pytest.MonkeyPatch) -> tuple[Counter, Co
 def test_one_config_read_and_one_load_per_model(ft_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import shutil
 
+    from plasticity.evaluate.evaluator import run_evaluate
     from plasticity.evaluate.pipeline import evaluate_with_stability
-    from plasticity.evaluate.run import run_evaluate
     from plasticity.evaluate.stability import upstream_stability
 
     # the reference: evaluation and stability each on its own (each resolves the run and loads the model itself)

@@ -9,8 +9,8 @@ import typer
 
 from plasticity.config import EvaluateConfig
 from plasticity.errors import CheckpointError, UserError
+from plasticity.evaluate.evaluator import run_evaluate
 from plasticity.evaluate.reward import HFRewardModel, RefusalPatternJudge
-from plasticity.evaluate.run import run_evaluate
 from tests.conftest import DATA_ROOT as DATA
 from tests.conftest import needs_data
 

@@ -9,12 +9,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-from plasticity.io import _HOST, write_text
+from plasticity.files import _HOST, write_text
 
 
 def _killed_writer_temp(d: Path) -> Path:
     """A real writer SIGKILLed inside `atomic_path`: its temp file stays."""
-    code = ("import sys, time\nfrom plasticity.io import atomic_path\n"
+    code = ("import sys, time\nfrom plasticity.files import atomic_path\n"
             "with atomic_path(sys.argv[1]) as tmp:\n"
             "    tmp.write_text('partial'); print('written', flush=True); time.sleep(60)\n")
     p = subprocess.Popen([sys.executable, "-c", code, str(d / "x.json")], stdout=subprocess.PIPE, text=True)

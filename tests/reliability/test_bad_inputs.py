@@ -7,8 +7,8 @@ counted; a pretraining file reports its count in one ``warning:`` line, a task i
 (``load_counts``). A file with no usable line, an empty or missing file, or a first line without the field (the
 wrong ``data.text_field`` most likely) is the one-line error. A .txt file must be UTF-8 as a whole.
 
-Not repeated here: config keys (tests/foundation/test_config.py: table + fuzz), tampered / truncated / foreign
-checkpoints and a failed checkpoint write (tests/foundation/test_bad_checkpoints.py), row counting of the task
+Not repeated here: config keys (tests/test_config.py: table + fuzz), tampered / truncated / foreign
+checkpoints and a failed checkpoint write (tests/test_bad_checkpoints.py), row counting of the task
 loader (tests/tasks/test_task_loading.py).
 """
 

@@ -68,7 +68,7 @@ DEFECTS: dict[int, tuple[str, str]] = {
          "a grid of more than 5,000 points (`plasticity.study.spec.MAX_GRID_POINTS`) is refused before it is expanded"),
     17: ("a 1 KB YAML alias bomb reached 3.5 GB in 120 s",
          "every YAML read (configs, overrides, studies, task files, a run's config) refuses aliases that expand to "
-         "more than 100,000 values (`plasticity.io.load_yaml`), before anything is built"),
+         "more than 100,000 values (`plasticity.files.load_yaml`), before anything is built"),
     18: ("`demo_arith` with `n_train=10^9` ran silently for 300 s; `evaluate --k 10^9` reached 11 GB, "
          "`--max-new-tokens 10^9` tried to allocate 256 GB",
          "generated task splits and every `generate` call are estimated (rows; KV cache, logits, kept samples) "
@@ -169,7 +169,7 @@ def test_02_runs_of_ours_stay_usable(tiny_run: Path, tmp_path: Path) -> None:
     old = tmp_path / "old"
     shutil.copytree(tiny_run, old)
     (old / ".plasticity-run").unlink()
-    from plasticity.train.run import is_plasticity_run
+    from plasticity.train.run_lifecycle import is_plasticity_run
 
     assert is_plasticity_run(old) and is_plasticity_run(tmp_path / "new")
     assert is_plasticity_run(tmp_path / "old" / "final" / "nothing")

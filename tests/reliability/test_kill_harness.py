@@ -46,7 +46,7 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from plasticity.train import checkpoint as ckpt
+from plasticity.train import checkpoint_writer as ckpt
 from tests.conftest import tiny_overrides
 
 SEED = int(os.environ.get("PLASTICITY_KILL_SEED", "8"))

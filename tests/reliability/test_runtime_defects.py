@@ -71,7 +71,7 @@ def test_disk_full_during_torch_save_keeps_previous_checkpoint(run: Path, tmp_pa
     from transformers import AutoModelForCausalLM
 
     from plasticity.errors import CheckpointError
-    from plasticity.train import checkpoint as ckpt
+    from plasticity.train import checkpoint_writer as ckpt
 
     mnt = tmp_path / "small"
     mnt.mkdir()
@@ -125,7 +125,7 @@ def test_forged_trainer_state_message_never_suggests_weights_only_false(tmp_path
     import pickle
 
     from plasticity.errors import CheckpointError
-    from plasticity.train.checkpoint import TRAINER_STATE, load_trainer_state
+    from plasticity.train.checkpoint_writer import TRAINER_STATE, load_trainer_state
 
     class Evil:
         def __reduce__(self):

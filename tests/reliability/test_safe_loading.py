@@ -21,7 +21,7 @@ SRC = Path(__file__).resolve().parents[2] / "src" / "plasticity"
 HUB_CALLS = {"from_pretrained", "load_dataset", "hf_hub_download", "snapshot_download"}
 # Hub calls that take no user revision, and why (a new call without `revision=` must be added here on purpose)
 NO_REVISION = {
-    ("analysis/run.py", "load_dataset"): "fallback copy of a built-in probe set; its id is fixed in the code",
+    ("analysis/analyzer.py", "load_dataset"): "fallback copy of a built-in probe set; its id is fixed in the code",
 }
 
 
@@ -139,7 +139,7 @@ def test_pretrain_init_from_revision(monkeypatch, tmp_path: Path) -> None:
 
 
 def test_evaluate_revision(calls, monkeypatch, tmp_path: Path) -> None:
-    from plasticity.evaluate.run import run_evaluate
+    from plasticity.evaluate.evaluator import run_evaluate
 
     with pytest.raises(CheckpointError, match="org/model"):
         run_evaluate("org/model", task="demo_arith", out_dir=tmp_path / "eval", revision="r4", log=lambda _: None)

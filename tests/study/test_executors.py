@@ -71,8 +71,8 @@ def test_study_resources_per_stage_keep_node_ids(tmp_path):
 
 
 def test_local_engine_gives_each_node_its_own_gpus():
-    from plasticity.study.executor import LocalEngine
     from plasticity.study.plan import Node
+    from plasticity.study.scheduler import LocalEngine
 
     class Handle:
         def __init__(self, args):

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from plasticity.errors import UserError
-from plasticity.study import nodes
+from plasticity.study import worker as nodes
 from plasticity.study.stages import STAGES, Stage
 
 

@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from tests.conftest import REPO
-from tests.foundation.test_readme import is_gpu_study, readme_commands, without_env
+from tests.project.test_readme import is_gpu_study, readme_commands, without_env
 
 TINY = {
     "name": "gpu", "axes": {"optim.weight_decay": [0.1]}, "tasks": ["demo_arith"],

@@ -14,9 +14,9 @@ from plasticity.config import from_dict, validate
 from plasticity.errors import ConfigError
 from plasticity.study.plan import build_plan
 from plasticity.study.results import collect_rows, to_csv
-from plasticity.study.runner import row_axes
+from plasticity.study.run_study import row_axes
 from plasticity.study.spec import StudySpec, validate_spec
-from plasticity.study.stages import STAGES, Node, Point, Stage, Upstream, axis_owner
+from plasticity.study.stages import STAGES, GridPoint, Node, Stage, Upstream, axis_owner
 from plasticity.study.stages.base import overrides, runs_dir
 
 BASE = {"model": {"preset": "llama2-tiny"}, "tokenizer": {"vocab_size": 512},
@@ -47,7 +47,7 @@ class ScoreStage(Stage):
         validate(cfg)
         return cfg
 
-    def build(self, spec: Any, point: Point, upstream: Upstream) -> Node:
+    def build(self, spec: Any, point: GridPoint, upstream: Upstream) -> Node:
         model, cfg = upstream[self.consumes], point.config(self.kind)
         s_id = self.node_id([model.id, cfg.threshold])
         return Node(id=s_id, kind=self.kind, deps=[model.id], out=str(runs_dir(spec) / s_id), label=point.label(),

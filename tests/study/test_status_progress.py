@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from plasticity.study.runner import training_progress
+from plasticity.study.run_study import training_progress
 
 
 def _run(tmp_path: Path, lines: list[str], total: int = 2413) -> Path:
@@ -43,14 +43,14 @@ def test_nothing_to_say_before_the_first_step_or_without_run_info(tmp_path: Path
 
 
 def test_study_log_durations_read_as_a_person_reads_them() -> None:
-    from plasticity.study.executor import duration
+    from plasticity.study.scheduler import duration
 
     assert [duration(s) for s in (0.4, 42, 89.4, 90, 1025, 3599, 3600, 16046)] == [
         "0s", "42s", "89s", "1m30s", "17m05s", "59m59s", "1h00m", "4h27m"]
 
 
 def test_results_csv_is_refreshed_while_the_study_runs_at_most_every_interval() -> None:
-    from plasticity.study.runner import ResultsRefresh
+    from plasticity.study.run_study import ResultsRefresh
 
     now, writes, logs = [100.0], [], []
     refresh = ResultsRefresh(lambda: writes.append(now[0]), logs.append, interval=30.0, clock=lambda: now[0])

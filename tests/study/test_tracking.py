@@ -89,8 +89,8 @@ def test_unknown_tracker_is_a_one_line_error(tmp_path):
 
 
 def test_nothing_is_imported_unless_chosen():
-    code = ("import sys; from plasticity.tracking import open_run; import plasticity.train.run, "
-            "plasticity.study.runner; assert open_run([], '.', 'pretrain', {}) is None; "
+    code = ("import sys; from plasticity.tracking import open_run; import plasticity.train.run_lifecycle, "
+            "plasticity.study.run_study; assert open_run([], '.', 'pretrain', {}) is None; "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('tensorboard', 'wandb')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
     assert out.stdout.strip() == "[]"

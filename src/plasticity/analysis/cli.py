@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from ..config import AnalyzeConfig
+from plasticity.config import AnalyzeConfig
 
 
 def _fmt(v) -> str:
@@ -20,10 +20,10 @@ def _fmt(v) -> str:
 def add_downstream(res: dict, finetuned: list[Path]) -> None:
     """Join evaluated fine-tuning runs onto their pretraining rows of a ``compare_runs`` result: the study's
     ``{task}/{eval_set}/{metric}``, ``avg_<family>/<metric>`` and ``stability`` columns, correlated with val loss."""
-    from ..checkpoints import RunDir
-    from ..errors import UserError
-    from ..results_columns import headline, task_columns
-    from .stats import correlation, leave_one_out
+    from plasticity.analysis.stats import correlation, leave_one_out
+    from plasticity.checkpoints import RunDir
+    from plasticity.errors import UserError
+    from plasticity.results_columns import headline, task_columns
 
     rows = {str(Path(r["run"]).resolve()): r for r in res["rows"]}
     per_row: dict[str, dict] = {}
@@ -53,7 +53,7 @@ def add_downstream(res: dict, finetuned: list[Path]) -> None:
 
 def register(app: typer.Typer) -> None:
     """Add the ``analyze`` command to ``app``."""
-    from ..console import config_command, data_root_option, user_errors
+    from plasticity.console import config_command, data_root_option, user_errors
 
     @app.command()
     @user_errors
@@ -72,15 +72,15 @@ def register(app: typer.Typer) -> None:
         field is an option (or a key of --config)."""
         from rich.table import Table
 
-        from ..console import log
-        from ..console import out as console
-        from .run import compare_runs, run_analyze
+        from plasticity.analysis.analyzer import compare_runs, run_analyze
+        from plasticity.console import log
+        from plasticity.console import out as console
 
         if compare:
             dest = out or Path("compare.json")
             res = compare_runs(targets, None if finetuned else dest)
             if finetuned:
-                from ..io import write_json
+                from plasticity.files import write_json
 
                 add_downstream(res, finetuned)
                 write_json(dest, res)
@@ -92,7 +92,7 @@ def register(app: typer.Typer) -> None:
             console.print(f"wrote {dest}")
             return
         if out is not None and len(targets) > 1:
-            from ..errors import UserError
+            from plasticity.errors import UserError
 
             raise UserError("--out works with a single target (without --compare)")
         table = Table("target", "total norm", "QK rank", "VP rank", "best probe", "train-val gap", "unseen-seen")

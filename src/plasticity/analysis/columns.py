@@ -7,9 +7,9 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from ..io import read_json_or_none
-from .rank import mean_over_layers, selected_layers
-from .stats import finite_or_none
+from plasticity.analysis.rank import mean_over_layers, selected_layers
+from plasticity.analysis.stats import finite_or_none
+from plasticity.files import read_json_or_none
 
 
 def analysis_columns(analysis_dir: Path) -> dict[str, Any]:

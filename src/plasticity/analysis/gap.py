@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..losses import mean_token_loss
+from plasticity.losses import mean_token_loss
 
 
 def mean_loss(model: nn.Module, sequences: torch.Tensor, batch_size: int = 8) -> float:

@@ -15,7 +15,7 @@ from typing import Any, Literal
 import numpy as np
 from scipy import stats as sps
 
-from ..bootstrap import bootstrap_ci
+from plasticity.resampling import bootstrap_ci
 
 CorrMethod = Literal["pearson", "spearman"]
 

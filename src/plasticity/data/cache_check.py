@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import DataError
+from plasticity.errors import DataError
 
 DTYPES = ("uint16", "uint32")
 _CHUNK = 1 << 24  # tokens per range check read (32-64 MB)

@@ -15,7 +15,7 @@ import typer
 def data_report(cfg, meta: dict | None, stats: dict | None) -> dict[str, Any]:
     """Everything ``plasticity data`` prints: the corpus (when prepared), the budget, and the epochs over the
     corpus at the config's own budget and at each of the paper's."""
-    from ..train.budget import epochs_for, paper_budgets, token_budget
+    from plasticity.train.budget import epochs_for, paper_budgets, token_budget
 
     budget = token_budget(cfg)
     rep: dict[str, Any] = dict(source=cfg.data.source, budget=budget, prepared=meta is not None)
@@ -34,7 +34,7 @@ def data_report(cfg, meta: dict | None, stats: dict | None) -> dict[str, Any]:
 def _print_report(rep: dict[str, Any], dry_run: bool, plan: dict | None) -> None:
     from rich.table import Table
 
-    from ..console import out
+    from plasticity.console import out
 
     b = rep["budget"]
     if b:
@@ -74,7 +74,7 @@ def _print_report(rep: dict[str, Any], dry_run: bool, plan: dict | None) -> None
 
 def register(app: typer.Typer) -> None:
     """Add the ``data`` command to ``app``."""
-    from ..console import log, user_errors
+    from plasticity.console import log, user_errors
 
     @app.command("data")
     @user_errors
@@ -88,8 +88,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Prepare (or report) a corpus's token cache: documents, tokens, shards, epochs at each paper budget,
         time and tokens/s."""
-        from ..config import PretrainConfig, load_config
-        from ..errors import UserError
+        from plasticity.config import PretrainConfig, load_config
+        from plasticity.errors import UserError
 
         if executor not in ("local", "ray"):
             raise UserError(f"--executor: must be local or ray, got {executor!r}")
@@ -100,13 +100,13 @@ def register(app: typer.Typer) -> None:
         stats = None
         plan = None
         if dry_run:
-            from ..train.budget import cached_meta
-            from .prepare import shard_plan
+            from plasticity.data.prepare import shard_plan
+            from plasticity.train.budget import cached_meta
 
             plan = shard_plan(cfg.data)
             meta = cached_meta(cfg)
         else:
-            from .packed import prepare_data
+            from plasticity.data.packed import prepare_data
 
             prepared = prepare_data(cfg.data, cfg.tokenizer, log=log, executor=executor, bar=sys.stderr.isatty())
             meta = prepared.meta

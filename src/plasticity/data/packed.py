@@ -23,15 +23,15 @@ import numpy as np
 import torch
 from filelock import FileLock
 
-from ..config import DataConfig, TokenizerConfig
-from ..errors import DataError
-from ..hashing import stable_hash
-from ..tokenizer import load_tokenizer, tokenizer_fingerprint, train_bpe
-from .cache_check import read_meta, verify_cache
-from .pieces import PIECE_CHARS, safe_char_cuts
-from .prepare import FORMAT, prepare_cache
-from .shards import is_val
-from .sources import iter_documents, source_fingerprint
+from plasticity.config import DataConfig, TokenizerConfig
+from plasticity.data.cache_check import read_meta, verify_cache
+from plasticity.data.pieces import PIECE_CHARS, safe_char_cuts
+from plasticity.data.prepare import FORMAT, prepare_cache
+from plasticity.data.shards import is_val
+from plasticity.data.sources import iter_documents, source_fingerprint
+from plasticity.errors import DataError
+from plasticity.hashing import stable_hash
+from plasticity.tokenizer import load_tokenizer, tokenizer_fingerprint, train_bpe
 
 
 def cache_root(cfg_dir: str | None = None) -> Path:

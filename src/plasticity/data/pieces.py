@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ..errors import DataError
+from plasticity.errors import DataError
 
 SUFFIXES = (".txt", ".jsonl", ".json", ".parquet")
 PIECE_CHARS = 1 << 20  # a longer document is tokenized in pieces of about this many characters

@@ -21,13 +21,13 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import DataError
-from ..hardware import usable_cpus
-from ..io import atomic_path, write_json
-from .pieces import FileStats, first_line, group_jobs, local_files, plan_pieces
-from .runners import InProcess, LocalPool, Progress, RayTasks
-from .shards import Job, JobSpec, job_done
-from .sources import iter_documents
+from plasticity.data.pieces import FileStats, first_line, group_jobs, local_files, plan_pieces
+from plasticity.data.runners import InProcess, LocalPool, Progress, RayTasks
+from plasticity.data.shards import Job, JobSpec, job_done
+from plasticity.data.sources import iter_documents
+from plasticity.errors import DataError
+from plasticity.files import atomic_path, write_json
+from plasticity.hardware import usable_cpus
 
 FORMAT = 2
 

@@ -8,8 +8,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ..errors import UserError
-from .shards import Job, JobSpec, init_worker, pool_job, ray_job, run_job
+from plasticity.data.shards import Job, JobSpec, init_worker, pool_job, ray_job, run_job
+from plasticity.errors import UserError
 
 HEARTBEAT_S = 30.0
 
@@ -30,7 +30,7 @@ class Progress:
             from rich.progress import BarColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
             from rich.progress import Progress as Bar
 
-            from ..console import err
+            from plasticity.console import err
 
             self.bar = Bar(TextColumn("tokenizing"), BarColumn(), TextColumn("{task.fields[docs]} docs"),
                            TextColumn("{task.fields[tokens]} tokens"), TextColumn("{task.fields[rate]} tok/s"),

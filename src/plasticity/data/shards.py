@@ -24,10 +24,10 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import DataError
-from ..hashing import hash_fraction, sha256_file
-from ..io import write_json
-from .pieces import PIECE_CHARS, FileStats, Piece, read_piece, safe_char_cuts
+from plasticity.data.pieces import PIECE_CHARS, FileStats, Piece, read_piece, safe_char_cuts
+from plasticity.errors import DataError
+from plasticity.files import write_json
+from plasticity.hashing import hash_fraction, sha256_file
 
 BATCH_CHARS = 1 << 21  # documents are encoded in batches of about this many characters
 BATCH_DOCS = 512

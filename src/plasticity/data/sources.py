@@ -11,10 +11,10 @@ import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from ..errors import DataError
-from ..hashing import hash_fraction
-from ..io import BadLine, iter_jsonl
-from .pieces import is_pattern, local_files
+from plasticity.data.pieces import is_pattern, local_files
+from plasticity.errors import DataError
+from plasticity.files import BadLine, iter_jsonl
+from plasticity.hashing import hash_fraction
 
 PACKAGED = {"bbc_news"}
 BBC_TOPICS = ("business", "entertainment", "politics", "sports", "tech")

@@ -71,7 +71,7 @@ def register(app: typer.Typer) -> None:
         import os
 
         from plasticity.evaluate.pipeline import evaluate_with_stability
-        from plasticity.io import check_output_dir
+        from plasticity.files import check_output_dir
 
         if out_dir is not None:  # before any generation: a bad --out must not waste the whole evaluation
             check_output_dir(out_dir, "--out")

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from ..bootstrap import bootstrap_ci as bootstrap_ci  # the one bootstrap (re-exported: the metrics API)
+from plasticity.resampling import bootstrap_ci as bootstrap_ci  # the one bootstrap (re-exported: the metrics API)
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """Evaluation with stability: what ``plasticity evaluate`` and a study's evaluate stage both run.
 
 The target is resolved once (a fine-tuning run's ``config.yaml`` read once) and its model loaded once: the
-downstream evaluation (`plasticity.evaluate.run`) and the stability measurement of the fine-tuned model
+downstream evaluation (`plasticity.evaluate.evaluator`) and the stability measurement of the fine-tuned model
 (`plasticity.evaluate.stability`) share it."""
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from typing import Any
 
 import torch
 
-from ..checkpoints import ModelSource, RunDir
-from ..config import EvaluateConfig
-from .target import Target
+from plasticity.checkpoints import ModelSource, RunDir
+from plasticity.config import EvaluateConfig
+from plasticity.evaluate.target import Target
 
 
 @dataclass
@@ -32,12 +32,12 @@ def evaluate_with_stability(source: str | Path | ModelSource | RunDir | Target, 
                             task: str | None = None, out_dir: str | Path | None = None, stability: bool = True,
                             log: Callable[[str], Any] = print, device: str | torch.device | None = None,
                             revision: str | None = None) -> Evaluation:
-    """Evaluate `source` with `cfg` (`plasticity.evaluate.run.run_evaluate`), then, for a fine-tuning run and with
+    """Evaluate `source` with `cfg` (`plasticity.evaluate.evaluator.run_evaluate`), then, for a fine-tuning run and with
     `stability`, measure its stability (`plasticity.evaluate.stability.upstream_stability`), written last as
     ``<out_dir>/stability.json`` (default ``<run>/eval/``). Under torchrun every process evaluates its share and
     rank 0 alone measures stability."""
-    from .run import run_evaluate
-    from .stability import upstream_stability
+    from plasticity.evaluate.evaluator import run_evaluate
+    from plasticity.evaluate.stability import upstream_stability
 
     target = Target.of(source, revision)
     try:

@@ -37,11 +37,10 @@ from transformers import DynamicCache
 
 from plasticity.config import EvaluateConfig
 from plasticity.errors import ConfigError
+from plasticity.evaluate import engine as _engine
+from plasticity.evaluate.shard import ONE, Shard
 from plasticity.models import model_device
 from plasticity.tokenizer import padding_id
-
-from . import engine as _engine
-from .shard import ONE, Shard
 
 _FAST_DECODE = True  # the engine for the models it supports; False: always the Hugging Face forward
 

@@ -15,14 +15,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..checkpoints import MANIFEST, ModelSource, RunDir, check_vocab, load_model_checked, resolve_model_source
-from ..config import EvaluateConfig, PretrainConfig
-from ..errors import UserError
-from ..hardware import resolve_precision
-from ..hashing import stable_hash
-from ..io import read_json, write_json
-from ..models import model_device
-from .target import Target
+from plasticity.checkpoints import MANIFEST, ModelSource, RunDir, check_vocab, load_model_checked, resolve_model_source
+from plasticity.config import EvaluateConfig, PretrainConfig
+from plasticity.errors import UserError
+from plasticity.evaluate.target import Target
+from plasticity.files import read_json, write_json
+from plasticity.hardware import resolve_precision
+from plasticity.hashing import stable_hash
+from plasticity.models import model_device
 
 PAPER_CLOZE = ("hellaswag", "piqa", "winogrande", "arc_easy", "arc_challenge")
 OFFLINE_CLOZE = ("demo_choice",)
@@ -32,7 +32,7 @@ def resolve_cloze_sets(tasks: list[str] | None, data_root: str | None = None) ->
     """`tasks` if given; else the paper's five cloze benchmarks whose local data exists, else demo_choice."""
     if tasks:
         return list(tasks)
-    from ..tasks.registry import get_task
+    from plasticity.tasks.registry import get_task
 
     found = [t for t in PAPER_CLOZE if get_task(t).local_available(data_root)]
     return found or list(OFFLINE_CLOZE)
@@ -42,9 +42,9 @@ def cloze_accuracies(model: Any, tokenizer: Any, tasks: list[str], settings: dic
                      ) -> dict[str, Any]:
     """{task name: {acc, n, evaluated_on}} of one loaded model on cloze-scorable tasks (names or YAML paths), with
     the stability `settings` (max_questions, batch_size, data_root, data_source)."""
-    from ..tasks.loading import load_rows
-    from ..tasks.registry import get_task
-    from .run import eval_cloze, evaluated_on
+    from plasticity.evaluate.evaluator import eval_cloze, evaluated_on
+    from plasticity.tasks.loading import load_rows
+    from plasticity.tasks.registry import get_task
 
     out: dict[str, Any] = {}
     for name in tasks:
@@ -166,7 +166,7 @@ def upstream_stability(source: str | Path | RunDir | Target, cfg: EvaluateConfig
 
 def _val_sequences(base_run: RunDir, max_sequences: int, log) -> tuple[Any, int]:
     """The first `max_sequences` held-out pretraining validation sequences of the base run, and their length."""
-    from ..data.packed import prepare_data
+    from plasticity.data.packed import prepare_data
 
     pcfg = base_run.config(PretrainConfig)
     data = prepare_data(pcfg.data, pcfg.tokenizer, log=log)
@@ -175,6 +175,6 @@ def _val_sequences(base_run: RunDir, max_sequences: int, log) -> tuple[Any, int]
 
 
 def _mean_loss(model: Any, val: Any, precision: str) -> float:
-    from ..losses import mean_token_loss
+    from plasticity.losses import mean_token_loss
 
     return mean_token_loss(model, val, 8, precision)

@@ -11,9 +11,16 @@ from typing import Any
 
 import torch
 
-from ..checkpoints import ModelSource, RunDir, check_vocab, load_model_checked, load_tokenizer_of, resolve_model_source
-from ..config import FinetuneConfig
-from ..hardware import default_device
+from plasticity.checkpoints import (
+    ModelSource,
+    RunDir,
+    check_vocab,
+    load_model_checked,
+    load_tokenizer_of,
+    resolve_model_source,
+)
+from plasticity.config import FinetuneConfig
+from plasticity.hardware import default_device
 
 
 @dataclass(eq=False)

@@ -13,12 +13,12 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from ..analysis.stats import finite_or_none as _num
-from ..errors import UserError
-from ..io import write_json
-from . import summary as summary_mod
-from .data import load_report_data, read_results
-from .figures import Canvas, figures
+from plasticity.analysis.stats import finite_or_none as _num
+from plasticity.errors import UserError
+from plasticity.files import write_json
+from plasticity.report import summary as summary_mod
+from plasticity.report.data import load_report_data, read_results
+from plasticity.report.figures import Canvas, figures
 
 
 def build_report(study_dir: Path, out_dir: Path | None = None, headline: dict[str, str] | None = None) -> Path:

@@ -9,7 +9,7 @@ import typer
 
 def register(app: typer.Typer) -> None:
     """Add the ``report`` command to ``app``."""
-    from ..console import user_errors
+    from plasticity.console import user_errors
 
     @app.command("report")
     @user_errors
@@ -27,8 +27,8 @@ def register(app: typer.Typer) -> None:
                                           "report stays as it was"),
     ) -> None:
         """Write figures, a results table and a summary of a study as <study dir>/report/index.html."""
-        from ..errors import UserError
-        from .build import build_report
+        from plasticity.errors import UserError
+        from plasticity.report.build import build_report
 
         study_dir = study_dir_of_arg(study)
         if headline is not None and out is None:
@@ -36,7 +36,7 @@ def register(app: typer.Typer) -> None:
         if out is not None:
             check_report_out(study_dir, out, headline is not None)
         if export is not None:
-            from .export import export_study
+            from plasticity.report.export import export_study
 
             if out is not None:
                 raise UserError("--out and --export: give one (--export builds the report in DIR/<name>/report)")
@@ -51,8 +51,8 @@ def register(app: typer.Typer) -> None:
 def check_report_out(study_dir: Path, out: Path, other_headline: bool) -> None:
     """``--out`` may not be the study directory (its results.csv would be copied onto itself) nor, with
     ``--headline``, the study's own ``report/`` (which keeps the study's headline); one line, exit 2."""
-    from ..errors import UserError
-    from ..io import check_output_dir
+    from plasticity.errors import UserError
+    from plasticity.files import check_output_dir
 
     study, dest = Path(study_dir).resolve(), Path(out).expanduser().resolve()
     if dest == study:
@@ -66,13 +66,13 @@ def check_report_out(study_dir: Path, out: Path, other_headline: bool) -> None:
 
 def parse_headline(text: str) -> dict[str, str]:
     """``"addition=greedy,sst2=acc"`` -> ``{"addition": "greedy", "sst2": "acc"}``."""
-    from ..errors import UserError
+    from plasticity.errors import UserError
 
     pairs = [p.strip().split("=") for p in text.split(",") if p.strip()]
     if not pairs or any(len(p) != 2 or not p[0].strip() or not p[1].strip() for p in pairs):
         raise UserError(f"--headline {text!r}: give TASK=METRIC pairs separated by commas, "
                         "e.g. addition=greedy,sst2=acc")
-    from ..results_columns import METRIC_NAME, METRIC_NAMES
+    from plasticity.results_columns import METRIC_NAME, METRIC_NAMES
 
     bad = [m.strip() for _, m in pairs if METRIC_NAME.fullmatch(m.strip()) is None]
     if bad:  # the same names a study's report.headline accepts
@@ -84,7 +84,7 @@ def study_dir_of_arg(study: Path) -> Path:
     """`study` itself when it is a directory, else the directory ``<out_dir>/<name>/`` of the study YAML `study`."""
     if study.is_dir() or not study.is_file():
         return study  # a missing path: build_report names it
-    from ..study.runner import study_dir_of
-    from ..study.spec import load_spec
+    from plasticity.study.run_study import study_dir_of
+    from plasticity.study.spec import load_spec
 
     return study_dir_of(load_spec(study))

@@ -16,14 +16,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from ..analysis.stats import bootstrap_ci_over_seeds
-from ..analysis.stats import finite_or_none as _num
-from ..checkpoints import RunDir
-from ..errors import UserError
-from ..io import read_json_or_none
-from ..results_columns import LOWER_IS_BETTER
-from . import selection, slices
-from .numbers import by_wd
+from plasticity.analysis.stats import bootstrap_ci_over_seeds
+from plasticity.analysis.stats import finite_or_none as _num
+from plasticity.checkpoints import RunDir
+from plasticity.errors import UserError
+from plasticity.files import read_json_or_none
+from plasticity.report import selection, slices
+from plasticity.report.numbers import by_wd
+from plasticity.results_columns import LOWER_IS_BETTER
 
 RowSet = Literal["runs", "downstream", "completed"]
 _METRIC_PREFERENCE = ("pass@", "correct_ratio", "acc", "maj@", "greedy")

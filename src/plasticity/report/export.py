@@ -12,9 +12,9 @@ import fnmatch
 import shutil
 from pathlib import Path
 
-from ..errors import UserError
-from ..io import read_json_or_none
-from ..names import check_node_id
+from plasticity.errors import UserError
+from plasticity.files import read_json_or_none
+from plasticity.names import check_node_id
 
 # (directory inside a node dir, file pattern): configs, summaries, metrics, analyses and evaluation results
 KEEP = [("", "*.json"), ("", "*.yaml"), ("", "metrics.jsonl"), ("analysis", "*.json"), ("eval", "*.json"),

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any, Protocol
 
-from ..analysis.stats import (
+from plasticity.analysis.stats import (
     bootstrap_ci_over_seeds,
     correlation,
     leave_one_out,
@@ -14,7 +14,7 @@ from ..analysis.stats import (
     optimum_order_bootstrap,
     trend_bootstrap,
 )
-from ..results_columns import LOWER_IS_BETTER
+from plasticity.results_columns import LOWER_IS_BETTER
 
 # pretraining-level columns (one value per run) and whether lower is better for an "optimum"
 # (`train_loss`: the last step's training loss in results.csv of older versions, now `last_step_train_loss`)

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..analysis.stats import finite_or_none as _num
-from ..errors import UserError
-from ..results_columns import better
+from plasticity.analysis.stats import finite_or_none as _num
+from plasticity.errors import UserError
+from plasticity.results_columns import better
 
 HEADLINE = "headline"
 

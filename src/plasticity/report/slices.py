@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..analysis.stats import finite_or_none as _num
-from ..results_columns import better
-from .selection import best_per_task
+from plasticity.analysis.stats import finite_or_none as _num
+from plasticity.report.selection import best_per_task
+from plasticity.results_columns import better
 
 FROM = "finetune_from"
 

@@ -7,11 +7,11 @@ from typing import Any
 
 import numpy as np
 
-from ..analysis.columns import probe_mean_best
-from ..analysis.stats import correlation, leave_one_out
-from ..results_columns import OUR_METRICS
-from .data import ReportData, agg, is_task_metric
-from .numbers import summary_numbers
+from plasticity.analysis.columns import probe_mean_best
+from plasticity.analysis.stats import correlation, leave_one_out
+from plasticity.report.data import ReportData, agg, is_task_metric
+from plasticity.report.numbers import summary_numbers
+from plasticity.results_columns import OUR_METRICS
 
 _TRENDS = (("weight_norm", "Weight norm"), ("qk_rank_frac", "QK rank fraction"), ("vp_rank_frac", "VP rank fraction"),
            ("stability", "Stability (App. D: change in mean cloze accuracy after fine-tuning)"),

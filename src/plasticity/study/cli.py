@@ -20,7 +20,7 @@ def _shown(c: str, axes: list[str]) -> bool:
 
 def register(app: typer.Typer) -> None:
     """Add the ``study`` and ``status`` commands to ``app``."""
-    from ..console import log, out, user_errors
+    from plasticity.console import log, out, user_errors
 
     @app.command("study")
     @user_errors
@@ -37,21 +37,21 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Run a study: tokenizer -> data -> pretrain -> analyze / finetune -> evaluate for every grid point,
         cached per node, resumable; then results.csv and the report."""
-        from ..errors import UserError
-        from .plan import build_plan
-        from .runner import plan_table, row_axes, run_study
-        from .spec import check_memory_fits, load_spec
-        from .state import node_states
+        from plasticity.errors import UserError
+        from plasticity.study.plan import build_plan
+        from plasticity.study.run_study import plan_table, row_axes, run_study
+        from plasticity.study.spec import check_memory_fits, load_spec
+        from plasticity.study.state import node_states
 
         if print_default:
-            from .default import DEFAULT_STUDY_FILE
+            from plasticity.study.default import DEFAULT_STUDY_FILE
 
             print(DEFAULT_STUDY_FILE.read_text(), end="")
             return
         sp = load_spec(spec)
         if (executor or sp.executor) == "local":  # nodes run here: the grid must fit this machine's memory
             check_memory_fits(sp)
-        from .sizing import check_fits, size_plan
+        from plasticity.study.sizing import check_fits, size_plan
 
         plan = build_plan(sp)
         sizes = size_plan(plan)
@@ -66,16 +66,16 @@ def register(app: typer.Typer) -> None:
                           f"{res.gpu_memory_gb:g} GB GPUs (resources.gpu_memory_gb, 90% usable); time at "
                           f"{res.gpu_tflops:g} "
                           "TFLOP/s per GPU (resources.gpu_tflops)")
-            from .epochs import epoch_lines
+            from plasticity.study.epochs import epoch_lines
 
             for line in epoch_lines(plan):
                 out.print(line, soft_wrap=True)
             return
-        from ..io import check_output_dir
+        from plasticity.files import check_output_dir
 
         check_output_dir(Path(sp.out_dir) / sp.name, "out_dir")
         if sp.analyze is not None and "probes" in sp.analyze.what and sp.analyze.probe_sets:
-            from ..analysis.run import check_probe_sets
+            from plasticity.analysis.analyzer import check_probe_sets
 
             check_probe_sets(sp.analyze.probe_sets, sp.analyze.data_root)
         res = run_study(sp, workers=workers, executor=executor, retry_failed=retry_failed, log=log)
@@ -83,7 +83,7 @@ def register(app: typer.Typer) -> None:
                       row_axes(sp))
         out.print(f"results: {res.study_dir / 'results.csv'}")
         if not no_report and any(r.get("status") == "completed" for r in res.rows):
-            from ..report.build import build_report
+            from plasticity.report.build import build_report
 
             try:
                 out.print(f"report: {build_report(res.study_dir)}")
@@ -105,9 +105,9 @@ def register(app: typer.Typer) -> None:
         """Show every node of a study: done / running / failed / skipped / pending, with its key metric."""
         import json
 
-        from .plan import build_plan
-        from .runner import plan_table
-        from .state import load_study, node_states
+        from plasticity.study.plan import build_plan
+        from plasticity.study.run_study import plan_table
+        from plasticity.study.state import load_study, node_states
 
         sp = load_study(spec)
         plan = build_plan(sp)
@@ -150,7 +150,7 @@ def print_results(out, title: str, rows: list[dict[str, Any]], axes: list[str]) 
 
 
 def _print_nodes(out, rows: list[dict[str, Any]], title: str, totals: bool = False, sizes=None) -> None:
-    from .sizing import describe
+    from plasticity.study.sizing import describe
 
     t = Table(title=title)
     cols = ["node", "state", "axes", "metric / reason", "est. tokens", "est. FLOPs"]

@@ -6,8 +6,8 @@ tokenizer, so approximate); otherwise unknown. The paper pretrains for one epoch
 
 from __future__ import annotations
 
-from .plan import Plan
-from .state import read_marker
+from plasticity.study.plan import Plan
+from plasticity.study.state import read_marker
 
 # (source, hf_config) -> (tokens, how they were counted): sizes published on the dataset cards
 KNOWN_HUB_TOKENS: dict[tuple[str, str | None], tuple[float, str]] = {

@@ -9,9 +9,9 @@ import os
 import sys
 from pathlib import Path
 
-from ..io import write_json
-from .stages.base import Node
-from .stages.evaluate import evaluate_node
+from plasticity.files import write_json
+from plasticity.study.stages.base import Node
+from plasticity.study.stages.evaluate import evaluate_node
 
 
 def main(spec: str, result: str) -> None:

@@ -17,10 +17,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .spec import StudySpec, all_axes
-from .stages import KINDS, STAGES, Node, Point, Stage, Upstream, axis_owner, built_on, downstream_of, inputs_of
-from .stages import node_hash as node_hash
-from .stages.finetune import task_name as task_name
+from plasticity.study.spec import StudySpec, all_axes
+from plasticity.study.stages import (
+    KINDS,
+    STAGES,
+    GridPoint,
+    Node,
+    Stage,
+    Upstream,
+    axis_owner,
+    built_on,
+    downstream_of,
+    inputs_of,
+)
+from plasticity.study.stages import node_hash as node_hash
+from plasticity.study.stages.finetune import task_name as task_name
 
 __all__ = ["KINDS", "Node", "Plan", "Row", "build_plan", "node_hash", "task_name"]
 
@@ -65,11 +76,11 @@ class _Builder:
     nodes: dict[str, Node] = field(default_factory=dict)
     rows: dict[tuple, Row] = field(default_factory=dict)
 
-    def point(self, axes: dict[str, Any]) -> Point:
-        return Point(axes=axes, grid=self.grid, owners=self.owners,
+    def point(self, axes: dict[str, Any]) -> GridPoint:
+        return GridPoint(axes=axes, grid=self.grid, owners=self.owners,
                      make_config=lambda kind, values: STAGES[kind].config(self.spec, values))
 
-    def add(self, stage: Stage, point: Point, upstream: Upstream) -> Node:
+    def add(self, stage: Stage, point: GridPoint, upstream: Upstream) -> Node:
         """Build `stage`'s node at `point`; an identical node built before is the one kept."""
         node = self.nodes.setdefault((n := stage.build(self.spec, point, upstream)).id, n)
         if node.track is None and stage.in_tracker:
@@ -88,7 +99,7 @@ class _Builder:
         row = self.rows.setdefault(key, Row(axes=row_axes, model=model.id, nodes=[(model.label, model.id)]))
         self.grow(root, point, upstream, row)
 
-    def grow(self, on: Stage, point: Point, upstream: Upstream, row: Row) -> None:
+    def grow(self, on: Stage, point: GridPoint, upstream: Upstream, row: Row) -> None:
         """The nodes of every stage built on `on`'s output (each variant of a stage: one node)."""
         for s in built_on(on.provides):
             if not s.enabled(self.spec):
@@ -118,7 +129,7 @@ def build_plan(spec: StudySpec) -> Plan:
 def _track(spec: StudySpec, node: Node, axes: dict[str, Any]) -> None:
     """The node's tracking context (first grid point that made it): study name, node label and id, and the
     axis values it stands for (those of its own stage and of the stages before it)."""
-    from ..tracking import backend_names
+    from plasticity.tracking import backend_names
 
     node.track = {"backends": backend_names(spec.tracker), "group": spec.name, "node": node.id,
                   "name": f"{node.kind} {node.label}" if node.label != "-" else f"{node.kind} {node.id}",

@@ -8,9 +8,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .plan import Plan, Row
-from .stages import STAGES
-from .state import read_marker
+from plasticity.study.plan import Plan, Row
+from plasticity.study.stages import STAGES
+from plasticity.study.state import read_marker
 
 
 def _row_status(plan: Plan, row: Row, states: dict[str, str]) -> tuple[str, str | None, str | None]:

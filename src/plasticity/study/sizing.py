@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError
-from ..train import memory as mem
-from .executor import duration
-from .plan import Node, Plan
+from plasticity.errors import ConfigError
+from plasticity.study.plan import Node, Plan
+from plasticity.study.scheduler import duration
+from plasticity.train import memory as mem
 
 USABLE = 0.9  # of a GPU's memory: the rest goes to the CUDA context, library workspaces and allocator fragmentation
 EVAL_PROMPT_TOKENS = 512  # prompt length the sampling estimate assumes (the paper's eval prompts are shorter)
@@ -64,8 +64,8 @@ def _shape(plan: Plan, model: Node, cache: dict[str, mem.Shape | None]) -> mem.S
         return cache[model.id]
     shape = None
     if model.kind == "pretrain":
-        from ..config import PretrainConfig, from_dict
-        from ..models import resolve_shape
+        from plasticity.config import PretrainConfig, from_dict
+        from plasticity.models import resolve_shape
 
         pcfg = from_dict(PretrainConfig, model.config)
         vocab = pcfg.model.vocab_size or (pcfg.tokenizer.vocab_size if pcfg.tokenizer.name == "bpe" else 32000)
@@ -91,7 +91,7 @@ def _strategy(parallel: str, processes: int, gpus: int, params: int) -> str:
 
 
 def _size(node: Node, shape: mem.Shape, res: Any) -> NodeSize:
-    from ..config import EvaluateConfig, FinetuneConfig, PretrainConfig, from_dict
+    from plasticity.config import EvaluateConfig, FinetuneConfig, PretrainConfig, from_dict
 
     n = max(1, node.nproc)
     precision = "fp32"

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..config import (
+from plasticity.config import (
     AnalyzeConfig,
     CheckpointConfig,
     EvaluateConfig,
@@ -25,10 +25,10 @@ from ..config import (
     from_dict,
     read_yaml,
 )
-from ..errors import ConfigError
-from ..names import name_problem
-from .stages import STAGES, axis_owner, inputs_of, stage
-from .stages.finetune import study_tasks
+from plasticity.errors import ConfigError
+from plasticity.names import name_problem
+from plasticity.study.stages import STAGES, axis_owner, inputs_of, stage
+from plasticity.study.stages.finetune import study_tasks
 
 EXECUTORS = ("local", "ray")
 
@@ -132,7 +132,7 @@ def validate_spec(spec: StudySpec) -> None:
         _req(value is None or value >= 0, f"resources.{key}", f"must be >= 0, got {value}")
     for key in ("gpu_memory_gb", "gpu_tflops"):
         _req(getattr(spec.resources, key) > 0, f"resources.{key}", "must be > 0")
-    from ..tracking import check_backends
+    from plasticity.tracking import check_backends
 
     check_backends(spec.tracker, "tracker")
     axes = all_axes(spec)
@@ -168,7 +168,7 @@ def _check_size(spec: StudySpec, axes: dict[str, list[Any]]) -> None:
 
 def _check_report(spec: StudySpec, tasks: list[str]) -> None:
     """``report.headline``: the study's own tasks, each with a metric name (``greedy``, ``pass@16``, ``acc``, ...)."""
-    from ..results_columns import METRIC_NAME, METRIC_NAMES
+    from plasticity.results_columns import METRIC_NAME, METRIC_NAMES
 
     _req(isinstance(spec.report.headline, dict), "report.headline", "must map tasks to metrics")
     for task, metric in spec.report.headline.items():
@@ -193,7 +193,7 @@ def stage_config(spec: StudySpec, kind: str, values: dict[str, Any]) -> Any:
 def load_spec(path: str | Path | None) -> StudySpec:
     """Read and validate a study YAML (None: the default study shipped with the package)."""
     if path is None:
-        from .default import DEFAULT_STUDY_FILE
+        from plasticity.study.default import DEFAULT_STUDY_FILE
 
         path = DEFAULT_STUDY_FILE
     raw = read_yaml(path)

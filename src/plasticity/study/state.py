@@ -10,9 +10,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..errors import UserError
-from ..io import write_json
-from .plan import Node, Plan
+from plasticity.errors import UserError
+from plasticity.files import write_json
+from plasticity.study.plan import Node, Plan
 
 FORMAT_VERSION = 2  # layout of study directories and node markers; bumped on incompatible changes
 
@@ -74,7 +74,7 @@ def node_states(plan: Plan) -> dict[str, str]:
 
 def outputs_present(node: Node, marker: dict[str, Any]) -> bool:
     """A done marker counts only while the node's main output is still there (its stage says which)."""
-    from .stages import STAGES
+    from plasticity.study.stages import STAGES
 
     return STAGES[node.kind].outputs_present(node, Path(marker.get("out") or node.out))
 
@@ -108,8 +108,8 @@ def load_study(path: str | Path | None):
     """The study spec of `path`: a study YAML, a study directory (``<out_dir>/<name>/`` with the ``study.json``
     that ``plasticity study`` writes: its nodes are found under that directory's parent, wherever it now is), or
     None: the default study."""
-    from ..config import from_dict
-    from .spec import StudySpec, load_spec, validate_spec
+    from plasticity.config import from_dict
+    from plasticity.study.spec import StudySpec, load_spec, validate_spec
 
     if path is None or not Path(path).is_dir():
         return load_spec(path)

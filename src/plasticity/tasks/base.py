@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from plasticity.errors import DataError
+from plasticity.files import iter_jsonl
 from plasticity.hashing import hash_fraction
-from plasticity.io import iter_jsonl
 from plasticity.tasks import answers
 from plasticity.tasks.data_root import resolve_data_root
 

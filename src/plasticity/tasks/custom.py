@@ -30,7 +30,7 @@ from typing import Any
 import yaml
 
 from plasticity.errors import DataError
-from plasticity.io import load_yaml, yaml_error
+from plasticity.files import load_yaml, yaml_error
 from plasticity.names import name_problem
 from plasticity.tasks import answers
 from plasticity.tasks.base import (

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from plasticity.errors import DataError
-from plasticity.io import iter_jsonl
+from plasticity.files import iter_jsonl
 from plasticity.tasks.base import (
     SPLIT_ALIASES,
     HubSource,

@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from ..errors import UserError
+from plasticity.errors import UserError
 
 # backend name -> ("module:Class", the package it needs)
 BACKENDS: dict[str, tuple[str, str]] = {
@@ -71,7 +71,7 @@ def backend_names(value: str | list[str] | None) -> list[str]:
 
 def check_backends(value: str | list[str] | None, key: str) -> list[str]:
     """Backend names, checked against `BACKENDS` (no import): a one-line ConfigError naming `key`."""
-    from ..errors import ConfigError
+    from plasticity.errors import ConfigError
 
     names = backend_names(value)
     for n in names:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from . import TrackedRun, finite
+from plasticity.tracking import TrackedRun, finite
 
 SUBDIR = "tensorboard"
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from . import TrackedRun, finite
+from plasticity.tracking import TrackedRun, finite
 
 STEP = "trainer/step"
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..data.packed import load_prepared, token_cache_dir, tokenizer_dir
-from ..models import count_params, get_preset, resolve_shape
-from ..tokenizer import load_tokenizer
-from .pretrain import resolve_total_steps
+from plasticity.data.packed import load_prepared, token_cache_dir, tokenizer_dir
+from plasticity.models import count_params, get_preset, resolve_shape
+from plasticity.tokenizer import load_tokenizer
+from plasticity.train.pretrain import resolve_total_steps
 
 PAPER_RUNS = (("llama2-0.5b", 20.0), ("llama2-1b", 20.0), ("llama2-4b", 20.0), ("olmo2-1b", 20.0),
               ("olmo2-1b", 140.0))

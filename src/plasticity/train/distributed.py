@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 import torch
 
-from ..errors import ConfigError, UserError
+from plasticity.errors import ConfigError, UserError
 
 T = TypeVar("T")
 

@@ -14,26 +14,26 @@ from typing import Any
 
 import torch
 
-from .. import checkpoints
-from ..config import FinetuneConfig, to_dict
-from ..data.sft import SFTBatches, chat_template, encode_all
-from ..errors import CheckpointError, UserError
-from ..hardware import default_device, resolve_precision
-from ..io import check_output_dir, write_json
-from ..models import count_params
-from ..runinfo import run_info
-from . import distributed as pdist
-from . import memory as mem
-from .loop import TrainJob
-from .optim import build_optimizer, describe_groups
-from .run import check_ours, execute, open_run_dir, unlock_run_dir
-from .schedule import lr_at
+from plasticity import checkpoints
+from plasticity.config import FinetuneConfig, to_dict
+from plasticity.data.sft import SFTBatches, chat_template, encode_all
+from plasticity.errors import CheckpointError, UserError
+from plasticity.files import check_output_dir, write_json
+from plasticity.hardware import default_device, resolve_precision
+from plasticity.models import count_params
+from plasticity.runinfo import run_info
+from plasticity.train import distributed as pdist
+from plasticity.train import memory as mem
+from plasticity.train.loop import TrainJob
+from plasticity.train.optim import build_optimizer, describe_groups
+from plasticity.train.run_lifecycle import check_ours, execute, open_run_dir, unlock_run_dir
+from plasticity.train.schedule import lr_at
 
 
 def load_pairs(cfg: FinetuneConfig) -> tuple[list[tuple[str, str]], dict[str, Any]]:
     """(question, response) pairs of the task's training split, plus load/format counts."""
-    from ..tasks.loading import load_rows
-    from ..tasks.registry import get_task
+    from plasticity.tasks.loading import load_rows
+    from plasticity.tasks.registry import get_task
 
     task = get_task(cfg.task, **cfg.options_for_task())
     loaded = load_rows(task, "train", cfg.data_root, cfg.max_examples, source=cfg.data_source)
@@ -80,7 +80,7 @@ def _check_memory(cfg: FinetuneConfig, hf_config: dict[str, Any], device, precis
     except (ValueError, KeyError, TypeError, ZeroDivisionError):
         return
     seq = min(cfg.cutoff_len, int(hf_config.get("max_position_embeddings") or cfg.cutoff_len))
-    from .pretrain import sharding
+    from plasticity.train.pretrain import sharding
 
     est = mem.estimate(shape, cfg.train.micro_batch_size, seq, precision, **sharding(cfg.train, device, shape.params))
     mem.check_memory(est, device, cfg.train.allow_large_memory, "train.micro_batch_size (x cutoff_len)",

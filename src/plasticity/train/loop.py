@@ -23,14 +23,14 @@ from typing import Any, Protocol
 import torch
 import torch.nn.functional as F
 
-from ..config import TrainConfig
-from ..errors import DivergenceError, InterruptedRun
-from ..hardware import autocast, cpu_has_fast_bf16
-from ..io import append_jsonl, write_text
-from . import checkpoint as ckpt
-from . import distributed as pdist
-from .distributed import SINGLE, Dist
-from .fused_ce import linear_cross_entropy
+from plasticity.config import TrainConfig
+from plasticity.errors import DivergenceError, InterruptedRun
+from plasticity.files import append_jsonl, write_text
+from plasticity.hardware import autocast, cpu_has_fast_bf16
+from plasticity.train import checkpoint_writer as ckpt
+from plasticity.train import distributed as pdist
+from plasticity.train.distributed import SINGLE, Dist
+from plasticity.train.fused_ce import linear_cross_entropy
 
 
 class BatchSource(Protocol):
@@ -425,7 +425,7 @@ def restore(job: TrainJob, ckpt_dir: Path) -> LoopState:
     missing, unexpected = pdist.load_model_state(job.model, sd, job.parallel)
     tied = {"lm_head.weight"} if getattr(job.model.config, "tie_word_embeddings", False) else set()
     if set(missing) - tied or unexpected:
-        from ..errors import CheckpointError
+        from plasticity.errors import CheckpointError
 
         raise CheckpointError(f"{ckpt_dir}: weights do not match the model (missing {sorted(missing)[:3]}, "
                               f"unexpected {sorted(unexpected)[:3]})")
@@ -446,7 +446,7 @@ def truncate_metrics(path: Path, step: int, log=print) -> None:
         return
     import json
 
-    from ..io import BadLine, iter_jsonl
+    from plasticity.files import BadLine, iter_jsonl
 
     records = [(n, r) for n, r in iter_jsonl(path)]
     bad = [n for n, r in records[:-1] if isinstance(r, BadLine) or not isinstance(r, dict)]

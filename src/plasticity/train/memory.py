@@ -25,10 +25,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import ConfigError
-from ..hardware import available_memory as available_memory  # re-exported: where the estimates are checked
-from ..hardware import human as human
-from ..models import ModelShape, count_params
+from plasticity.errors import ConfigError
+from plasticity.hardware import available_memory as available_memory  # re-exported: where the estimates are checked
+from plasticity.hardware import human as human
+from plasticity.models import ModelShape, count_params
 
 
 @dataclass

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ..config import OptimizerConfig
+from plasticity.config import OptimizerConfig
 
 POLICIES = ("all", "no_norm_bias", "no_embed", "no_norm_bias_embed")
 

@@ -10,21 +10,21 @@ from typing import Any
 
 import torch
 
-from .. import checkpoints
-from ..config import PretrainConfig, to_dict
-from ..data.packed import PretrainBatches, cache_root, prepare_data
-from ..errors import CheckpointError, DataError, UserError
-from ..hardware import default_device, resolve_precision
-from ..io import check_output_dir, write_json
-from ..losses import mean_token_loss
-from ..models import DEFAULT_WD_POLICY, build_model, count_params, flops_per_token, get_preset, resolve_shape
-from ..runinfo import run_info
-from . import distributed as pdist
-from . import memory as mem
-from .loop import TrainJob
-from .optim import build_optimizer, describe_groups
-from .run import check_ours, execute, open_run_dir, unlock_run_dir
-from .schedule import lr_at
+from plasticity import checkpoints
+from plasticity.config import PretrainConfig, to_dict
+from plasticity.data.packed import PretrainBatches, cache_root, prepare_data
+from plasticity.errors import CheckpointError, DataError, UserError
+from plasticity.files import check_output_dir, write_json
+from plasticity.hardware import default_device, resolve_precision
+from plasticity.losses import mean_token_loss
+from plasticity.models import DEFAULT_WD_POLICY, build_model, count_params, flops_per_token, get_preset, resolve_shape
+from plasticity.runinfo import run_info
+from plasticity.train import distributed as pdist
+from plasticity.train import memory as mem
+from plasticity.train.loop import TrainJob
+from plasticity.train.optim import build_optimizer, describe_groups
+from plasticity.train.run_lifecycle import check_ours, execute, open_run_dir, unlock_run_dir
+from plasticity.train.schedule import lr_at
 
 
 def resolve_total_steps(cfg: PretrainConfig, params_total: int, params_non_embedding: int) -> tuple[int, int]:

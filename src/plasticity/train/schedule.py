@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from ..config import ScheduleConfig
+from plasticity.config import ScheduleConfig
 
 
 def lr_at(step: int, total_steps: int, lr: float, min_lr: float, sched: ScheduleConfig) -> float:

@@ -8,8 +8,8 @@ Adding a figure: a draw function decorated with ``@figure(name, caption, rows=..
 
 from __future__ import annotations
 
-from . import downstream, losses, norms, probes, rank  # noqa: F401 (registers the figures)
-from .base import REGISTRY, Canvas, Figure, Missing, Needs, figure
+from plasticity.report.figures import downstream, losses, norms, probes, rank  # noqa: F401 (registers the figures)
+from plasticity.report.figures.base import REGISTRY, Canvas, Figure, Missing, Needs, figure
 
 ORDER = (
     "fig1_val_loss_vs_wd",

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..data import Point, ReportData, RowSet
+from plasticity.report.data import Point, ReportData, RowSet
 
 HEADLINE_COL = "<headline>"  # in Needs.columns: the report's headline column
 STABILITY_COL = "<stability>"  # in Needs.columns: stability (forgetting in results.csv of older versions)
@@ -146,7 +146,7 @@ class Canvas:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        from .plot import colors, run_style
+        from plasticity.report.figures.plot import colors, run_style
 
         self.plt = plt
         self.out_dir = Path(out_dir)
@@ -176,7 +176,7 @@ class Canvas:
 
     def save(self, fig, name: str | None = None, caption: str | None = None) -> None:
         """Save `fig` as ``<name>.png`` and ``.svg`` (default: the figure being drawn, with its caption)."""
-        from .plot import widen_degenerate
+        from plasticity.report.figures.plot import widen_degenerate
 
         name = name or self.current[0]
         caption = self.current[1] if caption is None else caption

@@ -8,13 +8,13 @@ from collections import defaultdict
 
 import numpy as np
 
-from ... import results_columns as names
-from ...analysis.stats import bootstrap_ci_over_seeds, correlation, leave_one_out
-from ...analysis.stats import finite_or_none as _num
-from .. import selection, slices
-from ..data import Point, ReportData, agg, agg_groups, describe_metric
-from .base import HEADLINE_COL, STABILITY_COL, Needs, figure
-from .plot import errplot, metrics_vs_wd, ours_note, scatter_by_wd, wd_axis
+from plasticity import results_columns as names
+from plasticity.analysis.stats import bootstrap_ci_over_seeds, correlation, leave_one_out
+from plasticity.analysis.stats import finite_or_none as _num
+from plasticity.report import selection, slices
+from plasticity.report.data import Point, ReportData, agg, agg_groups, describe_metric
+from plasticity.report.figures.base import HEADLINE_COL, STABILITY_COL, Needs, figure
+from plasticity.report.figures.plot import errplot, metrics_vs_wd, ours_note, scatter_by_wd, wd_axis
 
 
 def _fmt(v: float | None, digits: int = 4) -> str:

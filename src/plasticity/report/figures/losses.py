@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from ... import results_columns as names
-from ...analysis.stats import finite_or_none as _num
-from ..data import agg, agg_groups
-from .base import Missing, Needs, figure
-from .plot import errplot, wd_axis
+from plasticity import results_columns as names
+from plasticity.analysis.stats import finite_or_none as _num
+from plasticity.report.data import agg, agg_groups
+from plasticity.report.figures.base import Missing, Needs, figure
+from plasticity.report.figures.plot import errplot, wd_axis
 
 
 @figure("fig1_val_loss_vs_wd", "Final validation loss vs pretraining weight decay (error bars: 95% bootstrap CI "

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...analysis.stats import finite_or_none as _num
-from ..data import agg_groups
-from .base import Missing, Needs, figure
-from .plot import errplot, wd_axis
+from plasticity.analysis.stats import finite_or_none as _num
+from plasticity.report.data import agg_groups
+from plasticity.report.figures.base import Missing, Needs, figure
+from plasticity.report.figures.plot import errplot, wd_axis
 
 _NO_NORMS = "no analysis/norms.json in the run directories"
 

@@ -6,9 +6,9 @@ from typing import Any
 
 import numpy as np
 
-from ... import results_columns as names
-from ...analysis.stats import finite_or_none as _num
-from ..data import Point, agg
+from plasticity import results_columns as names
+from plasticity.analysis.stats import finite_or_none as _num
+from plasticity.report.data import Point, agg
 
 LINESTYLES = ("-", "--", ":", "-.")
 

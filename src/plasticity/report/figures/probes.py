@@ -3,11 +3,11 @@ averaged over the sets, and the best layer's averaged accuracy vs the headline."
 
 from __future__ import annotations
 
-from ...analysis.columns import probe_layer_means, probe_mean_best
-from ...analysis.stats import finite_or_none as _num
-from ..data import Point, ReportData
-from .base import HEADLINE_COL, Missing, Needs, figure
-from .plot import scatter_by_wd
+from plasticity.analysis.columns import probe_layer_means, probe_mean_best
+from plasticity.analysis.stats import finite_or_none as _num
+from plasticity.report.data import Point, ReportData
+from plasticity.report.figures.base import HEADLINE_COL, Missing, Needs, figure
+from plasticity.report.figures.plot import scatter_by_wd
 
 _PER_SET = "Linear-probe test accuracy per layer, one line per run (colour: weight decay; dash: seed), probe set {}."
 

@@ -3,9 +3,9 @@ the paper's layers."""
 
 from __future__ import annotations
 
-from ...analysis.rank import mean_over_layers, selected_layers
-from ..data import Point
-from .base import Missing, Needs, figure
+from plasticity.analysis.rank import mean_over_layers, selected_layers
+from plasticity.report.data import Point
+from plasticity.report.figures.base import Missing, Needs, figure
 
 _NO_RANK = "no analysis/rank.json in the run directories"
 

@@ -4,14 +4,14 @@ provides an input, which stages are built on an output."""
 
 from __future__ import annotations
 
-from .analyze import AnalyzeStage
-from .base import Node, Point, RunContext, Stage, Upstream, node_hash
-from .checkpoint import CheckpointStage
-from .data import DataStage
-from .evaluate import EvaluateStage
-from .finetune import FinetuneStage
-from .pretrain import PretrainStage
-from .tokenizer import TokenizerStage
+from plasticity.study.stages.analyze import AnalyzeStage
+from plasticity.study.stages.base import GridPoint, Node, RunContext, Stage, Upstream, node_hash
+from plasticity.study.stages.checkpoint import CheckpointStage
+from plasticity.study.stages.data import DataStage
+from plasticity.study.stages.evaluate import EvaluateStage
+from plasticity.study.stages.finetune import FinetuneStage
+from plasticity.study.stages.pretrain import PretrainStage
+from plasticity.study.stages.tokenizer import TokenizerStage
 
 STAGES: dict[str, Stage] = {s.kind: s for s in (TokenizerStage(), DataStage(), PretrainStage(), CheckpointStage(),
                                                  AnalyzeStage(), FinetuneStage(), EvaluateStage())}
@@ -62,5 +62,5 @@ def downstream_of(s: Stage) -> list[Stage]:
     return out
 
 
-__all__ = ["KINDS", "STAGES", "Node", "Point", "RunContext", "Stage", "Upstream", "axis_owner", "built_on",
+__all__ = ["KINDS", "STAGES", "Node", "GridPoint", "RunContext", "Stage", "Upstream", "axis_owner", "built_on",
            "downstream_of", "inputs_of", "node_hash", "providers", "stage"]

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ...analysis.columns import analysis_columns
-from ...config import AnalyzeConfig, from_dict, to_dict
-from ...io import read_json_or_none as read_json
-from .base import Node, Point, RunContext, Stage, StudySpec, Upstream
+from plasticity.analysis.columns import analysis_columns
+from plasticity.config import AnalyzeConfig, from_dict, to_dict
+from plasticity.files import read_json_or_none as read_json
+from plasticity.study.stages.base import GridPoint, Node, RunContext, Stage, StudySpec, Upstream
 
 
 class AnalyzeStage(Stage):
@@ -34,7 +34,7 @@ class AnalyzeStage(Stage):
         opts = _non_default(acfg)
         return [model_id, sorted(acfg.what)] + ([opts] if opts else [])
 
-    def build(self, spec: StudySpec, point: Point, upstream: Upstream) -> Node:
+    def build(self, spec: StudySpec, point: GridPoint, upstream: Upstream) -> Node:
         model = upstream[self.consumes]
         acfg = point.config(self.kind)
         gpus, _ = spec.resources.of(self.kind)
@@ -43,7 +43,7 @@ class AnalyzeStage(Stage):
                     config={"run": upstream.model_dir, "what": sorted(acfg.what), "options": _non_default(acfg)})
 
     def run(self, node: Node, ctx: RunContext) -> dict[str, Any]:
-        from ...analysis.run import run_analyze
+        from plasticity.analysis.analyzer import run_analyze
 
         # validated once, when the plan built it
         cfg = from_dict(AnalyzeConfig, dict(node.config.get("options") or {}, what=node.config["what"]))

@@ -11,8 +11,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
-from ...config import deep_merge, from_dict, set_dotted, to_dict, validate
-from ...errors import ConfigError
+from plasticity.config import deep_merge, from_dict, set_dotted, to_dict, validate
+from plasticity.errors import ConfigError
 
 # `plasticity.study.spec.StudySpec`, not imported (the spec asks the stage registry; stages never import it)
 StudySpec = Any
@@ -44,7 +44,7 @@ class RunContext:
 
 
 @dataclass
-class Point:
+class GridPoint:
     """One grid point of a study and each stage's config for it (built and validated once, on first use).
 
     `axes` maps axis keys to values; keys no stage owns name the row's source (``checkpoint``: a checkpoint
@@ -68,7 +68,7 @@ class Point:
             self.configs[kind] = self.make_config(kind, self.values(kind))
         return self.configs[kind]
 
-    def variant(self, kind: str, cfg: Any, column: str, **track_axes: Any) -> Point:
+    def variant(self, kind: str, cfg: Any, column: str, **track_axes: Any) -> GridPoint:
         """This point with stage `kind`'s config replaced (a task variant), its column label and tracker axes."""
         return replace(self, column=column, track_axes=dict(self.track_axes, **track_axes),
                        configs=dict(self.configs, **{kind: cfg}))
@@ -201,11 +201,11 @@ class Stage:
         [] for a stage that does not start rows."""
         return []
 
-    def variants(self, spec: StudySpec, point: Point) -> list[Point]:
+    def variants(self, spec: StudySpec, point: GridPoint) -> list[GridPoint]:
         """The points this stage builds a node for at `point` (several: task variants sharing a row)."""
         return [point]
 
-    def build(self, spec: StudySpec, point: Point, upstream: Upstream) -> Node:
+    def build(self, spec: StudySpec, point: GridPoint, upstream: Upstream) -> Node:
         """The node of this stage at `point`, built on `upstream`."""
         raise NotImplementedError
 
@@ -226,7 +226,8 @@ class Stage:
 
     def tracked(self, node: Node, result: dict[str, Any]) -> tuple[dict[str, Any], dict[int, dict[str, float]]] | None:
         """What a study's tracker logs for a finished node that is not a training run: (final numbers,
-        {step: numbers} series); None: nothing (training nodes log their own steps, ``plasticity.train.run``)."""
+        {step: numbers} series); None: nothing (training nodes log their own steps,
+        ``plasticity.train.run_lifecycle``)."""
         return None
 
     # ---- the results side
@@ -275,7 +276,7 @@ def runs_dir(spec: StudySpec) -> Path:
 def completed_run(out: Path) -> bool:
     """A training node's outputs: ``summary.json`` parses and says completed, and ``final/`` has its manifest (a
     damaged summary is not a done node: its row would have no numbers)."""
-    from ...checkpoints import RunDir
+    from plasticity.checkpoints import RunDir
 
     return RunDir(out).completed()
 

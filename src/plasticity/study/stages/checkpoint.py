@@ -11,13 +11,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ...config import CheckpointConfig
-from ...errors import CheckpointError, ConfigError
-from ...io import read_json_or_none as read_json
-from ...names import name_problem
-from .base import Node, Point, RunContext, Stage, StudySpec, Upstream, grid_points, runs_dir
-from .finetune import start_fractions
-from .pretrain import PretrainStage
+from plasticity.config import CheckpointConfig
+from plasticity.errors import CheckpointError, ConfigError
+from plasticity.files import read_json_or_none as read_json
+from plasticity.names import name_problem
+from plasticity.study.stages.base import GridPoint, Node, RunContext, Stage, StudySpec, Upstream, grid_points, runs_dir
+from plasticity.study.stages.finetune import start_fractions
+from plasticity.study.stages.pretrain import PretrainStage
 
 ROW_KEY = "checkpoint"  # the results column (and row point key) naming a row's checkpoint entry
 
@@ -53,7 +53,7 @@ class CheckpointStage(Stage):
     def check(self, name: str, cfg: CheckpointConfig) -> None:
         """Plan-time checks (nothing downloaded): the source exists, a Hub id has a revision, a local model is
         of a supported family (`plasticity.architectures`). One-line ConfigError naming the entry."""
-        from ...checkpoints import check_architecture, resolve_model_source
+        from plasticity.checkpoints import check_architecture, resolve_model_source
 
         key = f"checkpoints.{name}"
         problem = name_problem(name)
@@ -77,7 +77,7 @@ class CheckpointStage(Stage):
     def identity(self, cfg: CheckpointConfig) -> dict[str, Any]:
         """Hub: id and revision. Local: the resolved path and a fingerprint of the weights (the manifest of our
         checkpoints, else file sizes and mtimes), so a model rewritten in place is a new node."""
-        from ...checkpoints import resolve_model_source
+        from plasticity.checkpoints import resolve_model_source
 
         src = resolve_model_source(cfg.path, cfg.revision)
         if src.kind == "hub":
@@ -92,7 +92,7 @@ class CheckpointStage(Stage):
         return {"path": str(model), "run": str(src.run_dir.resolve()) if src.kind == "run" else None,
                 "fingerprint": fp}
 
-    def build(self, spec: StudySpec, point: Point, upstream: Upstream) -> Node:
+    def build(self, spec: StudySpec, point: GridPoint, upstream: Upstream) -> Node:
         name = point.axes[ROW_KEY]
         cfg = spec.checkpoints[name]
         c_id = self.node_id(self.identity(cfg))
@@ -105,7 +105,7 @@ class CheckpointStage(Stage):
         return upstream.add(self.provides, node, model_dir=str(Path(node.out) / "model"), shape=None)
 
     def run(self, node: Node, ctx: RunContext) -> dict[str, Any]:
-        from ...checkpoints import check_model_dir, read_manifest, resolve_model_source, weights_digest
+        from plasticity.checkpoints import check_model_dir, read_manifest, resolve_model_source, weights_digest
 
         src = resolve_model_source(node.config["path"], node.config["revision"])
         local = src.local_dir()  # a Hub snapshot is fetched here (the only download)
@@ -124,7 +124,7 @@ class CheckpointStage(Stage):
                 "revision": node.config["revision"], "model_dir": str(local),
                 "run_dir": str(src.run_dir) if src.run_dir is not None else None, "model_type": model_type,
                 "manifest_verified": manifest is not None, "weights_sha256": weights_digest(local)}
-        from ...io import write_json
+        from plasticity.files import write_json
 
         write_json(out / "checkpoint.json", info)
         ctx.log(f"{node.config['name']}: {src.describe()} ({model_type}"

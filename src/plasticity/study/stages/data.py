@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ...config import DataConfig, PretrainConfig, TokenizerConfig, from_dict, to_dict
-from .base import Node, Point, RunContext, Stage, StudySpec, Upstream
+from plasticity.config import DataConfig, PretrainConfig, TokenizerConfig, from_dict, to_dict
+from plasticity.study.stages.base import GridPoint, Node, RunContext, Stage, StudySpec, Upstream
 
 
 class DataStage(Stage):
@@ -20,12 +20,12 @@ class DataStage(Stage):
     in_tracker = False
 
     def identity(self, pcfg: PretrainConfig, tokenizer_id: str) -> list[Any]:
-        from ...data.packed import source_key
+        from plasticity.data.packed import source_key
 
         return [source_key(pcfg.data), tokenizer_id]
 
-    def build(self, spec: StudySpec, point: Point, upstream: Upstream) -> Node:
-        from ...data.packed import source_label
+    def build(self, spec: StudySpec, point: GridPoint, upstream: Upstream) -> Node:
+        from plasticity.data.packed import source_label
 
         pcfg = point.config(self.config_of)
         tokenizer_id = upstream[self.consumes].id
@@ -34,7 +34,7 @@ class DataStage(Stage):
                     label=source_label(pcfg.data.source))
 
     def run(self, node: Node, ctx: RunContext) -> dict[str, Any]:
-        from ...data.packed import prepare_data
+        from plasticity.data.packed import prepare_data
 
         d = prepare_data(from_dict(DataConfig, node.config["data"]),
                          from_dict(TokenizerConfig, node.config["tokenizer"]), ctx.log)

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ...config import EvaluateConfig, FinetuneConfig, from_dict, to_dict
-from ...io import read_json_or_none as read_json
-from ...results_columns import headline, task_columns
-from .base import Node, Point, RunContext, Stage, StudySpec, Upstream, runs_dir, torchrun
+from plasticity.config import EvaluateConfig, FinetuneConfig, from_dict, to_dict
+from plasticity.files import read_json_or_none as read_json
+from plasticity.results_columns import headline, task_columns
+from plasticity.study.stages.base import GridPoint, Node, RunContext, Stage, StudySpec, Upstream, runs_dir, torchrun
 
 
 class EvaluateStage(Stage):
@@ -23,7 +23,7 @@ class EvaluateStage(Stage):
     sweep_name = "evaluation"
 
     def check_spec(self, spec: StudySpec, axes: dict[str, list[Any]]) -> None:
-        from ...errors import ConfigError
+        from plasticity.errors import ConfigError
 
         if spec.evaluate is not None and spec.finetune is None:
             raise ConfigError("evaluate", "needs a `finetune` section")
@@ -32,7 +32,7 @@ class EvaluateStage(Stage):
         """The settings as run; the default stability cloze sets are resolved here, so the node id says which."""
         ev = to_dict(ecfg)
         if ev.get("stability_tasks") is None:
-            from ...evaluate import stability
+            from plasticity.evaluate import stability
 
             ev["stability_tasks"] = stability.resolve_cloze_sets(None, ecfg.data_root or fcfg.data_root)
         return ev
@@ -40,7 +40,7 @@ class EvaluateStage(Stage):
     def identity(self, finetune_id: str, settings: dict[str, Any]) -> list[Any]:
         return [finetune_id, settings]
 
-    def build(self, spec: StudySpec, point: Point, upstream: Upstream) -> Node:
+    def build(self, spec: StudySpec, point: GridPoint, upstream: Upstream) -> Node:
         ft = upstream[self.consumes]
         fcfg = point.config(ft.kind)
         settings = self.resolved(point.config(self.kind), fcfg)
@@ -103,7 +103,7 @@ def evaluate_node(node: Node, log) -> dict[str, Any]:
     0 then measures stability and returns the node result (other ranks: {"status": "done"})."""
     import os
 
-    from ...evaluate.pipeline import evaluate_with_stability
+    from plasticity.evaluate.pipeline import evaluate_with_stability
 
     cfg = from_dict(EvaluateConfig, node.config["evaluate"])
     ev = evaluate_with_stability(node.config["finetune_dir"], cfg, out_dir=Path(node.out), log=log)

@@ -9,12 +9,12 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ...config import FinetuneConfig, deep_merge, from_dict, scope_task_options, to_dict, train_identity
-from ...errors import ConfigError
-from ...io import read_json_or_none as read_json
-from .base import (
+from plasticity.config import FinetuneConfig, deep_merge, from_dict, scope_task_options, to_dict, train_identity
+from plasticity.errors import ConfigError
+from plasticity.files import read_json_or_none as read_json
+from plasticity.study.stages.base import (
+    GridPoint,
     Node,
-    Point,
     RunContext,
     Stage,
     StudySpec,
@@ -79,7 +79,7 @@ class FinetuneStage(Stage):
         if spec.finetune is not None:
             _check_tasks(spec, axes)
 
-    def variants(self, spec: StudySpec, point: Point) -> list[Point]:
+    def variants(self, spec: StudySpec, point: GridPoint) -> list[GridPoint]:
         """One point per value combination of the task's `task_axes` options, column-labelled by task."""
         return [point.variant(self.kind, cfg, label, task=label)
                 for cfg, label in task_variants(spec, point.config(self.kind))]
@@ -93,7 +93,7 @@ class FinetuneStage(Stage):
             ident["task_content"] = content
         return [model_id, fraction, ident]
 
-    def build(self, spec: StudySpec, point: Point, upstream: Upstream) -> Node:
+    def build(self, spec: StudySpec, point: GridPoint, upstream: Upstream) -> Node:
         model = upstream[self.consumes]
         fcfg = point.config(self.kind)
         fraction = float(point.values(self.kind).get(FROM_AXIS, 1.0))
@@ -110,14 +110,14 @@ class FinetuneStage(Stage):
         return node
 
     def run(self, node: Node, ctx: RunContext) -> dict[str, Any]:
-        from ...train.finetune import run_finetune
+        from plasticity.train.finetune import run_finetune
 
         init = finetune_init(node.config["pretrain_dir"], node.config["fraction"])
         # validated once, when the plan built it; init_from / out_dir are this node's
         cfg = from_dict(FinetuneConfig, dict(node.config["finetune"], init_from=init, out_dir=node.out))
         resume = (Path(node.out) / "config.yaml").exists()
         if node.nproc > 1:  # DDP / FSDP2 through torchrun (resources.finetune_nproc)
-            from ...io import write_yaml
+            from plasticity.files import write_yaml
 
             cfg_path = Path(node.out).parent / f"{node.id}.torchrun.yaml"
             write_yaml(cfg_path, to_dict(cfg))
@@ -133,7 +133,7 @@ class FinetuneStage(Stage):
 
     def metrics(self, node: Node, label: str) -> dict[str, Any]:
         """``<task>/trained_on``: what the run was trained on (`data_note`)."""
-        from ...results_columns import data_note
+        from plasticity.results_columns import data_note
 
         t_on = (read_json(Path(node.out) / "summary.json") or {}).get("trained_on")
         return {} if t_on is None else {f"{label}/trained_on": data_note(t_on)}
@@ -158,7 +158,7 @@ def study_tasks(spec: StudySpec, axes: dict[str, list[Any]]) -> list[str]:
 def task_name(task: str) -> str:
     """The registered name of a task given by name or by YAML path (result columns use it)."""
     if task.endswith((".yaml", ".yml")):
-        from ...tasks.registry import get_task
+        from plasticity.tasks.registry import get_task
 
         return get_task(task).name
     return task
@@ -195,8 +195,8 @@ def finetune_estimate(fcfg: FinetuneConfig, model: tuple[Any, Any]) -> tuple[int
 def _check_tasks(spec: StudySpec, axes: dict[str, list[Any]]) -> None:
     """Every fine-tuning task exists: a registered name, or a YAML task file that loads; two tasks with one name
     (a YAML task named like a built-in) would share result columns: refused."""
-    from ...errors import UserError
-    from ...tasks.registry import get_task, task_names
+    from plasticity.errors import UserError
+    from plasticity.tasks.registry import get_task, task_names
 
     assert spec.finetune is not None
     key = "axes.task" if "task" in axes else "finetune.task"
@@ -229,8 +229,8 @@ def task_content(task: str) -> str | None:
     file is a new node, not a cached one."""
     if not task.endswith((".yaml", ".yml")):
         return None
-    from ...data.sources import source_fingerprint
-    from ...tasks.registry import get_task
+    from plasticity.data.sources import source_fingerprint
+    from plasticity.tasks.registry import get_task
 
     files = {str(Path(task).expanduser().resolve())}
     for spec in get_task(task).splits.values():
@@ -245,6 +245,6 @@ def _config_dict(fcfg: FinetuneConfig) -> dict[str, Any]:
 def finetune_init(model_dir: str, fraction: float) -> str:
     """The model fine-tuning starts from: a run's ``final/`` or its snapshot at `fraction` of pretraining; a
     checkpoint node's model (a run dir or a model dir) as is at fraction 1."""
-    from ...checkpoints import RunDir
+    from plasticity.checkpoints import RunDir
 
     return RunDir(model_dir).snapshot_at(fraction).path

@@ -7,12 +7,12 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ...config import PretrainConfig, deep_merge, from_dict, to_dict, train_identity
-from ...errors import ConfigError
-from ...io import read_json_or_none as read_json
-from .base import (
+from plasticity.config import PretrainConfig, deep_merge, from_dict, to_dict, train_identity
+from plasticity.errors import ConfigError
+from plasticity.files import read_json_or_none as read_json
+from plasticity.study.stages.base import (
+    GridPoint,
     Node,
-    Point,
     RunContext,
     Stage,
     StudySpec,
@@ -23,7 +23,7 @@ from .base import (
     runs_dir,
     torchrun,
 )
-from .finetune import start_fractions
+from plasticity.study.stages.finetune import start_fractions
 
 # how fast / how much memory / whether to refuse / where numbers are mirrored, not what is computed
 NOT_IDENTITY = ("threads", "parallel", "allow_large_memory", "activation_checkpointing", "tracker")
@@ -62,8 +62,8 @@ class PretrainStage(Stage):
     def check_memory(self, spec: StudySpec) -> None:
         """Every pretraining config of the grid (axis values one at a time) must fit this machine's memory;
         pretraining on GPUs (``resources.pretrain_gpus``) is sized per node by `plasticity.study.sizing`."""
-        from ...hardware import default_device, resolve_precision
-        from ...train.pretrain import early_memory_check
+        from plasticity.hardware import default_device, resolve_precision
+        from plasticity.train.pretrain import early_memory_check
 
         if not self.enabled(spec) or spec.resources.pretrain_gpus:
             return
@@ -94,7 +94,7 @@ class PretrainStage(Stage):
             ident["data"].pop(how, None)
         return ident
 
-    def build(self, spec: StudySpec, point: Point, upstream: Upstream) -> Node:
+    def build(self, spec: StudySpec, point: GridPoint, upstream: Upstream) -> Node:
         """The run keeps a snapshot at every fraction fine-tuning starts from (``finetune_from`` < 1)."""
         pcfg = point.config(self.kind)
         fracs = start_fractions(point.grid)
@@ -123,7 +123,7 @@ class PretrainStage(Stage):
         resume = (Path(cfg.out_dir) / "config.yaml").exists()
         if node.nproc > 1:
             return run_summary(_torchrun(node, resume, ctx), cfg.out_dir, "final_val_loss")
-        from ...train.pretrain import run_pretrain
+        from plasticity.train.pretrain import run_pretrain
 
         return run_summary(run_pretrain(cfg, resume=resume, log=ctx.log), cfg.out_dir, "final_val_loss")
 
@@ -149,8 +149,8 @@ def _check_fractions(fracs: list[float], pcfg: PretrainConfig, tokens: int, labe
 
 def pretrain_estimate(pcfg: PretrainConfig) -> tuple[Any, tuple[int, float]]:
     """((param counts, shape), (tokens, FLOPs)) from the preset on the meta device (vocab from the config)."""
-    from ...models import build_model, count_params, flops_per_token, resolve_shape
-    from ...train.pretrain import resolve_total_steps
+    from plasticity.models import build_model, count_params, flops_per_token, resolve_shape
+    from plasticity.train.pretrain import resolve_total_steps
 
     vocab = pcfg.model.vocab_size or (pcfg.tokenizer.vocab_size if pcfg.tokenizer.name == "bpe" else 32000)
     shape = resolve_shape(pcfg.model, vocab)
@@ -162,7 +162,7 @@ def pretrain_estimate(pcfg: PretrainConfig) -> tuple[Any, tuple[int, float]]:
 
 def _torchrun(node: Node, resume: bool, ctx: RunContext) -> dict[str, Any]:
     """Pretrain one node with `nproc` processes (DDP / FSDP2) through torchrun; its output goes to the log."""
-    from ...io import write_yaml
+    from plasticity.files import write_yaml
 
     cfg_path = Path(node.out).parent / f"{node.id}.torchrun.yaml"
     write_yaml(cfg_path, node.config)

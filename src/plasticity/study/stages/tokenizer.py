@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ...config import DataConfig, PretrainConfig, TokenizerConfig, from_dict, to_dict
-from .base import Node, Point, RunContext, Stage, StudySpec, Upstream, node_hash
+from plasticity.config import DataConfig, PretrainConfig, TokenizerConfig, from_dict, to_dict
+from plasticity.study.stages.base import GridPoint, Node, RunContext, Stage, StudySpec, Upstream, node_hash
 
 
 class TokenizerStage(Stage):
@@ -20,7 +20,7 @@ class TokenizerStage(Stage):
 
     def identity(self, pcfg: PretrainConfig) -> str:
         """The cache directory name of a trained tokenizer (already a content hash), else name@revision hashed."""
-        from ...data.packed import tokenizer_dir
+        from plasticity.data.packed import tokenizer_dir
 
         tdir = tokenizer_dir(pcfg.data, pcfg.tokenizer)
         return tdir.name if tdir is not None else node_hash([pcfg.tokenizer.name, pcfg.tokenizer.revision])
@@ -28,8 +28,8 @@ class TokenizerStage(Stage):
     def node_id(self, identity: Any) -> str:
         return f"{self.kind}-{identity}"
 
-    def build(self, spec: StudySpec, point: Point, upstream: Upstream) -> Node:
-        from ...data.packed import source_label, tokenizer_dir
+    def build(self, spec: StudySpec, point: GridPoint, upstream: Upstream) -> Node:
+        from plasticity.data.packed import source_label, tokenizer_dir
 
         pcfg = point.config(self.config_of)
         tdir = tokenizer_dir(pcfg.data, pcfg.tokenizer)
@@ -38,7 +38,7 @@ class TokenizerStage(Stage):
                     label=source_label(pcfg.data.source))
 
     def run(self, node: Node, ctx: RunContext) -> dict[str, Any]:
-        from ...data.packed import prepare_tokenizer
+        from plasticity.data.packed import prepare_tokenizer
 
         tok_dir = prepare_tokenizer(from_dict(DataConfig, node.config["data"]),
                                     from_dict(TokenizerConfig, node.config["tokenizer"]), ctx.log)

@@ -22,9 +22,9 @@ SRC = Path(__file__).resolve().parents[2] / "src" / "plasticity"
 LAYERS: list[tuple[str, list[str]]] = [
     # the entry point and the command front ends it registers (a command may read study results, e.g.
     # `analyze --compare --finetuned`)
-    ("cli", ["plasticity.cli", "plasticity.bench_cmd", "plasticity.*.cli", "plasticity.api"]),
+    ("cli", ["plasticity.cli", "plasticity.*.cli", "plasticity.api"]),
     ("report", ["plasticity.report", "plasticity.report.*"]),
-    ("study", ["plasticity.study", "plasticity.study.*", "plasticity.bench"]),
+    ("study", ["plasticity.study", "plasticity.study.*", "plasticity.bench", "plasticity.bench.*"]),
     ("train/evaluate/analysis", ["plasticity.train", "plasticity.train.*", "plasticity.evaluate",
                                  "plasticity.evaluate.*", "plasticity.analysis", "plasticity.analysis.*"]),
     ("tasks", ["plasticity.tasks", "plasticity.tasks.*"]),
@@ -32,8 +32,8 @@ LAYERS: list[tuple[str, list[str]]] = [
                                            "plasticity.data",
                                            "plasticity.data.*", "plasticity.checkpoints", "plasticity.losses",
                                            "plasticity.runinfo", "plasticity.results_columns"]),
-    ("config/io/errors", ["plasticity", "plasticity.config", "plasticity.io", "plasticity.errors",
-                          "plasticity.console", "plasticity.hardware", "plasticity.hashing", "plasticity.bootstrap",
+    ("config/io/errors", ["plasticity", "plasticity.config", "plasticity.files", "plasticity.errors",
+                          "plasticity.console", "plasticity.hardware", "plasticity.hashing", "plasticity.resampling",
                           "plasticity.names", "plasticity.tracking", "plasticity.tracking.*"]),
 ]
 SIBLINGS = ("plasticity.train", "plasticity.evaluate", "plasticity.analysis")
@@ -79,7 +79,7 @@ def _layer(module: str) -> int:
     for i, (_, patterns) in enumerate(LAYERS):
         if any(fnmatch.fnmatchcase(module, p) for p in patterns):
             return i
-    raise AssertionError(f"{module}: in no layer of tests/foundation/test_layering.py (place it in LAYERS)")
+    raise AssertionError(f"{module}: in no layer of tests/project/test_layering.py (place it in LAYERS)")
 
 
 def _graph(src: Path = SRC) -> dict[str, set[str]]:

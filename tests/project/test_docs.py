@@ -127,8 +127,8 @@ def test_the_path_scan_itself() -> None:
     assert [m.group(1) for m in PATH.finditer("see src/plasticity/cli.py, tests/a.py::test_x and README.md")] == [
         "src/plasticity/cli.py,", "tests/a.py::test_x", "README.md"]
     assert _expand("docs/{a,b}.md") == ["docs/a.md", "docs/b.md"]
-    assert _exists("tests/foundation/test_docs.py::test_the_path_scan_itself") and _exists("tests/conftest.py::REPO")
-    assert not _exists("tests/foundation/test_docs.py::test_no_such_test")
+    assert _exists("tests/project/test_docs.py::test_the_path_scan_itself") and _exists("tests/conftest.py::REPO")
+    assert not _exists("tests/project/test_docs.py::test_no_such_test")
     assert not _exists("configs/no-such-file.yaml")
 
 

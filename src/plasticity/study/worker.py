@@ -12,8 +12,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from ..errors import DivergenceError, UserError
-from .stages.base import Node, RunContext
+from plasticity.errors import DivergenceError, UserError
+from plasticity.study.stages.base import Node, RunContext
 
 
 def die_with_parent() -> None:
@@ -108,9 +108,9 @@ def _run_node(node: dict[str, Any], root: str, threads: int, log_path: str) -> d
 
 def _attempt(n: Node, ctx: RunContext) -> dict[str, Any]:
     """Run the node's stage; a failure (with its reason) or an interruption is a result, not an exception."""
-    from ..errors import InterruptedRun
-    from ..tracking import node_context
-    from .stages import STAGES
+    from plasticity.errors import InterruptedRun
+    from plasticity.study.stages import STAGES
+    from plasticity.tracking import node_context
 
     try:
         with node_context(n.track):  # training nodes mirror their steps to the study's trackers
@@ -128,7 +128,7 @@ def _attempt(n: Node, ctx: RunContext) -> dict[str, Any]:
 
 def _record(root: Path, n: Node, result: dict[str, Any], log: Callable[[str], None]) -> None:
     """A done or failed node's marker (a done one's numbers to the trackers); an interrupted one leaves none."""
-    from .state import clear_marker, write_marker
+    from plasticity.study.state import clear_marker, write_marker
 
     if result["status"] == "done":
         write_marker(root, n, **result)
@@ -143,12 +143,12 @@ def _record(root: Path, n: Node, result: dict[str, Any], log: Callable[[str], No
 def _track_result(node: Node, result: dict[str, Any], log: Callable[[str], None]) -> None:
     """The numbers of a node that is not a training run (`Stage.tracked`) as a run of the study's trackers
     (training nodes log their own steps)."""
-    from .stages import STAGES
+    from plasticity.study.stages import STAGES
 
     numbers = STAGES[node.kind].tracked(node, result)
     if numbers is None or not (node.track or {}).get("backends"):
         return
-    from ..tracking import node_context, open_run
+    from plasticity.tracking import node_context, open_run
 
     final, series = numbers
     try:

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from tests.conftest import REPO, run_cli
-from tests.study.conftest import _write_run
+from tests.report.conftest import _write_run
 
 WDS, SEEDS, LRS = (0.0, 1.0), (0, 1), (0.001, 0.003)
 HEADLINE = {"addition": "greedy", "sst2": "acc"}

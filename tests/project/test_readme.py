@@ -12,8 +12,8 @@ Each command line of each ```bash block is handled explicitly:
   speed-only overrides appended (`FAST`: fewer steps, questions and probe examples; same commands and files);
 - any other line fails the test until it is handled here.
 - `pip install ...` lines name extras that pyproject.toml defines (`python -m build` runs in
-  tests/foundation/test_packaging.py);
-- the `lm_eval` line is run by tests/finetune/test_chat_template.py (slow; skipped without lm-eval).
+  tests/project/test_packaging.py);
+- the `lm_eval` line is run by tests/train/test_chat_template.py (slow; skipped without lm-eval).
 The README's `finetune ... init_from=RUN task=gsm8k` is run in tests/reliability/test_runtime_defects.py (it needs
 the local GSM8K) and its config resolution in `test_task_options_belong_to_their_task` (no data).
 """

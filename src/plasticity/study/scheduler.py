@@ -14,9 +14,9 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from ..io import tail_text
-from .nodes import die_with_parent, pid_path, run_node
-from .plan import Node, Plan
+from plasticity.files import tail_text
+from plasticity.study.plan import Node, Plan
+from plasticity.study.worker import die_with_parent, pid_path, run_node
 
 HEARTBEAT_S = 30.0
 
@@ -83,7 +83,7 @@ class LocalEngine:
         if handle.ready():
             return handle.async_result.get()
         # the pool replaces a dead worker but never answers for its task: the node fails and the study goes on
-        from .state import write_marker
+        from plasticity.study.state import write_marker
 
         reason = (f"the worker process running it died (killed by a signal: out of memory?); see "
                   f"{handle.log_path}")
@@ -138,7 +138,7 @@ class RayEngine:
         try:
             import ray
         except ImportError:
-            from ..errors import UserError
+            from plasticity.errors import UserError
 
             raise UserError("--executor ray needs Ray: pip install 'lm-plasticity[ray]'") from None
         self.ray = ray

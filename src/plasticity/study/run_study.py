@@ -14,15 +14,15 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import UserError
-from ..hardware import usable_cpus
-from ..io import tail_text, write_json, write_text
-from .executor import execute_plan, make_engine
-from .plan import Plan, build_plan
-from .results import collect_rows, to_csv
-from .spec import StudySpec, all_axes
-from .stages import STAGES
-from .state import FORMAT_VERSION, check_study_dir, clear_marker, node_states
+from plasticity.errors import UserError
+from plasticity.files import tail_text, write_json, write_text
+from plasticity.hardware import usable_cpus
+from plasticity.study.plan import Plan, build_plan
+from plasticity.study.results import collect_rows, to_csv
+from plasticity.study.scheduler import execute_plan, make_engine
+from plasticity.study.spec import StudySpec, all_axes
+from plasticity.study.stages import STAGES
+from plasticity.study.state import FORMAT_VERSION, check_study_dir, clear_marker, node_states
 
 
 @dataclass
@@ -87,7 +87,7 @@ def run_study(spec: StudySpec, workers: int | None = None, executor: str | None 
     """Run every node that is not done (failed nodes only with `retry_failed`); write results.csv."""
     from filelock import FileLock, Timeout
 
-    from ..tracking import backend_names, require
+    from plasticity.tracking import backend_names, require
 
     require(backend_names(spec.tracker))  # a missing tracker package: one line before any node runs
     plan = build_plan(spec)
@@ -176,7 +176,7 @@ def training_progress(run_dir: Path, running: bool) -> str | None:
 
 def plan_table(plan: Plan, states: dict[str, str]) -> list[dict[str, Any]]:
     """One record per node for `status` / `--dry-run`: state, key metric, estimated tokens/FLOPs."""
-    from .state import read_marker
+    from plasticity.study.state import read_marker
 
     out = []
     for n in plan.nodes.values():

@@ -43,7 +43,7 @@ from plasticity.evaluate.metrics import QuestionRecord, SampleRecord, bootstrap_
 from plasticity.evaluate.sampler import SamplingConfig, generate
 from plasticity.evaluate.shard import ONE, Shard
 from plasticity.evaluate.target import Target
-from plasticity.io import atomic_path, write_json
+from plasticity.files import atomic_path, write_json
 from plasticity.runinfo import versions
 
 N_BOOT = 1000
@@ -159,7 +159,7 @@ def eval_cloze(task, rows, model, tok, batch_size: int, seed: int, log, template
     in the format the model was fine-tuned on (`cloze.cloze_accuracy`)."""
     from dataclasses import replace
 
-    from plasticity.evaluate.cloze import cloze_accuracy
+    from plasticity.evaluate.loglikelihood import cloze_accuracy
 
     items = []
     for r in rows:

@@ -22,11 +22,20 @@ from typing import Any
 
 import torch
 
-from ..checkpoints import FORMAT_VERSION, MANIFEST, TRAINER_STATE, read_manifest, sha256_file, verify_checkpoint
-from ..checkpoints import list_checkpoints as list_checkpoints  # re-exported: the training loop's view of a run
-from ..checkpoints import step_dir_name as step_dir_name
-from ..errors import CheckpointError
-from ..io import current_umask, fsync_dir, write_json
+from plasticity.checkpoints import (
+    FORMAT_VERSION,
+    MANIFEST,
+    TRAINER_STATE,
+    read_manifest,
+    sha256_file,
+    verify_checkpoint,
+)
+from plasticity.checkpoints import (
+    list_checkpoints as list_checkpoints,  # re-exported: the training loop's view of a run
+)
+from plasticity.checkpoints import step_dir_name as step_dir_name
+from plasticity.errors import CheckpointError
+from plasticity.files import current_umask, fsync_dir, write_json
 
 
 def rng_state(all_cuda: bool = True) -> dict[str, Any]:
@@ -171,7 +180,7 @@ def remove_checkpoint(path: Path) -> None:
 def remove_stale_temps(run_dir: Path) -> list[str]:
     """Remove the temp and trash directories that killed checkpoint writes left in `run_dir` and its
     ``checkpoints/`` (a full checkpoint each). Only for the holder of the run lock: then no live writer owns them.
-    (Temp files of killed `plasticity.io.atomic_path` writes go with the next write of the same file.) Returns the
+    (Temp files of killed `plasticity.files.atomic_path` writes go with the next write of the same file.) Returns the
     names removed."""
     removed = []
     for parent in (Path(run_dir), Path(run_dir) / "checkpoints"):

@@ -24,10 +24,10 @@ def register(app: Any) -> None:
         """Developer tool: time our training loop, sampler, cloze scoring and analysis against plain baselines."""
         import sys
 
-        from .bench import run, set_clock, table
+        from plasticity.bench.suite import run, set_clock, table
 
         set_clock(clock)
-        from .console import log
+        from plasticity.console import log
 
         if threads:
             import torch

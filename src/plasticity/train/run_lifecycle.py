@@ -8,13 +8,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..checkpoints import verify_checkpoint
-from ..config import read_yaml
-from ..errors import DivergenceError, InterruptedRun, UserError
-from ..io import read_json, write_json, write_yaml
-from . import checkpoint as ckpt
-from . import distributed as pdist
-from .loop import LoopState, TrainJob, restore, train, truncate_metrics
+from plasticity.checkpoints import verify_checkpoint
+from plasticity.config import read_yaml
+from plasticity.errors import DivergenceError, InterruptedRun, UserError
+from plasticity.files import read_json, write_json, write_yaml
+from plasticity.train import checkpoint_writer as ckpt
+from plasticity.train import distributed as pdist
+from plasticity.train.loop import LoopState, TrainJob, restore, train, truncate_metrics
 
 IGNORED_ON_RESUME = {("out_dir",), ("train", "threads"), ("train", "parallel"),  # how fast, not what
                      ("train", "allow_large_memory"), ("train", "activation_checkpointing"),
@@ -159,7 +159,7 @@ def _execute(job: TrainJob, resume: bool, base_summary: dict[str, Any], log=prin
 def _open_trackers(job: TrainJob, kind: str, start_step: int, log=print):
     """The run's trackers (``train.tracker`` and a study's ``tracker:``), or None; the records of a resumed run
     up to `start_step` were mirrored before."""
-    from ..tracking import backend_names, open_run
+    from plasticity.tracking import backend_names, open_run
 
     trackers = open_run(backend_names(job.cfg.tracker), job.run_dir, kind, read_yaml(job.run_dir / "config.yaml"),
                         start_step, warn=log)

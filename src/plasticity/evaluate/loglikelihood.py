@@ -25,10 +25,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..models import model_device
-from ..tasks.base import ClozeItem as ClozeItem  # the one cloze item type: tasks build items, this module scores
-from ..tokenizer import padding_id
-from .shard import ONE, Shard
+from plasticity.evaluate.shard import ONE, Shard
+from plasticity.models import model_device
+from plasticity.tasks.base import (
+    ClozeItem as ClozeItem,  # the one cloze item type: tasks build items, this module scores
+)
+from plasticity.tokenizer import padding_id
 
 
 def _encode(tokenizer: Any, text: str, add_special_tokens: bool) -> list[int]:
@@ -180,7 +182,7 @@ def template_request(tokenizer: Any, template: str, context: str, continuation: 
     """Token ids (prompt, response) of one choice exactly as fine-tuning encodes an example of a cloze task
     (`data.sft.encode_example`): question = the choice's context, response = its continuation without the
     leading space, followed by EOS."""
-    from ..data.sft import encode_example
+    from plasticity.data.sft import encode_example
 
     ex = encode_example(tokenizer, template, context, continuation.lstrip(" "))
     n_prompt = sum(1 for label in ex.labels if label == -100)

@@ -114,7 +114,7 @@ def test_lm_eval_scores_a_fine_tuned_checkpoint_with_its_chat_template(finetuned
         "generation_kwargs:\n  until: ['\\n']\n  max_gen_toks: 8\n  do_sample: false\n"
         "metric_list:\n  - metric: exact_match\n")
     out = tmp_path / "lm_eval_out"
-    from tests.foundation.test_readme import readme_commands
+    from tests.project.test_readme import readme_commands
 
     argv = next(a for a in readme_commands() if a[0] == "lm_eval")  # the README's command, pointed at this run
     argv[argv.index("--model_args") + 1] = re.sub(r"pretrained=[^,]+", f"pretrained={run / 'final'}",

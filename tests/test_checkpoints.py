@@ -169,7 +169,7 @@ def test_finetune_evaluate_analyze_a_hub_model(mock_hub, tmp_path):
 
 
 def test_analyze_a_hub_model(mock_hub, tmp_path):
-    from plasticity.analysis.run import run_analyze
+    from plasticity.analysis.analyzer import run_analyze
     from plasticity.config import AnalyzeConfig
 
     res = run_analyze("org/tiny", AnalyzeConfig(what=["norms"]), out_dir=tmp_path / "an", revision="r1",

@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..checkpoints import (
+from plasticity.analysis.stats import finite_or_none
+from plasticity.checkpoints import (
     ANALYSIS_DIR,
     ModelSource,
     RunDir,
@@ -25,10 +26,9 @@ from ..checkpoints import (
     resolve_model_source,
     verify_checkpoint,
 )
-from ..config import AnalyzeConfig, PretrainConfig
-from ..errors import CheckpointError, DataError, UserError
-from ..io import BadLine, iter_jsonl, write_json
-from .stats import finite_or_none
+from plasticity.config import AnalyzeConfig, PretrainConfig
+from plasticity.errors import CheckpointError, DataError, UserError
+from plasticity.files import BadLine, iter_jsonl, write_json
 
 PROBE_SETS = ("bbc_topic", "sst2", "ag_news")
 _PROBE_FILES = {"sst2": ("sst2", "train.jsonl", "sentence"), "ag_news": ("ag_news", "train.jsonl", "text")}
@@ -54,7 +54,7 @@ def _resolve_target(target: str | Path | ModelSource, out_dir: str | Path | None
 
 def default_probe_sets(data_root: str | Path | None = None) -> tuple[str, ...]:
     """``("sst2", "ag_news")`` when a local data root with them exists, else the offline ``("bbc_topic",)``."""
-    from ..tasks.data_root import resolve_data_root
+    from plasticity.tasks.data_root import resolve_data_root
 
     root = resolve_data_root(data_root)
     if root is not None and all((root / d / f).is_file() for d, f, _ in _PROBE_FILES.values()):
@@ -67,7 +67,7 @@ def check_probe_sets(sets: Sequence[str], data_root: str | Path | None = None) -
     a local copy nor the `datasets` package for its Hub copy: a paper config never falls back to bbc_topic."""
     import importlib.util
 
-    from ..tasks.data_root import resolve_data_root
+    from plasticity.tasks.data_root import resolve_data_root
 
     root = resolve_data_root(data_root)
     missing = [s for s in sets if s in _PROBE_FILES
@@ -99,12 +99,12 @@ def _balanced_sample(texts: list[str], labels: list[Any], n: int, seed: int) -> 
 def load_probe_set(name: str, n: int, data_root: str | Path | None = None, seed: int = 0) -> tuple[list[str], list]:
     """``(texts, labels)`` of up to ``n`` examples of probe set ``name``."""
     if name == "bbc_topic":
-        from ..data.sources import bbc_news_articles, is_probe_holdout
+        from plasticity.data.sources import bbc_news_articles, is_probe_holdout
 
         rows = [(topic, text) for aid, topic, text in bbc_news_articles() if is_probe_holdout(aid)]
         texts, labels = [t for _, t in rows], [y for y, _ in rows]
     elif name in _PROBE_FILES:
-        from ..tasks.data_root import resolve_data_root
+        from plasticity.tasks.data_root import resolve_data_root
 
         root = resolve_data_root(data_root)
         d, f, field = _PROBE_FILES[name]
@@ -151,7 +151,7 @@ def _probe_from_hub(name: str, field: str, local: Path | None) -> tuple[list[str
 
 
 def _analyse_probes(model, tokenizer, probe_sets: Sequence[str], n_probe: int, data_root, log) -> dict[str, Any]:
-    from .probes import extract_features, probe_layers
+    from plasticity.analysis.probes import extract_features, probe_layers
 
     max_len = int(min(512, getattr(model.config, "max_position_embeddings", 512) or 512))
     out: dict[str, Any] = {"n_probe": int(n_probe), "max_length": max_len, "sets": {}}
@@ -176,8 +176,8 @@ def _sample(ix: np.ndarray, n: int, seed: int) -> np.ndarray:
 
 def _run_gap(run: RunDir, summary: dict[str, Any], model, n_seq: int, log) -> dict[str, Any]:
     """Train-val gap on seen training sequences vs validation, and unseen-seen gap on the run's own data."""
-    from ..data.packed import PretrainBatches, prepare_data
-    from .gap import train_val_gap, unseen_seen_gap
+    from plasticity.analysis.gap import train_val_gap, unseen_seen_gap
+    from plasticity.data.packed import PretrainBatches, prepare_data
 
     cfg = run.config(PretrainConfig)
     steps = int(summary.get("steps") or 0)
@@ -242,7 +242,7 @@ def _external_gap(model, tokenizer, gap_data: Path | None, n_seq: int, seq_len: 
     if gap_data is None:
         return {**base, "reason": "external checkpoint: pass --gap-data TEXT_OR_JSONL to measure a held-out loss",
                 "n_sequences": 0, "seq_len": None}
-    from .gap import mean_loss
+    from plasticity.analysis.gap import mean_loss
 
     texts = _read_texts(Path(gap_data))
     eos = tokenizer.eos_token_id
@@ -269,7 +269,7 @@ def _rank_json(entries: list[dict[str, Any]], threshold: float,
                skipped: list[dict[str, Any]] | None = None, layers: list[int] | None = None) -> dict[str, Any]:
     """rank.json; ``selected_layers`` and each checkpoint's ``selected_mean``: the paper's quantity (Figs 5, 26:
     the average pseudo-rank in layers 5 and 15, or `layers`), beside ``mean`` over all layers and heads."""
-    from .rank import mean_over_layers, selected_layers
+    from plasticity.analysis.rank import mean_over_layers, selected_layers
 
     keep = ("step", "path", "mean", "layers", "num_layers", "num_heads", "num_kv_heads", "head_dim",
             "hidden_size", "max_rank", "method")
@@ -315,9 +315,9 @@ def run_analyze(
     ``AnalyzeConfig()``: which analyses (`what`), probe sets, sizes, rank layers, data root, gap data).
     Returns ``{"target", "kind": "run"|"checkpoint", "out_dir", "files": {name: path}, name: result...}``.
     """
-    from ..io import check_output_dir
-    from .norms import parameter_norms
-    from .rank import ranks_over_checkpoints
+    from plasticity.analysis.norms import parameter_norms
+    from plasticity.analysis.rank import ranks_over_checkpoints
+    from plasticity.files import check_output_dir
 
     cfg = cfg if cfg is not None else AnalyzeConfig()
     sel = set(cfg.what)
@@ -360,7 +360,7 @@ def run_analyze(
                                 cfg.rank_layers))
 
     if sel & {"probes", "gap", "norms"}:
-        from ..tokenizer import load_tokenizer
+        from plasticity.tokenizer import load_tokenizer
 
         model = load_model_checked(model_dir)
         try:
@@ -397,9 +397,9 @@ def compare_row(run: str | Path) -> dict[str, Any]:
     """One row of :func:`compare_runs` from an analysed run dir: ``run``, ``weight_decay``, ``final_val_loss``, the
     absolute pseudo-ranks ``qk_rank`` / ``vp_rank`` (`columns.final_ranks`) and the analysis columns of the
     study's results.csv, under the same names (`columns.analysis_columns`)."""
-    from ..config import ANALYSES
-    from ..io import read_json
-    from .columns import analysis_columns, final_ranks
+    from plasticity.analysis.columns import analysis_columns, final_ranks
+    from plasticity.config import ANALYSES
+    from plasticity.files import read_json
 
     rd = RunDir(run)
     if not rd.config_path.is_file():
@@ -427,7 +427,7 @@ def _number(v: Any) -> bool:
 def compare_runs(run_dirs: Sequence[str | Path], out: str | Path | None = None) -> dict[str, Any]:
     """Rows (sorted by weight decay) of analysed runs, plus correlations of each quantity with the final
     validation loss when there are >= 3 runs. Written to ``out`` when given."""
-    from .stats import correlation, leave_one_out
+    from plasticity.analysis.stats import correlation, leave_one_out
 
     if not run_dirs:
         raise UserError("no runs to compare")

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from plasticity.errors import CheckpointError
-from plasticity.train import checkpoint as ckpt
+from plasticity.train import checkpoint_writer as ckpt
 from tests.conftest import TINY_RUN, run_cli, tiny_overrides
 
 

@@ -54,7 +54,7 @@ def check_output_dir(path: str | Path, what: str) -> Path:
     """Refuse, before any work, an output directory that cannot be created or written: an existing file, a file
     among its parents, or a nearest existing parent this process may not write (immutable, read-only file system,
     permissions). Raises a one-line UserError naming `what` (the key or option); returns the path."""
-    from .errors import UserError
+    from plasticity.errors import UserError
 
     p = Path(path).expanduser()
     if p.exists() and not p.is_dir():
@@ -171,7 +171,7 @@ def write_yaml(path: str | Path, obj: Any) -> None:
 
 def read_json(path: str | Path) -> Any:
     """A JSON file; one that does not parse is a one-line `CorruptFileError` naming it (a ValueError too)."""
-    from .errors import CorruptFileError
+    from plasticity.errors import CorruptFileError
 
     with open(path, "rb") as f:
         raw = f.read()

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from plasticity.files import BadLine, iter_jsonl, read_jsonl
 from plasticity.hashing import hash_fraction
-from plasticity.io import BadLine, iter_jsonl, read_jsonl
 from plasticity.models import PRESETS, build_model, count_params
 
 SRC = Path(__file__).resolve().parents[2] / "src" / "plasticity"
@@ -34,8 +34,9 @@ def test_each_public_name_is_defined_once():
 
 def test_the_shared_helpers_are_the_ones_used():
     from plasticity.analysis import stats
-    from plasticity.bootstrap import bootstrap_ci
-    from plasticity.evaluate import cloze, metrics
+    from plasticity.evaluate import loglikelihood as cloze
+    from plasticity.evaluate import metrics
+    from plasticity.resampling import bootstrap_ci
     from plasticity.tasks.base import ClozeItem
 
     assert cloze.ClozeItem is ClozeItem and metrics.bootstrap_ci is bootstrap_ci

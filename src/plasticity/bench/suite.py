@@ -21,8 +21,8 @@ from typing import Any
 
 import torch
 
-from .config import EvaluateConfig
-from .hardware import cpu_flags, cpu_name, default_device, resolve_precision
+from plasticity.config import EvaluateConfig
+from plasticity.hardware import cpu_flags, cpu_name, default_device, resolve_precision
 
 
 @dataclass(frozen=True)
@@ -174,9 +174,9 @@ class OurLoop:
 
     def __init__(self, model: torch.nn.Module, batches: RandomBatches, precision: str, run_dir: Path,
                  fast: Any = None, fused_adamw: bool | None = None, lr: float = 1e-3):
-        from .config import OptimizerConfig, TrainConfig
-        from .train.loop import FastPath, LoopState, TrainJob
-        from .train.optim import build_optimizer
+        from plasticity.config import OptimizerConfig, TrainConfig
+        from plasticity.train.loop import FastPath, LoopState, TrainJob
+        from plasticity.train.optim import build_optimizer
 
         cfg = TrainConfig(log_every=10**9, checkpoint_fractions=[], precision=precision)  # type: ignore[arg-type]
         opt = build_optimizer(model, OptimizerConfig(lr=lr), "all", fused=fused_adamw)
@@ -187,7 +187,7 @@ class OurLoop:
                             fast=fast or FastPath(), write_final=False)
 
     def run(self, steps: int) -> float:
-        from .train.loop import train
+        from plasticity.train.loop import train
 
         self.job.total_steps = self.state.step + steps
         _sync(self.job.device)
@@ -198,7 +198,7 @@ class OurLoop:
 
 
 def train_flops_per_token(model: torch.nn.Module, seq: int) -> float:
-    from .models import count_params
+    from plasticity.models import count_params
 
     cfg = model.config
     return 6.0 * count_params(model).matmul + 12.0 * cfg.num_hidden_layers * cfg.hidden_size * seq
@@ -207,7 +207,7 @@ def train_flops_per_token(model: torch.nn.Module, seq: int) -> float:
 def bench_train(plan: BenchPlan, preset: str, device: torch.device, precision: str,
                 arms: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
     """tok/s of the HF eager fp32 loop and of each arm of ours (kwargs of OurLoop), interleaved."""
-    from .models import PRESETS, build_model
+    from plasticity.models import PRESETS, build_model
 
     shape = PRESETS[preset]
     shape = replace(shape, vocab_size=shape.vocab_size or plan.vocab, max_seq_len=max(shape.max_seq_len, plan.seq))
@@ -276,7 +276,7 @@ def toy_lm(device: torch.device, hidden: int = 256, layers: int = 4, vocab: int 
 
 
 def _ours_sampler(model: Any, tokenizer: Any, prompts: list[str], k: int, new: int, batch_size: int) -> float:
-    from .evaluate import sampler
+    from plasticity.evaluate import sampler
 
     cfg = sampler.SamplingConfig(max_new_tokens=new, temperature=1.0, stop_strings=(), batch_size=batch_size,
                                  add_special_tokens=False, eos_token_ids=())
@@ -326,7 +326,7 @@ def bench_sampler(plan: BenchPlan, device: torch.device) -> dict[str, Any]:
 
 
 def bench_cloze(plan: BenchPlan, device: torch.device) -> dict[str, Any]:
-    from .evaluate.cloze import ClozeItem, cloze_accuracy
+    from plasticity.evaluate.loglikelihood import ClozeItem, cloze_accuracy
 
     model, tokenizer = toy_lm(device, hidden=256 if plan.cloze_items > 8 else 64)
     items = [ClozeItem(contexts=[PROMPTS[i % len(PROMPTS)]], continuations=[" blue sky", " the cat", " five", " Rome"],
@@ -339,8 +339,8 @@ def bench_cloze(plan: BenchPlan, device: torch.device) -> dict[str, Any]:
 
 
 def bench_analysis(plan: BenchPlan, device: torch.device) -> dict[str, Any]:
-    from .analysis.norms import parameter_norms
-    from .analysis.rank import attention_ranks
+    from plasticity.analysis.norms import parameter_norms
+    from plasticity.analysis.rank import attention_ranks
 
     model, _ = toy_lm(device, hidden=256 if plan.cloze_items > 8 else 64)
     t = _now()
@@ -369,7 +369,7 @@ def run(mode: str = "quick", log: Callable[[str], None] = print, ablation: bool 
     log(f"GEMM peak: fp32 {rec['gemm_gflops']['fp32']} GFLOP/s, bf16 {rec['gemm_gflops']['bf16']} GFLOP/s")
     arms: dict[str, dict[str, Any]] = {"ours": {}}
     if ablation:
-        from .train.loop import FastPath
+        from plasticity.train.loop import FastPath
 
         arms = {"ours": {}, "ours_no_fused_ce": {"fast": FastPath(fused_ce=False)},
                 "ours_fused_adamw": {"fused_adamw": True},

@@ -14,7 +14,7 @@ import pytest
 
 from plasticity.report.browser import check_in_browser, find_chromium
 from plasticity.report.build import build_report
-from tests.study.conftest import make_fake_study
+from tests.report.conftest import make_fake_study
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "scripts" / "check_report.sh"

@@ -1,0 +1,1 @@
+"""`plasticity bench`: throughput of the hot paths against their plain baselines (suite) and its command (cli)."""
