@@ -154,12 +154,12 @@ def test_scores_and_losses_get_their_own_panels_and_degenerate_axes_are_widened(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from plasticity.report.data import GridPoint
+    from plasticity.report.data import Point
     from plasticity.report.figures import Canvas
     from plasticity.report.figures.plot import metrics_vs_wd, widen_degenerate
 
     figs = Canvas(Path("."))
-    ds = [GridPoint({"t/t/greedy": str(0.2 + wd), "t/t/heldout_loss": str(6 - wd)}, wd) for wd in (0.0, 1.0)]
+    ds = [Point({"t/t/greedy": str(0.2 + wd), "t/t/heldout_loss": str(6 - wd)}, wd) for wd in (0.0, 1.0)]
     fig = metrics_vs_wd(figs, ds, [0.0, 1.0], ["t/t/greedy", "t/t/heldout_loss"], "score", "t")
     (scores, losses) = fig.axes
     assert [t.get_text() for t in scores.get_legend().get_texts()] == ["t/greedy"]

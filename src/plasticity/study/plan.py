@@ -78,7 +78,7 @@ class _Builder:
 
     def point(self, axes: dict[str, Any]) -> GridPoint:
         return GridPoint(axes=axes, grid=self.grid, owners=self.owners,
-                     make_config=lambda kind, values: STAGES[kind].config(self.spec, values))
+                         make_config=lambda kind, values: STAGES[kind].config(self.spec, values))
 
     def add(self, stage: Stage, point: GridPoint, upstream: Upstream) -> Node:
         """Build `stage`'s node at `point`; an identical node built before is the one kept."""
