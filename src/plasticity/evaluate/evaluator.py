@@ -30,6 +30,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -264,14 +265,23 @@ def _quiet(msg: str) -> None:
     """Log sink of ranks other than 0 (rank 0 speaks for the job)."""
 
 
-def _run_evaluate(target: Target, cfg: EvaluateConfig, task: str | None, out_dir: str | Path | None, log,
-                  device, shard: Shard) -> dict[str, Any]:
+@dataclass
+class _Settings:
+    """What one evaluation runs with, after the fine-tuning run's own settings fill in what `cfg` leaves open."""
+
+    task: str
+    template: str
+    data_root: str | None
+    task_options: dict[str, Any]
+    out_dir: Path
+
+
+def _settings(target: Target, cfg: EvaluateConfig, task: str | None, out_dir: str | Path | None) -> _Settings:
+    """A fine-tuning run gives its task, template, data root and task options; any other target needs `task`
+    and `out_dir`. One-line UserErrors for what is missing or malformed."""
     from plasticity.config import task_options_for
     from plasticity.data.sft import prompt_text
-    from plasticity.evaluate.reward import HFRewardModel, describe_scorer
     from plasticity.tasks.base import DEFAULT_TEMPLATE
-    from plasticity.tasks.loading import load_rows
-    from plasticity.tasks.registry import get_task
 
     template, data_root, task_options = cfg.template, cfg.data_root, {}
     ft = target.finetune
@@ -290,26 +300,18 @@ def _run_evaluate(target: Target, cfg: EvaluateConfig, task: str | None, out_dir
     if "{question}" not in template:
         raise UserError("template must contain {question}")
     prompt_text(template, "x")
-    base_task = get_task(task, **task_options)
-    eval_names = base_task.evaluated_on()
+    return _Settings(task, template, data_root, task_options, Path(out_dir))
 
-    model_dir = target.source.path
-    dev = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    main = shard.rank == 0
-    t0 = time.perf_counter()
-    model, tok = target.load(dev)
-    log(f"loaded {model_dir} on {dev} in {time.perf_counter() - t0:.1f}s")
-    reward_model, judge = cfg.reward_model, cfg.judge
-    if isinstance(reward_model, str | Path):
-        reward_model = HFRewardModel(reward_model, device=dev)
-    if isinstance(judge, str | Path):
-        judge = HFRewardModel(judge, device=dev)
 
-    record = {  # the settings as run, in every result file
+def _record(target: Target, cfg: EvaluateConfig, st: _Settings, reward_model, judge) -> dict[str, Any]:
+    """The settings as run, in every result file (``config``)."""
+    from plasticity.evaluate.reward import describe_scorer
+
+    return {
         "target": target.spec,
-        "model_dir": str(model_dir),
-        "task": task,
-        "task_options": task_options,
+        "model_dir": str(target.source.path),
+        "task": st.task,
+        "task_options": st.task_options,
         "k": cfg.k,
         "max_questions": cfg.max_questions,
         "max_new_tokens": cfg.max_new_tokens,
@@ -317,61 +319,89 @@ def _run_evaluate(target: Target, cfg: EvaluateConfig, task: str | None, out_dir
         "greedy_repetition_penalty": cfg.greedy_repetition_penalty,
         "seed": cfg.seed,
         "batch_size": cfg.batch_size,
-        "data_root": None if data_root is None else str(data_root),
+        "data_root": None if st.data_root is None else str(st.data_root),
         "data_source": cfg.data_source,
-        "template": template,
+        "template": st.template,
         "reward_model": describe_scorer(reward_model) or None,
         "judge": describe_scorer(judge) or None,
         "n_boot": N_BOOT,
         "alpha": ALPHA,
     }
-    out_dir = Path(out_dir)
+
+
+def _run_evaluate(target: Target, cfg: EvaluateConfig, task: str | None, out_dir: str | Path | None, log,
+                  device, shard: Shard) -> dict[str, Any]:
+    from plasticity.evaluate.reward import HFRewardModel
+    from plasticity.tasks.registry import get_task
+
+    st = _settings(target, cfg, task, out_dir)
+    base_task = get_task(st.task, **st.task_options)
+    dev = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    t0 = time.perf_counter()
+    model, tok = target.load(dev)
+    log(f"loaded {target.source.path} on {dev} in {time.perf_counter() - t0:.1f}s")
+    reward_model, judge = cfg.reward_model, cfg.judge
+    if isinstance(reward_model, str | Path):
+        reward_model = HFRewardModel(reward_model, device=dev)
+    if isinstance(judge, str | Path):
+        judge = HFRewardModel(judge, device=dev)
+    record = _record(target, cfg, st, reward_model, judge)
     results: dict[str, Any] = {}
     cot_records: dict[str, tuple[list[QuestionRecord], list[dict[str, Any]], dict[str, Any]]] = {}
-    for name in eval_names:
-        t_task = time.perf_counter()
+    for name in base_task.evaluated_on():
         etask = base_task if name == base_task.name else get_task(name)
-        loaded = load_rows(etask, "eval", data_root, cfg.max_questions, source=cfg.data_source)
-        rows = list(loaded.rows)
-        if not rows:
-            raise DataError(f"task {name}: the eval split has no rows")
+        result, qrecs, records = _eval_set(name, etask, target, cfg, st, record, model, tok, reward_model, judge, dev,
+                                           log, shard)
         if etask.family == "cot":
-            metrics, records, qrecs = _eval_cot(etask, rows, model, tok, template, cfg, reward_model, log, shard)
-        elif etask.family == "cloze":
-            metrics, records = eval_cloze(etask, rows, model, tok, cfg.batch_size, cfg.seed, log,
-                                          template=template if "{response}" in template else None, shard=shard)
-        elif etask.family == "safety":
-            metrics, records = _eval_safety(etask, rows, model, tok, template, cfg, judge, log, shard)
-        else:  # pragma: no cover - Task validates its family
-            raise DataError(f"task {name}: unknown family {etask.family!r}")
-        if etask.family in ("cot", "cloze") and "{response}" in template:
-            metrics["heldout_loss"] = _heldout_loss(etask, rows, model, tok, template, cfg, log, shard)
-        samples_path = out_dir / f"{name}.samples.jsonl"
-        if main:
-            _write_jsonl(samples_path, records)
-        used = evaluated_on(name, loaded, len(rows))
-        if etask.family == "cot":
-            cot_records[name] = (qrecs, records, used)
-        result = {
-            "task": name,
-            "family": etask.family,
-            "target": target.spec,
-            "config": record,
-            "metrics": metrics,
-            "n_questions": len(rows),
-            "samples_path": samples_path.name,
-            "evaluated_on": used,
-            "versions": versions(dev),
-        }
-        if main:
-            write_json(out_dir / f"{name}.json", result)
+            cot_records[name] = (qrecs, records, result["evaluated_on"])
         results[name] = result
-        log(f"{name}: done in {time.perf_counter() - t_task:.1f}s -> {out_dir / (name + '.json')}")
     if len(cot_records) > 1:
-        pooled = _pooled(cot_records, out_dir, cfg, record, reward_model is not None, target.spec, versions(dev),
-                         main)
+        pooled = _pooled(cot_records, st.out_dir, cfg, record, reward_model is not None, target.spec,
+                         versions(dev), shard.rank == 0)
         results[pooled["task"]] = pooled
     return results
+
+
+def _eval_set(name: str, etask, target: Target, cfg: EvaluateConfig, st: _Settings, record: dict[str, Any], model, tok,
+              reward_model, judge, dev, log, shard: Shard) -> tuple[dict[str, Any], Any, list[dict[str, Any]]]:
+    """Evaluate one eval set and write ``<name>.json`` and ``<name>.samples.jsonl`` (rank 0): (result, the CoT
+    question records or None, the sample records)."""
+    from plasticity.tasks.loading import load_rows
+
+    t_task, template = time.perf_counter(), st.template
+    loaded = load_rows(etask, "eval", st.data_root, cfg.max_questions, source=cfg.data_source)
+    rows = list(loaded.rows)
+    if not rows:
+        raise DataError(f"task {name}: the eval split has no rows")
+    qrecs = None
+    if etask.family == "cot":
+        metrics, records, qrecs = _eval_cot(etask, rows, model, tok, template, cfg, reward_model, log, shard)
+    elif etask.family == "cloze":
+        metrics, records = eval_cloze(etask, rows, model, tok, cfg.batch_size, cfg.seed, log,
+                                      template=template if "{response}" in template else None, shard=shard)
+    elif etask.family == "safety":
+        metrics, records = _eval_safety(etask, rows, model, tok, template, cfg, judge, log, shard)
+    else:  # pragma: no cover - Task validates its family
+        raise DataError(f"task {name}: unknown family {etask.family!r}")
+    if etask.family in ("cot", "cloze") and "{response}" in template:
+        metrics["heldout_loss"] = _heldout_loss(etask, rows, model, tok, template, cfg, log, shard)
+    samples_path = st.out_dir / f"{name}.samples.jsonl"
+    result = {
+        "task": name,
+        "family": etask.family,
+        "target": target.spec,
+        "config": record,
+        "metrics": metrics,
+        "n_questions": len(rows),
+        "samples_path": samples_path.name,
+        "evaluated_on": evaluated_on(name, loaded, len(rows)),
+        "versions": versions(dev),
+    }
+    if shard.rank == 0:
+        _write_jsonl(samples_path, records)
+        write_json(st.out_dir / f"{name}.json", result)
+    log(f"{name}: done in {time.perf_counter() - t_task:.1f}s -> {st.out_dir / (name + '.json')}")
+    return result, qrecs, records
 
 
 def evaluated_on(name: str, loaded: Any, n: int) -> dict[str, Any]:

@@ -44,11 +44,16 @@ def headline_vs_wd(canvas, data, points, item) -> None:
     canvas.save(metrics_vs_wd(canvas, points, data.wds, cols, "score", "Headline and its tasks vs weight decay"))
 
 
+def _by_prefix(cols: list[str]) -> dict[str, list[str]]:
+    """Columns grouped by their first ``/`` part (``avg_cot/greedy`` -> ``avg_cot``), in order."""
+    groups: dict[str, list[str]] = defaultdict(list)
+    for c in cols:
+        groups[c.split("/", 1)[0]].append(c)
+    return groups
+
+
 def _families(data: ReportData) -> dict[str, list[str]]:
-    fams: dict[str, list[str]] = defaultdict(list)
-    for c in data.avg_cols:
-        fams[c.split("/", 1)[0]].append(c)
-    return fams
+    return _by_prefix(data.avg_cols)
 
 
 def _family_caption(data: ReportData, fam) -> str:
@@ -70,10 +75,7 @@ def family_vs_wd(canvas, data, points, fam) -> None:
 
 
 def _tasks(data: ReportData) -> dict[str, list[str]]:
-    tasks: dict[str, list[str]] = defaultdict(list)
-    for c in data.metric_cols:
-        tasks[c.split("/", 1)[0]].append(c)
-    return tasks
+    return _by_prefix(data.metric_cols)
 
 
 def _task_caption(data: ReportData, task) -> str:
