@@ -7,7 +7,10 @@ tokenizer, so approximate); otherwise unknown. The paper pretrains for one epoch
 from __future__ import annotations
 
 from plasticity.study.plan import Plan
+from plasticity.study.stages import STAGES
 from plasticity.study.state import read_marker
+
+TOKENS = "tokens"  # what the data stage provides and pretraining consumes (`Stage.provides`)
 
 # (source, hf_config) -> (tokens, how they were counted): sizes published on the dataset cards
 KNOWN_HUB_TOKENS: dict[tuple[str, str | None], tuple[float, str]] = {
@@ -41,8 +44,8 @@ def epoch_lines(plan: Plan) -> list[str]:
     """One line per (data node, token budget) of the plan's pretraining runs: their epochs over the data."""
     groups: dict[tuple[str, int], list[str]] = {}
     for n in plan.nodes.values():
-        if n.kind == "pretrain" and n.est_tokens:
-            data_id = next((d for d in n.deps if plan.nodes[d].kind == "data"), None)
+        if STAGES[n.kind].consumes == TOKENS and n.est_tokens:  # a pretraining run and its token cache
+            data_id = next((d for d in n.deps if STAGES[plan.nodes[d].kind].provides == TOKENS), None)
             if data_id is not None:
                 groups.setdefault((data_id, int(n.est_tokens)), []).append(n.id)
     out = []

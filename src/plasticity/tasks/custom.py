@@ -24,6 +24,7 @@ from __future__ import annotations
 import re
 import string
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -215,79 +216,10 @@ def task_from_config(
     if not isinstance(fallback, bool):
         raise DataError(f"{origin}: key 'answer_fallback' must be true or false")
 
-    question_fn: Callable[[Row], Any]
-    response_fn: Callable[[Row], Any] | None = None
-    gold_fn: Callable[[Row], Any] | None = None
-    cloze_fn: Callable[[Row], ClozeItem] | None = None
-    if family == "cloze":
-        context_t = _string(cfg, "context_template", origin)
-        choices_field = _string(cfg, "choices_field", origin)
-        gold_field = _string(cfg, "gold_field", origin)
-        prefix = _string(cfg, "continuation_prefix", origin, required=False)
-        prefix = " " if prefix is None else prefix
-        assert context_t is not None and choices_field is not None and gold_field is not None
-        train_fields = eval_fields = (
-            *template_fields(context_t, "context_template", origin),
-            choices_field,
-            gold_field,
-        )
-
-        def cloze(row: Row) -> ClozeItem:
-            raw = row[choices_field]
-            raw = raw.tolist() if hasattr(raw, "tolist") else raw  # a numpy array from parquet
-            if not isinstance(raw, list | tuple):
-                # a string would be split into characters ("even odd" -> 8 choices): a row the task cannot use
-                raise TypeError(f"field '{choices_field}' must hold a list of choices, got {type(raw).__name__}")
-            choices = list(raw)
-            context = fill(context_t, row, "context_template")
-            gold = _cloze_gold(row[gold_field], choices)
-            return ClozeItem([context] * len(choices), [prefix + str(c) for c in choices], gold)
-
-        cloze_fn = cloze
-
-        def question_fn(row: Row) -> str:
-            it = cloze(row)
-            return it.contexts[it.gold]
-
-        def response_fn(row: Row) -> str:
-            it = cloze(row)
-            return it.continuations[it.gold][len(prefix) :] if prefix else it.continuations[it.gold]
-
-        key_fn: Callable[[Row], str] = lambda row: fill(context_t, row, "context_template")  # noqa: E731
-    else:
-        question_t = _string(cfg, "question_template", origin)
-        response_t = _string(cfg, "response_template", origin)
-        assert question_t is not None and response_t is not None
-        q_fields = template_fields(question_t, "question_template", origin)
-        train_fields = (*q_fields, *template_fields(response_t, "response_template", origin))
-        eval_fields = q_fields
-
-        def question_fn(row: Row) -> str:
-            return fill(question_t, row, "question_template")
-
-        def response_fn(row: Row) -> str:
-            return fill(response_t, row, "response_template")
-
-        key_fn = question_fn
-        if family == "cot":
-            gold_field = _string(cfg, "gold_field", origin, required=False)
-            gold_t = _string(cfg, "gold_template", origin, required=False)
-            if (gold_field is None) == (gold_t is None):
-                raise DataError(
-                    f"{origin}: a cot task needs exactly one of the keys 'gold_field', 'gold_template'"
-                )
-            gold_fields = (
-                (gold_field,) if gold_field else template_fields(gold_t or "", "gold_template", origin)
-            )
-            eval_fields = (*q_fields, *gold_fields)
-
-            def gold_fn(row: Row) -> str:
-                if gold_field is not None:
-                    return _cot_gold(str(answer_type), row[gold_field])
-                return _cot_gold(str(answer_type), fill(gold_t or "", row, "gold_template", numbers=True))
-
+    fns = _cloze_fns(cfg, origin) if family == "cloze" else _text_fns(cfg, origin, family, str(answer_type))
     splits = _splits(
-        cfg, base_dir, origin, tuple(dict.fromkeys(train_fields)), tuple(dict.fromkeys(eval_fields)), key_fn
+        cfg, base_dir, origin, tuple(dict.fromkeys(fns.train_fields)), tuple(dict.fromkeys(fns.eval_fields)),
+        fns.key_fn,
     )
     description = cfg.get("description") or f"custom task from {origin}"
     return Task(
@@ -295,15 +227,95 @@ def task_from_config(
         family=family,
         answer_type=str(answer_type),
         splits=splits,
-        question_fn=question_fn,
-        response_fn=response_fn,
-        gold_fn=gold_fn,
-        cloze_fn=cloze_fn,
+        question_fn=fns.question,
+        response_fn=fns.response,
+        gold_fn=fns.gold,
+        cloze_fn=fns.cloze,
         answer_fallback=fallback,
         description=str(description),
         paper="user-defined",
         options={"source_file": origin},
     )
+
+
+@dataclass
+class _RowFns:
+    """What a task YAML's templates make of a row, and the fields each split needs."""
+
+    question: Callable[[Row], Any]
+    response: Callable[[Row], Any] | None
+    key_fn: Callable[[Row], str]
+    train_fields: tuple[str, ...]
+    eval_fields: tuple[str, ...]
+    gold: Callable[[Row], Any] | None = None
+    cloze: Callable[[Row], ClozeItem] | None = None
+
+
+def _cloze_fns(cfg: Mapping[str, Any], origin: str) -> _RowFns:
+    """A cloze task: ``context_template`` + each of ``choices_field`` (after ``continuation_prefix``), the
+    gold choice at ``gold_field``."""
+    context_t = _string(cfg, "context_template", origin)
+    choices_field = _string(cfg, "choices_field", origin)
+    gold_field = _string(cfg, "gold_field", origin)
+    prefix = _string(cfg, "continuation_prefix", origin, required=False)
+    prefix = " " if prefix is None else prefix
+    assert context_t is not None and choices_field is not None and gold_field is not None
+    fields = (*template_fields(context_t, "context_template", origin), choices_field, gold_field)
+
+    def cloze(row: Row) -> ClozeItem:
+        raw = row[choices_field]
+        raw = raw.tolist() if hasattr(raw, "tolist") else raw  # a numpy array from parquet
+        if not isinstance(raw, list | tuple):
+            # a string would be split into characters ("even odd" -> 8 choices): a row the task cannot use
+            raise TypeError(f"field '{choices_field}' must hold a list of choices, got {type(raw).__name__}")
+        choices = list(raw)
+        context = fill(context_t, row, "context_template")
+        gold = _cloze_gold(row[gold_field], choices)
+        return ClozeItem([context] * len(choices), [prefix + str(c) for c in choices], gold)
+
+    def question(row: Row) -> str:
+        it = cloze(row)
+        return it.contexts[it.gold]
+
+    def response(row: Row) -> str:
+        it = cloze(row)
+        return it.continuations[it.gold][len(prefix) :] if prefix else it.continuations[it.gold]
+
+    return _RowFns(question, response, lambda row: fill(context_t, row, "context_template"), fields, fields,
+                   cloze=cloze)
+
+
+def _text_fns(cfg: Mapping[str, Any], origin: str, family: str, answer_type: str) -> _RowFns:
+    """A CoT or safety task: ``question_template`` / ``response_template``; a CoT task's gold answer from
+    ``gold_field`` or ``gold_template`` (exactly one)."""
+    question_t = _string(cfg, "question_template", origin)
+    response_t = _string(cfg, "response_template", origin)
+    assert question_t is not None and response_t is not None
+    q_fields = template_fields(question_t, "question_template", origin)
+    train_fields = (*q_fields, *template_fields(response_t, "response_template", origin))
+
+    def question(row: Row) -> str:
+        return fill(question_t, row, "question_template")
+
+    def response(row: Row) -> str:
+        return fill(response_t, row, "response_template")
+
+    fns = _RowFns(question, response, question, train_fields, q_fields)
+    if family == "cot":
+        gold_field = _string(cfg, "gold_field", origin, required=False)
+        gold_t = _string(cfg, "gold_template", origin, required=False)
+        if (gold_field is None) == (gold_t is None):
+            raise DataError(f"{origin}: a cot task needs exactly one of the keys 'gold_field', 'gold_template'")
+        gold_fields = (gold_field,) if gold_field else template_fields(gold_t or "", "gold_template", origin)
+        fns.eval_fields = (*q_fields, *gold_fields)
+
+        def gold(row: Row) -> str:
+            if gold_field is not None:
+                return _cot_gold(answer_type, row[gold_field])
+            return _cot_gold(answer_type, fill(gold_t or "", row, "gold_template", numbers=True))
+
+        fns.gold = gold
+    return fns
 
 
 def _splits(

@@ -220,6 +220,18 @@ class Stage:
     def run(self, node: Node, ctx: RunContext) -> dict[str, Any]:
         raise NotImplementedError
 
+    # ---- GPU sizing (`plasticity.study.sizing`, ``study --dry-run``)
+    sizing_hint: ClassVar[str | None] = None  # what to change when a node does not fit (None: computed)
+
+    def model_shape(self, node: Node) -> Any | None:
+        """The `plasticity.train.memory.Shape` of the model this node provides, when known before it runs."""
+        return None
+
+    def size(self, node: Node, shape: Any) -> tuple[Any, str, float] | None:
+        """(per-device memory estimate, strategy, FLOPs factor) of this node on its resources for a model of
+        `shape`; None: the stage is not sized (it needs no GPU memory worth planning)."""
+        return None
+
     def outputs_present(self, node: Node, out: Path) -> bool:
         """Whether a done node's main output (`out`: the marker's ``out`` or the node's) is still there."""
         return out.is_dir()
@@ -303,3 +315,19 @@ def run_summary(summary: dict[str, Any], out: str, metric: str) -> dict[str, Any
     if status == "interrupted":
         return {"status": "interrupted", "reason": "interrupted by a signal (resumes on the next run)"}
     return {"status": "failed", "reason": str(summary.get("reason") or status)}
+
+
+def training_size(node: Node, shape: Any, train: Any, seq_len: int) -> tuple[Any, str, float]:
+    """(per-device estimate, strategy, FLOPs factor) of a training node: its precision (``auto`` is bf16 on
+    GPUs), processes and sharding (``auto``: FSDP2 above `FSDP_AUTO_PARAMS` on GPUs, else DDP, as training
+    decides); activation checkpointing recomputes the forward (x 4/3)."""
+    from plasticity.train import memory as mem
+    from plasticity.train.distributed import FSDP_AUTO_PARAMS
+
+    n = max(1, node.nproc)
+    precision = "bf16" if (train.precision == "auto" and node.gpus) or train.precision == "bf16" else "fp32"
+    strategy = "none" if n <= 1 else train.parallel if train.parallel != "auto" else (
+        "fsdp" if node.gpus and shape.params > FSDP_AUTO_PARAMS else "ddp")
+    est = mem.estimate(shape, train.micro_batch_size, seq_len, precision, world=n, strategy=strategy,
+                       activation_checkpointing=train.activation_checkpointing)
+    return est, strategy, 4 / 3 if train.activation_checkpointing else 1.0

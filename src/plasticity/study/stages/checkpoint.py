@@ -134,6 +134,18 @@ class CheckpointStage(Stage):
     def outputs_present(self, node: Node, out: Path) -> bool:
         return (out / "checkpoint.json").is_file() and (out / "model").exists()
 
+    def model_shape(self, node: Node) -> Any | None:
+        """An existing model's shape from its config.json when it is local (a Hub model's is read when it runs)."""
+        from plasticity.train import memory as mem
+
+        root = Path(str(node.config.get("path", "")))
+        for conf in (root / "config.json", root / "final" / "config.json"):
+            try:
+                return mem.shape_of_hf_config(json.loads(conf.read_text()))
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
+        return None
+
     def metrics(self, node: Node, label: str) -> dict[str, Any]:
         info = read_json(Path(node.out) / "checkpoint.json") or {}
         out: dict[str, Any] = {"source": info.get("source") or node.config["path"],

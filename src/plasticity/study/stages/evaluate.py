@@ -10,6 +10,8 @@ from plasticity.files import read_json_or_none as read_json
 from plasticity.results_columns import headline, task_columns
 from plasticity.study.stages.base import GridPoint, Node, RunContext, Stage, StudySpec, Upstream, runs_dir, torchrun
 
+EVAL_PROMPT_TOKENS = 512  # prompt length the sampling-memory estimate assumes (the paper's prompts are shorter)
+
 
 class EvaluateStage(Stage):
     """Owns ``evaluate.``-prefixed axes; one node per fine-tuned model; its columns end in the row's headline."""
@@ -65,6 +67,16 @@ class EvaluateStage(Stage):
             return read_json(result) or {"status": "failed",
                                          "reason": f"torchrun exited with code {rc} (see {ctx.log_path})"}
         return evaluate_node(node, ctx.log)
+
+    sizing_hint = "lower evaluate.batch_size or evaluate.max_new_tokens"
+
+    def size(self, node: Node, shape: Any) -> tuple[Any, str, float]:
+        """Sampling: the KV cache of `batch_size` sequences of a 512-token prompt plus `max_new_tokens`."""
+        from plasticity.train import memory as mem
+
+        ev = from_dict(EvaluateConfig, node.config["evaluate"])
+        est = mem.sampling_estimate(shape, ev.batch_size, EVAL_PROMPT_TOKENS, ev.max_new_tokens)
+        return est, ("split" if node.nproc > 1 else "none"), 1.0
 
     def outputs_present(self, node: Node, out: Path) -> bool:
         """stability.json (written last) and every result file parse: a damaged one makes the node run again."""

@@ -24,6 +24,7 @@ from plasticity.study.stages.base import (
     run_summary,
     runs_dir,
     torchrun,
+    training_size,
 )
 
 FROM_AXIS = "finetune_from"  # the fraction of pretraining fine-tuning starts from (an axis, not a config key)
@@ -130,6 +131,10 @@ class FinetuneStage(Stage):
 
     def outputs_present(self, node: Node, out: Path) -> bool:
         return completed_run(out)
+
+    def size(self, node: Node, shape: Any) -> tuple[Any, str, float]:
+        cfg = from_dict(FinetuneConfig, dict(node.config["finetune"], init_from="-", out_dir="-"))
+        return training_size(node, shape, cfg.train, cfg.cutoff_len)
 
     def metrics(self, node: Node, label: str) -> dict[str, Any]:
         """``<task>/trained_on``: what the run was trained on (`data_note`)."""

@@ -22,6 +22,7 @@ from plasticity.study.stages.base import (
     run_summary,
     runs_dir,
     torchrun,
+    training_size,
 )
 from plasticity.study.stages.finetune import start_fractions
 
@@ -129,6 +130,18 @@ class PretrainStage(Stage):
 
     def outputs_present(self, node: Node, out: Path) -> bool:
         return completed_run(out)
+
+    def model_shape(self, node: Node) -> Any | None:
+        from plasticity.models import resolve_shape
+        from plasticity.train import memory as mem
+
+        pcfg = from_dict(PretrainConfig, node.config)
+        vocab = pcfg.model.vocab_size or (pcfg.tokenizer.vocab_size if pcfg.tokenizer.name == "bpe" else 32000)
+        return mem.shape_of(resolve_shape(pcfg.model, vocab))
+
+    def size(self, node: Node, shape: Any) -> tuple[Any, str, float]:
+        cfg = from_dict(PretrainConfig, node.config)
+        return training_size(node, shape, cfg.train, cfg.data.seq_len)
 
     def metrics(self, node: Node, label: str) -> dict[str, Any]:
         s = read_json(Path(node.out) / "summary.json") or {}
