@@ -254,11 +254,10 @@ def run_evaluate(
 
     target = Target.of(source, revision)  # a missing path or an incomplete run: one line, first
     shard, rank_device = join()
-    try:
-        return _run_evaluate(target, cfg if cfg is not None else EvaluateConfig(), task, out_dir,
-                             log if shard.rank == 0 else _quiet, device if device is not None else rank_device, shard)
-    finally:
-        leave(shard)
+    results = _run_evaluate(target, cfg if cfg is not None else EvaluateConfig(), task, out_dir,
+                            log if shard.rank == 0 else _quiet, device if device is not None else rank_device, shard)
+    leave(shard)  # not after a failure: peers may be inside a collective (torchrun ends the job)
+    return results
 
 
 def _quiet(msg: str) -> None:

@@ -67,9 +67,11 @@ def join() -> tuple[Shard, torch.device | None]:
 
 
 def leave(shard: Shard) -> None:
-    """Leave the process group `join` joined (no-op for one process)."""
+    """Leave the process group `join` joined once every rank is done (no-op for one process): a barrier first,
+    so that no rank tears the group down while a peer is still in a collective (gloo aborts that peer)."""
     if shard.world > 1:
         import torch.distributed as dist
 
         if dist.is_initialized():
+            dist.barrier()
             dist.destroy_process_group()

@@ -70,10 +70,15 @@ def init_distributed() -> Dist:
     return Dist(rank, world, local, backend)
 
 
-def destroy(d: Dist) -> None:
+def finish(d: Dist) -> None:
+    """After a run every rank finished (stops are agreed on by all ranks): a barrier, so that no rank tears the
+    group down while a peer is still in a collective (gloo aborts that peer: "terminate called without an active
+    exception"), then destroy the group. Not called when a rank raised: its peers may be inside a collective,
+    and destroying the group then can deadlock (torchtitan does the same); torchrun ends the job."""
     import torch.distributed as dist
 
     if d.enabled and dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
 
 

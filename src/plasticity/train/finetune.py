@@ -62,11 +62,12 @@ def run_finetune(cfg: FinetuneConfig, resume: bool = False, log=print) -> dict[s
     check_ours(run_dir)
     dist = pdist.init_distributed()
     try:
-        return _run_finetune(cfg, resume, run_dir, dist, log if dist.is_main else _quiet)
+        summary = _run_finetune(cfg, resume, run_dir, dist, log if dist.is_main else _quiet)
+        pdist.finish(dist)
+        return summary
     finally:
         if dist.is_main:
             unlock_run_dir(run_dir)
-        pdist.destroy(dist)
 
 
 def _quiet(msg: str) -> None:

@@ -47,11 +47,12 @@ def run_pretrain(cfg: PretrainConfig, resume: bool = False, log=print) -> dict[s
     pdist.check_batch(cfg.train.micro_batch_size * cfg.train.grad_accum, pdist.world_size_from_env())
     dist = pdist.init_distributed()
     try:
-        return _run_pretrain(cfg, resume, dist, log if dist.is_main else _quiet)
+        summary = _run_pretrain(cfg, resume, dist, log if dist.is_main else _quiet)
+        pdist.finish(dist)
+        return summary
     finally:
         if dist.is_main:
             unlock_run_dir(Path(cfg.out_dir))
-        pdist.destroy(dist)
 
 
 def _quiet(msg: str) -> None:
