@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from plasticity.checkpoints import RunDir
 from plasticity.errors import UserError
 from plasticity.files import tail_text, write_json, write_text
 from plasticity.hardware import usable_cpus
@@ -151,8 +152,9 @@ def training_progress(run_dir: Path, running: bool) -> str | None:
     ``stopped at step 1800/2413`` for an interrupted one (it resumes from its newest checkpoint). None before
     its first logged step."""
     try:
-        total = int(json.loads((run_dir / "run_info.json").read_text())["total_steps"])
-        tail = tail_text(run_dir / "metrics.jsonl", 8192).splitlines()
+        run = RunDir(run_dir)
+        total = int(json.loads(run.run_info_path.read_text())["total_steps"])
+        tail = tail_text(run.metrics_path, 8192).splitlines()
     except (OSError, ValueError, KeyError, TypeError):
         return None
     last = None

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from plasticity.checkpoints import RunDir
 from plasticity.config import CheckpointConfig
 from plasticity.errors import CheckpointError, ConfigError
 from plasticity.files import read_json_or_none as read_json
@@ -139,7 +140,7 @@ class CheckpointStage(Stage):
         from plasticity.train import memory as mem
 
         root = Path(str(node.config.get("path", "")))
-        for conf in (root / "config.json", root / "final" / "config.json"):
+        for conf in (root / "config.json", RunDir(root).final / "config.json"):
             try:
                 return mem.shape_of_hf_config(json.loads(conf.read_text()))
             except (OSError, ValueError, KeyError, TypeError):

@@ -9,9 +9,9 @@ import os
 from pathlib import Path
 from typing import Any
 
+from plasticity.checkpoints import RunDir
 from plasticity.config import FinetuneConfig, deep_merge, from_dict, scope_task_options, to_dict, train_identity
 from plasticity.errors import ConfigError
-from plasticity.files import read_json_or_none as read_json
 from plasticity.study.stages.base import (
     GridPoint,
     Node,
@@ -116,14 +116,15 @@ class FinetuneStage(Stage):
         init = finetune_init(node.config["pretrain_dir"], node.config["fraction"])
         # validated once, when the plan built it; init_from / out_dir are this node's
         cfg = from_dict(FinetuneConfig, dict(node.config["finetune"], init_from=init, out_dir=node.out))
-        resume = (Path(node.out) / "config.yaml").exists()
+        run = RunDir(node.out)
+        resume = run.config_path.exists()
         if node.nproc > 1:  # DDP / FSDP2 through torchrun (resources.finetune_nproc)
             from plasticity.files import write_yaml
 
             cfg_path = Path(node.out).parent / f"{node.id}.torchrun.yaml"
             write_yaml(cfg_path, to_dict(cfg))
             rc = torchrun(node, ctx, ["plasticity.cli", "finetune", str(cfg_path)] + (["--resume"] if resume else []))
-            res = read_json(Path(node.out) / "summary.json") or {
+            res = run.summary() or {
                 "status": "failed", "reason": f"torchrun exited with code {rc} (see {ctx.log_path})"}
             return run_summary(res, node.out, "final_train_loss")
         res = run_finetune(cfg, resume=resume, log=ctx.log)
@@ -140,7 +141,7 @@ class FinetuneStage(Stage):
         """``<task>/trained_on``: what the run was trained on (`data_note`)."""
         from plasticity.results_columns import data_note
 
-        t_on = (read_json(Path(node.out) / "summary.json") or {}).get("trained_on")
+        t_on = (RunDir(node.out).summary() or {}).get("trained_on")
         return {} if t_on is None else {f"{label}/trained_on": data_note(t_on)}
 
     def columns(self, nodes: list[tuple[str, Node]], study_dir: Path) -> dict[str, Any]:
@@ -250,6 +251,4 @@ def _config_dict(fcfg: FinetuneConfig) -> dict[str, Any]:
 def finetune_init(model_dir: str, fraction: float) -> str:
     """The model fine-tuning starts from: a run's ``final/`` or its snapshot at `fraction` of pretraining; a
     checkpoint node's model (a run dir or a model dir) as is at fraction 1."""
-    from plasticity.checkpoints import RunDir
-
     return RunDir(model_dir).snapshot_at(fraction).path

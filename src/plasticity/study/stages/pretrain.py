@@ -7,9 +7,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+from plasticity.checkpoints import RunDir
 from plasticity.config import PretrainConfig, deep_merge, from_dict, to_dict, train_identity
 from plasticity.errors import ConfigError
-from plasticity.files import read_json_or_none as read_json
 from plasticity.study.stages.base import (
     GridPoint,
     Node,
@@ -121,7 +121,7 @@ class PretrainStage(Stage):
 
     def run(self, node: Node, ctx: RunContext) -> dict[str, Any]:
         cfg = from_dict(PretrainConfig, node.config)  # validated once, when the plan built it
-        resume = (Path(cfg.out_dir) / "config.yaml").exists()
+        resume = RunDir(cfg.out_dir).config_path.exists()
         if node.nproc > 1:
             return run_summary(_torchrun(node, resume, ctx), cfg.out_dir, "final_val_loss")
         from plasticity.train.pretrain import run_pretrain
@@ -144,7 +144,7 @@ class PretrainStage(Stage):
         return training_size(node, shape, cfg.train, cfg.data.seq_len)
 
     def metrics(self, node: Node, label: str) -> dict[str, Any]:
-        s = read_json(Path(node.out) / "summary.json") or {}
+        s = RunDir(node.out).summary() or {}
         return dict(val_loss=s.get("final_val_loss"), last_step_train_loss=s.get("final_train_loss"),
                     tokens=s.get("tokens_seen"), params=s.get("params_total"))
 
@@ -180,8 +180,6 @@ def _torchrun(node: Node, resume: bool, ctx: RunContext) -> dict[str, Any]:
     cfg_path = Path(node.out).parent / f"{node.id}.torchrun.yaml"
     write_yaml(cfg_path, node.config)
     rc = torchrun(node, ctx, ["plasticity.cli", "pretrain", str(cfg_path)] + (["--resume"] if resume else []))
-    s = Path(node.out) / "summary.json"
-    if s.exists():
-        return json.loads(s.read_text())
-    return {"status": "failed", "reason": f"torchrun exited with code {rc} (see {ctx.log_path})"}
+    return RunDir(node.out).summary() or {"status": "failed",
+                                          "reason": f"torchrun exited with code {rc} (see {ctx.log_path})"}
 
