@@ -138,3 +138,19 @@ def human(n: float) -> str:
         if n >= div:
             return f"{n / div:.3g} {unit}"
     return f"{int(n)} B"
+
+
+def connect_ray(num_cpus: int) -> Any:
+    """The `ray` module, connected: to ``RAY_ADDRESS`` when set, else to a local Ray started with `num_cpus`
+    CPUs (an already connected Ray is kept). One-line UserError when Ray is not installed."""
+    try:
+        import ray
+    except ImportError:
+        from plasticity.errors import UserError
+
+        raise UserError("--executor ray needs Ray: pip install 'lm-plasticity[ray]'") from None
+    if not ray.is_initialized():
+        address = os.environ.get("RAY_ADDRESS")
+        kw: dict[str, Any] = {"address": address} if address else {"num_cpus": num_cpus}
+        ray.init(include_dashboard=False, log_to_driver=False, ignore_reinit_error=True, **kw)
+    return ray

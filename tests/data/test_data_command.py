@@ -57,7 +57,7 @@ def test_one_and_two_workers_make_the_same_cache(tmp_path: Path) -> None:
 
 @pytest.mark.slow  # a local Ray start: ~40 s on 2 shared cores
 def test_ray_executor_makes_the_same_cache(tmp_path: Path) -> None:
-    pytest.importorskip("ray", reason="Ray is not installed (pip install 'plasticity[ray]')")
+    pytest.importorskip("ray", reason="Ray is not installed (pip install 'lm-plasticity[ray]')")
     src = corpus(tmp_path / "c")
     got = {}
     for ex in ("local", "ray"):

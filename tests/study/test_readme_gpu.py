@@ -53,7 +53,7 @@ def test_readme_gpu_section_is_complete():
 
 @pytest.mark.slow
 def test_readme_gpu_study_commands_run_at_tiny_scale(tmp_path):
-    pytest.importorskip("ray", reason="Ray is not installed (pip install 'plasticity[ray]')")
+    pytest.importorskip("ray", reason="Ray is not installed (pip install 'lm-plasticity[ray]')")
     spec = tmp_path / "tiny-gpu-study.yaml"
     out = tmp_path / "runs"
     spec.write_text(yaml.safe_dump(dict(TINY, out_dir=str(out))))

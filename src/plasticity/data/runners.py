@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from plasticity.data.shards import Job, JobSpec, init_worker, pool_job, ray_job, run_job
-from plasticity.errors import UserError
+from plasticity.hardware import connect_ray
 
 HEARTBEAT_S = 30.0
 
@@ -143,15 +143,7 @@ class RayTasks:
     """One Ray task per job (1 CPU each); connects to ``RAY_ADDRESS`` or starts a local Ray with `workers` CPUs."""
 
     def __init__(self, workers: int, progress: Progress):
-        try:
-            import ray
-        except ImportError:
-            raise UserError("--executor ray needs Ray: pip install 'plasticity[ray]'") from None
-        self.ray = ray
-        if not ray.is_initialized():
-            address = os.environ.get("RAY_ADDRESS")
-            kw: dict[str, Any] = {"address": address} if address else {"num_cpus": workers}
-            ray.init(include_dashboard=False, log_to_driver=False, ignore_reinit_error=True, **kw)
+        self.ray = ray = connect_ray(workers)
         self.remote = ray.remote(num_cpus=1, max_retries=2)(ray_job)
         self.progress = progress
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from plasticity.files import tail_text
+from plasticity.hardware import connect_ray
 from plasticity.study.plan import Node, Plan
 from plasticity.study.worker import die_with_parent, pid_path, run_node
 
@@ -135,17 +136,7 @@ class RayEngine:
     """One Ray task per node, scheduled by Ray with `num_cpus` = threads and `num_gpus` = the node's GPUs."""
 
     def __init__(self, workers: int, threads: int):
-        try:
-            import ray
-        except ImportError:
-            from plasticity.errors import UserError
-
-            raise UserError("--executor ray needs Ray: pip install 'lm-plasticity[ray]'") from None
-        self.ray = ray
-        if not ray.is_initialized():
-            address = os.environ.get("RAY_ADDRESS")
-            kw: dict[str, Any] = {"address": address} if address else {"num_cpus": workers * threads}
-            ray.init(include_dashboard=False, log_to_driver=False, ignore_reinit_error=True, **kw)
+        self.ray = ray = connect_ray(workers * threads)
         self.slots = max(workers, int(ray.cluster_resources().get("CPU", workers)) // max(threads, 1))
         self.threads = threads
         self.remote = ray.remote(max_retries=0)(run_node)
