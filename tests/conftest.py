@@ -183,6 +183,19 @@ def wd_runs(tmp_path_factory) -> dict[float, Path]:
 _KILL_RECORDS: list[dict[str, Any]] = []
 
 
+def bigger_tokenizer_checkpoint(run: Path, dst: Path) -> Path:
+    """`dst`: a copy of `run`'s final model as a plain HF directory (no manifest) whose tokenizer has 600 tokens
+    more than the model's embedding: the vocab mismatch every command must refuse."""
+    from transformers import AutoTokenizer
+
+    shutil.copytree(run / "final", dst)
+    (dst / "manifest.json").unlink()  # a plain HF directory: no manifest to contradict the new tokenizer
+    tok = AutoTokenizer.from_pretrained(dst)
+    tok.add_tokens([f"<extra_{i}>" for i in range(600)])
+    tok.save_pretrained(dst)
+    return dst
+
+
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     if report.when == "teardown":
         _KILL_RECORDS.extend(v for k, v in report.user_properties if k == "killpoint")

@@ -29,7 +29,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import REPO, run_cli, tiny_overrides
+from tests.conftest import REPO, bigger_tokenizer_checkpoint, run_cli, tiny_overrides
 
 DATA = {"data.source": "packaged:bbc_news", "tokenizer.train_documents": 150, "train.max_steps": 4}
 GOOD_ROW = {"q": "What is 2 plus 3?", "a": "2 + 3 = 5\n#### 5"}
@@ -170,14 +170,7 @@ def test_pretrain_init_from_smaller_vocabulary(existing: Path, tmp_path: Path) -
 
 
 def _bigger_tokenizer(tmp: Path, existing: Path) -> tuple[dict, tuple[str, ...]]:
-    from transformers import AutoTokenizer
-
-    d = tmp / "ckpt"
-    shutil.copytree(existing / "final", d)
-    (d / "manifest.json").unlink()  # a plain HF directory: no manifest to contradict the new tokenizer
-    tok = AutoTokenizer.from_pretrained(d)
-    tok.add_tokens([f"<extra_{i}>" for i in range(600)])
-    tok.save_pretrained(d)
+    d = bigger_tokenizer_checkpoint(existing, tmp / "ckpt")
     return {"init_from": str(d)}, (str(d), "vocab mismatch")
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import REPO, run_cli, tiny_overrides
+from tests.conftest import REPO, bigger_tokenizer_checkpoint, run_cli, tiny_overrides
 from tests.reliability.test_bad_inputs import GOOD_ROW, assert_one_line_exit_2, snapshot, write_jsonl
 
 DATA = {"data.source": "packaged:bbc_news", "tokenizer.train_documents": 150, "train.max_steps": 4}
@@ -442,21 +442,9 @@ def test_17_yaml_alias_bomb_is_refused(command: str, tiny_run: Path, tmp_path: P
     record(request, 17, f"`{command.split('_')[0]}` reading a 1 KB alias bomb (9^9 values)", line, tmp_path)
 
 
-def _big_tokenizer_ckpt(tiny_run: Path, tmp_path: Path) -> Path:
-    from transformers import AutoTokenizer
-
-    d = tmp_path / "ckpt"
-    shutil.copytree(tiny_run / "final", d)
-    (d / "manifest.json").unlink()  # a plain HF directory: no manifest to contradict the new tokenizer
-    tok = AutoTokenizer.from_pretrained(d)
-    tok.add_tokens([f"<extra_{i}>" for i in range(600)])
-    tok.save_pretrained(d)
-    return d
-
-
 @pytest.mark.parametrize("command", ["evaluate_cot", "evaluate_cloze", "analyze"])
 def test_20_tokenizer_bigger_than_the_model(command: str, tiny_run: Path, tmp_path: Path, request) -> None:
-    d = _big_tokenizer_ckpt(tiny_run, tmp_path)
+    d = bigger_tokenizer_checkpoint(tiny_run, tmp_path / "ckpt")
     out = tmp_path / "out"
     argv = {"evaluate_cot": ["evaluate", str(d), "--task", "demo_arith", "--out", str(out), "--max-questions", "2"],
             "evaluate_cloze": ["evaluate", str(d), "--task", "demo_choice", "--out", str(out), "--max-questions", "2"],
