@@ -13,9 +13,8 @@ from dataclasses import replace
 
 import torch
 
-from plasticity.bench.suite import PLANS, bench_train, environment, loadavg, set_clock
+from plasticity.bench.suite import PLANS, ablation_arms, bench_train, environment, loadavg, set_clock
 from plasticity.hardware import default_device, resolve_precision
-from plasticity.train.loop import FastPath
 
 
 def main() -> None:
@@ -33,14 +32,11 @@ def main() -> None:
         torch.set_num_threads(a.threads)
     set_clock(a.clock)
     plan = replace(PLANS["quick"], train_steps=a.steps, repeats=a.repeats, batch=a.batch, seq=a.seq)
-    arms: dict = {"ours": {}}
-    if a.ablation:
-        arms |= {"ours_no_fused_ce": {"fast": FastPath(fused_ce=False)}, "ours_fused_adamw": {"fused_adamw": True},
-                 "ours_plain": {"fast": FastPath(fused_ce=False), "fused_adamw": False},
-                 "ours_compile": {"fast": FastPath(compile=True)}}
     device = default_device()
+    precision = resolve_precision("auto", device)
+    arms = ablation_arms(precision) if a.ablation else {"ours": {}}
     load = loadavg()
-    r = bench_train(plan, a.preset, device, resolve_precision("auto", device), arms)
+    r = bench_train(plan, a.preset, device, precision, arms)
     print(json.dumps({"benchmark": "train_throughput", "clock": a.clock, **environment(), "load_start": load,
                       "load_end": loadavg(), **r}))
 

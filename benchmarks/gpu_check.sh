@@ -4,7 +4,8 @@
 #            [cuda] cases of the device-parametrized tests (optimized vs plain loop, sampler vs `generate`);
 #   mfu      `plasticity pretrain model.preset=llama2-0.5b data.seq_len=2048` with the SHIPPED defaults
 #            (micro-batch 16, precision auto = bf16, compile auto), killed after MFU_SECONDS; tok/s and MFU read
-#            from the run's own metrics.jsonl after warm-up; MFU_ARMS adds arms with overrides, e.g.
+#            from the run's own metrics.jsonl after warm-up; by default a second arm with autocast instead of the
+#            bf16 master weights (`autocast:train.master_weights=false`); MFU_ARMS sets the arms, e.g.
 #            MFU_ARMS="default mb8:train.micro_batch_size=8 eager:train.compile=false sdpa=cudnn";
 #   profile  benchmarks/gpu_profile.py: eager step per attention backend, kernel time by category;
 #   engine   benchmarks/bench_engine.py: the sampler vs `model.generate`, 512 prompts x k=16, <= 512 new tokens;
@@ -39,7 +40,7 @@ if [[ $PARTS == *" tests "* ]]; then
 fi
 
 if [[ $PARTS == *" mfu "* ]]; then
-  for arm in ${MFU_ARMS:-default}; do
+  for arm in ${MFU_ARMS:-default autocast:train.master_weights=false}; do
     name=${arm%%:*}
     overrides=()
     [[ $arm == *:* ]] && IFS=',' read -r -a overrides <<< "${arm#*:}"
@@ -47,12 +48,12 @@ if [[ $PARTS == *" mfu "* ]]; then
     [[ $name == sdpa=* ]] && envs=(PLASTICITY_SDPA_BACKEND="${name#sdpa=}")
     echo "== mfu: $name ${overrides[*]:-} ($((SECONDS - START)) s)"
     rm -rf "/tmp/mfu-$name"
-    env "${envs[@]}" timeout -s KILL "${MFU_SECONDS:-150}" "$PY" -m plasticity.cli pretrain \
+    env "${envs[@]}" timeout -s KILL "${MFU_SECONDS:-120}" "$PY" -m plasticity.cli pretrain \
       model.preset="${MFU_PRESET:-llama2-0.5b}" data.source=packaged:bbc_news tokenizer.vocab_size=32000 \
       data.seq_len="${MFU_SEQ:-2048}" "${overrides[@]}" out_dir="/tmp/mfu-$name" > "$OUT/mfu-$name.log" 2>&1
     cp "/tmp/mfu-$name/metrics.jsonl" "$OUT/mfu-$name.metrics.jsonl" 2>/dev/null
     cp "/tmp/mfu-$name/run_info.json" "$OUT/mfu-$name.run_info.json" 2>/dev/null
-    grep -E "torch.compile|params|Error|error" "$OUT/mfu-$name.log" | head -5
+    grep -E "torch.compile|master weights|params|Error|error" "$OUT/mfu-$name.log" | head -6
   done
   "$PY" - "$OUT" <<'EOF'
 import json, os, statistics, sys

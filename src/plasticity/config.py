@@ -114,6 +114,9 @@ class TrainConfig:
     # torch.compile the model: true / false, or auto = on where it repays its compile time (CUDA, or a CPU with
     # fast bf16, and a run of at least `train.loop.COMPILE_AUTO_FLOPS` training FLOPs); not part of node ids
     compile: bool | Literal["auto"] = "auto"
+    # bf16 only: run each step on a bf16 copy of the fp32 weights, which stay the optimizer's master copy (no
+    # per-op casts; activations bf16 end to end); auto = on on CUDA, off on CPUs; not part of node ids
+    master_weights: bool | Literal["auto"] = "auto"
     seed: int = 0
     threads: int | None = None  # torch intra-op threads; None: leave torch's default
     parallel: Parallel = "auto"  # under torchrun: ddp, fsdp (FSDP2), or auto (fsdp for > 2B params on GPUs)

@@ -199,6 +199,24 @@ def test_bf16_resume_one_process_checkpoint_with_fsdp2(bf16_reference, tmp_path)
     assert json.loads((run / "summary.json").read_text())["parallel"] == "fsdp"
 
 
+MASTER = {**BF16, "train.master_weights": "true"}
+
+
+def test_bf16_master_weights_fsdp2_follows_one_process(tmp_path):
+    """`train.master_weights`: one process runs on bf16 copies of its fp32 weights; FSDP2 all-gathers bf16
+    weights from its fp32 shards and reduces fp32 gradients (its mixed-precision policy). Both round each
+    micro-batch's gradient to bf16 once before summing in fp32, so they differ like the bf16 DDP run above."""
+    one = tmp_path / "one_master"
+    r = run_cli("pretrain", *tiny_overrides(one, **MASTER))
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = tmp_path / "fsdp_master"
+    r = torchrun(out, base=MASTER, **{"train.parallel": "fsdp"})
+    assert "master weights on (train.master_weights=true)" in r.stderr
+    assert_same_run(one, out, BF16_TOL)
+    weights = load_file(str(out / "final" / "model.safetensors"))
+    assert {t.dtype for t in weights.values()} == {torch.float32}  # the fp32 shards, gathered
+
+
 def test_global_batch_must_split_evenly(tmp_path):
     r = torchrun(tmp_path / "odd", check=False, **{"train.micro_batch_size": 3, "train.grad_accum": 1})
     assert r.returncode != 0

@@ -34,7 +34,8 @@ def _batches(vocab: int, bs: int = 4, seq: int = 32, ignore_tail: bool = True):
 
 
 def _curve(tmp_path, fast: FastPath, fused_adamw: bool | None, precision: str = "fp32", steps: int = 8,
-           preset: str = "llama2-tiny", logs: list[str] | None = None, device: str = "cpu") -> list[float]:
+           preset: str = "llama2-tiny", logs: list[str] | None = None, device: str = "cpu",
+           master_weights: bool = False) -> list[float]:
     tmp_path.mkdir(parents=True, exist_ok=True)
     shape = replace(PRESETS[preset], vocab_size=256)
     model = build_model(shape, seed=0, device=torch.device(device))
@@ -42,7 +43,8 @@ def _curve(tmp_path, fast: FastPath, fused_adamw: bool | None, precision: str = 
     opt = build_optimizer(model, OptimizerConfig(lr=3e-3), "all", fused=fused_adamw)
     job = TrainJob(model=model, optimizer=opt, batches=_batches(256), total_steps=steps, lr_fn=lambda s: 3e-3,
                    run_dir=tmp_path, cfg=cfg, device=torch.device(device), precision=precision, grad_clip=1.0,
-                   log=(logs.append if logs is not None else lambda m: None), fast=fast, write_final=False)
+                   log=(logs.append if logs is not None else lambda m: None), fast=fast, write_final=False,
+                   master_weights=master_weights)
     losses: list[float] = []
     import json
 

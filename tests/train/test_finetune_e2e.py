@@ -109,6 +109,7 @@ def test_yaml_defined_task_finetunes(pretrained, tmp_path):
     ({"task": "no_such_task"}, "no_such_task"),
     ({"init_from": "/nonexistent/run"}, "/nonexistent/run"),
     ({"template": "Q: {question}"}, "template"),
+    ({"train.master_weights": "true", "train.precision": "fp32"}, "train.master_weights"),
 ])
 def test_finetune_bad_input_one_line_exit_2(pretrained, tmp_path, extra, needle):
     r = run_cli("finetune", *_ft_args(pretrained, tmp_path / "bad", **extra))
@@ -154,3 +155,16 @@ def test_analyze_cli_on_pretrained_run(pretrained):
     assert abs(sum(g["fraction"] for g in norms["groups"]) - 1) < 1e-9
     gap = json.loads((pretrained / "analysis" / "gap.json").read_text())
     assert gap["unseen_seen"] is not None
+
+
+def test_finetune_with_master_weights(pretrained, tmp_path):
+    """Padded, variable-length batches (attention mask) through the bf16 copies: the run completes, learns, and
+    keeps fp32 weights."""
+    out = tmp_path / "ft_master"
+    r = run_cli("finetune", *_ft_args(pretrained, out, **{"train.precision": "bf16", "train.master_weights": "true",
+                                                           "train.epochs": 2}))
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "master weights on" in r.stderr and "warning" not in r.stderr.lower()
+    losses = [json.loads(x)["loss"] for x in (out / "metrics.jsonl").open() if "loss" in json.loads(x)]
+    assert losses[-1] < losses[0], losses
+    assert {t.dtype for t in load_file(str(out / "final" / "model.safetensors")).values()} == {torch.float32}

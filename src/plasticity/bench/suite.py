@@ -173,7 +173,8 @@ class OurLoop:
     """`plasticity.train.loop.train` driven in segments (same model, optimizer and state across them)."""
 
     def __init__(self, model: torch.nn.Module, batches: RandomBatches, precision: str, run_dir: Path,
-                 fast: Any = None, fused_adamw: bool | None = None, lr: float = 1e-3):
+                 fast: Any = None, fused_adamw: bool | None = None, lr: float = 1e-3,
+                 master_weights: bool = False):
         from plasticity.config import OptimizerConfig, TrainConfig
         from plasticity.train.loop import FastPath, LoopState, TrainJob
         from plasticity.train.optim import build_optimizer
@@ -184,7 +185,7 @@ class OurLoop:
         self.job = TrainJob(model=model, optimizer=opt, batches=batches, total_steps=0, lr_fn=lambda s: lr,
                             run_dir=run_dir, cfg=cfg, device=next(model.parameters()).device,
                             precision=precision, grad_clip=1.0, log=lambda m: None,
-                            fast=fast or FastPath(), write_final=False)
+                            fast=fast or FastPath(), write_final=False, master_weights=master_weights)
 
     def run(self, steps: int) -> float:
         from plasticity.train.loop import train
@@ -195,6 +196,19 @@ class OurLoop:
         self.state = train(self.job, self.state)
         _sync(self.job.device)
         return _now() - t
+
+
+def ablation_arms(precision: str) -> dict[str, dict[str, Any]]:
+    """The arms of `--ablation` (kwargs of `OurLoop`): the shipped loop, each lever off or on, and compiled."""
+    from plasticity.train.loop import FastPath
+
+    arms: dict[str, dict[str, Any]] = {
+        "ours": {}, "ours_no_fused_ce": {"fast": FastPath(fused_ce=False)}, "ours_fused_adamw": {"fused_adamw": True},
+        "ours_plain": {"fast": FastPath(fused_ce=False), "fused_adamw": False},
+        "ours_compile": {"fast": FastPath(compile=True)}}
+    if precision == "bf16":  # bf16 copies of fp32 master weights instead of autocast (the CUDA default)
+        arms["ours_master_weights"] = {"master_weights": True}
+    return arms
 
 
 def train_flops_per_token(model: torch.nn.Module, seq: int) -> float:
@@ -367,14 +381,7 @@ def run(mode: str = "quick", log: Callable[[str], None] = print, ablation: bool 
                           "bf16": round(gemm_peak(torch.bfloat16, plan.gemm_n if fast_bf16 else plan.bf16_gemm_n,
                                                   device, 0.3 if fast_bf16 else 0.05), 1)}
     log(f"GEMM peak: fp32 {rec['gemm_gflops']['fp32']} GFLOP/s, bf16 {rec['gemm_gflops']['bf16']} GFLOP/s")
-    arms: dict[str, dict[str, Any]] = {"ours": {}}
-    if ablation:
-        from plasticity.train.loop import FastPath
-
-        arms = {"ours": {}, "ours_no_fused_ce": {"fast": FastPath(fused_ce=False)},
-                "ours_fused_adamw": {"fused_adamw": True},
-                "ours_plain": {"fast": FastPath(fused_ce=False), "fused_adamw": False},
-                "ours_compile": {"fast": FastPath(compile=True)}}
+    arms = ablation_arms(precision) if ablation else {"ours": {}}
     rec["train"] = []
     for preset in plan.train_presets:
         r = bench_train(plan, preset, device, precision, arms)

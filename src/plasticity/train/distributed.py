@@ -116,11 +116,12 @@ def enable_activation_checkpointing(model: torch.nn.Module) -> None:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
 
 
-def wrap_model(model: torch.nn.Module, d: Dist, strategy: str, activation_checkpointing: bool = False
-               ) -> tuple[torch.nn.Module, str]:
+def wrap_model(model: torch.nn.Module, d: Dist, strategy: str, activation_checkpointing: bool = False,
+               bf16_params: bool = False) -> tuple[torch.nn.Module, str]:
     """(module to run forward/backward through, resolved strategy). DDP returns a wrapper around `model`;
-    FSDP2 shards `model` in place (each decoder layer, then the root), so build the optimizer afterwards.
-    `activation_checkpointing` is applied first (also with one process)."""
+    FSDP2 shards `model` in place (each decoder layer, then the root), so build the optimizer afterwards; with
+    `bf16_params` its all-gathered weights are bf16 (the fp32 shards stay the master copy, gradients are reduced
+    in fp32: `train.master_weights`). `activation_checkpointing` is applied first (also with one process)."""
     if activation_checkpointing:
         enable_activation_checkpointing(model)
     strategy = resolve_strategy(strategy, d, sum(p.numel() for p in model.parameters()),
@@ -132,12 +133,14 @@ def wrap_model(model: torch.nn.Module, d: Dist, strategy: str, activation_checkp
 
         return DDP(model, device_ids=[d.local_rank] if d.backend == "nccl" else None), strategy
     from torch.distributed.device_mesh import init_device_mesh
-    from torch.distributed.fsdp import fully_shard
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
     mesh = init_device_mesh("cuda" if d.backend == "nccl" else "cpu", (d.world_size,))
+    mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if bf16_params else None
+    kw = {"mp_policy": mp} if mp is not None else {}
     for layer in getattr(getattr(model, "model", None), "layers", []):
-        fully_shard(layer, mesh=mesh)
-    fully_shard(model, mesh=mesh)
+        fully_shard(layer, mesh=mesh, **kw)
+    fully_shard(model, mesh=mesh, **kw)
     return model, strategy
 
 

@@ -25,8 +25,9 @@ from plasticity.runinfo import run_info
 from plasticity.train import distributed as pdist
 from plasticity.train import memory as mem
 from plasticity.train.loop import TrainJob
+from plasticity.train.master_weights import check_master_weights
 from plasticity.train.optim import build_optimizer, describe_groups
-from plasticity.train.run_lifecycle import check_ours, execute, open_run_dir, unlock_run_dir
+from plasticity.train.run_lifecycle import check_ours, execute, open_run_dir, unlock_run_dir, wrap_for_training
 from plasticity.train.schedule import lr_at
 
 
@@ -93,6 +94,7 @@ def _run_finetune(cfg: FinetuneConfig, resume: bool, run_dir: Path, dist: pdist.
         torch.set_num_threads(cfg.train.threads)
     device = dist.device() if dist.enabled else default_device()
     precision = resolve_precision(cfg.train.precision, device)
+    check_master_weights(cfg.train, device, precision)
     cfg_dict = to_dict(cfg)
     fresh = not pdist.on_main(lambda: (run_dir / "config.yaml").exists(), dist)
     if not fresh:  # an existing run: refused, already completed, or resumed (nothing is written here)
@@ -141,7 +143,7 @@ def _run_finetune(cfg: FinetuneConfig, resume: bool, run_dir: Path, dist: pdist.
     policy = cfg.optim.wd_policy if cfg.optim.wd_policy != "auto" else "all"
     counts = count_params(model)
     # before the optimizer: FSDP2 swaps the parameters
-    net, parallel = pdist.wrap_model(model, dist, cfg.train.parallel, cfg.train.activation_checkpointing)
+    net, parallel, master = wrap_for_training(model, dist, cfg.train, precision, log)
     optimizer = build_optimizer(model, cfg.optim, policy)
     groups = describe_groups(model, cfg.optim, policy)
     if dist.is_main:
@@ -160,7 +162,7 @@ def _run_finetune(cfg: FinetuneConfig, resume: bool, run_dir: Path, dist: pdist.
                    run_dir=run_dir, cfg=cfg.train, device=device, precision=precision,
                    grad_clip=cfg.optim.grad_clip, tokenizer_dir=tok_dir, checkpoint_steps=ckpt_steps,
                    checkpoint_meta={"kind": "finetune", "task": data_info["task"]}, label=run_dir.name, log=log,
-                   dist=dist, parallel=parallel, wrapped=net if net is not model else None)
+                   dist=dist, parallel=parallel, wrapped=net if net is not model else None, master_weights=master)
     base = dict(kind="finetune", task=data_info["task"], init_from=cfg.init_from, model_dir=model_dir,
                 examples=len(examples), dropped_over_cutoff=enc_counts["over_cutoff"],
                 dropped_empty=enc_counts["empty_response"], format_failed=data_info["format_failed"],

@@ -31,6 +31,7 @@ from plasticity.train import checkpoint_writer as ckpt
 from plasticity.train import distributed as pdist
 from plasticity.train.distributed import SINGLE, Dist
 from plasticity.train.fused_ce import linear_cross_entropy
+from plasticity.train.master_weights import Bf16Weights
 
 
 class BatchSource(Protocol):
@@ -132,6 +133,7 @@ class TrainJob:
     wrapped: torch.nn.Module | None = None
     fast: FastPath = FastPath()
     flops_per_step: float = 0.0  # training FLOPs of one optimizer step (0 = unknown): sizes `compile: auto`
+    master_weights: bool = False  # resolved `train.master_weights` (`wrap_for_training`): bf16 copies, fp32 masters
     write_final: bool = True  # False: no final/ at the end (benchmarks drive the loop in segments)
     on_record: Callable[[dict[str, Any]], None] | None = None  # each metrics.jsonl record, after it is written
 
@@ -157,16 +159,19 @@ def causal_lm_loss(model: Callable[..., Any], input_ids: torch.Tensor, attention
 
 def step_loss(model: torch.nn.Module, micro: list[dict[str, torch.Tensor]], device: torch.device,
               precision: str, dist: Dist = SINGLE, ddp: torch.nn.Module | None = None,
-              body: torch.nn.Module | None = None,
-              loss_fn: Callable[..., torch.Tensor] | None = None) -> tuple[torch.Tensor, int, int]:
+              body: Callable[..., Any] | None = None, loss_fn: Callable[..., torch.Tensor] | None = None,
+              head: torch.Tensor | None = None,
+              after_backward: Callable[[], None] | None = None) -> tuple[torch.Tensor, int, int]:
     """Forward+backward over a step's micro-batches. The loss is the mean next-token cross-entropy over all
     target tokens (labels != -100) of the whole step, so grad accumulation equals one big batch.
     With several processes this rank runs only its share of the rows, still divided by the whole step's
     target count and scaled by the world size, so the gradient average of DDP/FSDP is exactly the
     single-process gradient (also for unequal target counts per rank); the returned loss is then this rank's
     share, to be summed over ranks. With `body` (the decoder body of `model`, possibly compiled) the loss is
-    computed by `fused_ce.linear_cross_entropy` on its hidden states instead of from full logits; else by
-    `loss_fn(ids, mask, labels)` (default: `causal_lm_loss` of `model`; the loop passes it compiled).
+    computed by `fused_ce.linear_cross_entropy` on its hidden states and `head` (default: `model`'s output
+    projection weight) instead of from full logits; else by `loss_fn(ids, mask, labels)` (default:
+    `causal_lm_loss` of `model`; the loop passes it compiled). `after_backward` runs after each micro-batch's
+    backward (master weights: move the bf16 gradients into the fp32 ones).
     Returns (loss as a 0-d tensor on `device`, target tokens, input tokens), the counts of the whole step;
     the counts come from the (host) label tensors, so nothing here waits for the device."""
     n_targets = sum(int((b["labels"][:, 1:] != -100).sum()) for b in micro)
@@ -185,14 +190,16 @@ def step_loss(model: torch.nn.Module, micro: list[dict[str, torch.Tensor]], devi
                     hidden = body(input_ids=ids, attention_mask=mask).last_hidden_state
                     # next-token targets: shift the labels, not the hidden states (no copy of them)
                     targets = F.pad(labels[:, 1:], (0, 1), value=-100)
-                    head = _hidden_and_head(model)[1]  # type: ignore[index]
-                    loss = linear_cross_entropy(hidden.reshape(-1, hidden.size(-1)), head.weight,
+                    w = head if head is not None else _hidden_and_head(model)[1].weight  # type: ignore[index]
+                    loss = linear_cross_entropy(hidden.reshape(-1, hidden.size(-1)), w,
                                                 targets.reshape(-1), scale=1.0 / max(n_targets, 1))
                 elif loss_fn is not None:
                     loss = loss_fn(ids, mask, labels) / max(n_targets, 1)
                 else:
                     loss = causal_lm_loss(model, ids, mask, labels) / max(n_targets, 1)
             (loss * dist.world_size if dist.enabled else loss).backward()
+            if after_backward is not None:
+                after_backward()
         total += loss.detach()
     return total, n_targets, n_inputs
 
@@ -284,13 +291,19 @@ def train(job: TrainJob, state: LoopState) -> LoopState:
     single = job.parallel == "none" and job.wrapped is None  # DDP/FSDP2 hooks run in the root module's forward
     fused_ce = job.device.type == "cpu" if job.fast.fused_ce is None else job.fast.fused_ce
     parts = _hidden_and_head(model) if fused_ce and single else None
+    # master weights in one process: the step runs on bf16 copies (no autocast); under FSDP2 its policy does it
+    weights = Bf16Weights(model) if job.master_weights and single else None
+    amp = "fp32" if job.master_weights else job.precision  # the autocast of the step (none for bf16 weights)
     body: Any = None
-    fwd: Any = net
+    head: torch.Tensor | None = None
+    fwd: Any = weights if weights is not None else net
     loss_fn: Any = None
     if parts is not None:
-        body = _compile_once(parts[0], job.log) if use_compile else parts[0]
+        body = weights.submodule(parts[0]) if weights is not None else parts[0]
+        head = weights.copy_of(parts[1].weight) if weights is not None else None
+        body = _compile_once(body, job.log) if use_compile else body
     elif use_compile and single:  # the model and its loss in one graph (shares parameters with `model`)
-        loss_fn = _compile_once(functools.partial(causal_lm_loss, net), job.log)
+        loss_fn = _compile_once(functools.partial(causal_lm_loss, fwd), job.log)
     elif use_compile:  # DDP / FSDP2: the wrapper itself is compiled (its hooks stay in its own forward)
         fwd = _compile_once(net, job.log)
     prog, task = _progress(job.label, job.total_steps, state.step, show=dist.is_main)
@@ -304,8 +317,10 @@ def train(job: TrainJob, state: LoopState) -> LoopState:
             for g in opt.param_groups:
                 g["lr"] = lr
             opt.zero_grad(set_to_none=True)
-            loss_t, _, n_in = step_loss(fwd, job.batches.step_batches(s), job.device, job.precision, dist, ddp,
-                                        body, loss_fn)
+            if weights is not None:
+                weights.refresh()
+            loss_t, _, n_in = step_loss(fwd, job.batches.step_batches(s), job.device, amp, dist, ddp, body,
+                                        loss_fn, head, weights.collect_grads if weights is not None else None)
             gnorm_t = _clip_grad_norm(model.parameters(),
                                       job.grad_clip if job.grad_clip > 0 else float("inf"))
             # one host sync per step: loss and grad norm come back together

@@ -15,7 +15,9 @@ computed and the next one, prefetched). A micro-batch is the same size on every 
 do not shrink with N. With activation checkpointing only each layer's input is kept (``h`` values per token and
 layer) plus one layer's activations while it is recomputed. In bf16 (autocast) the activations also count the
 bf16 copies of the weights autocast makes for the matmuls, which autograd keeps for the backward pass (2 bytes
-per layer parameter; one layer's with checkpointing, which recomputes them), and the output projection's.
+per layer parameter; one layer's with checkpointing, which recomputes them), and the output projection's. With
+`train.master_weights` (bf16 copies of all weights, CUDA) the copies are counted the same way; their bf16
+gradients (2 bytes per parameter, freed after each micro-batch's backward) are not.
 Sampling (`sampling_estimate`): the weights, the KV cache of a decode batch (keys and values of every layer for
 prompt + new tokens) and that of the prefilled prompts waiting for it, and one batch of next-token logits.
 """

@@ -22,8 +22,9 @@ from plasticity.runinfo import run_info
 from plasticity.train import distributed as pdist
 from plasticity.train import memory as mem
 from plasticity.train.loop import TrainJob
+from plasticity.train.master_weights import check_master_weights
 from plasticity.train.optim import build_optimizer, describe_groups
-from plasticity.train.run_lifecycle import check_ours, execute, open_run_dir, unlock_run_dir
+from plasticity.train.run_lifecycle import check_ours, execute, open_run_dir, unlock_run_dir, wrap_for_training
 from plasticity.train.schedule import lr_at
 
 
@@ -113,6 +114,7 @@ def _run_pretrain(cfg: PretrainConfig, resume: bool, dist: pdist.Dist, log) -> d
     device = dist.device() if dist.enabled else default_device()
     precision = resolve_precision(cfg.train.precision, device)
     early_memory_check(cfg, device, precision, log)
+    check_master_weights(cfg.train, device, precision)
 
     data = prepare_data(cfg.data, cfg.tokenizer, log=log)
     tok = data.tokenizer()
@@ -150,7 +152,7 @@ def _run_pretrain(cfg: PretrainConfig, resume: bool, dist: pdist.Dist, log) -> d
 
     counts = count_params(model)
     # before the optimizer: FSDP2 swaps params
-    net, parallel = pdist.wrap_model(model, dist, cfg.train.parallel, cfg.train.activation_checkpointing)
+    net, parallel, master = wrap_for_training(model, dist, cfg.train, precision, log)
     optimizer = build_optimizer(model, cfg.optim, policy)
     groups = describe_groups(model, cfg.optim, policy)
     for g in groups:
@@ -190,7 +192,7 @@ def _run_pretrain(cfg: PretrainConfig, resume: bool, dist: pdist.Dist, log) -> d
                    run_dir=run_dir, cfg=cfg.train, device=device, precision=precision,
                    grad_clip=cfg.optim.grad_clip, tokenizer_dir=data.tokenizer_dir, evaluate=evaluate,
                    checkpoint_steps=ckpt_steps, checkpoint_meta={"kind": "pretrain"}, label=run_dir.name, log=log,
-                   dist=dist, parallel=parallel, wrapped=net if net is not model else None,
+                   dist=dist, parallel=parallel, wrapped=net if net is not model else None, master_weights=master,
                    flops_per_step=flops_per_token(counts, shape, cfg.data.seq_len) * batches.tokens_per_step())
     base = dict(kind="pretrain", params_total=counts.total, params_non_embedding=counts.non_embedding,
                 flops_per_token=flops_per_token(counts, shape, cfg.data.seq_len), total_steps=total_steps,

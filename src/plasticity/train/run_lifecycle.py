@@ -8,18 +8,24 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from plasticity.checkpoints import verify_checkpoint
-from plasticity.config import read_yaml
+from plasticity.config import TrainConfig, read_yaml
 from plasticity.errors import DivergenceError, InterruptedRun, UserError
 from plasticity.files import read_json, write_json, write_yaml
 from plasticity.train import checkpoint_writer as ckpt
 from plasticity.train import distributed as pdist
 from plasticity.train.loop import LoopState, TrainJob, restore, train, truncate_metrics
+from plasticity.train.master_weights import resolve_master_weights
 
 IGNORED_ON_RESUME = {("out_dir",), ("train", "threads"), ("train", "parallel"),  # how fast, not what
                      ("train", "allow_large_memory"), ("train", "activation_checkpointing"),
                      ("train", "tracker"),  # where numbers are mirrored
                      ("data", "num_workers"), ("data", "shard_mb")}
+
+# keys added after runs were written: a config.yaml without one reads as this value (resume is not refused)
+ADDED_KEYS: dict[tuple[str, ...], Any] = {("train", "master_weights"): "auto"}
 
 
 def _config_diffs(old: dict[str, Any], new: dict[str, Any], prefix: tuple[str, ...] = ()) -> list[str]:
@@ -28,7 +34,7 @@ def _config_diffs(old: dict[str, Any], new: dict[str, Any], prefix: tuple[str, .
         path = (*prefix, k)
         if path in IGNORED_ON_RESUME:
             continue
-        a, b = old.get(k), new.get(k)
+        a, b = old.get(k, ADDED_KEYS.get(path)), new.get(k)
         if isinstance(a, dict) and isinstance(b, dict):
             diffs += _config_diffs(a, b, path)
         elif a != b:
@@ -119,6 +125,22 @@ def open_run_dir(run_dir: Path, cfg_dict: dict[str, Any], resume: bool, log=prin
     if not has_run:
         write_yaml(run_dir / "config.yaml", cfg_dict)
     return None
+
+
+def wrap_for_training(model: torch.nn.Module, dist: pdist.Dist, train_cfg: TrainConfig, precision: str,
+                      log=print) -> tuple[torch.nn.Module, str, bool]:
+    """(module to run forward/backward through, parallel strategy, master weights on) for a run, before its
+    optimizer is built (FSDP2 swaps the parameters): the strategy and `train.master_weights` resolved together,
+    since FSDP2 takes bf16 weights as its mixed-precision policy and DDP cannot take them at all."""
+    device = next(model.parameters()).device
+    strategy = pdist.resolve_strategy(train_cfg.parallel, dist, sum(p.numel() for p in model.parameters()), device)
+    master, why = resolve_master_weights(train_cfg.master_weights, device, precision, strategy,
+                                         train_cfg.activation_checkpointing)
+    if master or (precision == "bf16" and device.type == "cuda"):
+        log(f"master weights {'on' if master else 'off'} ({why})")
+    net, parallel = pdist.wrap_model(model, dist, strategy, train_cfg.activation_checkpointing,
+                                     bf16_params=master and strategy == "fsdp")
+    return net, parallel, master
 
 
 def execute(job: TrainJob, resume: bool, base_summary: dict[str, Any], log=print) -> dict[str, Any]:

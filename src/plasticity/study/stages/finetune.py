@@ -88,7 +88,8 @@ class FinetuneStage(Stage):
     def identity(self, model_id: str, fraction: float, fcfg: FinetuneConfig) -> list[Any]:
         ident = json.loads(json.dumps(_config_dict(fcfg), default=str))
         # whether to refuse / how much memory / where numbers are mirrored, not what: not in the id
-        ident["train"] = train_identity(ident["train"], ("allow_large_memory", "activation_checkpointing", "tracker"))
+        ident["train"] = train_identity(ident["train"], ("allow_large_memory", "activation_checkpointing",
+                                                                 "tracker", "master_weights"))
         content = task_content(fcfg.task)
         if content is not None:  # a YAML task: its file and data are read, so their bytes are part of the id
             ident["task_content"] = content

@@ -27,7 +27,9 @@ from plasticity.study.stages.base import (
 from plasticity.study.stages.finetune import start_fractions
 
 # how fast / how much memory / whether to refuse / where numbers are mirrored, not what is computed
-NOT_IDENTITY = ("threads", "parallel", "allow_large_memory", "activation_checkpointing", "tracker")
+# (master_weights: like `precision: auto`, a numerics choice that follows the device)
+NOT_IDENTITY = ("threads", "parallel", "master_weights", "allow_large_memory", "activation_checkpointing",
+                "tracker")
 DATA_NOT_IDENTITY = ("num_workers", "shard_mb")  # how the token cache is prepared, not its tokens
 
 
