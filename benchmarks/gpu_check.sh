@@ -7,7 +7,8 @@
 #            from the run's own metrics.jsonl after warm-up; by default a second arm with autocast instead of the
 #            bf16 master weights (`autocast:train.master_weights=false`); MFU_ARMS sets the arms, e.g.
 #            MFU_ARMS="default mb8:train.micro_batch_size=8 eager:train.compile=false sdpa=cudnn";
-#   profile  benchmarks/gpu_profile.py: eager step per attention backend, kernel time by category;
+#   profile  benchmarks/gpu_profile.py: eager step per attention backend, kernel time by category
+#            (PROFILE_FLAGS=--master-weights: on bf16 weight copies instead of autocast);
 #   engine   benchmarks/bench_engine.py: the sampler vs `model.generate`, 512 prompts x k=16, <= 512 new tokens;
 #   bench    `plasticity bench --quick`.
 # Usage, from the repository root: bash benchmarks/gpu_check.sh [OUT_DIR]   (GPU_CHECK_PARTS="mfu engine" to run
@@ -84,7 +85,7 @@ fi
 
 if [[ $PARTS == *" profile "* ]]; then
   echo "== profile ($((SECONDS - START)) s)"
-  timeout 150 "$PY" benchmarks/gpu_profile.py --json "$OUT/profile.json" > "$OUT/profile.log" 2>&1
+  timeout 150 "$PY" benchmarks/gpu_profile.py ${PROFILE_FLAGS:-} --json "$OUT/profile.json" > "$OUT/profile.log" 2>&1
   grep -v '^{' "$OUT/profile.log" | tail -16
 fi
 

@@ -1,8 +1,11 @@
-"""Where a pretraining step's GPU time goes: llama2-0.5b (seq 2048, bf16 autocast), our loop's step (forward +
+"""Where a pretraining step's GPU time goes: llama2-0.5b (seq 2048, bf16), our loop's step (forward +
 backward, grad clip, fused AdamW), eager, per attention backend, then a torch.profiler trace of the default
 backend summed by kernel category (GEMM, attention, fused/elementwise, reductions, optimizer, copies).
 
     python benchmarks/gpu_profile.py [--preset llama2-0.5b] [--batch 16] [--seq 2048] [--steps 4] [--json OUT]
+                                     [--master-weights]
+
+`--master-weights` profiles the step on bf16 copies of the fp32 weights (`train.master_weights`) instead of autocast.
 
 Prints a table and one JSON line. The FLOPs per token are `plasticity models`' (6N + 12 L d T).
 """
@@ -20,6 +23,7 @@ import torch
 from plasticity.config import OptimizerConfig
 from plasticity.models import build_model, count_params, flops_per_token, get_preset
 from plasticity.train.loop import _clip_grad_norm, sdpa_backends, step_loss
+from plasticity.train.master_weights import Bf16Weights
 from plasticity.train.optim import build_optimizer
 
 CATEGORIES = [  # first match wins (kernel names of cuBLAS/cuDNN/flash/triton/ATen)
@@ -49,6 +53,7 @@ def main() -> None:
     ap.add_argument("--seq", type=int, default=2048)
     ap.add_argument("--steps", type=int, default=4)
     ap.add_argument("--json", default=None)
+    ap.add_argument("--master-weights", action="store_true", help="bf16 weight copies instead of autocast")
     a = ap.parse_args()
     dev = torch.device("cuda")
     shape = get_preset(a.preset)
@@ -60,14 +65,21 @@ def main() -> None:
               "labels": ids.clone()}]
     tokens = a.batch * a.seq
 
+    weights = Bf16Weights(model) if a.master_weights else None
+
     def one_step() -> None:
         opt.zero_grad(set_to_none=True)
-        loss, _, _ = step_loss(model, micro, dev, "bf16")
+        if weights is None:
+            loss, _, _ = step_loss(model, micro, dev, "bf16")
+        else:
+            weights.refresh()
+            loss, _, _ = step_loss(weights, micro, dev, "fp32", after_backward=weights.collect_grads)
         _clip_grad_norm(model.parameters(), 1.0)
         opt.step()
         float(loss)
 
-    rec: dict = {"preset": a.preset, "batch": a.batch, "seq": a.seq, "flops_per_token": fpt, "eager": {}}
+    rec: dict = {"preset": a.preset, "batch": a.batch, "seq": a.seq, "flops_per_token": fpt,
+                 "precision": "bf16 master weights" if weights is not None else "bf16 autocast", "eager": {}}
     for backend in ("", "flash", "cudnn", "efficient"):
         os.environ["PLASTICITY_SDPA_BACKEND"] = backend
         try:
@@ -103,7 +115,7 @@ def main() -> None:
     total = sum(by_cat.values())
     rec["profile_ms_per_step"] = {k: round(v, 2) for k, v in sorted(by_cat.items(), key=lambda kv: -kv[1])}
     rec["profile_top_kernels"] = [(round(ms, 2), name[:90]) for ms, name in sorted(top, reverse=True)[:12]]
-    print(f"{a.preset} batch {a.batch} x seq {a.seq}, bf16 autocast, eager step:")
+    print(f"{a.preset} batch {a.batch} x seq {a.seq}, {rec['precision']}, eager step:")
     for b, v in rec["eager"].items():
         print(f"  sdpa {b:10s} " + (f"{v['tok_per_s']:>10,.0f} tok/s  MFU {100 * v['mfu']:.1f}%" if "mfu" in v
                                     else v["error"]))
