@@ -121,6 +121,7 @@ def test_pretrain_cli_with_master_weights_resumes_bit_identically(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     assert "master weights on (train.master_weights=true)" in r.stderr
     assert "warning" not in r.stderr.lower()
+    assert json.loads((full / "run_info.json").read_text())["master_weights"] is True
     weights = load_file(str(full / "final" / "model.safetensors"))
     assert {t.dtype for t in weights.values()} == {torch.float32}
     part = tmp_path / "part"  # the run as it was when its step-2 snapshot was the newest checkpoint

@@ -152,7 +152,7 @@ def _run_finetune(cfg: FinetuneConfig, resume: bool, run_dir: Path, dist: pdist.
         write_json(run_dir / "run_info.json", run_info(device, cfg.train.seed, precision, dict(
             init_from=cfg.init_from, model_dir=model_dir, total_steps=total_steps,
             examples_per_step=batches.examples_per_step, data=data_info, params=asdict(counts),
-            world_size=dist.world_size, parallel=parallel)))
+            world_size=dist.world_size, parallel=parallel, master_weights=master)))
     log(f"{run_dir}: fine-tuning {model_dir} ({counts.total:,} params) for {total_steps} steps x "
         f"{batches.examples_per_step} examples, lr {cfg.optim.lr}, wd {cfg.optim.weight_decay} ({policy}), {precision}"
         + (f", {dist.world_size} processes ({parallel}, {dist.backend})" if dist.enabled else ""))

@@ -178,7 +178,7 @@ def _run_pretrain(cfg: PretrainConfig, resume: bool, dist: pdist.Dist, log) -> d
         write_json(run_dir / "run_info.json", run_info(device, cfg.train.seed, precision, dict(
             total_steps=total_steps, token_budget=budget, tokens_per_step=batches.tokens_per_step(),
             data=data.meta, params=asdict(counts), shape=asdict(shape), epochs=epochs,
-            world_size=dist.world_size, parallel=parallel)))
+            world_size=dist.world_size, parallel=parallel, master_weights=master)))
     log(f"{run_dir}: {shape.family} {counts.total:,} params ({counts.non_embedding:,} non-embedding), "
         f"{total_steps} steps x {batches.tokens_per_step():,} tokens = {total_steps * batches.tokens_per_step():,} "
         f"tokens ({epochs:.2f} epochs of {len(train_seqs) * cfg.data.seq_len:,}), precision {precision}, "
