@@ -372,10 +372,10 @@ def hub_snapshot(repo_id: str, revision: str | None = None, allow_patterns: list
 
 
 def load_model_checked(path: str | Path | ModelSource, trust_remote_code: bool = False,
-                       device: Any = "cpu", revision: str | None = None):
-    """Load an HF causal LM in float32 from a run dir, a checkpoint dir or a Hub id (at `revision`: a commit sha,
-    tag or branch; None = the default branch), after :func:`check_model_dir` (manifest when present, a
-    supported family, safetensors only)."""
+                       device: Any = "cpu", revision: str | None = None, dtype: Any = None):
+    """Load an HF causal LM in `dtype` (default float32) from a run dir, a checkpoint dir or a Hub id (at
+    `revision`: a commit sha, tag or branch; None = the default branch), after :func:`check_model_dir` (manifest
+    when present, a supported family, safetensors only)."""
     import torch
     from transformers import AutoModelForCausalLM
     from transformers.utils import logging as hf_logging
@@ -388,7 +388,7 @@ def load_model_checked(path: str | Path | ModelSource, trust_remote_code: bool =
     hf_logging.set_verbosity_error()  # its MISSING/UNEXPECTED table: we refuse such a model in one line instead
     try:
         model, info = AutoModelForCausalLM.from_pretrained(
-            str(local), dtype=torch.float32, use_safetensors=True, trust_remote_code=trust_remote_code,
+            str(local), dtype=dtype or torch.float32, use_safetensors=True, trust_remote_code=trust_remote_code,
             revision=None, output_loading_info=True)  # a local dir: the Hub revision is fetched
     except Exception as e:  # noqa: BLE001 - any loading failure is a one-line checkpoint problem
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__

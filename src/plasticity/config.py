@@ -226,6 +226,9 @@ class EvaluateConfig:
     greedy_repetition_penalty: float = 1.0  # the paper's greedy is temperature 0 only; > 1 penalizes repeats
     seed: int = 0  # seed of the samples (per question and sample index)
     batch_size: int = 16  # prompts or cloze items per forward pass
+    # the evaluated model's weights and arithmetic: auto = bf16 on CUDA GPUs, fp32 on CPUs (exact, the same on
+    # every CPU kind); the logits are scored in fp32 either way
+    precision: Precision = "auto"
     data_root: str | None = None
     # local files under the data root, the Hugging Face Hub, or auto (local where the files exist, else the Hub)
     data_source: Literal["local", "hub", "auto"] = "auto"

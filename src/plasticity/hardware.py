@@ -67,6 +67,14 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     return "bf16" if cpu_has_fast_bf16() else "fp32"
 
 
+def resolve_eval_precision(precision: str, device: torch.device) -> str:
+    """The evaluated model's dtype: ``auto`` -> ``bf16`` on CUDA GPUs with bf16 support, ``fp32`` elsewhere (CPU
+    evaluation stays exact and equal across CPU kinds, whatever their bf16 speed)."""
+    if precision != "auto":
+        return precision
+    return "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+
+
 def autocast(device: torch.device, precision: str):
     """Autocast context for the resolved precision (weights stay fp32)."""
     if precision == "bf16":

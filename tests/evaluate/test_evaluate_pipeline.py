@@ -111,3 +111,45 @@ def test_cli_measures_stability_with_settings_from_options_and_a_config_file(ft_
 
     bad = run_cli("evaluate", str(ft_run), "--k", "0", "--out", str(tmp_path / "bad"))
     assert bad.returncode == 2 and "k: must be >= 1" in bad.stderr and not (tmp_path / "bad").exists()
+
+
+def test_precision_bf16_loads_both_models_in_bf16_and_auto_is_fp32_on_cpus(ft_run: Path, tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """`precision: bf16` loads the fine-tuned model and, for stability, its base alike in bf16 (logits scored in
+    fp32); every result records the precision. `auto` is fp32 on a CPU (the default evaluation is unchanged) and
+    bf16 on a CUDA GPU with bf16. The bf16 numbers follow fp32's: weights and activations round to 8 significant
+    bits (u = 2**-9), which moves a token's loss by a few u x |logit|; the mean validation losses agree to 2**-6."""
+    import dataclasses
+    import json
+
+    import torch
+    import transformers
+
+    from plasticity.evaluate.pipeline import evaluate_with_stability
+    from plasticity.hardware import resolve_eval_precision
+
+    assert EvaluateConfig().precision == "auto" and resolve_eval_precision("auto", torch.device("cpu")) == "fp32"
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert resolve_eval_precision("auto", torch.device("cuda")) == "bf16"
+    assert resolve_eval_precision("fp32", torch.device("cuda")) == "fp32"
+
+    dtypes: list = []
+    from_pretrained = transformers.AutoModelForCausalLM.from_pretrained.__func__
+
+    def spying_load(cls, path, *a, **kw):
+        dtypes.append(kw.get("dtype"))
+        return from_pretrained(cls, path, *a, **kw)
+
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", classmethod(spying_load))
+    runs = {}
+    for precision in ("bf16", "auto"):
+        out = tmp_path / precision
+        ev = evaluate_with_stability(ft_run, dataclasses.replace(CFG, precision=precision), out_dir=out,
+                                     log=lambda _: None)
+        runs[precision] = ev.stability
+        assert json.loads((out / "demo_arith.json").read_text())["config"]["precision"] == (
+            "bf16" if precision == "bf16" else "fp32")
+    assert dtypes == [torch.bfloat16, torch.bfloat16, torch.float32, torch.float32]  # fine-tuned, base; twice
+    for key in ("base_val_loss", "finetuned_val_loss"):
+        a, b = runs["auto"][key], runs["bf16"][key]
+        assert abs(a - b) <= 2.0**-6 * abs(a), (key, a, b)

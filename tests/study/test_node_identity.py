@@ -99,3 +99,14 @@ def test_reproduction_pretraining_ids(monkeypatch):
     plan = build_plan(spec)
     assert [i for i in plan.nodes if i.startswith("pretrain-")] == REPRODUCTION_PRETRAIN_IDS
     assert sum(n.kind == "finetune" for n in plan.nodes.values()) == 40
+
+
+def test_evaluate_precision_auto_keeps_the_ids_an_explicit_one_moves_them():
+    """`evaluate.precision` came after these ids: its default is left out of the evaluate node's identity."""
+    from plasticity.study.stages.evaluate import EvaluateStage
+
+    stage = EvaluateStage()
+    before = {"k": 16, "seed": 0}
+    ident = stage.identity("finetune-x", before)
+    assert stage.identity("finetune-x", {**before, "precision": "auto"}) == ident
+    assert stage.identity("finetune-x", {**before, "precision": "bf16"}) != ident

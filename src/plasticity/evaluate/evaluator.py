@@ -45,6 +45,7 @@ from plasticity.evaluate.sampler import SamplingConfig, generate
 from plasticity.evaluate.shard import ONE, Shard
 from plasticity.evaluate.target import Target
 from plasticity.files import atomic_path, write_json
+from plasticity.hardware import resolve_eval_precision
 from plasticity.runinfo import versions
 
 N_BOOT = 1000
@@ -302,7 +303,8 @@ def _settings(target: Target, cfg: EvaluateConfig, task: str | None, out_dir: st
     return _Settings(task, template, data_root, task_options, Path(out_dir))
 
 
-def _record(target: Target, cfg: EvaluateConfig, st: _Settings, reward_model, judge) -> dict[str, Any]:
+def _record(target: Target, cfg: EvaluateConfig, st: _Settings, reward_model, judge,
+            precision: str) -> dict[str, Any]:
     """The settings as run, in every result file (``config``)."""
     from plasticity.evaluate.reward import describe_scorer
 
@@ -318,6 +320,7 @@ def _record(target: Target, cfg: EvaluateConfig, st: _Settings, reward_model, ju
         "greedy_repetition_penalty": cfg.greedy_repetition_penalty,
         "seed": cfg.seed,
         "batch_size": cfg.batch_size,
+        "precision": precision,
         "data_root": None if st.data_root is None else str(st.data_root),
         "data_source": cfg.data_source,
         "template": st.template,
@@ -337,14 +340,15 @@ def _run_evaluate(target: Target, cfg: EvaluateConfig, task: str | None, out_dir
     base_task = get_task(st.task, **st.task_options)
     dev = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     t0 = time.perf_counter()
-    model, tok = target.load(dev)
-    log(f"loaded {target.source.path} on {dev} in {time.perf_counter() - t0:.1f}s")
+    precision = resolve_eval_precision(cfg.precision, dev)
+    model, tok = target.load(dev, precision)
+    log(f"loaded {target.source.path} on {dev} ({precision}) in {time.perf_counter() - t0:.1f}s")
     reward_model, judge = cfg.reward_model, cfg.judge
     if isinstance(reward_model, str | Path):
         reward_model = HFRewardModel(reward_model, device=dev)
     if isinstance(judge, str | Path):
         judge = HFRewardModel(judge, device=dev)
-    record = _record(target, cfg, st, reward_model, judge)
+    record = _record(target, cfg, st, reward_model, judge, precision)
     results: dict[str, Any] = {}
     cot_records: dict[str, tuple[list[QuestionRecord], list[dict[str, Any]], dict[str, Any]]] = {}
     for name in base_task.evaluated_on():

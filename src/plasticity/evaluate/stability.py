@@ -62,14 +62,14 @@ def cloze_accuracies(model: Any, tokenizer: Any, tasks: list[str], settings: dic
 class _Base:
     """The pretrained model a fine-tuning run started from, loaded on first use (at most once)."""
 
-    def __init__(self, source: ModelSource, local: Path, device: Any) -> None:
-        self.source, self.local, self.device, self._loaded = source, local, device, None
+    def __init__(self, source: ModelSource, local: Path, device: Any, dtype: Any = None) -> None:
+        self.source, self.local, self.device, self.dtype, self._loaded = source, local, device, dtype, None
 
     def load(self) -> tuple[Any, Any]:
         if self._loaded is None:
             from transformers import AutoTokenizer
 
-            model = load_model_checked(self.local, device=self.device)
+            model = load_model_checked(self.local, device=self.device, dtype=self.dtype)
             tok = AutoTokenizer.from_pretrained(str(self.local), revision=None)  # a local dir: no Hub revision
             check_vocab(tok, model, self.local)
             self._loaded = (model, tok)
@@ -134,7 +134,7 @@ def upstream_stability(source: str | Path | RunDir | Target, cfg: EvaluateConfig
            "data_root": data_root, "data_source": cfg.data_source}
 
     model, tok = target.load()
-    device = model_device(model)
+    device, dtype = model_device(model), next(model.parameters()).dtype  # the base model is loaded alike
     tuned = cloze_accuracies(model, tok, tasks, key, log)
     val, seq_len = _val_sequences(base_run, cfg.stability_sequences, log) if base_run is not None else (None, None)
     precision = resolve_precision("auto", device)
@@ -142,7 +142,7 @@ def upstream_stability(source: str | Path | RunDir | Target, cfg: EvaluateConfig
     del model, tok
     target.release()
 
-    base = _Base(base_source, init_dir, device)
+    base = _Base(base_source, init_dir, device, dtype)
     base_res = _base_cloze(base, base_run, key, log)
     b, f = _mean_acc(base_res), _mean_acc(tuned)
     out: dict[str, Any] = {

@@ -57,13 +57,15 @@ class Target:
     def trust_remote_code(self) -> bool:
         return bool(self.finetune is not None and self.finetune.trust_remote_code)
 
-    def load(self, device: str | torch.device | None = None) -> tuple[Any, Any]:
-        """(model, tokenizer), loaded on the first call (on `device`, default: the GPU if there is one) after the
-        checkpoint checks and the vocabulary check; later calls return the same objects."""
+    def load(self, device: str | torch.device | None = None, precision: str = "fp32") -> tuple[Any, Any]:
+        """(model, tokenizer), loaded on the first call (on `device`, default: the GPU if there is one; weights in
+        `precision`, fp32 or bf16) after the checkpoint checks and the vocabulary check; later calls return the
+        same objects."""
         if self._loaded is None:
             dev = torch.device(device) if device is not None else default_device()
             local = self.source.local_dir()
-            model = load_model_checked(local, trust_remote_code=self.trust_remote_code, device=dev)
+            dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+            model = load_model_checked(local, trust_remote_code=self.trust_remote_code, device=dev, dtype=dtype)
             tok = load_tokenizer_of(self.source, self.trust_remote_code, local)
             check_vocab(tok, model, self.source.path)
             self._loaded = (model, tok)

@@ -40,7 +40,8 @@ class EvaluateStage(Stage):
         return ev
 
     def identity(self, finetune_id: str, settings: dict[str, Any]) -> list[Any]:
-        return [finetune_id, settings]
+        # `precision: auto` (its default, added later) is left out so the ids of existing studies do not move
+        return [finetune_id, {k: v for k, v in settings.items() if not (k == "precision" and v == "auto")}]
 
     def build(self, spec: StudySpec, point: GridPoint, upstream: Upstream) -> Node:
         ft = upstream[self.consumes]
@@ -71,11 +72,13 @@ class EvaluateStage(Stage):
     sizing_hint = "lower evaluate.batch_size or evaluate.max_new_tokens"
 
     def size(self, node: Node, shape: Any) -> tuple[Any, str, float]:
-        """Sampling: the KV cache of `batch_size` sequences of a 512-token prompt plus `max_new_tokens`."""
+        """Sampling: the weights and the KV cache of `batch_size` sequences of a 512-token prompt plus
+        `max_new_tokens`, in bf16 unless `evaluate.precision: fp32` (`auto` is bf16 on GPUs with bf16)."""
         from plasticity.train import memory as mem
 
         ev = from_dict(EvaluateConfig, node.config["evaluate"])
-        est = mem.sampling_estimate(shape, ev.batch_size, EVAL_PROMPT_TOKENS, ev.max_new_tokens)
+        est = mem.sampling_estimate(shape, ev.batch_size, EVAL_PROMPT_TOKENS, ev.max_new_tokens,
+                                    weight_bytes=4 if ev.precision == "fp32" else 2)
         return est, ("split" if node.nproc > 1 else "none"), 1.0
 
     def outputs_present(self, node: Node, out: Path) -> bool:
