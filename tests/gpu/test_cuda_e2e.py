@@ -35,6 +35,7 @@ def test_pretrain_on_cuda_bf16_compiled(gpu_run: Path) -> None:
 
     info = json.loads((gpu_run / "run_info.json").read_text())
     assert info["hardware"]["device"].startswith("cuda") and info["precision"] == "bf16"
+    assert info["master_weights"] is True  # `train.master_weights: auto` on CUDA: bf16 copies, compiled
     losses = _losses(gpu_run)
     assert all(map(torch.isfinite, torch.tensor(losses))) and losses[-1] < losses[0] - 0.5, losses
     summary = json.loads((gpu_run / "summary.json").read_text())
@@ -58,6 +59,7 @@ def test_finetune_evaluate_analyze_on_cuda(gpu_run: Path, tmp_path: Path) -> Non
     assert r.returncode == 0, r.stderr[-3000:]
     res = json.loads((ft / "eval" / "demo_arith.json").read_text())
     assert res["n_questions"] == 8 and {"greedy", "pass@4", "maj@4"} <= set(res["metrics"])
+    assert res["config"]["precision"] == "bf16"  # `evaluate.precision: auto` on a GPU
     r = run_cli("analyze", str(gpu_run), "--what", "rank,norms,gap,probes", "--n-probe", "40")
     assert r.returncode == 0, r.stderr[-3000:]
     assert (gpu_run / "analysis" / "rank.json").exists()
