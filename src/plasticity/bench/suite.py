@@ -9,6 +9,7 @@ average is recorded with the result. Prints a table and one JSON line.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import statistics
@@ -325,14 +326,20 @@ def bench_sampler(plan: BenchPlan, device: torch.device) -> dict[str, Any]:
     total = len(prompts) * k
     tokens = total * new
     out: dict[str, Any] = {"prompts": len(prompts), "k": k, "max_new_tokens": new}
+    # bf16 decode (`evaluate.precision: bf16`; auto on CUDA) where bf16 is fast: against the same fp32 `generate`
+    bf16 = copy.deepcopy(model).to(torch.bfloat16) if resolve_precision("auto", device) == "bf16" else None
     for label, bs in (("bs16", 16), (f"bs{total}", total)):
         fns = {"generate": lambda bs=bs: _hf_generate(model, tokenizer, prompts, k, new, bs),
                "ours": lambda bs=bs: _ours_sampler(model, tokenizer, prompts, k, new, bs)}
+        if bf16 is not None:
+            fns["ours_bf16"] = lambda bs=bs: _ours_sampler(bf16, tokenizer, prompts, k, new, bs)
         for f in fns.values():
             f()  # warm-up (kernels, CUDA graphs)
         med = ab(fns, plan.repeats)
         out[label] = {n: round(tokens / s, 1) for n, s in med.items()}
         out[label]["speedup"] = round(med["generate"] / med["ours"], 3)
+        if bf16 is not None:
+            out[label]["speedup_bf16"] = round(med["generate"] / med["ours_bf16"], 3)
     return out
 
 
@@ -413,6 +420,9 @@ def table(rec: dict[str, Any]) -> str:
         if isinstance(v, dict):
             lines.append(f"{'sampler tok/s, k=' + str(s['k']) + ', ' + key:<44}{v['generate']:>14,.0f}"
                          f"{v['ours']:>14,.0f}{v['speedup']:>7.2f}x")
+            if "ours_bf16" in v:
+                lines.append(f"{'  ours with bf16 decode (evaluate.precision)':<44}{'':>14}{v['ours_bf16']:>14,.0f}"
+                             f"{v['speedup_bf16']:>7.2f}x")
     lines.append(f"{'cloze requests/s':<44}{'':>14}{rec['cloze']['requests_per_s']:>14,.1f}")
     lines.append(f"{'analysis pass (ranks + norms), s':<44}{'':>14}{rec['analysis']['seconds']:>14.3f}")
     lines.append(f"GEMM peak fp32 {rec['gemm_gflops']['fp32']} / bf16 {rec['gemm_gflops']['bf16']} GFLOP/s; "

@@ -121,8 +121,9 @@ def estimate(shape: Shape, micro_batch: int, seq_len: int, precision: str = "fp3
 def sampling_estimate(shape: Shape, batch_size: int, prompt_tokens: int, new_tokens: int,
                       weight_bytes: int = 4) -> Estimate:
     """Memory of one device sampling `batch_size` sequences at a time (`plasticity.evaluate.sampler`): the
-    weights (`weight_bytes` per parameter: 4 in fp32, 2 in bf16, `evaluate.precision`), the KV cache of a decode batch (prompt + new tokens) and of the
-    next prefill batch's prompts (kept unpadded until decoded), and the float32 next-token logits."""
+    weights (`weight_bytes` per parameter: 4 in fp32, 2 in bf16, `evaluate.precision`), the KV cache in the same
+    dtype of a decode batch (prompt + new tokens) and of the next prefill batch's prompts (kept unpadded until
+    decoded), and the float32 next-token logits."""
     kv_per_token = 2 * shape.layers * shape.kv_dim * weight_bytes
     kv = batch_size * ((prompt_tokens + new_tokens) + prompt_tokens) * kv_per_token
     return Estimate(state=weight_bytes * shape.params, activations=0, logits=4 * batch_size * shape.vocab,
