@@ -276,14 +276,24 @@ def _progress(label: str, total: int, start: int, show: bool = True):
     return prog, task
 
 
-def train(job: TrainJob, state: LoopState) -> LoopState:
-    """Run optimizer steps ``state.step .. total_steps-1``; write metrics, checkpoints and ``final/``."""
-    model, opt, cfg, dist = job.model, job.optimizer, job.cfg, job.dist
-    metrics_path = job.run_dir / "metrics.jsonl"
-    model.train()
+@dataclass
+class _Step:
+    """How `train` runs one step's forward and backward (the arguments of `step_loss` it passes)."""
+
+    fwd: Any  # the model (or its DDP/FSDP2 wrapper, or the bf16 copies), possibly compiled
+    amp: str  # the step's autocast precision ("fp32": none)
+    body: Any = None  # fused CE: the decoder body, possibly compiled
+    head: torch.Tensor | None = None  # fused CE: the output projection weight it multiplies
+    loss_fn: Any = None  # the compiled model + loss, when compiled without fused CE in one process
+    weights: Bf16Weights | None = None  # master weights in one process
+
+
+def _build_step(job: TrainJob, state: LoopState) -> _Step:
+    """Resolve `train.compile`, the fused CE and the master weights for this segment of the run, and log the
+    compile decision of `auto`."""
+    model, cfg = job.model, job.cfg
     net = job.wrapped if job.wrapped is not None else model
-    ddp = job.wrapped if job.parallel == "ddp" else None
-    run_flops = (job.total_steps - state.step) * job.flops_per_step / dist.world_size  # this rank's share
+    run_flops = (job.total_steps - state.step) * job.flops_per_step / job.dist.world_size  # this rank's share
     use_compile, why = resolve_compile(cfg.compile if job.fast.compile is None else job.fast.compile, job.device,
                                        job.precision, run_flops)
     if cfg.compile == "auto" and job.fast.compile is None and (use_compile or job.device.type == "cuda"):
@@ -293,19 +303,26 @@ def train(job: TrainJob, state: LoopState) -> LoopState:
     parts = _hidden_and_head(model) if fused_ce and single else None
     # master weights in one process: the step runs on bf16 copies (no autocast); under FSDP2 its policy does it
     weights = Bf16Weights(model) if job.master_weights and single else None
-    amp = "fp32" if job.master_weights else job.precision  # the autocast of the step (none for bf16 weights)
-    body: Any = None
-    head: torch.Tensor | None = None
-    fwd: Any = weights if weights is not None else net
-    loss_fn: Any = None
+    step = _Step(fwd=weights if weights is not None else net, weights=weights,
+                 amp="fp32" if job.master_weights else job.precision)
     if parts is not None:
         body = weights.submodule(parts[0]) if weights is not None else parts[0]
-        head = weights.copy_of(parts[1].weight) if weights is not None else None
-        body = _compile_once(body, job.log) if use_compile else body
+        step.head = weights.copy_of(parts[1].weight) if weights is not None else None
+        step.body = _compile_once(body, job.log) if use_compile else body
     elif use_compile and single:  # the model and its loss in one graph (shares parameters with `model`)
-        loss_fn = _compile_once(functools.partial(causal_lm_loss, fwd), job.log)
+        step.loss_fn = _compile_once(functools.partial(causal_lm_loss, step.fwd), job.log)
     elif use_compile:  # DDP / FSDP2: the wrapper itself is compiled (its hooks stay in its own forward)
-        fwd = _compile_once(net, job.log)
+        step.fwd = _compile_once(net, job.log)
+    return step
+
+
+def train(job: TrainJob, state: LoopState) -> LoopState:
+    """Run optimizer steps ``state.step .. total_steps-1``; write metrics, checkpoints and ``final/``."""
+    model, opt, cfg, dist = job.model, job.optimizer, job.cfg, job.dist
+    metrics_path = job.run_dir / "metrics.jsonl"
+    model.train()
+    ddp = job.wrapped if job.parallel == "ddp" else None
+    step = _build_step(job, state)
     prog, task = _progress(job.label, job.total_steps, state.step, show=dist.is_main)
     t_seg = time.perf_counter()
     elapsed0 = state.elapsed
@@ -317,10 +334,11 @@ def train(job: TrainJob, state: LoopState) -> LoopState:
             for g in opt.param_groups:
                 g["lr"] = lr
             opt.zero_grad(set_to_none=True)
-            if weights is not None:
-                weights.refresh()
-            loss_t, _, n_in = step_loss(fwd, job.batches.step_batches(s), job.device, amp, dist, ddp, body,
-                                        loss_fn, head, weights.collect_grads if weights is not None else None)
+            if step.weights is not None:
+                step.weights.refresh()
+            loss_t, _, n_in = step_loss(step.fwd, job.batches.step_batches(s), job.device, step.amp, dist, ddp,
+                                        step.body, step.loss_fn, step.head,
+                                        step.weights.collect_grads if step.weights is not None else None)
             gnorm_t = _clip_grad_norm(model.parameters(),
                                       job.grad_clip if job.grad_clip > 0 else float("inf"))
             # one host sync per step: loss and grad norm come back together
