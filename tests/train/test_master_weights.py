@@ -32,9 +32,12 @@ BF16_EPS = 2.0**-8
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")
 
 
-def test_gradients_are_a_bf16_models_summed_in_fp32():
-    shape = replace(PRESETS["llama2-tiny"], vocab_size=256)
+@pytest.mark.parametrize("preset,tied", [("llama2-tiny", False), ("olmo2-tiny", False), ("llama2-tiny", True)])
+def test_gradients_are_a_bf16_models_summed_in_fp32(preset, tied):
+    """Also with tied input/output embeddings: one bf16 copy, both uses' gradients summed into it."""
+    shape = replace(PRESETS[preset], vocab_size=256, tie_embeddings=tied)
     model = build_model(shape, seed=0)
+    assert (model.lm_head.weight is model.model.embed_tokens.weight) == tied
     ref = copy.deepcopy(model)  # bf16 parameters; the buffers (rotary frequencies) stay fp32 as in the copies
     for p in ref.parameters():
         p.data = p.data.to(torch.bfloat16)
