@@ -3,13 +3,14 @@
 #   tests    the CUDA tests: tests/gpu (pretrain bf16 -> finetune -> evaluate -> analyze with the real CLI) and the
 #            [cuda] cases of the device-parametrized tests (optimized vs plain loop, sampler vs `generate`);
 #   mfu      `plasticity pretrain model.preset=llama2-0.5b data.seq_len=2048` with the SHIPPED defaults
-#            (micro-batch 16, precision auto = bf16, compile auto), killed after MFU_SECONDS; tok/s and MFU read
+#            (micro-batch 16, precision auto = bf16, compile auto, master weights auto), killed after MFU_SECONDS; tok/s and MFU read
 #            from the run's own metrics.jsonl after warm-up; by default a second arm with autocast instead of the
 #            bf16 master weights (`autocast:train.master_weights=false`); MFU_ARMS sets the arms, e.g.
 #            MFU_ARMS="default mb8:train.micro_batch_size=8 eager:train.compile=false sdpa=cudnn";
 #   profile  benchmarks/gpu_profile.py: eager step per attention backend, kernel time by category
 #            (PROFILE_FLAGS=--master-weights: on bf16 weight copies instead of autocast);
-#   engine   benchmarks/bench_engine.py: the sampler vs `model.generate`, 512 prompts x k=16, <= 512 new tokens;
+#   engine   benchmarks/bench_engine.py: the sampler vs `model.generate` and transformers' `generate_batch`,
+#            512 prompts x k=16, <= 512 new tokens;
 #   bench    `plasticity bench --quick`.
 # Usage, from the repository root: bash benchmarks/gpu_check.sh [OUT_DIR]   (GPU_CHECK_PARTS="mfu engine" to run
 # some parts; Python with torch+CUDA on PATH as python3, or PYTHON=...; a ./.whl folder of wheels is installed
@@ -27,6 +28,13 @@ fi
 export PYTHONPATH="$PWD/src:$PWD${PYTHONPATH:+:$PYTHONPATH}"
 export PLASTICITY_CACHE=${PLASTICITY_CACHE:-/tmp/plasticity-cache}
 START=$SECONDS
+# every part's time limit is capped by what is left of GPU_CHECK_BUDGET (default 470 s): the script ends within
+# 8 minutes whatever a part does, so a 15-minute lease has room for a rerun
+budget() {
+  local left=$(( ${GPU_CHECK_BUDGET:-470} - (SECONDS - START) ))
+  (( left < 15 )) && left=15
+  echo $(( $1 < left ? $1 : left ))
+}
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
 "$PY" -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__,
       torch.cuda.get_device_name(), 'bf16', torch.cuda.is_bf16_supported())" | tee -a "$OUT/gpu.txt"
@@ -34,7 +42,7 @@ git log -1 --format='commit %H %cd' 2>/dev/null | tee -a "$OUT/gpu.txt"
 
 if [[ $PARTS == *" tests "* ]]; then
   echo "== tests: CUDA ($((SECONDS - START)) s)"
-  timeout "${TESTS_SECONDS:-170}" "$PY" -m pytest -q -p no:cacheprovider -m "" -k cuda -rs \
+  timeout "$(budget "${TESTS_SECONDS:-150}")" "$PY" -m pytest -q -p no:cacheprovider -m "" -k cuda -rs \
     tests/gpu tests/train/test_fast_path.py tests/evaluate/test_sampler.py \
     > "$OUT/tests.log" 2>&1
   tail -5 "$OUT/tests.log"
@@ -49,7 +57,7 @@ if [[ $PARTS == *" mfu "* ]]; then
     [[ $name == sdpa=* ]] && envs=(PLASTICITY_SDPA_BACKEND="${name#sdpa=}")
     echo "== mfu: $name ${overrides[*]:-} ($((SECONDS - START)) s)"
     rm -rf "/tmp/mfu-$name"
-    env "${envs[@]}" timeout -s KILL "${MFU_SECONDS:-120}" "$PY" -m plasticity.cli pretrain \
+    env "${envs[@]}" timeout -s KILL "$(budget "${MFU_SECONDS:-100}")" "$PY" -m plasticity.cli pretrain \
       model.preset="${MFU_PRESET:-llama2-0.5b}" data.source=packaged:bbc_news tokenizer.vocab_size=32000 \
       data.seq_len="${MFU_SEQ:-2048}" "${overrides[@]}" out_dir="/tmp/mfu-$name" > "$OUT/mfu-$name.log" 2>&1
     cp "/tmp/mfu-$name/metrics.jsonl" "$OUT/mfu-$name.metrics.jsonl" 2>/dev/null
@@ -85,20 +93,20 @@ fi
 
 if [[ $PARTS == *" profile "* ]]; then
   echo "== profile ($((SECONDS - START)) s)"
-  timeout 150 "$PY" benchmarks/gpu_profile.py ${PROFILE_FLAGS:-} --json "$OUT/profile.json" > "$OUT/profile.log" 2>&1
+  timeout "$(budget 150)" "$PY" benchmarks/gpu_profile.py ${PROFILE_FLAGS:-} --json "$OUT/profile.json" > "$OUT/profile.log" 2>&1
   grep -v '^{' "$OUT/profile.log" | tail -16
 fi
 
 if [[ $PARTS == *" engine "* ]]; then
   echo "== engine: sampler vs generate ($((SECONDS - START)) s)"
-  timeout "${ENGINE_SECONDS:-200}" "$PY" benchmarks/bench_engine.py ${ENGINE_FLAGS:-} --json "$OUT/engine.json" \
+  timeout "$(budget "${ENGINE_SECONDS:-170}")" "$PY" benchmarks/bench_engine.py ${ENGINE_FLAGS:-} --json "$OUT/engine.json" \
     > "$OUT/engine.log" 2>&1
   grep -v '^{' "$OUT/engine.log" | tail -6
 fi
 
 if [[ $PARTS == *" bench "* ]]; then
   echo "== plasticity bench --quick ($((SECONDS - START)) s)"
-  timeout 120 "$PY" -m plasticity.cli bench ${BENCH_FLAGS:---quick} --json "$OUT/bench.json" > "$OUT/bench.log" 2>&1
+  timeout "$(budget 100)" "$PY" -m plasticity.cli bench ${BENCH_FLAGS:---quick} --json "$OUT/bench.json" > "$OUT/bench.log" 2>&1
   tail -14 "$OUT/bench.log"
 fi
 
