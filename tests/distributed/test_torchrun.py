@@ -225,6 +225,17 @@ def test_global_batch_must_split_evenly(tmp_path):
     assert r.stderr.count("Traceback") == 1  # torchrun's own report of the failed workers, none from them
 
 
+def test_master_weights_under_ddp_are_refused_before_anything_is_written(tmp_path):
+    """`parallel: auto` resolves to DDP for a small model: `master_weights: true` cannot run there (DDP's hooks
+    belong to the fp32 parameters), and the run directory is not created."""
+    out = tmp_path / "ddp_master"
+    r = torchrun(out, check=False, base=MASTER)
+    assert r.returncode != 0
+    assert "config error: train.master_weights: true does not work with DDP" in r.stderr
+    assert r.stderr.count("Traceback") == 1  # torchrun's own report of the failed workers, none from them
+    assert not (out / "config.yaml").exists()
+
+
 def test_shard_rows_splits_the_step_exactly():
     ids = torch.arange(24).reshape(12, 2)
     micro = [{"input_ids": ids[i: i + 3], "labels": ids[i: i + 3]} for i in range(0, 12, 3)]  # 4 x 3 rows

@@ -54,16 +54,17 @@ def resolve_master_weights(setting: bool | str, device: torch.device, precision:
     return True, "auto: on for bf16 on CUDA"
 
 
-def check_master_weights(train: Any, device: torch.device, precision: str) -> None:
-    """Refuse an impossible `train.master_weights` before the run directory is touched (`parallel: auto` under
-    torchrun depends on the model's size: that case is resolved with the model, by `wrap_for_training`)."""
-    from plasticity.train.distributed import world_size_from_env
+def check_master_weights(train: Any, device: torch.device, precision: str, n_params: int | None = None) -> None:
+    """Refuse an impossible `train.master_weights` before the run directory is touched. `train.parallel: auto`
+    under torchrun depends on the model's size: without `n_params` that case is left for a second call."""
+    from plasticity.train.distributed import Dist, resolve_strategy, world_size_from_env
 
     world = world_size_from_env()
-    if world > 1 and train.parallel == "auto":
+    if world > 1 and train.parallel == "auto" and n_params is None:
         return
-    resolve_master_weights(train.master_weights, torch.device(device), precision,
-                           "none" if world == 1 else train.parallel, train.activation_checkpointing)
+    strategy = resolve_strategy(train.parallel, Dist(world_size=world), n_params or 0, torch.device(device))
+    resolve_master_weights(train.master_weights, torch.device(device), precision, strategy,
+                           train.activation_checkpointing)
 
 
 class Bf16Weights:
