@@ -140,3 +140,50 @@ def test_study_finetunes_and_evaluates_nodes_with_torchrun(tmp_path):
         else:
             assert len(a.splitlines()) == len(b.splitlines()) == 6 * 3
     assert (ev[1] / "stability.json").is_file()
+
+
+def test_a_node_stopped_by_ctrl_c_stops_the_study(tmp_path):
+    """Ctrl-C reaches the study and its workers together; if the study's own SIGINT is lost (it was, once, on a
+    loaded CI machine: the node stopped, the study went on to the next nodes and exited 1), a node result
+    saying it stopped on SIGINT stops the study all the same: no further node starts, and KeyboardInterrupt
+    reaches the CLI (one line `interrupted`, exit 130). A node stopped by another signal does not."""
+    import signal
+    from types import SimpleNamespace
+
+    from plasticity.study.plan import Node
+    from plasticity.study.scheduler import execute_plan
+
+    class OneSlot:
+        slots = 1
+
+        def __init__(self, signum):
+            self.signum, self.submitted, self.closed = signum, [], False
+
+        def fits(self, node):
+            return True
+
+        def submit(self, node, root, log_path):
+            self.submitted.append(node.id)
+            return node.id
+
+        def finished(self, handles, timeout):
+            return list(handles)
+
+        def result(self, handle):
+            if handle == "pretrain-a":
+                return {"status": "interrupted", "reason": "interrupted by signal", "signal": self.signum}
+            return {"status": "done"}
+
+        def close(self):
+            self.closed = True
+
+    nodes = {nid: Node(id=nid, kind="pretrain", deps=[], out=str(tmp_path / nid), config={}, label=nid)
+             for nid in ("pretrain-a", "pretrain-b")}
+    plan = SimpleNamespace(root=tmp_path, nodes=nodes)
+    engine = OneSlot(int(signal.SIGINT))
+    with pytest.raises(KeyboardInterrupt):
+        execute_plan(plan, list(nodes), set(), engine, log=lambda m: None)
+    assert engine.submitted == ["pretrain-a"] and engine.closed
+    engine = OneSlot(int(signal.SIGTERM))  # e.g. the worker alone was preempted: the other nodes go on
+    results = execute_plan(plan, list(nodes), set(), engine, log=lambda m: None)
+    assert engine.submitted == ["pretrain-a", "pretrain-b"] and results["pretrain-b"]["status"] == "done"

@@ -8,6 +8,7 @@ node's dependents are skipped; every other node goes on. A node another process 
 from __future__ import annotations
 
 import os
+import signal
 import time
 from collections.abc import Callable
 from dataclasses import asdict
@@ -201,7 +202,7 @@ def execute_plan(plan: Plan, todo: list[str], done: set[str], engine, log: Calla
             if not running:
                 time.sleep(0.5)  # only nodes waiting for another process remain
                 continue
-            finished = False
+            finished = ctrl_c = False
             for h in engine.finished(list(running), timeout=1.0):
                 nid = running.pop(h)
                 res = engine.result(h)
@@ -212,8 +213,11 @@ def execute_plan(plan: Plan, todo: list[str], done: set[str], engine, log: Calla
                 results[nid] = res
                 progress.finished(plan.nodes[nid], res)
                 finished = True
+                ctrl_c = ctrl_c or (res.get("status") == "interrupted" and res.get("signal") == signal.SIGINT)
             if finished and on_finished is not None:
                 on_finished()
+            if ctrl_c:  # a node stopped on Ctrl-C: the study stops too, even if its own SIGINT got lost
+                raise KeyboardInterrupt
             if time.time() - last_beat > HEARTBEAT_S:
                 last_beat = time.time()
                 progress.heartbeat([running[h] for h in running])

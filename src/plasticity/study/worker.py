@@ -6,6 +6,7 @@ its newest checkpoint."""
 from __future__ import annotations
 
 import contextlib
+import signal
 import time
 import traceback
 from collections.abc import Callable, Iterator
@@ -21,8 +22,6 @@ def die_with_parent() -> None:
     leaves workers training in the background (and holding node locks). An idle worker ignores Ctrl-C (the
     terminal sends SIGINT to every process of the study: an idle one would print a KeyboardInterrupt traceback);
     `run_node` takes it while a node runs."""
-    import signal
-
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         import ctypes
@@ -88,7 +87,6 @@ def _run_node(node: dict[str, Any], root: str, threads: int, log_path: str) -> d
         return {"status": "busy", "reason": f"another plasticity process is running {n.id}"}
     t0 = time.time()
     import os
-    import signal
 
     pid_file = pid_path(rootp, n.id)
     pid_file.write_text(f"{os.getpid()}\n")
@@ -116,9 +114,10 @@ def _attempt(n: Node, ctx: RunContext) -> dict[str, Any]:
         with node_context(n.track):  # training nodes mirror their steps to the study's trackers
             return STAGES[n.kind].run(n, ctx)
     except InterruptedRun as e:
-        return {"status": "interrupted", "reason": f"{e} (resumes on the next run)"}
+        return {"status": "interrupted", "reason": f"{e} (resumes on the next run)", "signal": e.signum}
     except KeyboardInterrupt:
-        return {"status": "interrupted", "reason": "interrupted (Ctrl-C); resumes on the next run"}
+        return {"status": "interrupted", "reason": "interrupted (Ctrl-C); resumes on the next run",
+                "signal": int(signal.SIGINT)}
     except (UserError, DivergenceError) as e:
         return {"status": "failed", "reason": str(e)}
     except Exception as e:  # noqa: BLE001 - a failed node is recorded; the other nodes go on
