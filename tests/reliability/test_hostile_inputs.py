@@ -90,7 +90,9 @@ DEFECTS: dict[int, tuple[str, str]] = {
          "`--out` may not be the study folder, nor its own `report/` with `--headline`"),
     24: ("Ctrl-C of a running study: a 38-line KeyboardInterrupt traceback from a pool worker",
          "idle workers ignore SIGINT, a node's run turns it into `interrupted` (training checkpoints first); the "
-         "study exits 130 with `interrupted` and resumes"),
+         "study exits 130 with `interrupted` and resumes; a node result saying it stopped on SIGINT stops the study "
+         "too, should the study's own signal get lost (seen once under load: the study went on and exited 1; "
+         "`tests/study/test_executors.py::test_a_node_stopped_by_ctrl_c_stops_the_study`)"),
     25: ("a format width in a task template (`{q:>20000000000}`): MemoryError",
          "template format specs with widths or precisions above 1000, or nested fields, are refused when the task "
          "loads"),
