@@ -125,7 +125,7 @@ def _run_finetune(cfg: FinetuneConfig, resume: bool, run_dir: Path, dist: pdist.
     examples, enc_counts = encode_all(tok, cfg.template, pairs, cutoff)
     if not examples:
         raise UserError(f"task {cfg.task}: every example is longer than the cutoff ({cutoff} tokens)")
-    check_master_weights(cfg.train, device, precision, sum(p.numel() for p in model.parameters()))
+    check_master_weights(cfg.train, device, precision, model)  # parallel: auto under torchrun needs the model
     if fresh:  # created once every input has loaded: a bad input leaves no half-made run directory behind
         pdist.on_main(lambda: open_run_dir(run_dir, cfg_dict, resume, log), dist)
     tok_dir = run_dir / ".tokenizer"

@@ -54,17 +54,20 @@ def resolve_master_weights(setting: bool | str, device: torch.device, precision:
     return True, "auto: on for bf16 on CUDA"
 
 
-def check_master_weights(train: Any, device: torch.device, precision: str, n_params: int | None = None) -> None:
-    """Refuse an impossible `train.master_weights` before the run directory is touched. `train.parallel: auto`
-    under torchrun depends on the model's size: without `n_params` that case is left for a second call."""
+def check_master_weights(train: Any, device: torch.device, precision: str,
+                         model: torch.nn.Module | None = None) -> tuple[bool, str] | None:
+    """`train.master_weights` resolved for this run, (on, why), before the run directory is touched (an
+    impossible setting: ConfigError). `train.parallel: auto` under torchrun depends on the model's size: without
+    `model` that case is left for a second call (None)."""
     from plasticity.train.distributed import Dist, resolve_strategy, world_size_from_env
 
     world = world_size_from_env()
-    if world > 1 and train.parallel == "auto" and n_params is None:
-        return
-    strategy = resolve_strategy(train.parallel, Dist(world_size=world), n_params or 0, torch.device(device))
-    resolve_master_weights(train.master_weights, torch.device(device), precision, strategy,
-                           train.activation_checkpointing)
+    if world > 1 and train.parallel == "auto" and model is None:
+        return None
+    n_params = sum(p.numel() for p in model.parameters()) if model is not None else 0
+    strategy = resolve_strategy(train.parallel, Dist(world_size=world), n_params, torch.device(device))
+    return resolve_master_weights(train.master_weights, torch.device(device), precision, strategy,
+                                  train.activation_checkpointing)
 
 
 class Bf16Weights:

@@ -146,7 +146,7 @@ def _run_pretrain(cfg: PretrainConfig, resume: bool, dist: pdist.Dist, log) -> d
         model = build_model(shape, cfg.model.init_std, seed=cfg.train.seed, device=device,
                             bos_id=tok.bos_token_id, eos_id=tok.eos_token_id, pad_id=tok.pad_token_id)
 
-    check_master_weights(cfg.train, device, precision, sum(p.numel() for p in model.parameters()))
+    check_master_weights(cfg.train, device, precision, model)  # parallel: auto under torchrun needs the model
     done = pdist.on_main(lambda: open_run_dir(run_dir, cfg_dict, resume, log), dist)
     if done is not None:
         return done

@@ -17,7 +17,7 @@ from plasticity.files import read_json, write_json, write_yaml
 from plasticity.train import checkpoint_writer as ckpt
 from plasticity.train import distributed as pdist
 from plasticity.train.loop import LoopState, TrainJob, restore, train, truncate_metrics
-from plasticity.train.master_weights import resolve_master_weights
+from plasticity.train.master_weights import check_master_weights
 
 IGNORED_ON_RESUME = {("out_dir",), ("train", "threads"), ("train", "parallel"),  # how fast, not what
                      ("train", "allow_large_memory"), ("train", "activation_checkpointing"),
@@ -130,16 +130,14 @@ def open_run_dir(run_dir: Path, cfg_dict: dict[str, Any], resume: bool, log=prin
 def wrap_for_training(model: torch.nn.Module, dist: pdist.Dist, train_cfg: TrainConfig, precision: str,
                       log=print) -> tuple[torch.nn.Module, str, bool]:
     """(module to run forward/backward through, parallel strategy, master weights on) for a run, before its
-    optimizer is built (FSDP2 swaps the parameters): the strategy and `train.master_weights` resolved together,
-    since FSDP2 takes bf16 weights as its mixed-precision policy and DDP cannot take them at all."""
+    optimizer is built (FSDP2 swaps the parameters). `train.master_weights` is resolved with the strategy
+    (`check_master_weights`): FSDP2 takes bf16 weights as its mixed-precision policy, DDP cannot take them."""
     device = next(model.parameters()).device
-    strategy = pdist.resolve_strategy(train_cfg.parallel, dist, sum(p.numel() for p in model.parameters()), device)
-    master, why = resolve_master_weights(train_cfg.master_weights, device, precision, strategy,
-                                         train_cfg.activation_checkpointing)
+    master, why = check_master_weights(train_cfg, device, precision, model)  # type: ignore[misc]  # model given: never None
     if master or (precision == "bf16" and device.type == "cuda"):
         log(f"master weights {'on' if master else 'off'} ({why})")
-    net, parallel = pdist.wrap_model(model, dist, strategy, train_cfg.activation_checkpointing,
-                                     bf16_params=master and strategy == "fsdp")
+    net, parallel = pdist.wrap_model(model, dist, train_cfg.parallel, train_cfg.activation_checkpointing,
+                                     bf16_params=master)  # used by FSDP2 only
     return net, parallel, master
 
 
