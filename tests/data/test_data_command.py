@@ -123,6 +123,7 @@ def _bad_sources(tmp: Path) -> dict[str, str]:
     (tmp / "empty.jsonl").write_bytes(b"")
     (tmp / "binary.jsonl").write_bytes(bytes(range(256)) * 64)
     (tmp / "binary.txt").write_bytes(b"\xff\xfe\x00\x81" * 4000)
+    (tmp / "one.txt").write_text("To be, or not to be, that is the question.\n" * 2000)  # one document: all val
     os.mkfifo(tmp / "fifo.jsonl")
     (tmp / "nofield.jsonl").write_text("".join(json.dumps({"body": f"doc {i}"}) + "\n" for i in range(50)))
     later = tmp / "later"  # the tokenizer trains on the good file; the cache then meets a file without the field
@@ -133,11 +134,12 @@ def _bad_sources(tmp: Path) -> dict[str, str]:
     return {"empty": str(tmp / "empty.jsonl"), "binary": str(tmp / "binary.jsonl"),
             "binary-text": str(tmp / "binary.txt"), "fifo": str(tmp / "fifo.jsonl"), "device": "/dev/zero",
             "missing-field": str(tmp / "nofield.jsonl"), "missing-field-later": str(later),
-            "missing": str(tmp / "nope.jsonl"), "no-match": str(tmp / "none-*.jsonl")}
+            "missing": str(tmp / "nope.jsonl"), "no-match": str(tmp / "none-*.jsonl"),
+            "one-text-file": str(tmp / "one.txt")}
 
 
 @pytest.mark.parametrize("case", ["empty", "binary", "binary-text", "fifo", "device", "missing-field",
-                                  "missing-field-later", "missing", "no-match"])
+                                  "missing-field-later", "missing", "no-match", "one-text-file"])
 def test_bad_input_is_one_line_and_leaves_no_cache(tmp_path: Path, case: str) -> None:
     source = _bad_sources(tmp_path)[case]
     cache = tmp_path / "cache"
@@ -146,6 +148,8 @@ def test_bad_input_is_one_line_and_leaves_no_cache(tmp_path: Path, case: str) ->
     lines = [x for x in r.stderr.splitlines() if x.strip() and not x.startswith(("training", "BPE", "tokenizing",
                                                                                   "warning"))]
     assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in r.stderr, r.stderr
+    if case == "one-text-file":  # says why, and what to do
+        assert "no training documents" in lines[0] and "data.val_source" in lines[0], lines[0]
     tokens = cache / "tokens"
     assert not tokens.exists() or not [d for d in tokens.iterdir() if d.is_dir()]
 

@@ -141,7 +141,9 @@ def prepare_tokenizer(data: DataConfig, tok_cfg: TokenizerConfig, log=print) -> 
                 train_bpe(sample(), tok_cfg.vocab_size, tmp)
                 if n[0] == 0:
                     shutil.rmtree(tmp, ignore_errors=True)
-                    raise DataError(f"{source_label(data.source)}: no training documents")
+                    raise DataError(f"{source_label(data.source)}: no training documents (the validation split "
+                                    "takes whole documents, and a .txt file is one document: give several files "
+                                    "or a .jsonl of documents, or set data.val_source)")
                 os.replace(tmp, tok_dir)
                 log(f"BPE trained on {n[0]:,} documents")
         return tok_dir
